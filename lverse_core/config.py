@@ -1,0 +1,418 @@
+"""Typed run profiles (``configs/<name>.yaml``) for the L-Verse kit.
+
+One profile describes one scale of the same pipeline: ``ci`` (tiniest, 2 CPU cores), ``smoke`` (the default,
+small but honest), ``gpu`` (one GPU) and ``paper`` (the paper's sizes, §3.5). A profile is a YAML file whose
+sections map one-to-one onto the dataclasses below; anything the YAML leaves out keeps the dataclass default.
+
+    cfg = load_profile("smoke", **{"augvae.ml_steps": 10, "seed": 3})
+
+Validation is strict on purpose: an unknown section or key, or a value of the wrong type, is a ``ConfigError``
+that names the offending key and lists the valid ones, so a typo never silently falls back to a default.
+Paths to real assets (data roots, weight files) can also come from environment variables, named in
+``ASSET_ENV``; ``require_asset`` turns a missing one into an error saying where the file comes from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A profile, key or value that the kit does not accept; the message says what is valid."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "shapes"  # shapes (embedded, generated) | coco (Karpathy JSON + images) | cc3m (TSV)
+    root: str = "data/{profile}"  # where the embedded data set is written; {profile} is substituted
+    image_size: int = 64  # pixels, square; the paper uses 256
+    n_train: int = 2000  # embedded data set: images per split
+    n_val: int = 200
+    n_test: int = 200
+    n_restval: int = 0  # Karpathy's extra training split
+    captions_per_image: int = 5
+    max_objects: int = 3  # objects per scene, 1..max_objects
+    ood_images: int = 8  # out-of-domain real photographs (skimage / sklearn) for Figure 5
+    bad_input: str = "error"  # error | skip: what loaders do with an unreadable image or an empty caption
+    min_image_side: int = 16  # pixels; smaller images count as bad input
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass
+class AugVAEConfig:
+    hidden: int = 128  # channels of the first encoder stage (official code: 128)
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4])  # E(4, z) stages; len-1 stride-2 downsamples
+    z_channels: int = 256  # latent and codebook vector size (official code: 256)
+    codebook_size: int = 8192  # d_Z, number of codes shared by all levels
+    n_levels: int = 4  # AugVAE-ML latent levels (64/32/16/8 for 256 px)
+    sl_level: int = 1  # index of the level AugVAE-SL keeps for its codes (1 = the H/8 map)
+    enc_res_blocks: int = 2
+    dec_res_blocks: int = 3
+    norm_groups: int = 32  # GroupNorm groups (official: 32); must divide every channel count
+    decay: float = 0.99  # EMA decay of the codebook
+    eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    beta: float = 0.25  # commitment weight, scales ||z - sg(z_q)||^2 (the encoder side)
+    ema_update: str = "per_level"  # per_level (official code) | pooled (one update per step over all levels)
+    dead_code_threshold: float = 0.0  # restart codes whose EMA count falls below this; 0 = off (official)
+    data_init: bool = False  # initialise the codebook from encoder outputs on the first batch (official: randn)
+
+
+@dataclass
+class AugVAETrainConfig:
+    batch_size: int = 32  # images per process
+    ml_steps: int = 1000  # optimizer steps for AugVAE-ML
+    sl_steps: int = 500  # optimizer steps for the AugVAE-SL finetune
+    baseline_steps: int = 1500  # plain single-level VQ-VAE baseline (same budget as ML + SL)
+    lr: float = 4.5e-6  # base rate; effective lr = lr * world_size * batch_size when lr_scaling is on
+    lr_scaling: bool = True  # the official rule: lr * world * batch
+    weight_decay: float = 1e-5
+    plateau_factor: float = 0.5  # ReduceLROnPlateau
+    plateau_patience: int = 10  # in log intervals
+    lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
+    log_every: int = 20
+    ckpt_every: int = 200
+    timeout_s: float = 0.0  # wall-clock safety net only; runs are fixed by step counts. 0 = none
+
+
+@dataclass
+class BiARTConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.1  # minGPT default
+    text_len: int = 64  # BPE text positions (paper: 64)
+    compact_vocab: bool = True  # map the BPE ids the captions use to a compact range (CPU speed-up)
+
+
+@dataclass
+class BiARTTrainConfig:
+    batch_size: int = 32
+    steps: int = 1000
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    ref_loss_weight: float = 1.0  # NLL weight on the [REF] (condition) part, paper §3.4
+    gen_loss_weight: float = 1.0  # NLL weight on the [GEN] (target) part
+    direction: str = "alternate"  # alternate (paper: t2i / i2t per iteration) | mixed (both in every batch)
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    log_every: int = 20
+    ckpt_every: int = 200
+    timeout_s: float = 0.0
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    n_candidates: int = 8  # candidates per prompt for CLIP reranking (paper: 64)
+    n_repeats: int = 1  # k: rerank rounds with different seeds (paper §3.6)
+    caption_tokens: int = 32  # tokens sampled per caption before truncation at the first full stop
+    batch_size: int = 64
+
+
+@dataclass
+class CLIPConfig:
+    train_steps: int = 300  # embedded profiles train a small CLIP reranker; paper uses OpenAI ViT-B/32
+    batch_size: int = 64
+    lr: float = 5e-4
+    embed_dim: int = 128
+    vision_width: int = 128
+    vision_layers: int = 4
+    vision_patch_size: int = 8
+    transformer_width: int = 128
+    transformer_heads: int = 4
+    transformer_layers: int = 2
+
+
+@dataclass
+class EvalConfig:
+    fid_extractor: str = "kit"  # kit (the kit's own registered extractor) | inception (needs assets.inception_fid)
+    t2i_prompts: int = 200  # captions for Table 3 (paper: 30000)
+    blur_radii: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8])
+    human_eval_pool: int = 100  # sets in the human-evaluation pool (paper: 500)
+    human_eval_form_size: int = 50  # sets per rater (paper: 50)
+    human_eval_raters: int = 10  # simulated raters on embedded profiles (paper: 150 people)
+    bootstrap: int = 1000  # bootstrap resamples for confidence intervals
+
+
+@dataclass
+class AssetsConfig:
+    """Local paths to real data and weights. Nothing is downloaded; each can be set by an env variable."""
+
+    imagenet_root: str = ""  # ImageFolder root with train/ and val/
+    coco_root: str = ""  # MS-COCO 2014 image root (holds train2014/, val2014/)
+    coco_karpathy_json: str = ""  # Karpathy's dataset_coco.json
+    cc3m_tsv: str = ""  # Conceptual Captions TSV (caption \t image path)
+    inception_fid: str = ""  # pt_inception-2015-12-05 weights for torch-fidelity
+    clip_vit_b32: str = ""  # OpenAI CLIP ViT-B/32 .pt file for clip.load
+    vgg16_lpips: str = ""  # VGG16 weights for LPIPS (optional)
+    corenlp_dir: str = ""  # Stanford CoreNLP 3.6.0 jars for SPICE (optional)
+
+
+@dataclass
+class Config:
+    profile: str = "smoke"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    reports_dir: str = "reports/{profile}"
+    runs_dir: str = "runs/{profile}"  # checkpoints and code files
+    data: DataConfig = field(default_factory=DataConfig)
+    augvae: AugVAEConfig = field(default_factory=AugVAEConfig)
+    augvae_train: AugVAETrainConfig = field(default_factory=AugVAETrainConfig)
+    biart: BiARTConfig = field(default_factory=BiARTConfig)
+    biart_train: BiARTTrainConfig = field(default_factory=BiARTTrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    assets: AssetsConfig = field(default_factory=AssetsConfig)
+
+    # -- derived values (never stored in YAML) ---------------------------------------------------------------
+    def path(self, template: str) -> Path:
+        """A config path template with {profile} filled in, relative paths taken from the repo root."""
+        p = Path(template.format(profile=self.profile))
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def data_root(self) -> Path:
+        return self.path(self.data.root)
+
+    @property
+    def reports_root(self) -> Path:
+        return self.path(self.reports_dir)
+
+    @property
+    def runs_root(self) -> Path:
+        return self.path(self.runs_dir)
+
+    @property
+    def image_grid(self) -> int:
+        """Side of the AugVAE-SL code map: the image is downsampled 8x (256 px -> 32x32 = 1024 codes)."""
+        return self.data.image_size // 8
+
+    @property
+    def image_tokens(self) -> int:
+        return self.image_grid**2
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Environment variables that override asset paths (they win over the YAML).
+ASSET_ENV = {
+    "imagenet_root": "LVERSE_IMAGENET_ROOT",
+    "coco_root": "LVERSE_COCO_ROOT",
+    "coco_karpathy_json": "LVERSE_COCO_KARPATHY_JSON",
+    "cc3m_tsv": "LVERSE_CC3M_TSV",
+    "inception_fid": "LVERSE_INCEPTION_WEIGHTS",
+    "clip_vit_b32": "LVERSE_CLIP_WEIGHTS",
+    "vgg16_lpips": "LVERSE_VGG16_WEIGHTS",
+    "corenlp_dir": "LVERSE_CORENLP_DIR",
+}
+
+# Where each asset comes from, quoted in the error when it is missing.
+ASSET_HELP = {
+    "imagenet_root": "ImageNet1K (ILSVRC2012) from image-net.org, unpacked as an ImageFolder tree (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG)",
+    "coco_root": "MS-COCO 2014 train2014/ and val2014/ images from cocodataset.org",
+    "coco_karpathy_json": "dataset_coco.json from Karpathy's caption splits (cs.stanford.edu/people/karpathy/deepimagesent, caption_datasets.zip)",
+    "cc3m_tsv": "the Conceptual Captions TSV (ai.google.com/research/ConceptualCaptions), with images downloaded beside it",
+    "inception_fid": "torch-fidelity's pt_inception-2015-12-05-6726825d.pth (a release asset of toshas/torch-fidelity on GitHub)",
+    "clip_vit_b32": "OpenAI CLIP ViT-B-32.pt (the URL is in clip/clip.py of the clip-anytorch package, _MODELS['ViT-B/32'])",
+    "vgg16_lpips": "torchvision's vgg16-397923af.pth (download.pytorch.org/models) for the LPIPS loss",
+    "corenlp_dir": "Stanford CoreNLP 3.6.0 (stanford-corenlp-3.6.0.jar and -models.jar), as pycocoevalcap's SPICE expects in spice/lib",
+}
+
+
+class MissingAssetError(FileNotFoundError):
+    """A real data set or weight file the run needs is not on this machine."""
+
+
+def require_asset(cfg: Config, name: str) -> Path:
+    """The local path of asset ``name``, or a MissingAssetError naming it, its env variable and its source."""
+    if name not in ASSET_HELP:
+        raise ConfigError(f"unknown asset {name!r}; valid: {', '.join(ASSET_HELP)}")
+    value = getattr(cfg.assets, name)
+    env = ASSET_ENV[name]
+    if not value:
+        raise MissingAssetError(
+            f"asset '{name}' is not configured. Set assets.{name} in configs/{cfg.profile}.yaml or the environment "
+            f"variable {env}. It comes from: {ASSET_HELP[name]}. The kit never downloads it."
+        )
+    p = Path(os.path.expanduser(value))
+    if not p.exists():
+        raise MissingAssetError(
+            f"asset '{name}' points to {p}, which does not exist. Fix assets.{name} or {env}. "
+            f"It comes from: {ASSET_HELP[name]}."
+        )
+    return p
+
+
+# -- loading and validation --------------------------------------------------------------------------------------
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_value(where: str, value: Any, typ: Any) -> Any:
+    """Return ``value`` coerced to ``typ`` (int -> float allowed), or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+        return [_check_value(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{where}: unsupported type {typ}")  # pragma: no cover - schema bug
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    types = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in types:
+            raise ConfigError(
+                f"unknown key '{where}{key}'; valid keys in {where.rstrip('.') or 'the top level'}: "
+                f"{', '.join(types)}"
+            )
+        typ = types[key]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a mapping of {', '.join(_field_types(typ))}")
+            kwargs[key] = _build(typ, value, f"{where}{key}.")
+        else:
+            kwargs[key] = _check_value(f"{where}{key}", value, typ)
+    return cls(**kwargs)
+
+
+# Allowed values of the string options; checked after loading.
+CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "data.source": ("shapes", "coco", "cc3m"),
+    "data.bad_input": ("error", "skip"),
+    "augvae.ema_update": ("per_level", "pooled"),
+    "biart_train.direction": ("alternate", "mixed"),
+    "biart_train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "eval.fid_extractor": ("kit", "inception"),
+}
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: Config) -> Config:
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if cfg.data.image_size % 8 or cfg.data.image_size < 16:
+        raise ConfigError(f"data.image_size: {cfg.data.image_size} must be a multiple of 8 and at least 16")
+    a = cfg.augvae
+    down = 2 ** (len(a.ch_mult) - 1)
+    if down * 2 ** (a.n_levels - 1) > cfg.data.image_size:
+        raise ConfigError(
+            f"augvae: {a.n_levels} levels with ch_mult {a.ch_mult} downsample a {cfg.data.image_size}-px image "
+            f"below 1x1; use fewer levels or a larger data.image_size"
+        )
+    if not 0 <= a.sl_level < a.n_levels:
+        raise ConfigError(f"augvae.sl_level: {a.sl_level} must be in 0..{a.n_levels - 1}")
+    for ch in [a.hidden * m for m in a.ch_mult] + [a.z_channels]:
+        if ch % a.norm_groups:
+            raise ConfigError(f"augvae.norm_groups: {a.norm_groups} does not divide channel count {ch}")
+    if cfg.biart.n_embd % cfg.biart.n_head:
+        raise ConfigError(f"biart.n_embd ({cfg.biart.n_embd}) must be divisible by biart.n_head ({cfg.biart.n_head})")
+    positive = ["data.n_train", "data.image_size", "augvae.codebook_size", "augvae_train.batch_size",
+                "biart_train.batch_size", "biart.text_len", "sampling.n_candidates", "sampling.caption_tokens"]
+    for key in positive:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
+    if not 0.0 < cfg.sampling.top_p <= 1.0:
+        raise ConfigError(f"sampling.top_p: {cfg.sampling.top_p} must be in (0, 1]")
+    return cfg
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_profile(name: str = "smoke", **overrides: Any) -> Config:
+    """Load ``configs/<name>.yaml`` into a validated :class:`Config`.
+
+    Overrides use dotted keys (``load_profile("ci", **{"augvae.ml_steps": 5})``) or whole sections
+    (``augvae_train={"ml_steps": 5}``). Asset paths set in the environment (``ASSET_ENV``) win over the YAML.
+    """
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(available_profiles())}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(tree).__name__}")
+    if tree.get("profile", name) != name:
+        raise ConfigError(f"{path} says profile {tree['profile']!r} but was loaded as {name!r}")
+    tree["profile"] = name
+    for key, value in overrides.items():
+        if isinstance(value, dict) and "." not in key:
+            for sub, v in value.items():
+                _set_dotted(tree, f"{key}.{sub}", v)
+        else:
+            _set_dotted(tree, key, value)
+    assets = tree.setdefault("assets", {})
+    for key, env in ASSET_ENV.items():
+        if os.environ.get(env):
+            assets[key] = os.environ[env]
+    return validate(_build(Config, tree, ""))
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with ``to_dict`` (e.g. from a checkpoint), validated."""
+    return validate(_build(Config, dict(tree), ""))
