@@ -1,0 +1,141 @@
+"""Every artefact of a run goes through here into ``reports/<profile>/`` under a stable name.
+
+    reports/<profile>/tables/<name>.{csv,md,tex}   tables (each row says where it came from: ``source``)
+    reports/<profile>/figures/<name>.png           figures
+    reports/<profile>/results/<name>.json          machine-readable results that tests and the index read
+    reports/<profile>/executed/, html/             executed notebooks and their HTML pages (written by the runner)
+
+The paper's own numbers live in ``lverse_core/reference/*.csv`` (copied from the paper's tables) and appear only
+as rows labelled "L-Verse paper ..." beside ours; ``provenance(cfg)`` is the label for rows of this run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT, Config
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+
+
+def report_dir(cfg: Config, kind: str = "") -> Path:
+    d = cfg.reports_root / kind if kind else cfg.reports_root
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """A short description of where this ran: the GPU name if any, else the CPU count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def provenance(cfg: Config) -> str:
+    """The ``source`` label of a row computed by this run."""
+    data = "embedded shapes" if cfg.data.source == "shapes" else cfg.data.source
+    return f"this run: profile {cfg.profile}, data {data}, commit {git_commit()}, {machine()}"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None (strict JSON), numpy/torch scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_results(cfg: Config, name: str, results: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` (with the run's provenance added)."""
+    return write_json_atomic(report_dir(cfg, "results") / f"{name}.json", {**results, "provenance": provenance(cfg)})
+
+
+def load_results(cfg: Config, name: str) -> dict[str, Any]:
+    path = cfg.reports_root / "results" / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the notebook that writes results '{name}' first")
+    return json.loads(path.read_text())
+
+
+def save_table(cfg: Config, name: str, df, caption: str = "") -> dict[str, Path]:
+    """Write a pandas table as CSV, Markdown and LaTeX under ``tables/``; returns the paths."""
+    d = report_dir(cfg, "tables")
+    paths = {"csv": d / f"{name}.csv", "md": d / f"{name}.md", "tex": d / f"{name}.tex"}
+    df.to_csv(paths["csv"], index=False)
+    md = df.to_markdown(index=False) if _has_tabulate() else _markdown(df)
+    paths["md"].write_text((f"{caption}\n\n" if caption else "") + md + "\n")
+    paths["tex"].write_text(df.to_latex(index=False, caption=caption or None, na_rep="--", float_format="%.4g"))
+    return paths
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _markdown(df) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return "--" if math.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join(" --- " for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *rows])
+
+
+def save_figure(cfg: Config, name: str, fig, dpi: int = 110) -> Path:
+    path = report_dir(cfg, "figures") / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def reference_table(name: str):
+    """One of the paper's tables (``table1_reconstruction_fid`` ...) as a DataFrame, rows labelled as the paper's."""
+    import pandas as pd
+
+    path = REFERENCE_DIR / f"{name}.csv"
+    if not path.exists():
+        valid = ", ".join(p.stem for p in REFERENCE_DIR.glob("*.csv"))
+        raise FileNotFoundError(f"no reference table {name!r}; valid: {valid}")
+    return pd.read_csv(path)

@@ -1,0 +1,278 @@
+"""Training infrastructure shared by AugVAE and BiART: processes, data order, checkpoints, logs, the step loop.
+
+Design choices, each so that a killed run resumes exactly where it stopped:
+- Runs are fixed by step counts; a wall-clock ``timeout_s`` is only a safety net (DESIGN.md: budgets stalled).
+- The data order is a pure function of (seed, step): ``StepSampler`` draws epoch permutations from a seeded
+  generator, so a resumed run sees exactly the batches the uninterrupted run would have seen, and each of the
+  ``world_size`` processes takes its own slice of the same global batch (DDP with torchrun).
+- A checkpoint is a plain dict (``kind``, ``model_args``, ``config``, ``step``, ``model``, ``optimizer``,
+  ``scheduler``, ``rng``, ...) written atomically (temp file, fsync, rename) and read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, foreign or from an incompatible config."""
+
+
+# -- processes -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group if launched by torchrun (NCCL on GPUs, gloo on CPU), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu or profile ci/smoke")
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# -- randomness ----------------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All generator states as tensors and plain Python values, so they load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- data order ----------------------------------------------------------------------------------------------------
+
+class StepSampler:
+    """Indices of the global batch at optimizer step ``step``, sliced for one process.
+
+    Epoch ``e`` is a permutation of ``range(n)`` from ``torch.Generator().manual_seed(seed + e)``; the global
+    batch of step ``s`` is positions ``[s*B, (s+1)*B)`` of the concatenated epochs. Process ``rank`` of
+    ``world_size`` takes every ``world_size``-th element, so 1 process with batch B and 2 processes with B/2
+    each see the same samples.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+        if n <= 0:
+            raise ValueError("StepSampler needs a non-empty data set")
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} is not divisible by world size {world_size}")
+        self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world_size
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _epoch(self, e: int) -> torch.Tensor:
+        if e not in self._cache:
+            self._cache = {e: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + e))}
+        return self._cache[e]
+
+    def global_indices(self, step: int) -> list[int]:
+        start = step * self.batch
+        out = []
+        while len(out) < self.batch:
+            e, off = divmod(start + len(out), self.n)
+            perm = self._epoch(e)
+            out.extend(perm[off: off + self.batch - len(out)].tolist())
+        return out
+
+    def indices(self, step: int) -> list[int]:
+        return self.global_indices(step)[self.rank:: self.world]
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a kit checkpoint with ``weights_only=True``; ``kind`` (e.g. "augvae-sl") must match if given."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; train it first (see notebooks/) or fix the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle of foreign objects, random bytes ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is truncated, corrupt or "
+            f"not a torch.save file. Delete it and re-run the training notebook to rebuild it."
+        ) from e
+    if not isinstance(state, dict) or "kind" not in state or "model" not in state:
+        raise CheckpointError(f"{path} is not an L-Verse kit checkpoint (no 'kind'/'model' entries)")
+    if kind is not None and state["kind"] != kind:
+        raise CheckpointError(f"{path} holds a '{state['kind']}' checkpoint, but a '{kind}' checkpoint was expected")
+    return state
+
+
+def check_model_args(path: str | os.PathLike, saved: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Raise CheckpointError listing every architecture argument where the checkpoint and the config differ."""
+    diff = {k: (saved.get(k), expected.get(k)) for k in set(saved) | set(expected) if saved.get(k) != expected.get(k)}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise CheckpointError(f"checkpoint {path} was trained with a different architecture ({lines}); "
+                              f"use the profile it was trained with, or retrain")
+
+
+# -- logs ----------------------------------------------------------------------------------------------------------
+
+class CSVLog:
+    """An append-only CSV of training metrics. On resume, rows after the resumed step are dropped first."""
+
+    def __init__(self, path: str | os.PathLike, fields: list[str], resume_step: int | None = None):
+        self.path, self.fields = Path(path), ["step", *fields]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None or not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        else:
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with open(self.path, "w", newline="") as f:
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(rows)
+
+    def write(self, step: int, **values: float) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow({"step": step, **values})
+
+
+# -- the step loop ---------------------------------------------------------------------------------------------------
+
+def run_steps(
+    step_fn: Callable[[int], dict[str, float]],
+    *,
+    start: int,
+    total: int,
+    save_fn: Callable[[int], None],
+    ckpt_every: int,
+    log: CSVLog | None = None,
+    log_every: int = 1,
+    timeout_s: float = 0.0,
+    desc: str = "train",
+    is_main: bool = True,
+    stop_after: int | None = None,
+) -> int:
+    """Call ``step_fn(step)`` for ``step`` in ``[start, total)``; log, checkpoint, and return the next step.
+
+    ``save_fn(next_step)`` is called every ``ckpt_every`` steps and at the end (also when the timeout fires).
+    ``stop_after`` ends the loop after that many steps of this call (tests use it to simulate a kill).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.monotonic()
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not is_main, mininterval=2.0)
+    step = start
+    acc: dict[str, float] = {}
+    n_acc = 0
+    try:
+        while step < total:
+            metrics = step_fn(step)
+            for k, v in metrics.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            n_acc += 1
+            step += 1
+            bar.update(1)
+            if log is not None and (step % log_every == 0 or step == total):
+                means = {k: v / n_acc for k, v in acc.items()}
+                if is_main:
+                    log.write(step, **means)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                acc, n_acc = {}, 0
+            if step % ckpt_every == 0 and step < total:
+                save_fn(step)
+            if stop_after is not None and step - start >= stop_after:
+                return step
+            if timeout_s and time.monotonic() - t0 > timeout_s:
+                bar.write(f"{desc}: timeout of {timeout_s:.0f}s reached at step {step}/{total}; checkpoint saved, "
+                          f"re-run to resume")
+                break
+    finally:
+        bar.close()
+    save_fn(step)
+    return step
+
+
+def batched(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    buf: list[Any] = []
+    for x in items:
+        buf.append(x)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
