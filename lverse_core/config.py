@@ -183,7 +183,8 @@ class Config:
     def path(self, template: str) -> Path:
         """A config path template with {profile} filled in, relative paths taken from the repo root."""
         p = Path(template.format(profile=self.profile))
-        return p if p.is_absolute() else REPO_ROOT / p
+        # LVERSE_WORKDIR moves every relative output (data, runs, reports) elsewhere, e.g. a test's tmp dir.
+        return p if p.is_absolute() else Path(os.environ.get("LVERSE_WORKDIR") or REPO_ROOT) / p
 
     @property
     def data_root(self) -> Path:
@@ -362,11 +363,13 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"augvae.norm_groups: {a.norm_groups} does not divide channel count {ch}")
     if cfg.biart.n_embd % cfg.biart.n_head:
         raise ConfigError(f"biart.n_embd ({cfg.biart.n_embd}) must be divisible by biart.n_head ({cfg.biart.n_head})")
-    positive = ["data.n_train", "data.image_size", "augvae.codebook_size", "augvae_train.batch_size",
+    positive = ["data.image_size", "augvae.codebook_size", "augvae_train.batch_size",
                 "biart_train.batch_size", "biart.text_len", "sampling.n_candidates", "sampling.caption_tokens"]
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
+    if cfg.data.source == "shapes" and cfg.data.n_train <= 0:
+        raise ConfigError(f"data.n_train: the embedded data set needs a positive size, got {cfg.data.n_train}")
     if not 0.0 < cfg.sampling.top_p <= 1.0:
         raise ConfigError(f"sampling.top_p: {cfg.sampling.top_p} must be in (0, 1]")
     return cfg

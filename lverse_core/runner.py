@@ -1,0 +1,319 @@
+"""Run the kit's notebooks in order with papermill and assemble ``reports/<profile>/``.
+
+    python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]
+
+For each selected notebook: check the parameters against ``papermill.inspect_notebook`` (papermill itself only
+logs unknown ones), execute it into ``reports/<profile>/executed/``, convert it to a self-contained HTML page in
+``html/`` (images embedded, equations rendered to MathML offline, no CDN scripts), then write ``manifest.json``
+(commit, package versions, resolved config, seeds, wall time per notebook, machine) and ``index.html``.
+A failing notebook stops the run: the executed copy with its traceback is kept, the message names the notebook and
+the failing cell, and the exit status is non-zero. The runner is a convenience: every notebook also runs alone with
+the plain papermill CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT, ConfigError, available_profiles, load_profile
+from .report import git_commit, machine, write_json_atomic
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PACKAGES = ["torch", "torchvision", "clip-anytorch", "torch-fidelity", "pycocoevalcap", "papermill", "nbconvert",
+            "nbclient", "ipykernel", "numpy", "pandas", "seaborn", "matplotlib", "einops", "scikit-image"]
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad selection, bad parameter) or a notebook that failed."""
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    status: str  # ok | failed | not run
+    seconds: float = 0.0
+    executed: str = ""
+    html: str = ""
+    error: str = ""
+
+
+@dataclass
+class RunRecord:
+    profile: str
+    started: str
+    notebooks: list[NotebookResult] = field(default_factory=list)
+
+
+def list_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The pipeline's notebooks: ``NN_name.ipynb`` in order of NN."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_notebooks(only: str | None, directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    books = list_notebooks(directory)
+    if not books:
+        raise RunError(f"no notebooks (NN_name.ipynb) found in {directory}")
+    if not only:
+        return books
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    by_prefix = {p.name[:2]: p for p in books}
+    unknown = [w for w in wanted if w[:2] not in by_prefix]
+    if unknown:
+        raise RunError(f"--only {','.join(unknown)}: no such notebook; valid: {', '.join(sorted(by_prefix))}")
+    return [by_prefix[w[:2]] for w in sorted(set(wanted))]
+
+
+def coerce(value: str) -> Any:
+    """A -p value from the command line: JSON literal if it parses (3, 0.5, true, "x"), else the string."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def notebook_parameters(books: list[Path], params: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    """The parameters each notebook gets, after checking them against its ``parameters`` cell.
+
+    Every notebook must declare PROFILE; an extra parameter must be declared by at least one selected notebook
+    and goes only to the notebooks that declare it (papermill itself would only log an unknown one).
+    """
+    import papermill
+
+    declared = {nb: papermill.inspect_notebook(str(nb)) for nb in books}
+    for nb, names in declared.items():
+        if "PROFILE" not in names:
+            raise RunError(f"{nb.name} has no PROFILE in a cell tagged 'parameters' (found: {', '.join(names) or 'none'})")
+    valid = sorted({n for names in declared.values() for n in names} - {"PROFILE"})
+    unknown = sorted(k for k in params if k == "PROFILE" or k not in valid)
+    if unknown:
+        raise RunError(f"unknown parameter(s) {', '.join(unknown)} for the selected notebooks; "
+                       f"valid: {', '.join(valid) or 'none'} (the profile is chosen with --profile)")
+    return {nb: {k: v for k, v in params.items() if k in names} for nb, names in declared.items()}
+
+
+def _failed_cell(exc: Exception) -> str:
+    idx = getattr(exc, "cell_index", None)
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    where = f"cell {idx}" if idx is not None else "a cell"
+    if getattr(exc, "exec_count", None) is not None:
+        where += f" (execution count {exc.exec_count})"
+    return f"{where}: {ename}: {evalue}"
+
+
+# -- HTML pages that render offline --------------------------------------------------------------------------------
+
+_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$", re.S)
+_CDN_SCRIPT = re.compile(r'<script[^>]+src="https?://[^"]+"[^>]*>\s*</script>\s*', re.I)
+
+
+def _math_to_mathml(text: str) -> str:
+    import latex2mathml.converter as l2m
+
+    def repl(m: re.Match) -> str:
+        tex, display = (m.group(1), "block") if m.group(1) is not None else (m.group(2), "inline")
+        try:
+            return l2m.convert(tex.strip(), display=display)
+        except Exception:  # leave what the converter cannot parse as TeX source, visible and honest
+            return m.group(0)
+
+    return _MATH.sub(repl, text)
+
+
+_OFFLINE_TEMPLATE = "lverse_offline.html.j2"
+
+
+def _offline_loader():
+    """The JupyterLab page template without its MathJax, Mermaid and require.js scripts (all fetched from a CDN)."""
+    from jinja2 import DictLoader
+
+    return DictLoader({_OFFLINE_TEMPLATE: "{%- extends 'lab/index.html.j2' -%}\n"
+                                          "{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}\n"
+                                          "{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}\n"
+                                          "{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}\n"})
+
+
+def notebook_to_html(executed: Path, out: Path) -> Path:
+    """A self-contained HTML page: embedded images, equations as MathML, no scripts fetched from the network."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _math_to_mathml(cell.source)
+    exporter = HTMLExporter(template_name="lab", template_file=_OFFLINE_TEMPLATE, extra_loaders=[_offline_loader()],
+                            embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    body = _CDN_SCRIPT.sub("", body)  # belt and braces: no <script src="http..."> survives
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body)
+    return out
+
+
+# -- manifest and index ----------------------------------------------------------------------------------------------
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
+    manifest = {
+        "profile": record.profile,
+        "started": record.started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "seed": cfg.seed,
+        "parameters": params,
+        "config": cfg.to_dict(),
+        "notebooks": [vars(n) for n in record.notebooks],
+        "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),
+    }
+    return write_json_atomic(cfg.reports_root / "manifest.json", manifest)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def write_index(cfg, record: RunRecord | None = None) -> Path:
+    """``index.html``: every notebook page, table and figure of the report, with the run's provenance."""
+    import pandas as pd
+
+    root = cfg.reports_root
+    manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
+    esc = html.escape
+    parts = [f"<h1>L-Verse kit report — profile <code>{esc(cfg.profile)}</code></h1>"]
+    if manifest:
+        parts.append(f"<p>commit <code>{esc(str(manifest.get('commit')))}</code> · {esc(str(manifest.get('machine')))}"
+                     f" · started {esc(str(manifest.get('started')))} · total "
+                     f"{manifest.get('total_seconds', 0):.0f} s · <a href='manifest.json'>manifest.json</a></p>")
+    parts.append("<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>wall time</th><th>pages</th></tr>")
+    for nb in manifest.get("notebooks", []):
+        links = []
+        if nb.get("html"):
+            links.append(f"<a href='{esc(nb['html'])}'>HTML</a>")
+        if nb.get("executed"):
+            links.append(f"<a href='{esc(nb['executed'])}'>ipynb</a>")
+        err = f"<br><small>{esc(nb['error'])}</small>" if nb.get("error") else ""
+        parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
+                     f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
+    parts.append("</table>")
+    tables = sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []
+    if tables:
+        parts.append("<h2>Tables</h2>")
+    for t in tables:
+        links = " · ".join(f"<a href='{_rel(t.with_suffix(s), root)}'>{s[1:]}</a>" for s in (".csv", ".md", ".tex")
+                           if t.with_suffix(s).exists())
+        df = pd.read_csv(t)
+        parts.append(f"<h3>{esc(t.stem)}</h3><p>{links}</p>{df.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.4g}')}")
+    figures = sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for f in figures:
+        parts.append(f"<figure><a href='{_rel(f, root)}'><img src='{_rel(f, root)}' style='max-width:900px'></a>"
+                     f"<figcaption>{esc(f.stem)}</figcaption></figure>")
+    results = sorted((root / "results").glob("*.json")) if (root / "results").exists() else []
+    if results:
+        parts.append("<h2>Results (JSON)</h2><ul>" + "".join(
+            f"<li><a href='{_rel(r, root)}'>{esc(r.name)}</a></li>" for r in results) + "</ul>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px}.failed{color:#b00}.ok{color:#070}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>L-Verse kit — {esc(cfg.profile)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    out = root / "index.html"
+    out.write_text(page)
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------------------------------
+
+def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
+        notebook_dir: Path = NOTEBOOK_DIR, log=print) -> RunRecord:
+    """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    cfg = load_profile(profile)
+    params = dict(params or {})
+    books = select_notebooks(only, notebook_dir)
+    per_book = notebook_parameters(books, params)  # all checks before anything runs
+    root = cfg.reports_root
+    (root / "executed").mkdir(parents=True, exist_ok=True)
+    record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
+    failure: str | None = None
+    for i, nb in enumerate(books):
+        res = record.notebooks[i]
+        executed = root / "executed" / nb.name
+        log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            papermill.execute_notebook(str(nb), str(executed), parameters={"PROFILE": profile, **per_book[nb]}, kernel_name="python3",
+                                       cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
+            res.status = "ok"
+        except PapermillExecutionError as e:
+            res.status, res.error = "failed", _failed_cell(e)
+        except Exception as e:  # kernel died, notebook unreadable ...
+            res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+        res.seconds = round(time.monotonic() - t0, 1)
+        res.executed = _rel(executed, root) if executed.exists() else ""
+        if executed.exists():
+            try:
+                res.html = _rel(notebook_to_html(executed, root / "html" / f"{nb.stem}.html"), root)
+            except Exception as e:  # a page that fails to render must not hide the notebook's own result
+                log(f"    warning: HTML conversion of {nb.name} failed: {e}")
+        if res.status != "ok":
+            failure = (f"notebook {nb.name} failed at {res.error}\n"
+                       f"    executed copy with the traceback: {executed}")
+            log(f"[{i + 1}/{len(books)}] {nb.stem}: FAILED after {res.seconds:.0f} s")
+            break
+        log(f"[{i + 1}/{len(books)}] {nb.stem}: ok in {res.seconds:.0f} s")
+    write_manifest(cfg, record, {"PROFILE": profile, **params})
+    write_index(cfg, record)
+    if failure:
+        raise RunError(failure)
+    log(f"report: {root / 'index.html'} (total {sum(n.seconds for n in record.notebooks):.0f} s)")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lverse_core", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the notebooks in order into reports/<profile>/")
+    r.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
+    r.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,01")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                   help="extra notebook parameter (validated against each notebook's parameters cell)")
+    sub.add_parser("list", help="list the notebooks and their parameters")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "list":
+            import papermill
+
+            for nb in list_notebooks():
+                print(nb.name, ", ".join(papermill.inspect_notebook(str(nb))))
+            return 0
+        run(args.profile, args.only, {k: coerce(v) for k, v in args.param})
+    except (RunError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,80 @@
+"""Profiles: loading, overrides, strict validation with helpful errors, asset lookup."""
+import pytest
+
+from lverse_core.config import (ASSET_ENV, ConfigError, MissingAssetError, available_profiles, config_from_dict,
+                                load_profile, require_asset)
+
+
+def test_all_profiles_load():
+    assert set(available_profiles()) >= {"ci", "smoke", "gpu", "paper"}
+    for name in available_profiles():
+        cfg = load_profile(name)
+        assert cfg.profile == name
+        assert cfg.image_grid == cfg.data.image_size // 8
+
+
+def test_paper_profile_has_paper_sizes():
+    cfg = load_profile("paper")
+    assert cfg.data.image_size == 256 and cfg.image_grid == 32 and cfg.image_tokens == 1024
+    assert cfg.augvae.codebook_size == 8192 and cfg.augvae.z_channels == 256 and cfg.augvae.n_levels == 4
+    assert cfg.biart.text_len == 64 and not cfg.biart.compact_vocab
+    assert cfg.augvae.dead_code_threshold == 0 and not cfg.augvae.data_init  # as the official code
+
+
+def test_overrides_dotted_and_sections():
+    cfg = load_profile("ci", **{"augvae_train.ml_steps": 7, "seed": 5}, biart={"n_layer": 3})
+    assert cfg.augvae_train.ml_steps == 7 and cfg.seed == 5 and cfg.biart.n_layer == 3
+    assert load_profile("ci", **{"augvae_train.lr": 1}).augvae_train.lr == 1.0  # int accepted for float
+
+
+def test_unknown_profile_lists_valid():
+    with pytest.raises(ConfigError, match=r"unknown profile 'smok'.*ci.*smoke"):
+        load_profile("smok")
+
+
+def test_unknown_key_names_it_and_lists_valid():
+    with pytest.raises(ConfigError, match=r"unknown key 'augvae\.codebok_size'.*codebook_size"):
+        load_profile("ci", **{"augvae.codebok_size": 3})
+    with pytest.raises(ConfigError, match=r"unknown key 'augvea'.*augvae"):
+        load_profile("ci", augvea={"x": 1})
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("augvae.codebook_size", "big", "expected an integer"),
+    ("augvae.codebook_size", 2.5, "expected an integer"),
+    ("augvae.data_init", "yes", "expected true or false"),
+    ("augvae.ch_mult", 3, "expected a list"),
+    ("augvae.ema_update", "sometimes", "not one of per_level, pooled"),
+    ("data.image_size", 60, "multiple of 8"),
+    ("sampling.top_p", 1.5, r"\(0, 1\]"),
+    ("biart.n_head", 3, "divisible"),
+    ("augvae.norm_groups", 7, "does not divide"),
+])
+def test_bad_values(key, value, msg):
+    with pytest.raises(ConfigError, match=msg) as e:
+        load_profile("ci", **{key: value})
+    assert key.split(".")[0] in str(e.value)
+
+
+def test_roundtrip_through_dict():
+    cfg = load_profile("smoke")
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_missing_asset_error_names_it(monkeypatch, tmp_path):
+    cfg = load_profile("paper")
+    with pytest.raises(MissingAssetError, match=r"coco_karpathy_json.*LVERSE_COCO_KARPATHY_JSON.*Karpathy"):
+        require_asset(cfg, "coco_karpathy_json")
+    monkeypatch.setenv(ASSET_ENV["inception_fid"], str(tmp_path / "nope.pth"))
+    with pytest.raises(MissingAssetError, match="does not exist"):
+        require_asset(load_profile("paper"), "inception_fid")
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    monkeypatch.setenv(ASSET_ENV["inception_fid"], str(f))
+    assert require_asset(load_profile("paper"), "inception_fid") == f
+
+
+def test_workdir_moves_outputs(monkeypatch, tmp_path):
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    cfg = load_profile("ci")
+    assert cfg.reports_root == tmp_path / "reports" / "ci" and cfg.data_root == tmp_path / "data" / "ci"

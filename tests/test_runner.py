@@ -1,0 +1,87 @@
+"""The papermill runner: order, parameters, failure handling, manifest, index and offline HTML."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lverse_core import runner
+from lverse_core.config import REPO_ROOT
+
+from ._notebooks import make_notebook
+
+WRITE_RESULT = """
+from lverse_core.config import load_profile
+from lverse_core import report
+import pandas as pd
+cfg = load_profile(PROFILE)
+report.save_results(cfg, "toy", {"value": 1.5})
+report.save_table(cfg, "toy_table", pd.DataFrame({"model": ["x"], "score": [0.5], "source": ["this run"]}))
+"""
+
+
+@pytest.fixture
+def books(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    make_notebook(d / "00_first.ipynb", [WRITE_RESULT, "STEPS"], params='PROFILE = "ci"  # profile\nSTEPS = 2  # steps')
+    make_notebook(d / "01_second.ipynb", ["x = 1", "print('second ran')"])
+    return d
+
+
+def test_runs_in_order_and_writes_report(books, workdir):
+    lines = []
+    rec = runner.run("ci", notebook_dir=books, params={"STEPS": 3}, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert [n.name for n in rec.notebooks] == ["00_first", "01_second"]
+    assert all(n.status == "ok" for n in rec.notebooks)
+    root = workdir / "reports" / "ci"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["profile"] == "ci" and manifest["parameters"] == {"PROFILE": "ci", "STEPS": 3}
+    assert manifest["config"]["augvae"]["codebook_size"] == 128
+    assert manifest["packages"]["torch"] != "not installed"
+    assert [n["status"] for n in manifest["notebooks"]] == ["ok", "ok"]
+    assert json.loads((root / "results" / "toy.json").read_text())["value"] == 1.5
+    index = (root / "index.html").read_text()
+    assert "html/00_first.html" in index and "toy_table" in index
+    page = (root / "html" / "00_first.html").read_text()
+    assert "<math" in page  # equations rendered to MathML offline
+    assert "cdnjs" not in page and 'src="http' not in page  # nothing fetched from the network
+    # the parameter reached only the notebook that declares it, and papermill injected it
+    executed = json.loads((root / "executed" / "00_first.ipynb").read_text())
+    assert any("STEPS = 3" in "".join(c["source"]) for c in executed["cells"])
+    assert any("00_first: ok" in l for l in lines)
+
+
+def test_failing_notebook_stops_run_and_keeps_copy(books, workdir):
+    make_notebook(books / "00_first.ipynb", ["a = 1", "raise ValueError('boom in cell')"])
+    with pytest.raises(runner.RunError) as e:
+        runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    msg = str(e.value)
+    assert "00_first.ipynb" in msg and "boom in cell" in msg and "cell" in msg
+    root = workdir / "reports" / "ci"
+    kept = json.loads((root / "executed" / "00_first.ipynb").read_text())
+    assert any("boom in cell" in json.dumps(c.get("outputs", [])) for c in kept["cells"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [n["status"] for n in manifest["notebooks"]] == ["failed", "not run"]
+    assert not (root / "executed" / "01_second.ipynb").exists()
+
+
+def test_bad_selection_and_parameters(books, workdir):
+    with pytest.raises(runner.RunError, match="valid: 00, 01"):
+        runner.run("ci", only="07", notebook_dir=books)
+    with pytest.raises(runner.RunError, match="unknown parameter.*STEPZ.*valid: STEPS"):
+        runner.run("ci", notebook_dir=books, params={"STEPZ": 1})
+    make_notebook(books / "02_noparams.ipynb", ["1"], params="x = 1")
+    with pytest.raises(runner.RunError, match="02_noparams.ipynb has no PROFILE"):
+        runner.run("ci", only="02", notebook_dir=books)
+
+
+def test_only_selects_subset(books, workdir):
+    rec = runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+    assert [n.name for n in rec.notebooks] == ["01_second"]
+
+
+def test_cli_exit_status_and_message(workdir):
+    out = subprocess.run([sys.executable, "-m", "lverse_core", "run", "--profile", "nope"], capture_output=True,
+                         text=True, cwd=REPO_ROOT)
+    assert out.returncode == 1 and "unknown profile 'nope'" in out.stderr and "smoke" in out.stderr
