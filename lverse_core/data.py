@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -271,12 +272,17 @@ def collate_captions(batch: list[dict]) -> dict:
             "image_id": torch.tensor([b["image_id"] for b in batch], dtype=torch.long)}
 
 
+def _load_path(path: str, min_side: int) -> Image.Image:
+    return load_image(Path(path), min_side)
+
+
 class ImageFolderDataset(datasets.ImageFolder):
     """torchvision's ImageFolder with the kit's decoding (modes, size check) and bad-input policy."""
 
     def __init__(self, root: Path, cfg: Config, transform, validate: bool = False):
         self.cfg = cfg
-        super().__init__(str(root), transform=transform, loader=lambda p: load_image(Path(p), cfg.data.min_image_side))
+        # a partial, not a lambda: DataLoader workers may need to pickle the dataset
+        super().__init__(str(root), transform=transform, loader=partial(_load_path, min_side=cfg.data.min_image_side))
         if validate:
             dropped, keep = _Dropped(f"ImageFolder({root})"), []
             for path, label in self.samples:
@@ -333,6 +339,10 @@ def ood_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
     """The out-of-domain real photographs (paper Figure 5) as (name, (3, S, S) tensor in [-1, 1])."""
     from .shapes import ensure_dataset
 
+    from .ood import OOD_SOURCES
+
     root = ensure_dataset(cfg) / "ood"
     tf = eval_transform(cfg.data.image_size)
-    return [(p.stem, tf(load_image(p))) for p in sorted(root.glob("*.png"))]
+    order = {name: i for i, name in enumerate(OOD_SOURCES)}
+    paths = sorted(root.glob("*.png"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    return [(p.stem, tf(load_image(p))) for p in paths]

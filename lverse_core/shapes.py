@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .config import Config
+from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
 
 GENERATOR_VERSION = 1  # bump when the pictures or captions change, so old data sets are regenerated
 
@@ -63,8 +64,6 @@ CROP_SAFE = 1.0 - math.sqrt(0.75)
 PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves
 SUPERSAMPLE = 4  # objects are drawn at 4x and box-downsampled: anti-aliased edges
 
-OOD_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "china", "flower", "hubble_deep_field", "retina",
-               "immunohistochemistry", "grace_hopper")
 
 _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _NUMBER = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
@@ -263,46 +262,6 @@ def _key(o: dict) -> tuple:
 def caption_correct(text: str, objects: list[dict]) -> bool:
     """True when the multiset of (size, colour, shape) the caption names equals the ground-truth objects."""
     return Counter(map(_key, parse_caption(text))) == Counter(map(_key, objects))
-
-
-# -- out-of-domain photographs -------------------------------------------------------------------------------------
-
-def _ood_array(name: str) -> np.ndarray:
-    """A real photograph that ships inside an installed package (no network)."""
-    if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(f"{name}.jpg")
-    if name == "grace_hopper":
-        from matplotlib import cbook
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            return np.asarray(Image.open(f).convert("RGB"))
-    import skimage.data
-
-    return getattr(skimage.data, name)()
-
-
-def square_resize(img: Image.Image, size: int) -> Image.Image:
-    """Centre crop to a square, then LANCZOS resize (the paper's Figure 5 protocol)."""
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
-
-
-def write_ood_images(out_dir: Path, n: int, image_size: int) -> list[Path]:
-    if n > len(OOD_SOURCES):
-        raise ValueError(f"data.ood_images = {n}, but only {len(OOD_SOURCES)} offline photographs are available: "
-                         f"{', '.join(OOD_SOURCES)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in OOD_SOURCES[:n]:
-        img = square_resize(Image.fromarray(_ood_array(name)).convert("RGB"), image_size)
-        p = out_dir / f"{name}.png"
-        img.save(p)
-        paths.append(p)
-    return paths
 
 
 # -- writing the data set ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Loaders for the real formats: on the generated data, on deliberately broken files, and without real assets."""
 import json
 import logging
+import pickle
 import shutil
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_image_dataset_is_the_imagefolder_view(cfg):
         path, label = ds.samples[i]
         image_id = int(path.rsplit("/", 1)[1][:6])
         assert ds.classes[label] == attrs[image_id][0]["shape"]
-    x, label = ds[0]
+    x, label = pickle.loads(pickle.dumps(ds))[0]  # picklable for DataLoader workers
     assert x.shape == (3, cfg.data.image_size, cfg.data.image_size) and x.min() >= -1 and x.max() <= 1
 
 
@@ -72,7 +73,7 @@ def test_cc3m_view_and_ood(cfg):
     assert (len(train), len(val), len(test)) == (26 - 12, 6, 6)  # the TSV holds train + restval rows
     assert all(len(r["captions"]) == 1 and r["path"].is_file() for r in train)
     ood = data.ood_images(cfg)
-    assert [n for n, _ in ood] == sorted(shapes.OOD_SOURCES[:2])
+    assert [n for n, _ in ood] == list(shapes.OOD_SOURCES[:2])
     assert all(t.shape == (3, cfg.data.image_size, cfg.data.image_size) and t.abs().max() <= 1 for _, t in ood)
 
 

@@ -202,3 +202,12 @@ def test_worker_processes_write_the_same_files(dataset, tmp_path, monkeypatch):
     a, b = files(root), files(par)
     a.pop("COMPLETE.json"), b.pop("COMPLETE.json")
     assert a == b
+
+
+def test_every_ood_photograph_is_available_offline(tmp_path):
+    paths = shapes.write_ood_images(tmp_path, len(shapes.OOD_SOURCES), 48)
+    assert [p.stem for p in paths] == list(shapes.OOD_SOURCES)
+    for p in paths:
+        img = Image.open(p)
+        assert img.mode == "RGB" and img.size == (48, 48)
+        assert np.asarray(img).std() > 5  # a photograph, not a blank
