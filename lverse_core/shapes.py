@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from .config import Config
 from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
 
-GENERATOR_VERSION = 2  # bump when the pictures or captions change, so old data sets are regenerated
+GENERATOR_VERSION = 3  # bump when the pictures or captions change, so old data sets are regenerated
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -194,9 +194,14 @@ def _listing(parts: list[str]) -> str:
 
 
 def _region(o: dict, s: int) -> str:
+    """Where an object sits in the picture, in words ("in the top left", "on the right", "in the middle")."""
     col = "left" if o["x"] < s / 3 else "right" if o["x"] > 2 * s / 3 else ""
     row = "top" if o["y"] < s / 3 else "bottom" if o["y"] > 2 * s / 3 else ""
-    return f"the {row} {col}".replace("  ", " ").strip() if (row or col) else "the middle"
+    if row and col:
+        return f"in the {row} {col}"
+    if col:
+        return f"on the {col}"
+    return f"at the {row}" if row else "in the middle"
 
 
 def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator) -> list[str]:
@@ -208,7 +213,7 @@ def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator)
     if n == 1:
         o = order[0]
         return [f"{d[0]}.", f"there is {d[0]}.", f"{d[0]} on a textured background.", f"a picture of {d[0]}.",
-                f"{d[0]} in {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
+                f"{d[0]} {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
                 f"a single {o['size']} {o['colour']} {o['shape']}.",
                 f"{d[0]} on a plain {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
     a, b = order[0], order[1]
