@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from .config import Config
 from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
 
-GENERATOR_VERSION = 3  # bump when the pictures or captions change, so old data sets are regenerated
+GENERATOR_VERSION = 4  # bump when the pictures or captions change, so old data sets are regenerated
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -215,7 +215,7 @@ def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator)
         return [f"{d[0]}.", f"there is {d[0]}.", f"{d[0]} on a textured background.", f"a picture of {d[0]}.",
                 f"{d[0]} {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
                 f"a single {o['size']} {o['colour']} {o['shape']}.",
-                f"{d[0]} on a plain {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
+                f"{d[0]} on a {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
     a, b = order[0], order[1]
     rest = d[2:]
     tail = f", with {_listing(rest)}" if rest else ""
