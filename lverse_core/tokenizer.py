@@ -56,9 +56,9 @@ def bpe_ids(text: str) -> list[int]:
     CLIP cleans every text with ftfy and a double HTML unescape; for printable ASCII without '&' both are the
     identity, so that cost is skipped. BPE ids are cached per word rather than per byte-encoded token.
     """
+    bpe = clip_bpe()  # first: it imports clip with the pkg_resources warning silenced
     from clip.simple_tokenizer import basic_clean, whitespace_clean
 
-    bpe = clip_bpe()
     if text.isascii() and text.isprintable() and "&" not in text:
         text = whitespace_clean(text.strip()).lower()
     else:
