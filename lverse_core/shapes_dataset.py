@@ -3,8 +3,8 @@
 ``ensure_dataset`` generates into a temporary sibling directory under an exclusive lock and renames it into place,
 with ``COMPLETE.json`` (the generation parameters) written last: a killed run never leaves a half data set that
 looks complete, parallel runs wait for one generation instead of racing, and a set made with other parameters is
-regenerated. A directory it did not make is never overwritten. ``data.num_workers`` processes draw the images for
-the large profiles; the files do not depend on how many.
+regenerated. A directory it did not make is never overwritten. ``data.gen_workers`` processes draw the images of
+the larger profiles; the files do not depend on how many.
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def _check_params(cfg: Config) -> None:
         raise ValueError("data.n_train must be >= 1 for the embedded data set")
     if not 1 <= d.max_objects <= 4:
         raise ValueError(f"data.max_objects must be in 1..4 (more do not fit without overlap), got {d.max_objects}")
+    if d.gen_workers < 0:
+        raise ValueError(f"data.gen_workers must be >= 0 (0 = one per CPU core), got {d.gen_workers}")
     if d.captions_per_image < 1:
         raise ValueError(f"data.captions_per_image must be >= 1, got {d.captions_per_image}")
 
@@ -84,7 +86,7 @@ def _map(fn, jobs: list, workers: int) -> list:
 def generate(cfg: Config, out: Path) -> dict:
     """Write the whole embedded data set into the empty directory ``out``; returns the marker's content.
 
-    ``data.num_workers`` processes draw the images; the files do not depend on how many.
+    ``data.gen_workers`` processes draw the images (0: one per usable core); the files do not depend on how many.
     """
     t0 = time.perf_counter()
     s, d = cfg.data.image_size, cfg.data
@@ -93,7 +95,7 @@ def generate(cfg: Config, out: Path) -> dict:
         if len(ids):
             (out / "images" / split).mkdir(parents=True)
         jobs += [(cfg.seed, i, split, out, s, d.max_objects, d.captions_per_image) for i in ids]
-    results = _map(_make_image, jobs, d.num_workers)
+    results = _map(_make_image, jobs, d.gen_workers or min(16, len(os.sched_getaffinity(0))))
     images, attributes, tsv_rows = [], {}, []
     sentid = 0
     for (_, image_id, split, *_rest), (objects, captions) in zip(jobs, results):

@@ -198,7 +198,7 @@ def test_bad_generation_parameters_are_rejected(tmp_path):
 def test_worker_processes_write_the_same_files(dataset, tmp_path, monkeypatch):
     cfg, root = dataset
     monkeypatch.setattr(shapes_dataset, "PARALLEL_MIN_JOBS", 0)
-    par = shapes.ensure_dataset(small_cfg(tmp_path / "par", **{"data.num_workers": 2}))
+    par = shapes.ensure_dataset(small_cfg(tmp_path / "par", **{"data.gen_workers": 2}))
     a, b = files(root), files(par)
     a.pop("COMPLETE.json"), b.pop("COMPLETE.json")
     assert a == b
