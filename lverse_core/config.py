@@ -45,6 +45,7 @@ class DataConfig:
     bad_input: str = "error"  # error | skip: what loaders do with an unreadable image or an empty caption
     min_image_side: int = 16  # pixels; smaller images count as bad input
     num_workers: int = 0  # DataLoader workers
+    gen_workers: int = 0  # processes that draw the embedded data set; 0 = one per usable CPU core (at most 16)
 
 
 @dataclass

@@ -145,3 +145,16 @@ def frequency_figure(objects: pd.DataFrame):
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
+
+
+def ood_figure(photos: list[tuple[str, "torch.Tensor"]]):
+    """The out-of-domain photographs (paper Figure 5) as the models will see them."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(photos), figsize=(2.0 * len(photos), 2.3), squeeze=False)
+    for ax, (name, x) in zip(axes[0], photos):
+        ax.imshow(data.to_pil(x), interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -16,30 +16,24 @@ ImageNet and CC3M are the ones exercised on every profile:
     <root>/COMPLETE.json                         generation parameters; written last
 
 Everything is a pure function of ``cfg.seed`` (each image draws from its own generator seeded by (seed, id)), so
-the same seed gives byte-identical files. Generation writes into a temporary sibling directory under a lock and
-renames it into place, so a killed run never leaves a half data set that looks complete.
+the same seed gives byte-identical files. This module says what a scene and its captions are; writing the files
+(atomically, under a lock) is ``lverse_core.shapes_dataset``, reached through ``ensure_dataset`` here.
 """
 from __future__ import annotations
 
 import colorsys
-import fcntl
-import json
 import math
-import os
 import re
-import shutil
-import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .config import Config
-from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
+from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (re-exported: part of this module's API)
 
-GENERATOR_VERSION = 3  # bump when the pictures or captions change, so old data sets are regenerated
+GENERATOR_VERSION = 4  # bump when the pictures or captions change, so old data sets are regenerated
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -61,7 +55,6 @@ RADIUS = {"small": 0.09, "large": 0.16}
 # square of side >= sqrt(0.75) = 0.866, so any training crop (paper §3.5) still shows every object whole and the
 # captions stay true.
 CROP_SAFE = 1.0 - math.sqrt(0.75)
-PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves
 SUPERSAMPLE = 4  # objects are drawn at 4x and box-downsampled: anti-aliased edges
 
 
@@ -215,7 +208,7 @@ def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator)
         return [f"{d[0]}.", f"there is {d[0]}.", f"{d[0]} on a textured background.", f"a picture of {d[0]}.",
                 f"{d[0]} {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
                 f"a single {o['size']} {o['colour']} {o['shape']}.",
-                f"{d[0]} on a plain {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
+                f"{d[0]} on a {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
     a, b = order[0], order[1]
     rest = d[2:]
     tail = f", with {_listing(rest)}" if rest else ""
@@ -287,171 +280,20 @@ def caption_correct(text: str, objects: list[dict]) -> bool:
     return Counter(map(_key, parse_caption(text))) == Counter(map(_key, objects))
 
 
-# -- writing the data set ------------------------------------------------------------------------------------------
-
-def generation_params(cfg: Config) -> dict:
-    """What determines the files; a data set whose COMPLETE.json differs in any of these is regenerated."""
-    d = cfg.data
-    return {"generator_version": GENERATOR_VERSION, "seed": cfg.seed, "image_size": d.image_size,
-            "n_train": d.n_train, "n_restval": d.n_restval, "n_val": d.n_val, "n_test": d.n_test,
-            "captions_per_image": d.captions_per_image, "max_objects": d.max_objects, "ood_images": d.ood_images}
-
-
-def _check_params(cfg: Config) -> None:
-    d = cfg.data
-    for key in ("n_train", "n_val", "n_test", "n_restval"):
-        if getattr(d, key) < 0:
-            raise ValueError(f"data.{key} must be >= 0, got {getattr(d, key)}")
-    if d.n_train < 1:
-        raise ValueError("data.n_train must be >= 1 for the embedded data set")
-    if not 1 <= d.max_objects <= 4:
-        raise ValueError(f"data.max_objects must be in 1..4 (more do not fit without overlap), got {d.max_objects}")
-    if d.captions_per_image < 1:
-        raise ValueError(f"data.captions_per_image must be >= 1, got {d.captions_per_image}")
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=None, separators=(",", ":"), sort_keys=False) + "\n")
-
-
-def _make_image(job: tuple) -> tuple[list[dict], list[str]]:
-    """One scene: draw it, write its PNG and ImageFolder link, return (objects, captions). Runs in workers."""
-    seed, image_id, split, out, image_size, max_objects, n_captions = job
-    rng = np.random.default_rng([seed, image_id])  # per image: the result does not depend on worker scheduling
-    objects = sample_scene(rng, image_size, max_objects)
-    filename = f"{image_id:06d}.png"
-    path = out / "images" / split / filename
-    render_scene(rng, objects, image_size).save(path, compress_level=6)
-    captions = make_captions(objects, image_size, n_captions, rng)
-    # ImageFolder view for the AugVAE loaders: class = the first object's shape; hard links, not copies
-    cls_dir = out / "imagefolder" / split / objects[0]["shape"]
-    cls_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(path, cls_dir / filename)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(path, cls_dir / filename)
-    return objects, captions
-
-
-def _map(fn, jobs: list, workers: int) -> list:
-    """``map`` in ``workers`` spawned processes (the gpu profile writes 150k images), or inline for 0 or 1."""
-    if workers <= 1 or len(jobs) < PARALLEL_MIN_JOBS:
-        return [fn(j) for j in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fn, jobs, chunksize=max(1, min(256, len(jobs) // (4 * workers)))))
-
-
-def generate(cfg: Config, out: Path) -> dict:
-    """Write the whole embedded data set into the empty directory ``out``; returns the marker's content.
-
-    ``data.num_workers`` processes draw the images; the files do not depend on how many.
-    """
-    t0 = time.perf_counter()
-    s, d = cfg.data.image_size, cfg.data
-    jobs = []
-    for split, ids in split_ids(cfg).items():
-        if len(ids):
-            (out / "images" / split).mkdir(parents=True)
-        jobs += [(cfg.seed, i, split, out, s, d.max_objects, d.captions_per_image) for i in ids]
-    results = _map(_make_image, jobs, d.num_workers)
-    images, attributes, tsv_rows = [], {}, []
-    sentid = 0
-    for (_, image_id, split, *_rest), (objects, captions) in zip(jobs, results):
-        filename = f"{image_id:06d}.png"
-        sentences = [{"tokens": caption_tokens(c), "raw": c, "imgid": image_id, "sentid": sentid + i}
-                     for i, c in enumerate(captions)]
-        images.append({"filepath": split, "sentids": [x["sentid"] for x in sentences], "filename": filename,
-                       "imgid": image_id, "split": split, "sentences": sentences, "cocoid": image_id})
-        sentid += len(captions)
-        attributes[str(image_id)] = {"objects": objects}
-        if split in ("train", "restval"):
-            tsv_rows.append(f"{captions[0]}\timages/{split}/{filename}\n")
-    _write_json(out / "dataset_coco.json", {"images": images, "dataset": "shapes"})
-    _write_json(out / "attributes.json", {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(SIZES),
-                                          "images": attributes})
-    (out / "cc3m_train.tsv").write_text("".join(tsv_rows))
-    write_ood_images(out / "ood", cfg.data.ood_images, s)
-    marker = {"params": generation_params(cfg), "counts": {k: len(v) for k, v in split_ids(cfg).items()},
-              "captions": sentid, "bytes": disk_usage(out), "generation_s": round(time.perf_counter() - t0, 3)}
-    _write_json(out / "COMPLETE.json", marker)
-    return marker
-
-
-def disk_usage(root: Path) -> int:
-    """Bytes of the files under root, each hard-linked file counted once."""
-    seen, total = set(), 0
-    for p in root.rglob("*"):
-        if p.is_file():
-            st = p.stat()
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
-
-
-def read_marker(root: Path) -> dict | None:
-    try:
-        return json.loads((root / "COMPLETE.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@contextmanager
-def _lock(root: Path):
-    """An exclusive lock beside the data root: parallel runs wait for one generation instead of racing."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
+# -- the data set on disk ------------------------------------------------------------------------------------------
 
 def ensure_dataset(cfg: Config) -> Path:
     """Generate the embedded data set under ``cfg.data_root`` unless an identical one is there; return the root.
 
-    For a real data source (``data.source`` coco / cc3m) only the out-of-domain photographs are written there; the
-    data itself is read from ``assets.*`` by ``lverse_core.data``.
+    See ``lverse_core.shapes_dataset.ensure_dataset`` (imported lazily: that module builds on this one).
     """
-    root = cfg.data_root
-    if cfg.data.source != "shapes":
-        if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
-            with _lock(root):
-                tmp = root.parent / f".{root.name}.ood.tmp-{os.getpid()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                write_ood_images(tmp, cfg.data.ood_images, cfg.data.image_size)
-                shutil.rmtree(root / "ood", ignore_errors=True)
-                root.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, root / "ood")
-        return root
-    _check_params(cfg)
-    params = generation_params(cfg)
-    marker = read_marker(root)
-    if marker and marker.get("params") == params:
-        return root
-    with _lock(root):
-        marker = read_marker(root)  # another process may have finished it while we waited
-        if marker and marker.get("params") == params:
-            return root
-        if root.exists() and marker is None and any(root.iterdir()):
-            raise FileExistsError(
-                f"{root} exists and is not empty but holds no COMPLETE.json, so it is not a data set this kit "
-                f"generated; refusing to overwrite it. Remove it or point data.root elsewhere.")
-        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            generate(cfg, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        old = root.parent / f".{root.name}.old-{os.getpid()}"
-        if root.exists():
-            os.replace(root, old)  # a stale generated set (other parameters) or an empty directory
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-    return root
+    from .shapes_dataset import ensure_dataset as _ensure
+
+    return _ensure(cfg)
+
+
+def read_marker(root: Path) -> dict | None:
+    """The COMPLETE.json of a generated data set (generation parameters, counts, bytes, seconds), or None."""
+    from .shapes_dataset import read_marker as _read
+
+    return _read(root)

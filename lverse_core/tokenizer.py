@@ -47,6 +47,32 @@ def clip_bpe():
     return SimpleTokenizer()
 
 
+_WORD_IDS: dict[str, list[int]] = {}  # word -> BPE ids; a caption set repeats few distinct words
+
+
+def bpe_ids(text: str) -> list[int]:
+    """Exactly ``SimpleTokenizer.encode(text)`` (tests compare with ``clip.tokenize``), 3-5x faster on captions.
+
+    CLIP cleans every text with ftfy and a double HTML unescape; for printable ASCII without '&' both are the
+    identity, so that cost is skipped. BPE ids are cached per word rather than per byte-encoded token.
+    """
+    bpe = clip_bpe()  # first: it imports clip with the pkg_resources warning silenced
+    from clip.simple_tokenizer import basic_clean, whitespace_clean
+
+    if text.isascii() and text.isprintable() and "&" not in text:
+        text = whitespace_clean(text.strip()).lower()
+    else:
+        text = whitespace_clean(basic_clean(text)).lower()
+    ids: list[int] = []
+    for word in bpe.pat.findall(text):
+        w = _WORD_IDS.get(word)
+        if w is None:
+            token = "".join(bpe.byte_encoder[b] for b in word.encode("utf-8"))
+            w = _WORD_IDS[word] = [bpe.encoder[t] for t in bpe.bpe(token).split(" ")]
+        ids.extend(w)
+    return ids
+
+
 def tidy(text: str) -> str:
     """Undo the spaces CLIP's decoder leaves around punctuation and contractions."""
     text = re.sub(r"\s+", " ", text).strip()
@@ -89,9 +115,8 @@ class TextTokenizer:
         if not cfg.biart.compact_vocab:
             return cls(cfg.biart.text_len)
         used: set[int] = set()
-        bpe = clip_bpe()
         for c in captions:
-            used.update(i for i in bpe.encode(c) if i < FULL_VOCAB - 2)
+            used.update(i for i in bpe_ids(c) if i < FULL_VOCAB - 2)
         if not used:
             raise ValueError("TextTokenizer.build: no captions given to collect the compact vocabulary from")
         return cls(cfg.biart.text_len, sorted(used))
@@ -99,7 +124,7 @@ class TextTokenizer:
     # -- encoding ------------------------------------------------------------------------------------------------
     def bpe_encode(self, text: str) -> list[int]:
         """The caption's token ids in this vocabulary, without eot or padding."""
-        ids = [i for i in self.bpe.encode(text) if i < FULL_VOCAB - 2]  # a literal "<|endoftext|>" is no word
+        ids = [i for i in bpe_ids(text) if i < FULL_VOCAB - 2]  # a literal "<|endoftext|>" is no word
         if self.compact:
             return [self._to_compact.get(i, self.unk_id) for i in ids]
         return ids

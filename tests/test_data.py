@@ -47,7 +47,7 @@ def test_caption_dataset_items_and_collate(cfg):
     assert torch.allclose(item["image"], torch.from_numpy(raw).permute(2, 0, 1), atol=1e-6)
     attrs = data.load_attributes(cfg)
     assert all(shapes.caption_correct(c, attrs[item["image_id"]]) for c in item["captions"])
-    batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=data.collate_captions)))
+    batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=data.collate_captions, num_workers=2)))
     assert batch["image"].shape == (4, 3, s, s) and len(batch["captions"]) == 4
     assert batch["image_id"].dtype == torch.long
     train = data.CaptionImageDataset(cfg, "test", train=True)

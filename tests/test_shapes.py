@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lverse_core import shapes
+from lverse_core import shapes, shapes_dataset
 from lverse_core.config import load_profile
 
 SMALL = {"data.n_train": 40, "data.n_val": 8, "data.n_test": 8, "data.n_restval": 4, "data.ood_images": 2}
@@ -151,7 +151,7 @@ def test_regenerates_on_new_parameters_and_refuses_foreign_directories(tmp_path,
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shapes, "render_scene", boom)
+    monkeypatch.setattr(shapes_dataset, "render_scene", boom)
     with pytest.raises(KeyboardInterrupt):
         shapes.ensure_dataset(cfg)
     assert shapes.read_marker(root)["params"]["n_train"] == 7
@@ -197,8 +197,8 @@ def test_bad_generation_parameters_are_rejected(tmp_path):
 
 def test_worker_processes_write_the_same_files(dataset, tmp_path, monkeypatch):
     cfg, root = dataset
-    monkeypatch.setattr(shapes, "PARALLEL_MIN_JOBS", 0)
-    par = shapes.ensure_dataset(small_cfg(tmp_path / "par", **{"data.num_workers": 2}))
+    monkeypatch.setattr(shapes_dataset, "PARALLEL_MIN_JOBS", 0)
+    par = shapes.ensure_dataset(small_cfg(tmp_path / "par", **{"data.gen_workers": 2}))
     a, b = files(root), files(par)
     a.pop("COMPLETE.json"), b.pop("COMPLETE.json")
     assert a == b

@@ -43,6 +43,14 @@ def test_full_vocabulary_ids_are_clips(captions):
     assert tok.pad_id not in set(ours[ours != tok.pad_id].tolist())
 
 
+@pytest.mark.parametrize("text", ["Ünïcode &amp; fish", "a  tab\there", "CAPS, and it's <|endoftext|> ok",
+                                  "émoji \U0001f642 x", "\x07bell", "fi ligature \ufb01", "a&b", "  ", "Mr. O'Neil's"])
+def test_fast_bpe_equals_clip_on_odd_text(text):
+    from lverse_core.tokenizer import bpe_ids, clip_bpe
+
+    assert bpe_ids(text) == clip_bpe().encode(text)
+
+
 def test_padding_truncation_and_eot(captions):
     cfg, caps = captions
     tok = TextTokenizer.build(cfg, caps)

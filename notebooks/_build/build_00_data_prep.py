@@ -43,7 +43,7 @@ CHECK = """import json
 import pandas as pd
 from IPython.display import display
 
-from lverse_core import data_report, report
+from lverse_core import data, data_report, report
 from lverse_core.config import available_profiles, load_profile
 from lverse_core.tokenizer import TextTokenizer
 
@@ -88,6 +88,13 @@ captions.groupby("split")[["words", "bpe_tokens"]].describe().round(2)"""),
     display(pd.crosstab(objects["shape"], objects["colour"], margins=True))
 else:
     print("real data: no ground-truth objects")"""),
+    ("The out-of-domain photographs (from scikit-image, scikit-learn and matplotlib) used for the paper's Figure 5.",
+     """photos = data.ood_images(cfg)
+if photos:
+    fig = data_report.ood_figure(photos)
+    report.save_figure(cfg, "data_ood_photos", fig)
+else:
+    print("data.ood_images is 0")"""),
     ("The summary the tests and the report index read: `results/data_summary.json`.",
      """summary = data_report.summary(cfg, info, captions, objects, tokenizer)
 report.save_results(cfg, "data_summary", summary)

@@ -1,0 +1,196 @@
+"""Writing the embedded data set (``lverse_core.shapes``) to disk in the real formats, safely.
+
+``ensure_dataset`` generates into a temporary sibling directory under an exclusive lock and renames it into place,
+with ``COMPLETE.json`` (the generation parameters) written last: a killed run never leaves a half data set that
+looks complete, parallel runs wait for one generation instead of racing, and a set made with other parameters is
+regenerated. A directory it did not make is never overwritten. ``data.gen_workers`` processes draw the images of
+the larger profiles; the files do not depend on how many.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .ood import write_ood_images
+from .shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, caption_tokens, make_captions, render_scene,
+                     sample_scene, split_ids)
+
+PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves
+
+
+def generation_params(cfg: Config) -> dict:
+    """What determines the files; a data set whose COMPLETE.json differs in any of these is regenerated."""
+    d = cfg.data
+    return {"generator_version": GENERATOR_VERSION, "seed": cfg.seed, "image_size": d.image_size,
+            "n_train": d.n_train, "n_restval": d.n_restval, "n_val": d.n_val, "n_test": d.n_test,
+            "captions_per_image": d.captions_per_image, "max_objects": d.max_objects, "ood_images": d.ood_images}
+
+
+def _check_params(cfg: Config) -> None:
+    d = cfg.data
+    for key in ("n_train", "n_val", "n_test", "n_restval"):
+        if getattr(d, key) < 0:
+            raise ValueError(f"data.{key} must be >= 0, got {getattr(d, key)}")
+    if d.n_train < 1:
+        raise ValueError("data.n_train must be >= 1 for the embedded data set")
+    if not 1 <= d.max_objects <= 4:
+        raise ValueError(f"data.max_objects must be in 1..4 (more do not fit without overlap), got {d.max_objects}")
+    if d.gen_workers < 0:
+        raise ValueError(f"data.gen_workers must be >= 0 (0 = one per CPU core), got {d.gen_workers}")
+    if d.captions_per_image < 1:
+        raise ValueError(f"data.captions_per_image must be >= 1, got {d.captions_per_image}")
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=None, separators=(",", ":"), sort_keys=False) + "\n")
+
+
+def _make_image(job: tuple) -> tuple[list[dict], list[str]]:
+    """One scene: draw it, write its PNG and ImageFolder link, return (objects, captions). Runs in workers."""
+    seed, image_id, split, out, image_size, max_objects, n_captions = job
+    rng = np.random.default_rng([seed, image_id])  # per image: the result does not depend on worker scheduling
+    objects = sample_scene(rng, image_size, max_objects)
+    filename = f"{image_id:06d}.png"
+    path = out / "images" / split / filename
+    render_scene(rng, objects, image_size).save(path, compress_level=6)
+    captions = make_captions(objects, image_size, n_captions, rng)
+    # ImageFolder view for the AugVAE loaders: class = the first object's shape; hard links, not copies
+    cls_dir = out / "imagefolder" / split / objects[0]["shape"]
+    cls_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, cls_dir / filename)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(path, cls_dir / filename)
+    return objects, captions
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+    """``map`` in ``workers`` spawned processes (the gpu profile writes 150k images), or inline for 0 or 1."""
+    if workers <= 1 or len(jobs) < PARALLEL_MIN_JOBS:
+        return [fn(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs, chunksize=max(1, min(256, len(jobs) // (4 * workers)))))
+
+
+def generate(cfg: Config, out: Path) -> dict:
+    """Write the whole embedded data set into the empty directory ``out``; returns the marker's content.
+
+    ``data.gen_workers`` processes draw the images (0: one per usable core); the files do not depend on how many.
+    """
+    t0 = time.perf_counter()
+    s, d = cfg.data.image_size, cfg.data
+    jobs = []
+    for split, ids in split_ids(cfg).items():
+        if len(ids):
+            (out / "images" / split).mkdir(parents=True)
+        jobs += [(cfg.seed, i, split, out, s, d.max_objects, d.captions_per_image) for i in ids]
+    results = _map(_make_image, jobs, d.gen_workers or min(16, len(os.sched_getaffinity(0))))
+    images, attributes, tsv_rows = [], {}, []
+    sentid = 0
+    for (_, image_id, split, *_rest), (objects, captions) in zip(jobs, results):
+        filename = f"{image_id:06d}.png"
+        sentences = [{"tokens": caption_tokens(c), "raw": c, "imgid": image_id, "sentid": sentid + i}
+                     for i, c in enumerate(captions)]
+        images.append({"filepath": split, "sentids": [x["sentid"] for x in sentences], "filename": filename,
+                       "imgid": image_id, "split": split, "sentences": sentences, "cocoid": image_id})
+        sentid += len(captions)
+        attributes[str(image_id)] = {"objects": objects}
+        if split in ("train", "restval"):
+            tsv_rows.append(f"{captions[0]}\timages/{split}/{filename}\n")
+    _write_json(out / "dataset_coco.json", {"images": images, "dataset": "shapes"})
+    _write_json(out / "attributes.json", {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(SIZES),
+                                          "images": attributes})
+    (out / "cc3m_train.tsv").write_text("".join(tsv_rows))
+    write_ood_images(out / "ood", cfg.data.ood_images, s)
+    marker = {"params": generation_params(cfg), "counts": {k: len(v) for k, v in split_ids(cfg).items()},
+              "captions": sentid, "bytes": disk_usage(out), "generation_s": round(time.perf_counter() - t0, 3)}
+    _write_json(out / "COMPLETE.json", marker)
+    return marker
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of the files under root, each hard-linked file counted once."""
+    seen, total = set(), 0
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "COMPLETE.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _lock(root: Path):
+    """An exclusive lock beside the data root: parallel runs wait for one generation instead of racing."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_dataset(cfg: Config) -> Path:
+    """Generate the embedded data set under ``cfg.data_root`` unless an identical one is there; return the root.
+
+    For a real data source (``data.source`` coco / cc3m) only the out-of-domain photographs are written there; the
+    data itself is read from ``assets.*`` by ``lverse_core.data``.
+    """
+    root = cfg.data_root
+    if cfg.data.source != "shapes":
+        if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
+            with _lock(root):
+                tmp = root.parent / f".{root.name}.ood.tmp-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                write_ood_images(tmp, cfg.data.ood_images, cfg.data.image_size)
+                shutil.rmtree(root / "ood", ignore_errors=True)
+                root.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, root / "ood")
+        return root
+    _check_params(cfg)
+    params = generation_params(cfg)
+    marker = read_marker(root)
+    if marker and marker.get("params") == params:
+        return root
+    with _lock(root):
+        marker = read_marker(root)  # another process may have finished it while we waited
+        if marker and marker.get("params") == params:
+            return root
+        if root.exists() and marker is None and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root} exists and is not empty but holds no COMPLETE.json, so it is not a data set this kit "
+                f"generated; refusing to overwrite it. Remove it or point data.root elsewhere.")
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            generate(cfg, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        if root.exists():
+            os.replace(root, old)  # a stale generated set (other parameters) or an empty directory
+        os.replace(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
+    return root
