@@ -115,15 +115,21 @@ _MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$", re.S)
 _CDN_SCRIPT = re.compile(r'<script[^>]+src="https?://[^"]+"[^>]*>\s*</script>\s*', re.I)
 
 
-def _math_to_mathml(text: str) -> str:
+def _math_to_placeholders(text: str, store: list[str]) -> str:
+    """Replace each $...$ / $$...$$ with a plain-word placeholder and keep its MathML in ``store``.
+
+    The markdown renderer would mangle MathML written into the cell source, so the MathML goes into the finished
+    page instead, where the placeholders stand.
+    """
     import latex2mathml.converter as l2m
 
     def repl(m: re.Match) -> str:
         tex, display = (m.group(1), "block") if m.group(1) is not None else (m.group(2), "inline")
         try:
-            return l2m.convert(tex.strip(), display=display)
-        except Exception:  # leave what the converter cannot parse as TeX source, visible and honest
+            store.append(l2m.convert(tex.strip(), display=display))
+        except Exception:  # what the converter cannot parse stays visible as TeX source
             return m.group(0)
+        return f"LVERSEMATH{len(store) - 1}X"
 
     return _MATH.sub(repl, text)
 
@@ -147,13 +153,15 @@ def notebook_to_html(executed: Path, out: Path) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(executed, as_version=4)
+    maths: list[str] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = _math_to_mathml(cell.source)
+            cell.source = _math_to_placeholders(cell.source, maths)
     exporter = HTMLExporter(template_name="lab", template_file=_OFFLINE_TEMPLATE, extra_loaders=[_offline_loader()],
                             embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     body = _CDN_SCRIPT.sub("", body)  # belt and braces: no <script src="http..."> survives
+    body = re.sub(r"LVERSEMATH(\d+)X", lambda m: maths[int(m.group(1))], body)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
     return out
