@@ -44,7 +44,8 @@ def test_runs_in_order_and_writes_report(books, workdir):
     index = (root / "index.html").read_text()
     assert "html/00_first.html" in index and "toy_table" in index
     page = (root / "html" / "00_first.html").read_text()
-    assert "<math" in page  # equations rendered to MathML offline
+    assert "<math" in page  # equations rendered to MathML offline, intact (not split into empty tags)
+    assert "<msub><mi>x</mi><mi>i</mi></msub>" in page and "$x_i$" not in page
     assert "cdnjs" not in page and 'src="http' not in page  # nothing fetched from the network
     # the parameter reached only the notebook that declares it, and papermill injected it
     executed = json.loads((root / "executed" / "00_first.ipynb").read_text())
