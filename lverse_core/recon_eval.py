@@ -196,3 +196,21 @@ def ood_figure(names: list[str], images: torch.Tensor, recon: torch.Tensor):
     axes[1][0].set_ylabel("AugVAE-SL", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def claim_verdict(augmented: dict[str, Any], plain: dict[str, Any]) -> str:
+    """One plain sentence on the paper's central claim from two ``evaluate_reconstruction`` results."""
+    d_psnr = augmented["psnr_db"] - plain["psnr_db"]
+    parts = [f"PSNR {augmented['psnr_db']:.2f} vs {plain['psnr_db']:.2f} dB ({d_psnr:+.2f})",
+             f"SSIM {augmented['ssim']:.3f} vs {plain['ssim']:.3f}"]
+    better = [d_psnr > 0, augmented["ssim"] > plain["ssim"]]
+    if "fid" in augmented and "fid" in plain:
+        parts.append(f"FID {augmented['fid']:.2f} vs {plain['fid']:.2f} (lower is better)")
+        better.append(augmented["fid"] < plain["fid"])
+    if all(better):
+        outcome = "supports the claim: AugVAE-SL beats the plain VQ-VAE on every metric"
+    elif not any(better):
+        outcome = "contradicts the claim: the plain VQ-VAE beats AugVAE-SL on every metric"
+    else:
+        outcome = "is mixed: neither model wins on every metric"
+    return f"On this run the comparison {outcome}. AugVAE-SL vs plain VQ-VAE: " + "; ".join(parts) + "."
