@@ -163,7 +163,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         plateau["sum"] += float(loss.detach())
         plateau["n"] += 1
         if plateau["n"] == t.log_every:
-            sched.step(plateau["sum"] / plateau["n"])
+            mean = torch.tensor(plateau["sum"] / plateau["n"], dtype=torch.float64, device=di.device)
+            if di.distributed:  # every process must see the same loss, or their learning rates drift apart
+                torch.distributed.all_reduce(mean)
+                mean /= di.world_size
+            sched.step(float(mean))
             plateau.update(sum=0.0, n=0)
         mse = float(out["mse"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
