@@ -62,9 +62,12 @@ def _model_args(model: AugVAE) -> dict[str, Any]:
     return {**model.args, "variant": model.variant}
 
 
-def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device = "cpu",
+def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | None = None,
                 allow_unfinished: bool = False) -> AugVAE:
-    """The trained model of ``variant`` (ml | sl | baseline) in eval mode, checked against the profile."""
+    """The trained model of ``variant`` (ml | sl | baseline) in eval mode, FP32, checked against the profile.
+
+    ``device`` defaults to the profile's (``cfg.resolved_device()``).
+    """
     _check_variant(variant)
     path = checkpoint_path(cfg, variant)
     state = load_checkpoint(path, VARIANTS[variant][1])
@@ -75,7 +78,7 @@ def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device = "
     if not allow_unfinished and not state.get("finished", False):
         raise CheckpointError(f"{path} is an unfinished run (step {state['step']}); re-run its training to finish it")
     model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return model.to(device or cfg.resolved_device()).eval()
 
 
 def _initial_model(cfg: Config, variant: str) -> AugVAE:
