@@ -237,7 +237,7 @@ class BiART(nn.Module):
         return self.ln_f(x)
 
     # -- training ------------------------------------------------------------------------------------------------
-    def forward(self, text: torch.Tensor, image: torch.Tensor, direction: str):
+    def logits(self, text: torch.Tensor, image: torch.Tensor, direction: str):
         """Logits of every predicted token: (text_logits (B, L, V_t), image_logits (B, N, V_i)).
 
         Text logits are for t_1..t_L, image logits for i_1..i_N, whatever the direction.
@@ -250,9 +250,12 @@ class BiART(nn.Module):
         h = self._body(self._embed(x_ids, lay["pos"][:T], lay["seg"][:T], is_text))  # (B, T, C)
         return self.head_text(h[:, lay["text_out"]]), self.head_image(h[:, lay["image_out"]])
 
-    def losses(self, text: torch.Tensor, image: torch.Tensor, direction: str) -> dict[str, torch.Tensor]:
-        """Mean NLL of the [REF] and the [GEN] part (§3.4); text targets equal to [PAD] are excluded."""
-        text_logits, image_logits = self(text, image, direction)
+    def forward(self, text: torch.Tensor, image: torch.Tensor, direction: str) -> dict[str, torch.Tensor]:
+        """Mean NLL of the [REF] and the [GEN] part (§3.4); text targets equal to [PAD] are excluded.
+
+        Losses come out of ``forward`` so that a DistributedDataParallel wrapper sees the whole computation.
+        """
+        text_logits, image_logits = self.logits(text, image, direction)
         text_nll = F.cross_entropy(text_logits.float().flatten(0, 1), text.reshape(-1).long(),
                                    ignore_index=self.args.pad_id)
         image_nll = F.cross_entropy(image_logits.float().flatten(0, 1), image.reshape(-1).long())

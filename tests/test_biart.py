@@ -54,24 +54,24 @@ def test_token_layout_and_segments_i2t():
 def test_segment_embedding_changes_the_output():
     m = tiny()
     text, image = batch()
-    a = m(text, image, T2I)[1]
+    a = m.logits(text, image, T2I)[1]
     with torch.no_grad():
         m.seg_emb.weight[GEN] += 1.0
-    assert not torch.allclose(a, m(text, image, T2I)[1])
+    assert not torch.allclose(a, m.logits(text, image, T2I)[1])
 
 
 def test_padding_is_excluded_from_the_loss():
     m = tiny()
     text, image = batch()
-    base = m.losses(text, image, I2T)
+    base = m(text, image, I2T)
     # the targets after the caption's end are [PAD]: changing the logits there must not change the loss
-    text_logits, _ = m(text, image, I2T)
+    text_logits, _ = m.logits(text, image, I2T)
     keep = text != PAD
     manual = torch.nn.functional.cross_entropy(text_logits[keep], text[keep])
     assert torch.allclose(base["gen"], manual, atol=1e-6)
     text2 = text.clone()
     text2[0, 5] = 7  # a real token where there was padding changes the loss
-    assert not torch.allclose(m.losses(text2, image, I2T)["gen"], base["gen"])
+    assert not torch.allclose(m(text2, image, I2T)["gen"], base["gen"])
 
 
 @pytest.mark.parametrize("direction", [T2I, I2T])
@@ -132,7 +132,7 @@ def test_overfitting_one_batch_drives_the_loss_down(direction):
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
-        parts = m.losses(text, image, direction)
+        parts = m(text, image, direction)
         loss = parts["ref"] + parts["gen"]
         first = first if first is not None else (parts["ref"].item(), parts["gen"].item())
         opt.zero_grad()
