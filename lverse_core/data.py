@@ -1,0 +1,348 @@
+"""Loaders for the real data formats, used for both the embedded shapes set and the paper's data (paper §4).
+
+- MS-COCO Captions through Karpathy's ``dataset_coco.json`` (splits train / restval / val / test) + image root;
+  ``caption_records(cfg, "train")`` includes restval, as the Karpathy-split literature does.
+- CC3M as a TSV (caption \\t image path relative to the TSV, no header); it has no Karpathy splits, so the last
+  ``n_test`` rows are test, the ``n_val`` before them val, and the rest train.
+- ImageNet1K as an ImageFolder tree (``train/``, ``val/``; ``test`` reads ``val``, ImageNet's test set has no
+  labels) for AugVAE (paper §3.5).
+
+For ``data.source == "shapes"`` the same code reads the files ``lverse_core.shapes`` writes, so the real loaders
+are the ones every profile exercises. Images become float tensors (3, S, S) in [-1, 1]: training uses
+RandomResizedCrop(scale 0.75-1, ratio 1) as in the official AugVAE code, evaluation a resize and centre crop. No
+horizontal flips: they would turn "left of" into "right of" in the captions.
+
+Bad input (an unreadable or truncated image, one smaller than ``data.min_image_side``, a listed file that is
+missing, an empty caption) follows ``data.bad_input``: ``error`` raises ``BadInputError`` naming the file and the
+problem; ``skip`` drops it and logs how many were dropped with the first few names. Construction checks cheaply
+(file existence, captions); ``validate=True`` also decodes every image. A bad image met while iterating follows
+the same policy (under ``skip`` the next valid item is returned).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import Dataset
+from torchvision import datasets, transforms
+
+from .config import Config, require_asset
+
+log = logging.getLogger(__name__)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad input, never silently half-grey
+
+
+class BadInputError(ValueError):
+    """An image or caption that cannot be used; the message names the file and the problem."""
+
+
+# -- images --------------------------------------------------------------------------------------------------------
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB: transparency is composited on white, CMYK/L/P/16-bit converted properly."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if a.max() > 255 else 1.0  # 16-bit range -> 8-bit
+        img = Image.fromarray(np.clip(a / scale, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "La", "RGBa", "PA"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: Path, min_side: int = 1) -> Image.Image:
+    """Decode ``path`` fully as RGB or raise BadInputError saying what is wrong with it."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = to_rgb(img)
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: file is missing (listed in the data set but not on disk)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadInputError(f"{path}: unreadable or truncated image ({type(e).__name__}: {e})") from None
+    if min(rgb.size) < min_side:
+        raise BadInputError(f"{path}: image is {rgb.size[0]}x{rgb.size[1]} px, smaller than data.min_image_side = "
+                            f"{min_side}")
+    return rgb
+
+
+_NORMALIZE = transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # [0, 1] -> [-1, 1]
+
+
+def eval_transform(size: int):
+    """Resize the short side to ``size`` and centre crop; tensor in [-1, 1]."""
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+        transforms.CenterCrop(size), transforms.ToTensor(), _NORMALIZE])
+
+
+def train_transform(size: int):
+    """RandomResizedCrop(scale 0.75-1, square) as in the official AugVAE code; tensor in [-1, 1]."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.75, 1.0), ratio=(1.0, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+        transforms.ToTensor(), _NORMALIZE])
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """A (3, S, S) tensor in [-1, 1] back to a PIL image (for figures)."""
+    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+# -- the bad-input policy ------------------------------------------------------------------------------------------
+
+class _Dropped:
+    """Collects skipped inputs and logs them once: a count and the first few names."""
+
+    def __init__(self, what: str):
+        self.what, self.items = what, []
+
+    def add(self, msg: str) -> None:
+        self.items.append(msg)
+
+    def report(self) -> None:
+        if self.items:
+            first = "; ".join(self.items[:5])
+            log.warning("%s: skipped %d bad input(s) (data.bad_input = skip). First: %s", self.what,
+                        len(self.items), first)
+
+
+def _policy(cfg: Config) -> str:
+    return cfg.data.bad_input
+
+
+# -- caption records -----------------------------------------------------------------------------------------------
+
+SPLITS = ("train", "restval", "val", "test")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+
+
+def karpathy_source(cfg: Config) -> tuple[Path, Path]:
+    """(dataset_coco.json, image root) for the shapes set or MS-COCO."""
+    if cfg.data.source == "shapes":
+        from .shapes import ensure_dataset
+
+        root = ensure_dataset(cfg)
+        return root / "dataset_coco.json", root / "images"
+    return require_asset(cfg, "coco_karpathy_json"), require_asset(cfg, "coco_root")
+
+
+def read_karpathy(json_path: Path) -> list[dict]:
+    """The ``images`` list of a Karpathy split file, with a clear error if the schema is not Karpathy's."""
+    try:
+        tree = json.loads(Path(json_path).read_text())
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"{json_path}: cannot read a Karpathy split JSON ({e})") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("images"), list):
+        raise BadInputError(f"{json_path}: not a Karpathy split file (expected {{'images': [...], 'dataset': ...}})")
+    for key in ("filepath", "filename", "split", "sentences"):
+        if tree["images"] and key not in tree["images"][0]:
+            raise BadInputError(f"{json_path}: image entries lack the Karpathy key '{key}'")
+    return tree["images"]
+
+
+def _karpathy_records(cfg: Config, split: str) -> list[dict]:
+    json_path, image_root = karpathy_source(cfg)
+    wanted = {"train", "restval"} if split == "train" else {split}
+    return [{"image_id": int(im.get("cocoid", im.get("imgid"))),
+             "path": image_root / im.get("filepath", "") / im["filename"],
+             "captions": [s.get("raw", "") for s in im["sentences"]]}
+            for im in read_karpathy(json_path) if im["split"] in wanted]
+
+
+def _cc3m_records(cfg: Config, split: str) -> list[dict]:
+    if cfg.data.source == "shapes":
+        from .shapes import ensure_dataset
+
+        tsv = ensure_dataset(cfg) / "cc3m_train.tsv"
+    else:
+        tsv = require_asset(cfg, "cc3m_tsv")
+    rows = []
+    with open(tsv, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)):
+            if len(row) < 2:
+                raise BadInputError(f"{tsv}, line {i + 1}: expected 'caption<TAB>image path', got {row!r}")
+            rows.append({"image_id": i, "path": tsv.parent / row[1], "captions": [row[0]]})
+    n_test, n_val = cfg.data.n_test, cfg.data.n_val
+    if len(rows) <= n_val + n_test:
+        raise BadInputError(f"{tsv}: {len(rows)} rows are not enough for n_val={n_val} + n_test={n_test} + train")
+    cut_val, cut_test = len(rows) - n_val - n_test, len(rows) - n_test
+    return {"train": rows[:cut_val], "restval": [], "val": rows[cut_val:cut_test], "test": rows[cut_test:]}[split]
+
+
+def caption_records(cfg: Config, split: str, validate: bool = False, source: str | None = None) -> list[dict]:
+    """[{image_id, path, captions}] of a split, bad entries handled by ``data.bad_input``.
+
+    ``source`` (default ``cfg.data.source``; "cc3m" reads the TSV view of the shapes set when the source is
+    shapes) picks the format. ``validate`` also decodes every image (slow on the paper's data).
+    """
+    _check_split(split)
+    fmt = source or cfg.data.source
+    if fmt == "cc3m":
+        records = _cc3m_records(cfg, split)
+    elif fmt in ("coco", "shapes"):
+        records = _karpathy_records(cfg, split)
+    else:
+        raise ValueError(f"unknown caption format {fmt!r}; valid: shapes, coco, cc3m")
+    dropped = _Dropped(f"caption_records({fmt}, {split})")
+
+    def bad(problem: str) -> None:
+        if _policy(cfg) == "error":
+            raise BadInputError(problem + "; fix the data or set data.bad_input = skip")
+        dropped.add(problem)
+
+    out = []
+    for r in records:
+        good = [c for c in r["captions"] if isinstance(c, str) and c.strip()]
+        if len(good) < len(r["captions"]):  # under skip the empty captions go, the image stays if any are left
+            bad(f"{r['path']}: {len(r['captions']) - len(good)} empty caption(s) (image id {r['image_id']})")
+            if not good:
+                continue
+        if not r["path"].is_file():
+            bad(f"{r['path']}: file is missing (listed in the data set but not on disk)")
+            continue
+        if validate:
+            try:
+                load_image(r["path"], cfg.data.min_image_side)
+            except BadInputError as e:
+                bad(str(e))
+                continue
+        out.append({**r, "captions": good})
+    dropped.report()
+    if not records and split == "restval":
+        return []  # Karpathy's restval may be empty (data.n_restval = 0)
+    if not out:
+        raise BadInputError(f"no usable records in split {split!r} of the {fmt} data ({len(records)} listed, "
+                            f"{len(dropped.items)} bad)")
+    return out
+
+
+# -- datasets ------------------------------------------------------------------------------------------------------
+
+class CaptionImageDataset(Dataset):
+    """Items {"image": (3, S, S) float in [-1, 1], "captions": list[str], "image_id": int}."""
+
+    def __init__(self, cfg: Config, split: str, train: bool = False, validate: bool = False,
+                 records: list[dict] | None = None, transform=None):
+        self.cfg = cfg
+        self.records = records if records is not None else caption_records(cfg, split, validate=validate)
+        size = cfg.data.image_size
+        self.transform = transform or (train_transform(size) if train else eval_transform(size))
+        self.dropped = _Dropped(f"CaptionImageDataset({split})")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, idx: int) -> dict:
+        for k in range(len(self.records)):
+            r = self.records[(idx + k) % len(self.records)]
+            try:
+                img = load_image(r["path"], self.cfg.data.min_image_side)
+            except BadInputError as e:
+                if _policy(self.cfg) == "error":
+                    raise BadInputError(f"{e}; fix the file or set data.bad_input = skip") from None
+                self.dropped.add(str(e))
+                log.warning("skipping bad image (data.bad_input = skip): %s", e)
+                continue
+            return {"image": self.transform(img), "captions": list(r["captions"]), "image_id": int(r["image_id"])}
+        raise BadInputError(f"every image of this split is bad (first: {self.dropped.items[:1]})")
+
+
+def collate_captions(batch: list[dict]) -> dict:
+    """DataLoader collate for CaptionImageDataset: stacked images, lists of captions, ids as a LongTensor."""
+    return {"image": torch.stack([b["image"] for b in batch]), "captions": [b["captions"] for b in batch],
+            "image_id": torch.tensor([b["image_id"] for b in batch], dtype=torch.long)}
+
+
+def _load_path(path: str, min_side: int) -> Image.Image:
+    return load_image(Path(path), min_side)
+
+
+class ImageFolderDataset(datasets.ImageFolder):
+    """torchvision's ImageFolder with the kit's decoding (modes, size check) and bad-input policy."""
+
+    def __init__(self, root: Path, cfg: Config, transform, validate: bool = False):
+        self.cfg = cfg
+        # a partial, not a lambda: DataLoader workers may need to pickle the dataset
+        super().__init__(str(root), transform=transform, loader=partial(_load_path, min_side=cfg.data.min_image_side))
+        if validate:
+            dropped, keep = _Dropped(f"ImageFolder({root})"), []
+            for path, label in self.samples:
+                try:
+                    load_image(Path(path), cfg.data.min_image_side)
+                    keep.append((path, label))
+                except BadInputError as e:
+                    if _policy(cfg) == "error":
+                        raise BadInputError(f"{e}; fix the file or set data.bad_input = skip") from None
+                    dropped.add(str(e))
+            dropped.report()
+            self.samples = self.imgs = keep
+            self.targets = [label for _, label in keep]
+
+    def __getitem__(self, idx: int):
+        for k in range(len(self.samples)):
+            try:
+                return super().__getitem__((idx + k) % len(self.samples))
+            except BadInputError as e:
+                if _policy(self.cfg) == "error":
+                    raise BadInputError(f"{e}; fix the file or set data.bad_input = skip") from None
+                log.warning("skipping bad image (data.bad_input = skip): %s", e)
+        raise BadInputError(f"every image under {self.root} is bad")
+
+
+def image_dataset(cfg: Config, split: str, train: bool = False, validate: bool = False) -> ImageFolderDataset:
+    """(image in [-1, 1], label) pairs for AugVAE: ImageNet1K on the paper profile, the shapes ImageFolder else."""
+    _check_split(split)
+    if cfg.data.source == "shapes":
+        from .shapes import ensure_dataset
+
+        root = ensure_dataset(cfg) / "imagefolder" / split
+    else:
+        root = require_asset(cfg, "imagenet_root") / ("val" if split == "test" else split)
+    if not root.is_dir():
+        raise BadInputError(f"{root}: no such ImageFolder split directory (expected <root>/{split}/<class>/*)")
+    size = cfg.data.image_size
+    return ImageFolderDataset(root, cfg, train_transform(size) if train else eval_transform(size), validate)
+
+
+# -- ground truth and out-of-domain photos -------------------------------------------------------------------------
+
+def load_attributes(cfg: Config) -> dict[int, list[dict]]:
+    """image_id -> ground-truth objects [{shape, colour, size, x, y, bbox}] of the embedded data set."""
+    if cfg.data.source != "shapes":
+        raise ValueError(f"attributes.json exists only for the embedded data set; data.source is {cfg.data.source!r}")
+    from .shapes import ensure_dataset
+
+    tree = json.loads((ensure_dataset(cfg) / "attributes.json").read_text())
+    return {int(k): v["objects"] for k, v in tree["images"].items()}
+
+
+def ood_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
+    """The out-of-domain real photographs (paper Figure 5) as (name, (3, S, S) tensor in [-1, 1])."""
+    from .shapes import ensure_dataset
+
+    from .ood import OOD_SOURCES
+
+    root = ensure_dataset(cfg) / "ood"
+    tf = eval_transform(cfg.data.image_size)
+    order = {name: i for i, name in enumerate(OOD_SOURCES)}
+    paths = sorted(root.glob("*.png"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    return [(p.stem, tf(load_image(p))) for p in paths]

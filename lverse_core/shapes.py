@@ -1,0 +1,434 @@
+"""The embedded data set: procedural scenes of coloured shapes with template captions.
+
+It stands in for MS-COCO Captions (paper §4) on the CPU/GPU profiles, with what COCO lacks: exact ground truth.
+Every caption names each object's size, colour and shape, so a generated caption can be checked with
+``caption_correct`` and a generated image with a detector trained on ``attributes.json``.
+
+The files are written in the real data sets' formats, so the loaders in ``lverse_core.data`` that read MS-COCO,
+ImageNet and CC3M are the ones exercised on every profile:
+
+    <root>/images/<split>/<image_id:06d>.png     the scenes (RGB PNG, image_size x image_size)
+    <root>/dataset_coco.json                     Karpathy's caption-split schema (dataset, images, sentences)
+    <root>/imagefolder/<split>/<shape>/<file>    ImageFolder tree (hard links; class = the first object's shape)
+    <root>/cc3m_train.tsv                        CC3M style: caption \\t relative image path, no header
+    <root>/attributes.json                       ground truth objects per image
+    <root>/ood/<name>.png                        real photographs from skimage / sklearn (paper Figure 5)
+    <root>/COMPLETE.json                         generation parameters; written last
+
+Everything is a pure function of ``cfg.seed`` (each image draws from its own generator seeded by (seed, id)), so
+the same seed gives byte-identical files. Generation writes into a temporary sibling directory under a lock and
+renames it into place, so a killed run never leaves a half data set that looks complete.
+"""
+from __future__ import annotations
+
+import colorsys
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .config import Config
+from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
+
+GENERATOR_VERSION = 1  # bump when the pictures or captions change, so old data sets are regenerated
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+SIZES = ("small", "large")
+SPLITS = ("train", "restval", "val", "test")
+
+# Saturated, well separated hues: distinguishable at 32 px and never close to the grey-ish backgrounds.
+RGB = {
+    "red": (215, 35, 35),
+    "green": (35, 165, 55),
+    "blue": (35, 75, 220),
+    "yellow": (240, 215, 30),
+    "purple": (135, 50, 185),
+    "orange": (250, 135, 20),
+}
+# Half-extent of an object as a fraction of the image side.
+RADIUS = {"small": 0.09, "large": 0.16}
+# Objects stay inside [CROP_SAFE, 1 - CROP_SAFE] of the image: RandomResizedCrop(scale >= 0.75, ratio 1) keeps a
+# square of side >= sqrt(0.75) = 0.866, so any training crop (paper §3.5) still shows every object whole and the
+# captions stay true.
+CROP_SAFE = 1.0 - math.sqrt(0.75)
+PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves
+SUPERSAMPLE = 4  # objects are drawn at 4x and box-downsampled: anti-aliased edges
+
+
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_NUMBER = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+# -- scenes --------------------------------------------------------------------------------------------------------
+
+def split_sizes(cfg: Config) -> dict[str, int]:
+    d = cfg.data
+    return {"train": d.n_train, "restval": d.n_restval, "val": d.n_val, "test": d.n_test}
+
+
+def split_ids(cfg: Config) -> dict[str, range]:
+    """Consecutive image ids per split, in the order train, restval, val, test."""
+    out, start = {}, 0
+    for split, n in split_sizes(cfg).items():
+        out[split] = range(start, start + n)
+        start += n
+    return out
+
+
+def sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) -> list[dict]:
+    """1..max_objects distinct (size, colour, shape) objects whose boxes do not overlap (rejection sampling)."""
+    n = int(rng.integers(1, max_objects + 1))
+    kinds: set[tuple[str, str, str]] = set()
+    objects: list[dict] = []
+    lo, hi = CROP_SAFE * image_size, (1.0 - CROP_SAFE) * image_size
+    gap = max(1.0, 0.02 * image_size)
+    for _ in range(n):
+        for _attempt in range(200):
+            kind = (SIZES[rng.integers(len(SIZES))], COLOURS[rng.integers(len(COLOURS))],
+                    SHAPES[rng.integers(len(SHAPES))])
+            if kind in kinds:  # identical twins would make captions ambiguous ("a red circle left of a red circle")
+                continue
+            r = RADIUS[kind[0]] * image_size * rng.uniform(0.92, 1.08)
+            x, y = rng.uniform(lo + r, hi - r), rng.uniform(lo + r, hi - r)
+            box = (x - r, y - r, x + r, y + r)
+            if all(box[2] + gap <= o["bbox"][0] or o["bbox"][2] + gap <= box[0] or
+                   box[3] + gap <= o["bbox"][1] or o["bbox"][3] + gap <= box[1] for o in objects):
+                kinds.add(kind)
+                objects.append({"shape": kind[2], "colour": kind[1], "size": kind[0], "x": round(x, 2),
+                                "y": round(y, 2), "bbox": [round(v, 2) for v in box]})
+                break
+        # a scene too crowded for another object keeps the ones it has (rare with these radii)
+    return objects
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Low-saturation gradient + faint stripes + noise: textured, never close to an object colour."""
+    hue = rng.uniform()
+    c0 = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.0, 0.15), rng.uniform(0.35, 0.85)))
+    c1 = np.array(colorsys.hsv_to_rgb((hue + rng.uniform(-0.1, 0.1)) % 1, rng.uniform(0.0, 0.15),
+                                      rng.uniform(0.35, 0.85)))
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / max(s - 1, 1)
+    theta = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(theta) * (xx - 0.5) + np.sin(theta) * (yy - 0.5)) / np.sqrt(0.5) * 0.5 + 0.5  # in [0, 1]
+    img = (c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]) * 255.0
+    if rng.uniform() < 0.5:
+        phi, freq = rng.uniform(0, 2 * np.pi), rng.uniform(3, 8)
+        stripes = np.sin(2 * np.pi * freq * (np.cos(phi) * xx + np.sin(phi) * yy))
+        img += rng.uniform(4, 10) * stripes[..., None]
+    img += rng.normal(0.0, rng.uniform(3, 8), size=(s, s, 1)) + rng.normal(0.0, 2.0, size=(s, s, 3))
+    return img
+
+
+def render_scene(rng: np.random.Generator, objects: list[dict], image_size: int) -> Image.Image:
+    """The scene as an RGB PIL image: objects drawn at SUPERSAMPLE x resolution onto a textured background."""
+    s, k = image_size, SUPERSAMPLE
+    img = _background(rng, s)
+    for o in objects:
+        # draw only the object's pixel window at k x: box-downsampling a window aligned to the pixel grid gives
+        # exactly the pixels a full-image mask would, at a fraction of the cost
+        x0, y0, x1, y1 = o["bbox"]
+        wx0, wy0 = max(int(math.floor(x0)) - 1, 0), max(int(math.floor(y0)) - 1, 0)
+        wx1, wy1 = min(int(math.ceil(x1)) + 1, s), min(int(math.ceil(y1)) + 1, s)
+        mask = Image.new("L", ((wx1 - wx0) * k, (wy1 - wy0) * k), 0)
+        draw = ImageDraw.Draw(mask)
+        bx0, by0, bx1, by1 = (x0 - wx0) * k, (y0 - wy0) * k, (x1 - wx0) * k, (y1 - wy0) * k
+        if o["shape"] == "circle":
+            draw.ellipse((bx0, by0, bx1, by1), fill=255)
+        elif o["shape"] == "square":
+            draw.rectangle((bx0, by0, bx1, by1), fill=255)
+        else:  # triangle pointing up, filling its box
+            draw.polygon([((bx0 + bx1) / 2, by0), (bx1, by1), (bx0, by1)], fill=255)
+        m = np.asarray(mask.resize((wx1 - wx0, wy1 - wy0), Image.Resampling.BOX), dtype=np.float32)[..., None]
+        m = m / 255.0
+        colour = np.array(RGB[o["colour"]], dtype=np.float32) + rng.normal(0.0, 6.0, size=3)  # slight shade jitter
+        win = img[wy0:wy1, wx0:wx1]
+        img[wy0:wy1, wx0:wx1] = win * (1.0 - m) + colour[None, None] * m
+    img += rng.normal(0.0, 2.0, size=img.shape)  # sensor-like noise over everything
+    return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
+
+
+# -- captions ------------------------------------------------------------------------------------------------------
+
+def describe(o: dict) -> str:
+    return f"a {o['size']} {o['colour']} {o['shape']}"
+
+
+def relation(a: dict, b: dict) -> str:
+    """Where ``a`` is relative to ``b``, by the larger displacement (image y grows downwards)."""
+    dx, dy = a["x"] - b["x"], a["y"] - b["y"]
+    if abs(dx) >= abs(dy):
+        return "to the left of" if dx < 0 else "to the right of"
+    return "above" if dy < 0 else "below"
+
+
+def _listing(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _region(o: dict, s: int) -> str:
+    col = "left" if o["x"] < s / 3 else "right" if o["x"] > 2 * s / 3 else ""
+    row = "top" if o["y"] < s / 3 else "bottom" if o["y"] > 2 * s / 3 else ""
+    return f"the {row} {col}".replace("  ", " ").strip() if (row or col) else "the middle"
+
+
+def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator) -> list[str]:
+    """All template captions of a scene; each names every object's size, colour and shape, ends with a full stop."""
+    n = len(objects)
+    order = [objects[i] for i in rng.permutation(n)]
+    d = [describe(o) for o in order]
+    listed = _listing(d)
+    if n == 1:
+        o = order[0]
+        return [f"{d[0]}.", f"there is {d[0]}.", f"{d[0]} on a textured background.", f"a picture of {d[0]}.",
+                f"{d[0]} in {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
+                f"a single {o['size']} {o['colour']} {o['shape']}.",
+                f"{d[0]} on a plain {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
+    a, b = order[0], order[1]
+    rest = d[2:]
+    tail = f", with {_listing(rest)}" if rest else ""
+    tail_and = f", and {_listing(rest)}" if rest else ""
+    num = _NUMBER[n]
+    return [
+        f"{d[0]} {relation(a, b)} {d[1]}{tail}.",
+        f"there is {d[1]} {relation(b, a)} {d[0]}{tail}.",
+        f"{num} objects: {listed}.",
+        f"{listed}.",
+        f"an image with {d[0]} {relation(a, b)} {d[1]}{tail_and}.",
+        f"{d[1]} is {relation(b, a)} {d[0]}{tail}.",
+        f"a picture of {num} shapes: {listed}.",
+        f"{num} shapes on a textured background: {listed}.",
+        f"we can see {listed}.",
+    ]
+
+
+def make_captions(objects: list[dict], image_size: int, n: int, rng: np.random.Generator) -> list[str]:
+    pool = caption_pool(objects, image_size, rng)
+    pick = rng.choice(len(pool), size=n, replace=n > len(pool))
+    return [pool[i] for i in pick]
+
+
+def caption_tokens(text: str) -> list[str]:
+    """Karpathy-style tokens: lower-cased words without punctuation."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _singular(word: str) -> tuple[str, bool]:
+    if word.endswith("s") and word[:-1] in SHAPES:
+        return word[:-1], True
+    if word.endswith("es") and word[:-2] in SHAPES:
+        return word[:-2], True
+    return word, False
+
+
+def parse_caption(text: str) -> list[dict]:
+    """The objects a caption names, as dicts (shape, colour, size); a missing attribute is None.
+
+    Each shape word closes an object whose colour and size are the last colour and size words since the previous
+    shape word; a plural shape ("two small red circles") counts the number word before it. Unknown words are
+    ignored, so it works on generated text that deviates slightly from the templates.
+    """
+    objects: list[dict] = []
+    colour = size = None
+    count = 1
+    for word in re.findall(r"[a-z]+", text.lower()):
+        shape, plural = _singular(word)
+        if word in COLOURS:
+            colour = word
+        elif word in SIZES:
+            size = word
+        elif word in _COUNT_WORDS:
+            count = _COUNT_WORDS[word]
+        elif shape in SHAPES:
+            objects.extend({"shape": shape, "colour": colour, "size": size} for _ in range(count if plural else 1))
+            colour = size = None
+            count = 1
+    return objects
+
+
+def _key(o: dict) -> tuple:
+    return (o.get("size"), o.get("colour"), o.get("shape"))
+
+
+def caption_correct(text: str, objects: list[dict]) -> bool:
+    """True when the multiset of (size, colour, shape) the caption names equals the ground-truth objects."""
+    return Counter(map(_key, parse_caption(text))) == Counter(map(_key, objects))
+
+
+# -- writing the data set ------------------------------------------------------------------------------------------
+
+def generation_params(cfg: Config) -> dict:
+    """What determines the files; a data set whose COMPLETE.json differs in any of these is regenerated."""
+    d = cfg.data
+    return {"generator_version": GENERATOR_VERSION, "seed": cfg.seed, "image_size": d.image_size,
+            "n_train": d.n_train, "n_restval": d.n_restval, "n_val": d.n_val, "n_test": d.n_test,
+            "captions_per_image": d.captions_per_image, "max_objects": d.max_objects, "ood_images": d.ood_images}
+
+
+def _check_params(cfg: Config) -> None:
+    d = cfg.data
+    for key in ("n_train", "n_val", "n_test", "n_restval"):
+        if getattr(d, key) < 0:
+            raise ValueError(f"data.{key} must be >= 0, got {getattr(d, key)}")
+    if d.n_train < 1:
+        raise ValueError("data.n_train must be >= 1 for the embedded data set")
+    if not 1 <= d.max_objects <= 4:
+        raise ValueError(f"data.max_objects must be in 1..4 (more do not fit without overlap), got {d.max_objects}")
+    if d.captions_per_image < 1:
+        raise ValueError(f"data.captions_per_image must be >= 1, got {d.captions_per_image}")
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=None, separators=(",", ":"), sort_keys=False) + "\n")
+
+
+def _make_image(job: tuple) -> tuple[list[dict], list[str]]:
+    """One scene: draw it, write its PNG and ImageFolder link, return (objects, captions). Runs in workers."""
+    seed, image_id, split, out, image_size, max_objects, n_captions = job
+    rng = np.random.default_rng([seed, image_id])  # per image: the result does not depend on worker scheduling
+    objects = sample_scene(rng, image_size, max_objects)
+    filename = f"{image_id:06d}.png"
+    path = out / "images" / split / filename
+    render_scene(rng, objects, image_size).save(path, compress_level=6)
+    captions = make_captions(objects, image_size, n_captions, rng)
+    # ImageFolder view for the AugVAE loaders: class = the first object's shape; hard links, not copies
+    cls_dir = out / "imagefolder" / split / objects[0]["shape"]
+    cls_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, cls_dir / filename)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(path, cls_dir / filename)
+    return objects, captions
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+    """``map`` in ``workers`` spawned processes (the gpu profile writes 150k images), or inline for 0 or 1."""
+    if workers <= 1 or len(jobs) < PARALLEL_MIN_JOBS:
+        return [fn(j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs, chunksize=max(1, min(256, len(jobs) // (4 * workers)))))
+
+
+def generate(cfg: Config, out: Path) -> dict:
+    """Write the whole embedded data set into the empty directory ``out``; returns the marker's content.
+
+    ``data.num_workers`` processes draw the images; the files do not depend on how many.
+    """
+    t0 = time.perf_counter()
+    s, d = cfg.data.image_size, cfg.data
+    jobs = []
+    for split, ids in split_ids(cfg).items():
+        if len(ids):
+            (out / "images" / split).mkdir(parents=True)
+        jobs += [(cfg.seed, i, split, out, s, d.max_objects, d.captions_per_image) for i in ids]
+    results = _map(_make_image, jobs, d.num_workers)
+    images, attributes, tsv_rows = [], {}, []
+    sentid = 0
+    for (_, image_id, split, *_rest), (objects, captions) in zip(jobs, results):
+        filename = f"{image_id:06d}.png"
+        sentences = [{"tokens": caption_tokens(c), "raw": c, "imgid": image_id, "sentid": sentid + i}
+                     for i, c in enumerate(captions)]
+        images.append({"filepath": split, "sentids": [x["sentid"] for x in sentences], "filename": filename,
+                       "imgid": image_id, "split": split, "sentences": sentences, "cocoid": image_id})
+        sentid += len(captions)
+        attributes[str(image_id)] = {"objects": objects}
+        if split in ("train", "restval"):
+            tsv_rows.append(f"{captions[0]}\timages/{split}/{filename}\n")
+    _write_json(out / "dataset_coco.json", {"images": images, "dataset": "shapes"})
+    _write_json(out / "attributes.json", {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(SIZES),
+                                          "images": attributes})
+    (out / "cc3m_train.tsv").write_text("".join(tsv_rows))
+    write_ood_images(out / "ood", cfg.data.ood_images, s)
+    marker = {"params": generation_params(cfg), "counts": {k: len(v) for k, v in split_ids(cfg).items()},
+              "captions": sentid, "bytes": disk_usage(out), "generation_s": round(time.perf_counter() - t0, 3)}
+    _write_json(out / "COMPLETE.json", marker)
+    return marker
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of the files under root, each hard-linked file counted once."""
+    seen, total = set(), 0
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "COMPLETE.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _lock(root: Path):
+    """An exclusive lock beside the data root: parallel runs wait for one generation instead of racing."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_dataset(cfg: Config) -> Path:
+    """Generate the embedded data set under ``cfg.data_root`` unless an identical one is there; return the root.
+
+    For a real data source (``data.source`` coco / cc3m) only the out-of-domain photographs are written there; the
+    data itself is read from ``assets.*`` by ``lverse_core.data``.
+    """
+    root = cfg.data_root
+    if cfg.data.source != "shapes":
+        if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
+            with _lock(root):
+                tmp = root.parent / f".{root.name}.ood.tmp-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                write_ood_images(tmp, cfg.data.ood_images, cfg.data.image_size)
+                shutil.rmtree(root / "ood", ignore_errors=True)
+                root.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, root / "ood")
+        return root
+    _check_params(cfg)
+    params = generation_params(cfg)
+    marker = read_marker(root)
+    if marker and marker.get("params") == params:
+        return root
+    with _lock(root):
+        marker = read_marker(root)  # another process may have finished it while we waited
+        if marker and marker.get("params") == params:
+            return root
+        if root.exists() and marker is None and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root} exists and is not empty but holds no COMPLETE.json, so it is not a data set this kit "
+                f"generated; refusing to overwrite it. Remove it or point data.root elsewhere.")
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            generate(cfg, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        if root.exists():
+            os.replace(root, old)  # a stale generated set (other parameters) or an empty directory
+        os.replace(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
+    return root

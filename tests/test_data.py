@@ -1,0 +1,239 @@
+"""Loaders for the real formats: on the generated data, on deliberately broken files, and without real assets."""
+import json
+import logging
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from lverse_core import data, shapes
+from lverse_core.config import ASSET_ENV, MissingAssetError, load_profile
+
+SMALL = {"data.n_train": 24, "data.n_val": 6, "data.n_test": 6, "data.n_restval": 2, "data.ood_images": 2}
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    c = load_profile("ci", **{"data.root": str(tmp_path_factory.mktemp("data") / "ci"), **SMALL})
+    shapes.ensure_dataset(c)
+    return c
+
+
+# -- generated data ------------------------------------------------------------------------------------------------
+
+def test_caption_records_splits(cfg):
+    sizes = {split: len(data.caption_records(cfg, split)) for split in ("train", "restval", "val", "test")}
+    assert sizes == {"train": 26, "restval": 2, "val": 6, "test": 6}  # train includes restval (Karpathy practice)
+    ids = [r["image_id"] for s in ("train", "val", "test") for r in data.caption_records(cfg, s)]
+    assert len(ids) == len(set(ids)) == 38
+    r = data.caption_records(cfg, "val")[0]
+    assert r["path"].is_file() and len(r["captions"]) == cfg.data.captions_per_image
+    with pytest.raises(ValueError, match="valid: train, restval, val, test"):
+        data.caption_records(cfg, "validation")
+
+
+def test_caption_dataset_items_and_collate(cfg):
+    ds = data.CaptionImageDataset(cfg, "test", train=False)
+    item = ds[0]
+    s = cfg.data.image_size
+    assert item["image"].shape == (3, s, s) and item["image"].dtype == torch.float32
+    assert -1.0 <= item["image"].min() < item["image"].max() <= 1.0
+    # eval: exactly the PNG rescaled to [-1, 1]
+    raw = np.asarray(Image.open(ds.records[0]["path"]), dtype=np.float32) / 127.5 - 1
+    assert torch.allclose(item["image"], torch.from_numpy(raw).permute(2, 0, 1), atol=1e-6)
+    attrs = data.load_attributes(cfg)
+    assert all(shapes.caption_correct(c, attrs[item["image_id"]]) for c in item["captions"])
+    batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=data.collate_captions)))
+    assert batch["image"].shape == (4, 3, s, s) and len(batch["captions"]) == 4
+    assert batch["image_id"].dtype == torch.long
+    train = data.CaptionImageDataset(cfg, "test", train=True)
+    torch.manual_seed(0)
+    a = train[0]["image"]
+    assert a.shape == (3, s, s) and a.min() >= -1 and a.max() <= 1
+
+
+def test_image_dataset_is_the_imagefolder_view(cfg):
+    ds = data.image_dataset(cfg, "train", train=True)
+    assert len(ds) == 24 and set(ds.classes) <= set(shapes.SHAPES)
+    attrs = data.load_attributes(cfg)
+    for i in range(5):
+        path, label = ds.samples[i]
+        image_id = int(path.rsplit("/", 1)[1][:6])
+        assert ds.classes[label] == attrs[image_id][0]["shape"]
+    x, label = pickle.loads(pickle.dumps(ds))[0]  # picklable for DataLoader workers
+    assert x.shape == (3, cfg.data.image_size, cfg.data.image_size) and x.min() >= -1 and x.max() <= 1
+
+
+def test_cc3m_view_and_ood(cfg):
+    train, val, test = (data.caption_records(cfg, s, source="cc3m") for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (26 - 12, 6, 6)  # the TSV holds train + restval rows
+    assert all(len(r["captions"]) == 1 and r["path"].is_file() for r in train)
+    ood = data.ood_images(cfg)
+    assert [n for n, _ in ood] == list(shapes.OOD_SOURCES[:2])
+    assert all(t.shape == (3, cfg.data.image_size, cfg.data.image_size) and t.abs().max() <= 1 for _, t in ood)
+
+
+# -- colour modes --------------------------------------------------------------------------------------------------
+
+def _save(img, path):
+    img.save(path)
+    return data.load_image(path)
+
+
+def test_colour_modes_convert_to_rgb(tmp_path):
+    rgba = Image.new("RGBA", (20, 20), (0, 0, 255, 255))
+    rgba.putpixel((0, 0), (255, 0, 0, 0))  # fully transparent -> white
+    rgba.putpixel((1, 0), (0, 0, 0, 128))  # half transparent black -> mid grey
+    out = np.asarray(_save(rgba, tmp_path / "a.png"))
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[5, 5]) == (0, 0, 255)
+    assert abs(int(out[0, 1, 0]) - 127) <= 1
+    assert tuple(np.asarray(_save(Image.new("L", (20, 20), 100), tmp_path / "l.png"))[3, 3]) == (100,) * 3
+    la = Image.new("LA", (20, 20), (0, 0))
+    assert tuple(np.asarray(_save(la, tmp_path / "la.png"))[0, 0]) == (255,) * 3
+    p = Image.new("P", (20, 20), 1)
+    p.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
+    assert tuple(np.asarray(_save(p, tmp_path / "p.png"))[2, 2]) == (200, 30, 40)
+    pt = p.copy()
+    pt.info["transparency"] = 1
+    assert tuple(np.asarray(_save(pt, tmp_path / "pt.png"))[2, 2]) == (255, 255, 255)
+    cmyk = Image.new("CMYK", (20, 20), (0, 255, 255, 0))  # red ink
+    r = np.asarray(_save(cmyk, tmp_path / "c.jpg"))[5, 5].astype(int)
+    assert r[0] > 200 and r[1] < 60 and r[2] < 60
+    i16 = Image.fromarray(np.full((20, 20), 65535, dtype=np.uint16))
+    assert tuple(np.asarray(_save(i16, tmp_path / "i16.png"))[0, 0]) == (255,) * 3
+
+
+# -- broken files under both policies ------------------------------------------------------------------------------
+
+def make_coco(cfg, tmp_path, problem, policy):
+    """A 4-image Karpathy data set copied from the generated one, with image 1 broken in one way."""
+    src = json.loads((cfg.data_root / "dataset_coco.json").read_text())
+    images = [im for im in src["images"] if im["split"] == "test"][:4]
+    root = tmp_path / "coco"
+    (root / "test").mkdir(parents=True)
+    for im in images:
+        im["filepath"] = "test"
+        shutil.copy(cfg.data_root / "images" / "test" / im["filename"], root / "test" / im["filename"])
+    bad = root / "test" / images[1]["filename"]
+    if problem == "truncated":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    elif problem == "garbage":
+        bad.write_bytes(b"this is not an image")
+    elif problem == "tiny":
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(bad)
+    elif problem == "missing":
+        bad.unlink()
+    elif problem == "empty_caption":
+        images[1]["sentences"][0]["raw"] = "  "
+    elif problem == "all_captions_empty":
+        for s in images[1]["sentences"]:
+            s["raw"] = ""
+    elif problem == "cmyk":
+        images[1]["filename"] = "cmyk.jpg"
+        Image.open(bad).convert("CMYK").save(root / "test" / "cmyk.jpg")
+    elif problem == "non_ascii":
+        images[1]["sentences"][0]["raw"] = "un petit cercle rouge à gauche d'un grand carré bleu."
+    (root / "karpathy.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    c = load_profile("ci", **{"data.root": str(tmp_path / "d"), "data.source": "coco", "data.bad_input": policy,
+                              "data.ood_images": 0, "data.min_image_side": 16,
+                              "assets.coco_karpathy_json": str(root / "karpathy.json"),
+                              "assets.coco_root": str(root)})
+    return c, images, bad
+
+
+@pytest.mark.parametrize("problem, words", [("missing", "missing"), ("empty_caption", "empty caption"),
+                                            ("all_captions_empty", "empty caption")])
+def test_listing_problems_found_at_construction(cfg, tmp_path, caplog, problem, words):
+    c, images, bad = make_coco(cfg, tmp_path, problem, "error")
+    with pytest.raises(data.BadInputError, match=words) as e:
+        data.caption_records(c, "test")
+    assert bad.name in str(e.value) and "bad_input = skip" in str(e.value)
+    c, images, bad = make_coco(cfg, tmp_path / "skip", problem, "skip")
+    with caplog.at_level(logging.WARNING, logger="lverse_core.data"):
+        recs = data.caption_records(c, "test")
+    assert "skipped 1 bad input" in caplog.text and bad.name in caplog.text
+    if problem == "empty_caption":  # the empty caption goes, the image stays with the others
+        assert len(recs) == 4 and len(recs[1]["captions"]) == len(images[1]["sentences"]) - 1
+    else:
+        assert [r["image_id"] for r in recs] == [images[i]["cocoid"] for i in (0, 2, 3)]
+
+
+@pytest.mark.parametrize("problem, words", [("truncated", "unreadable or truncated"),
+                                            ("garbage", "unreadable or truncated"), ("tiny", "smaller than")])
+def test_broken_images_follow_the_policy(cfg, tmp_path, caplog, problem, words):
+    c, images, bad = make_coco(cfg, tmp_path, problem, "error")
+    ds = data.CaptionImageDataset(c, "test")  # cheap construction: the image is not decoded yet
+    assert len(ds) == 4 and ds[0]["image"].shape[0] == 3
+    with pytest.raises(data.BadInputError, match=words) as e:
+        ds[1]
+    assert bad.name in str(e.value)
+    with pytest.raises(data.BadInputError, match=words):
+        data.caption_records(c, "test", validate=True)
+    c, images, bad = make_coco(cfg, tmp_path / "skip", problem, "skip")
+    ds = data.CaptionImageDataset(c, "test")
+    with caplog.at_level(logging.WARNING, logger="lverse_core.data"):
+        assert ds[1]["image_id"] == images[2]["cocoid"]  # the next valid item
+    assert bad.name in caplog.text
+    assert len(data.CaptionImageDataset(c, "test", validate=True)) == 3
+
+
+@pytest.mark.parametrize("problem", ["cmyk", "non_ascii"])
+def test_acceptable_inputs_are_kept(cfg, tmp_path, problem):
+    c, images, bad = make_coco(cfg, tmp_path, problem, "error")
+    ds = data.CaptionImageDataset(c, "test", validate=True)
+    assert len(ds) == 4
+    item = ds[1]
+    assert item["image"].shape == (3, c.data.image_size, c.data.image_size)
+    assert item["captions"][0] == images[1]["sentences"][0]["raw"]
+
+
+def test_imagefolder_with_a_broken_file(cfg, tmp_path):
+    root = tmp_path / "imagenet"
+    shutil.copytree(cfg.data_root / "imagefolder" / "val", root / "val")
+    victim = sorted((root / "val").rglob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:50])
+    over = {"data.root": str(tmp_path / "d"), "data.source": "coco", "data.ood_images": 0,
+            "assets.imagenet_root": str(root)}
+    ds = data.image_dataset(load_profile("ci", **over), "test")  # ImageNet's labelled held-out split is val
+    idx = [p for p, _ in ds.samples].index(str(victim))
+    with pytest.raises(data.BadInputError, match=victim.name):
+        ds[idx]
+    with pytest.raises(data.BadInputError, match=victim.name):
+        data.image_dataset(load_profile("ci", **over), "val", validate=True)
+    skip = load_profile("ci", **{**over, "data.bad_input": "skip"})
+    ds = data.image_dataset(skip, "val")
+    assert ds[idx][0].shape == (3, 32, 32)
+    assert len(data.image_dataset(skip, "val", validate=True)) == len(ds) - 1
+
+
+def test_cc3m_tsv_bad_row(cfg, tmp_path):
+    tsv = tmp_path / "cc.tsv"
+    tsv.write_text("a red circle.\timg/1.png\nno tab here\n")
+    c = load_profile("ci", **{"data.root": str(tmp_path / "d"), "data.source": "cc3m", "data.ood_images": 0,
+                              "assets.cc3m_tsv": str(tsv)})
+    with pytest.raises(data.BadInputError, match="line 2"):
+        data.caption_records(c, "train")
+
+
+# -- real assets that are not here ---------------------------------------------------------------------------------
+
+def test_paper_assets_missing_are_named(tmp_path, monkeypatch):
+    for env in ASSET_ENV.values():
+        monkeypatch.delenv(env, raising=False)
+    paper = load_profile("paper", **{"data.root": str(tmp_path / "p"), "data.ood_images": 0})
+    with pytest.raises(MissingAssetError, match="coco_karpathy_json.*LVERSE_COCO_KARPATHY_JSON.*dataset_coco.json"):
+        data.caption_records(paper, "test")
+    with pytest.raises(MissingAssetError, match="imagenet_root.*ImageNet"):
+        data.image_dataset(paper, "val")
+    with pytest.raises(MissingAssetError, match="cc3m_tsv"):
+        data.caption_records(paper, "train", source="cc3m")
+    monkeypatch.setenv("LVERSE_COCO_KARPATHY_JSON", str(tmp_path / "nowhere.json"))
+    paper = load_profile("paper", **{"data.root": str(tmp_path / "p"), "data.ood_images": 0})
+    with pytest.raises(MissingAssetError, match="nowhere.json, which does not exist"):
+        data.caption_records(paper, "test")
+    with pytest.raises(ValueError, match="only for the embedded data set"):
+        data.load_attributes(paper)
