@@ -151,9 +151,7 @@ def test_weight_decay_groups_follow_mingpt():
 
 
 def test_paper_config_parameter_count():
-    # configs/paper.yaml sets data.n_train: 0 ("from the Karpathy JSON"), which validate() rejects; the override
-    # only sidesteps that (a data-section issue reported to the lead) and does not touch the BiART sizes.
-    cfg = load_profile("paper", **{"data.n_train": 1})
+    cfg = load_profile("paper")
     with torch.device("meta"):
         m = BiART.from_config(cfg, text_vocab_size=49408, pad_id=0)
     assert m.args.text_len == 64 and m.args.image_tokens == 1024 and m.args.image_vocab == 8192

@@ -101,7 +101,7 @@ def test_small_clip_round_trips_through_clip_load_and_ranks(tmp_path):
 def test_reranker_config_and_assets_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="transformer_width // 64"):
         build_small_clip(load_profile("ci", **{"clip.transformer_heads": 2}))
-    cfg = load_profile("paper", **{"data.n_train": 1, "assets.clip_vit_b32": str(tmp_path / "nope.pt")})
+    cfg = load_profile("paper", **{"assets.clip_vit_b32": str(tmp_path / "nope.pt")})
     with pytest.raises(MissingAssetError, match="clip_vit_b32"):
         load_reranker(cfg)
     with pytest.raises(FileNotFoundError, match="train the CLIP reranker"):
