@@ -7,7 +7,7 @@
    depth, heads and sequence length, same batch, AdamW, fp32, no dropout, steps interleaved so that both see the
    same machine load. The peer is run twice: x-transformers' defaults and with ``attn_flash=True`` (SDPA).
 
-    OMP_NUM_THREADS=1 python bench/bench_biart_cpu.py [--threads 1] [--steps 20]
+    OMP_NUM_THREADS=1 python bench/bench_biart_cpu.py [--threads 1] [--steps 20] [--full-vocab --skip-decode]
 """
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def bench_decode(threads: int, batch: int) -> dict:
             "speedup": out["recompute"]["seconds"] / out["kv"]["seconds"], "identical_tokens": same}
 
 
-def bench_train(threads: int, batch: int, steps: int) -> dict:
+def bench_train(threads: int, batch: int, steps: int, full_vocab: bool = False) -> dict:
     from x_transformers import Decoder, TransformerWrapper
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    a = SMOKE
+    a = dict(SMOKE, text_vocab=49408) if full_vocab else SMOKE  # full CLIP BPE (paper) vs a compact map
     T = a["text_len"] + a["image_tokens"] + 1
     ours = BiART(BiARTArgs(**a, pad_id=0, dropout=0.0)).train()
     vocab = a["text_vocab"] + a["image_vocab"] + 2
@@ -113,9 +113,11 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32, help="training batch")
     ap.add_argument("--decode-batch", type=int, default=64)
+    ap.add_argument("--full-vocab", action="store_true", help="train with the 49408-wide CLIP BPE text vocabulary")
+    ap.add_argument("--skip-decode", action="store_true")
     args = ap.parse_args()
     result = {"machine": f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores, torch "
                          f"{torch.__version__}, {args.threads} thread(s)",
-              "decode": bench_decode(args.threads, args.decode_batch),
-              "train": bench_train(args.threads, args.batch, args.steps)}
+              "decode": None if args.skip_decode else bench_decode(args.threads, args.decode_batch),
+              "train": bench_train(args.threads, args.batch, args.steps, args.full_vocab)}
     print(json.dumps(result, indent=2))

@@ -115,11 +115,11 @@ def plot_loss_curves(df: pd.DataFrame):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=False)
     for ax, direction in zip(axes, ["text->image", "image->text"]):
         for part, sub in df[df["direction"] == direction].groupby("part"):
-            ax.plot(sub["step"], sub["nll"], label=f"{part} ({'text' if (part == '[REF]') == (direction == 'text->image') else 'image'})")
+            modality = "text" if (part == "[REF]") == (direction == "text->image") else "image"
+            ax.plot(sub["step"], sub["nll"], label=f"{part} ({modality})")
         ax.set_title(direction)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("NLL (nats/token)")
-        ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
     return fig
