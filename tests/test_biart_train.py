@@ -77,3 +77,23 @@ def test_wrong_text_length_is_rejected(tmp_path):
     data = synthetic_pairs(4, 1, 5, VT, cfg.image_tokens, cfg.augvae.codebook_size)
     with pytest.raises(ValueError, match="text_len"):
         train_biart(cfg, data, text_vocab_size=VT, pad_id=PAD)
+
+
+@pytest.mark.slow
+def test_ddp_with_two_processes_matches_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    from lverse_core.config import REPO_ROOT
+    from lverse_core.train import load_checkpoint
+
+    worker = str(REPO_ROOT / "tests" / "_ddp_biart_worker.py")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    worker, str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=240)
+    subprocess.run([sys.executable, worker, str(tmp_path / "one")], check=True, env=env, capture_output=True,
+                   timeout=240)
+    a = load_checkpoint(tmp_path / "ddp" / "biart.pt", "biart")["model"]
+    b = load_checkpoint(tmp_path / "one" / "biart.pt", "biart")["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
