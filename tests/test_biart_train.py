@@ -97,3 +97,14 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     b = load_checkpoint(tmp_path / "one" / "biart.pt", "biart")["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_bf16_autocast_on_the_cpu_trains(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.precision": "bf16", "biart_train.steps": 2, "biart_train.log_every": 1})
+    model = train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    log = pd.read_csv(cfg.runs_root / "logs" / "biart.csv")
+    assert log["loss"].notna().all() and (log["loss"] > 0).all()
+    assert model.head_text.weight.dtype == torch.float32  # autocast: the weights stay fp32
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train_biart(cfg_for(tmp_path / "x", **{"biart_train.precision": "fp16"}), data_for(cfg),
+                    text_vocab_size=VT, pad_id=PAD)
