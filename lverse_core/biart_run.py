@@ -3,6 +3,7 @@ CLIP reranking (paper §3.6), and the loss-curve figure. Kept here so the notebo
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,9 +43,12 @@ def load_augvae_decoder(cfg: Config, device: str | torch.device = "cpu") -> Deco
     vae.load_state_dict(state["model"])
     vae = vae.to(device).float().eval()
 
+    dev_type = torch.device(device).type
+
     @torch.no_grad()
     def decode(codes: torch.Tensor) -> torch.Tensor:
-        return vae.decode(codes.to(device).long()).float().clamp(-1, 1)
+        with torch.autocast(dev_type, enabled=False):  # FP32 even when called inside bf16 sampling
+            return vae.decode(codes.to(device).long()).float().clamp(-1, 1)
 
     return decode
 
@@ -63,15 +67,24 @@ def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tens
     return t2i, i2t
 
 
+def _sampling_precision(model):
+    """bf16 autocast for sampling on a GPU (the KV cache follows the autocast dtype); FP32 on the CPU."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def caption_table(cfg: Config, model, tokenizer, codes: torch.Tensor, image_ids: Sequence[int], *,
                   references: Sequence[Sequence[str]], score_fn=None, n_candidates: int | None = None,
                   seed: int = 0) -> pd.DataFrame:
     """image->text for held-out images: the reranked caption cut at the first full stop and its untruncated text,
     with ``correct`` (every object's size, colour and shape named, shapes.caption_correct) on the embedded data."""
     s = cfg.sampling
-    out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or s.n_candidates,
-                        n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
-                        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    with _sampling_precision(model):
+        out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or s.n_candidates,
+                            n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
+                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
     df = pd.DataFrame({"image_id": list(image_ids), "caption": out["truncated"], "untruncated": out["full"],
                        "reference": [r[0] for r in references]})
     if cfg.data.source == "shapes":
@@ -87,10 +100,12 @@ def image_samples(cfg: Config, model, tokenizer, captions: Sequence[str], *, sco
                   n_candidates: int | None = None, n_repeats: int | None = None, seed: int = 0) -> dict:
     """text->image for held-out captions: ``n_repeats`` CLIP-reranked code maps per caption (P, k, g, g)."""
     s = cfg.sampling
-    out = text_to_image(model, tokenizer.encode(list(captions)), list(captions),
-                        n_candidates=n_candidates or s.n_candidates, n_repeats=n_repeats or s.n_repeats,
-                        score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
-                        top_k=s.top_k, top_p=s.top_p)
+    device = next(model.parameters()).device
+    with _sampling_precision(model):
+        out = text_to_image(model, tokenizer.encode(list(captions)).to(device), list(captions),
+                            n_candidates=n_candidates or s.n_candidates, n_repeats=n_repeats or s.n_repeats,
+                            score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
+                            top_k=s.top_k, top_p=s.top_p)
     g = cfg.image_grid
     return {"codes": out["codes"].view(len(captions), -1, g, g), "scores": out["scores"]}
 
