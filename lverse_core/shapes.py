@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from .config import Config
 from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (OOD_SOURCES is part of this API)
 
-GENERATOR_VERSION = 1  # bump when the pictures or captions change, so old data sets are regenerated
+GENERATOR_VERSION = 3  # bump when the pictures or captions change, so old data sets are regenerated
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -85,30 +85,48 @@ def split_ids(cfg: Config) -> dict[str, range]:
     return out
 
 
+def _fits(box: tuple, placed: list[tuple], gap: float) -> bool:
+    return all(box[2] + gap <= b[0] or b[2] + gap <= box[0] or box[3] + gap <= b[1] or b[3] + gap <= box[1]
+               for b in placed)
+
+
 def sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) -> list[dict]:
-    """1..max_objects distinct (size, colour, shape) objects whose boxes do not overlap (rejection sampling)."""
+    """1..max_objects distinct (size, colour, shape) objects whose boxes do not overlap.
+
+    Attributes are drawn first (uniformly, no identical twins: "a red circle left of a red circle" would be
+    ambiguous), then a layout: large objects are placed first, and a layout that leaves no room for an object is
+    redrawn whole, so crowded scenes do not lose their large objects. Only if 50 layouts fail is the last object
+    dropped (rare; the tests bound how rare).
+    """
     n = int(rng.integers(1, max_objects + 1))
-    kinds: set[tuple[str, str, str]] = set()
-    objects: list[dict] = []
+    kinds: list[tuple[str, str, str]] = []
+    while len(kinds) < n:
+        kind = (SIZES[rng.integers(len(SIZES))], COLOURS[rng.integers(len(COLOURS))],
+                SHAPES[rng.integers(len(SHAPES))])
+        if kind not in kinds:
+            kinds.append(kind)
+    radii = [RADIUS[k[0]] * image_size * rng.uniform(0.92, 1.08) for k in kinds]
     lo, hi = CROP_SAFE * image_size, (1.0 - CROP_SAFE) * image_size
     gap = max(1.0, 0.02 * image_size)
-    for _ in range(n):
-        for _attempt in range(200):
-            kind = (SIZES[rng.integers(len(SIZES))], COLOURS[rng.integers(len(COLOURS))],
-                    SHAPES[rng.integers(len(SHAPES))])
-            if kind in kinds:  # identical twins would make captions ambiguous ("a red circle left of a red circle")
-                continue
-            r = RADIUS[kind[0]] * image_size * rng.uniform(0.92, 1.08)
-            x, y = rng.uniform(lo + r, hi - r), rng.uniform(lo + r, hi - r)
-            box = (x - r, y - r, x + r, y + r)
-            if all(box[2] + gap <= o["bbox"][0] or o["bbox"][2] + gap <= box[0] or
-                   box[3] + gap <= o["bbox"][1] or o["bbox"][3] + gap <= box[1] for o in objects):
-                kinds.add(kind)
-                objects.append({"shape": kind[2], "colour": kind[1], "size": kind[0], "x": round(x, 2),
-                                "y": round(y, 2), "bbox": [round(v, 2) for v in box]})
-                break
-        # a scene too crowded for another object keeps the ones it has (rare with these radii)
-    return objects
+    order = sorted(range(len(kinds)), key=lambda i: -radii[i])
+    while True:
+        for _layout in range(50):
+            boxes: dict[int, tuple] = {}
+            for i in order:
+                r = radii[i]
+                for _attempt in range(30):
+                    x, y = rng.uniform(lo + r, hi - r), rng.uniform(lo + r, hi - r)
+                    if _fits((x - r, y - r, x + r, y + r), list(boxes.values()), gap):
+                        boxes[i] = (x - r, y - r, x + r, y + r)
+                        break
+                else:
+                    break
+            if len(boxes) == len(kinds):
+                return [{"shape": k[2], "colour": k[1], "size": k[0], "x": round((b[0] + b[2]) / 2, 2),
+                         "y": round((b[1] + b[3]) / 2, 2), "bbox": [round(v, 2) for v in b]}
+                        for k, b in ((kinds[i], boxes[i]) for i in range(len(kinds)))]
+        kinds.pop(), radii.pop()
+        order = [i for i in order if i < len(kinds)]
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -176,9 +194,14 @@ def _listing(parts: list[str]) -> str:
 
 
 def _region(o: dict, s: int) -> str:
+    """Where an object sits in the picture, in words ("in the top left", "on the right", "in the middle")."""
     col = "left" if o["x"] < s / 3 else "right" if o["x"] > 2 * s / 3 else ""
     row = "top" if o["y"] < s / 3 else "bottom" if o["y"] > 2 * s / 3 else ""
-    return f"the {row} {col}".replace("  ", " ").strip() if (row or col) else "the middle"
+    if row and col:
+        return f"in the {row} {col}"
+    if col:
+        return f"on the {col}"
+    return f"at the {row}" if row else "in the middle"
 
 
 def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator) -> list[str]:
@@ -190,7 +213,7 @@ def caption_pool(objects: list[dict], image_size: int, rng: np.random.Generator)
     if n == 1:
         o = order[0]
         return [f"{d[0]}.", f"there is {d[0]}.", f"{d[0]} on a textured background.", f"a picture of {d[0]}.",
-                f"{d[0]} in {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
+                f"{d[0]} {_region(o, image_size)}.", f"one object: {d[0]}.", f"an image showing {d[0]}.",
                 f"a single {o['size']} {o['colour']} {o['shape']}.",
                 f"{d[0]} on a plain {('grey', 'muted', 'noisy')[rng.integers(3)]} background."]
     a, b = order[0], order[1]

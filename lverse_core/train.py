@@ -226,16 +226,18 @@ def run_steps(
     desc: str = "train",
     is_main: bool = True,
     stop_after: int | None = None,
+    progress: bool = True,
 ) -> int:
     """Call ``step_fn(step)`` for ``step`` in ``[start, total)``; log, checkpoint, and return the next step.
 
     ``save_fn(next_step)`` is called every ``ckpt_every`` steps and at the end (also when the timeout fires).
     ``stop_after`` ends the loop after that many steps of this call (tests use it to simulate a kill).
+    ``progress=False`` hides the progress bar (the log is still written).
     """
     from tqdm.auto import tqdm
 
     t0 = time.monotonic()
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not is_main, mininterval=2.0)
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not (is_main and progress), mininterval=2.0)
     step = start
     acc: dict[str, float] = {}
     cnt: dict[str, int] = {}  # per key: a metric logged on alternate steps only (BiART directions) is averaged

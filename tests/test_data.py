@@ -237,3 +237,40 @@ def test_paper_assets_missing_are_named(tmp_path, monkeypatch):
         data.caption_records(paper, "test")
     with pytest.raises(ValueError, match="only for the embedded data set"):
         data.load_attributes(paper)
+
+
+# -- notebook 00 helpers -------------------------------------------------------------------------------------------
+
+def test_data_report_summary(cfg):
+    from lverse_core import data_report
+    from lverse_core.tokenizer import TextTokenizer
+
+    info = data_report.prepare(cfg)
+    tok = TextTokenizer.build(cfg, [c for r in info["records"]["train"] for c in r["captions"]])
+    captions = data_report.caption_table(info["records"], tok)
+    objects = data_report.object_table(cfg, info["records"])
+    s = data_report.summary(cfg, info, captions, objects, tok)
+    assert s["splits"] == {"train": {"images": 26, "captions": 130}, "val": {"images": 6, "captions": 30},
+                           "test": {"images": 6, "captions": 30}}
+    assert sum(s["objects_per_image"].values()) == 38 and sum(s["size_counts"].values()) == len(objects)
+    assert s["bytes_on_disk"] == shapes.read_marker(cfg.data_root)["bytes"] > 0
+    assert s["lengths"]["bpe_tokens"]["max"] == max(tok.lengths(captions["caption"]))
+    assert s["lengths"]["truncated_fraction"] == 0.0 and s["vocab_size"] == tok.vocab_size
+
+
+def test_notebook_00_is_clean_and_matches_its_builder():
+    import importlib.util
+    from pathlib import Path
+
+    import nbformat
+
+    repo = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(repo / "notebooks" / "00_data_prep.ipynb", as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and params[0].source.startswith('PROFILE = "smoke"  # ci|smoke|gpu|paper')
+    spec = importlib.util.spec_from_file_location("build00", repo / "notebooks" / "_build" / "build_00_data_prep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert [c.source for c in mod.build().cells] == [c.source for c in nb.cells]

@@ -211,3 +211,18 @@ def test_every_ood_photograph_is_available_offline(tmp_path):
         img = Image.open(p)
         assert img.mode == "RGB" and img.size == (48, 48)
         assert np.asarray(img).std() > 5  # a photograph, not a blank
+
+
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_scene_statistics_are_balanced(image_size):
+    sizes, counts = {"small": 0, "large": 0}, []
+    for i in range(600):
+        rng = np.random.default_rng([0, i])
+        want = int(np.random.default_rng([0, i]).integers(1, 4))  # the first draw of sample_scene
+        objs = shapes.sample_scene(rng, image_size, 3)
+        counts.append(want - len(objs))
+        for o in objs:
+            sizes[o["size"]] += 1
+        assert len({(o["size"], o["colour"], o["shape"]) for o in objs}) == len(objs)
+    assert min(counts) == 0 and np.mean(counts) < 0.03  # objects dropped for lack of room: rare
+    assert abs(sizes["small"] - sizes["large"]) < 0.06 * sum(sizes.values())
