@@ -12,7 +12,6 @@ import torch
 
 from .config import Config
 from .sampling import image_to_text, text_to_image
-from .train import load_checkpoint
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
 
@@ -36,12 +35,9 @@ def ensure_tokenizer(cfg: Config):
 
 def load_augvae_decoder(cfg: Config, device: str | torch.device = "cpu") -> Decoder:
     """AugVAE-SL's decoder from runs/<profile>/augvae_sl.pt, run in FP32 (paper §3.5: the VAE in FP32)."""
-    from .augvae import AugVAE
+    from .augvae_train import load_augvae
 
-    state = load_checkpoint(cfg.runs_root / "augvae_sl.pt", "augvae-sl")
-    vae = AugVAE.from_config(cfg, "sl")
-    vae.load_state_dict(state["model"])
-    vae = vae.to(device).float().eval()
+    vae = load_augvae(cfg, "sl", device).float()
 
     dev_type = torch.device(device).type
 
