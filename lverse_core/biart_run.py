@@ -137,17 +137,19 @@ def plot_loss_curves(df: pd.DataFrame):
 
 
 def image_grid_figure(rows: Sequence[torch.Tensor], titles: Sequence[str], ncols: int):
-    """A grid: one row per caption, ``ncols`` images (3, S, S) in [-1, 1] per row, the caption as the row title."""
+    """One row per caption: ``ncols`` images (3, S, S) in [-1, 1], the (wrapped) caption above the row."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols + 3, 1.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.5 * ncols, 1.9 * len(rows)), squeeze=False)
     for r, (imgs, title) in enumerate(zip(rows, titles)):
         for c in range(ncols):
             ax = axes[r][c]
             ax.axis("off")
             if c < len(imgs):
                 ax.imshow(((imgs[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
-        axes[r][0].set_title(title, fontsize=8, loc="left")
+        axes[r][0].set_title(textwrap.fill(title, 12 * ncols), fontsize=7, loc="left")
     fig.tight_layout()
     return fig
 
