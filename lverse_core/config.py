@@ -135,9 +135,10 @@ class CLIPConfig:
     vision_width: int = 128
     vision_layers: int = 4
     vision_patch_size: int = 8
-    transformer_width: int = 128
-    transformer_heads: int = 4
+    transformer_width: int = 128  # multiple of 64 (clip.load infers heads = width // 64)
+    transformer_heads: int = 2  # must equal transformer_width // 64 (see lverse_core/clip_reranker.py)
     transformer_layers: int = 2
+    context_length: int = 32  # text positions of the small CLIP (OpenAI CLIP: 77); captions are truncated to it
 
 
 @dataclass
