@@ -4,9 +4,8 @@ It answers "is this generated image right for its caption?" on the embedded prof
 paper's text-to-image evaluation, §4.3 / Table 3, where a human or a detector would look at the picture), and its
 penultimate layer is the kit's FID feature space (``lverse_core.fid``; on COCO the paper uses Inception-v3).
 
-Model: a stride-4 conv trunk (BatchNorm + SiLU, the last two convs dilated so one cell sees a whole large
-object), a 1x1 conv to ``feature_dim`` channels (the penultimate layer), then per grid cell (``image_size / 4``
-cells a side) an objectness logit and colour / shape / size logits for the object whose centre falls in that cell.
+Model: a conv trunk down to an 8x8 grid (BatchNorm + SiLU, the last two convs dilated so one cell sees a whole
+large object), a 1x1 conv to ``feature_dim`` channels (the penultimate layer), then per grid cell an objectness logit and colour / shape / size logits for the object whose centre falls in that cell.
 Decoding lists every cell whose objectness is above 0.5 with its most likely attributes, so a scene comes back as a
 multi-set of (colour, shape, size). Heads are factorised per attribute, so each colour is learned from every
 object of that colour: a first version with one count head per (colour, shape, size) triple scored 0% exact on
@@ -37,8 +36,8 @@ from .config import Config
 from .train import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 
 CHECKPOINT_KIND = "judge"
-STRIDE = 4  # pixels of the judge's input per grid cell
-OBJECT_POS_WEIGHT = 8.0  # BCE weight of object cells: ~2 objects among (S/4)^2 cells
+GRID = 8  # cells a side: two objects of the embedded data never share a cell at 8x8 (their boxes do not overlap)
+OBJECT_POS_WEIGHT = 8.0  # BCE weight of object cells: ~2 objects among 64 cells
 
 
 def _triple(obj: dict) -> tuple[str, str, str]:
@@ -51,23 +50,31 @@ def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> list[nn.
 
 
 class JudgeNet(nn.Module):
-    """Detector: image (B, 3, S, S) in [-1, 1] -> per-cell logits (B, 1 + C + Sh + Sz, G, G), G = image_size / 4."""
+    """Detector: image (B, 3, S, S) in [-1, 1] -> per-cell logits (B, 1 + C + Sh + Sz, G, G), G = 8."""
 
     def __init__(self, shapes: Sequence[str], colours: Sequence[str], sizes: Sequence[str], image_size: int,
                  width: int = 32, feature_dim: int = 128):
-        """``image_size``: the side (px) every input is resized to before the trunk (a multiple of 4)."""
+        """``image_size``: the side (px) every input is resized to before the trunk (8 * a power of 2, >= 16)."""
         super().__init__()
-        if image_size % STRIDE:
-            raise ValueError(f"judge image_size {image_size} must be a multiple of {STRIDE}")
+        downs = int(math.log2(image_size // GRID)) if image_size >= 2 * GRID else 0
+        if downs < 1 or GRID * 2**downs != image_size:
+            raise ValueError(f"judge image_size {image_size} must be {GRID} times a power of two (16, 32, 64, ...)")
         self.model_args = {"shapes": list(shapes), "colours": list(colours), "sizes": list(sizes),
                            "image_size": int(image_size), "width": int(width), "feature_dim": int(feature_dim)}
         self.shapes, self.colours, self.sizes = list(shapes), list(colours), list(sizes)
         self.image_size = image_size
-        self.grid = image_size // STRIDE
+        self.grid = GRID
         w = width
         # BatchNorm, not GroupNorm: with GroupNorm the small objects drowned in the normalised background (measured).
-        self.trunk = nn.Sequential(*_conv(3, w, stride=2), *_conv(w, 2 * w, stride=2), *_conv(2 * w, 2 * w),
-                                   *_conv(2 * w, 4 * w, dilation=2), *_conv(4 * w, 4 * w, dilation=2))
+        # The first conv sees full resolution (small shapes at 64 px are ~12 px wide); later stride-2 convs bring
+        # the map down to the 8x8 grid; the last two convs are dilated so a cell sees a whole large object.
+        layers = _conv(3, w, stride=2)
+        c = w
+        for _ in range(downs - 1):
+            layers += _conv(c, 2 * w, stride=2) + _conv(2 * w, 2 * w)
+            c = 2 * w
+        layers += _conv(c, 4 * w, dilation=2) + _conv(4 * w, 4 * w, dilation=2)
+        self.trunk = nn.Sequential(*layers)
         self.to_features = nn.Conv2d(4 * w, feature_dim, 1)
         self.head = nn.Conv2d(feature_dim, 1 + len(colours) + len(shapes) + len(sizes), 1)
 
@@ -200,6 +207,10 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
     if images.shape[0] != len(objects):
         raise ValueError(f"{images.shape[0]} images but {len(objects)} object lists")
     targets = judge.targets(objects, source_size=images.shape[-1])
+    if images.shape[-1] != judge.image_size:
+        # Resize once (uint8), not every step: at smoke sizes that was a third of the step time.
+        images = torch.cat([to_uint8(judge._prepare(to_unit_range(images[i:i + 512])))
+                            for i in range(0, images.shape[0], 512)])
     gen = torch.Generator().manual_seed(seed)
     judge.to(device).train()
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
@@ -228,6 +239,11 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
         losses.append(loss.item())
     judge.eval()
     return losses
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] images -> uint8 [0, 255] (rounded)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -265,7 +281,7 @@ def _load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]]
     images, objects, captions = [], [], []
     for i in range(len(ds)):
         item = ds[i]
-        images.append(((item["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        images.append(to_uint8(item["image"]))
         objects.append(attrs[int(item["image_id"])])
         captions.append(item["captions"][0])
     return torch.stack(images), objects, captions
