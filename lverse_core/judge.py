@@ -36,6 +36,7 @@ from .config import Config
 from .train import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 
 CHECKPOINT_KIND = "judge"
+JUDGE_VERSION = 2  # 1: one count head per (colour, shape, size) triple (retired: it learnt only the prior on ci)
 GRID = 8  # cells a side: two objects of the embedded data never share a cell at 8x8 (their boxes do not overlap)
 OBJECT_POS_WEIGHT = 8.0  # BCE weight of object cells: ~2 objects among 64 cells
 
@@ -323,13 +324,16 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
 def save_judge(cfg: Config, judge: JudgeNet, metrics: dict[str, Any] | None = None,
                path: str | Path | None = None) -> Path:
     return save_checkpoint(path or judge_path(cfg), {
-        "kind": CHECKPOINT_KIND, "model_args": judge.model_args, "config": cfg.to_dict(),
+        "kind": CHECKPOINT_KIND, "version": JUDGE_VERSION, "model_args": judge.model_args, "config": cfg.to_dict(),
         "model": judge.state_dict(), "metrics": dict(metrics or {})})
 
 
 def load_judge_file(path: str | Path, map_location: Any = "cpu") -> JudgeNet:
     """Rebuild a judge from a checkpoint written by ``save_judge``."""
     state = load_checkpoint(path, CHECKPOINT_KIND, map_location=map_location)
+    if state.get("version") != JUDGE_VERSION:
+        raise CheckpointError(f"{path} holds a judge of version {state.get('version', 1)}, this code needs version "
+                              f"{JUDGE_VERSION}; retrain with lverse_core.judge.train_judge(cfg)")
     try:
         judge = JudgeNet(**state["model_args"])
         judge.load_state_dict(state["model"])
@@ -348,5 +352,17 @@ def load_judge(cfg: Config) -> JudgeNet:
 
 
 def ensure_judge(cfg: Config) -> JudgeNet:
-    """Load the profile's judge, training it first when there is none."""
-    return load_judge(cfg) if judge_path(cfg).exists() else train_judge(cfg)[0]
+    """The profile's judge; trained first when there is none, or when the saved one is stale (another judge
+    version, or architecture settings that differ from ``cfg``). It is a derived artefact, cheap to rebuild."""
+    from . import shapes
+
+    path = judge_path(cfg)
+    if path.exists():
+        try:
+            judge = load_judge_file(path)
+        except CheckpointError:
+            judge = None
+        if judge is not None and judge.model_args == build_judge(cfg, shapes.SHAPES, shapes.COLOURS,
+                                                                 shapes.SIZES).model_args:
+            return judge
+    return train_judge(cfg)[0]

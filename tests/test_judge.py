@@ -117,3 +117,17 @@ def test_train_judge_on_real_ci_images(synth_cfg):
     assert (synth_cfg.runs_root / "logs" / "judge.csv").exists()
     x = torch.zeros(2, 3, 32, 32)
     torch.testing.assert_close(load_judge(synth_cfg).features(x), judge.features(x))
+
+
+def test_ensure_judge_rebuilds_a_stale_checkpoint(synth_cfg, monkeypatch):
+    import lverse_core.judge as J
+
+    path = judge_path(synth_cfg)
+    calls = []
+    monkeypatch.setattr(J, "train_judge", lambda cfg: calls.append(cfg) or ("retrained", {}))
+    if path.exists():  # written by test_train_judge_on_real_ci_images: current, so it is loaded
+        assert isinstance(J.ensure_judge(synth_cfg), JudgeNet) and not calls
+    save_checkpoint(path, {"kind": "judge", "model": {}, "model_args": {"max_objects": 3}})  # a version-1 file
+    with pytest.raises(CheckpointError, match="version 1"):
+        load_judge_file(path)
+    assert J.ensure_judge(synth_cfg) == "retrained" and len(calls) == 1
