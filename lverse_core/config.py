@@ -57,6 +57,7 @@ class AugVAEConfig:
     sl_level: int = 1  # index of the level AugVAE-SL keeps for its codes (1 = the H/8 map)
     enc_res_blocks: int = 2
     dec_res_blocks: int = 3
+    mid_res_blocks: int = 2  # res blocks at the deepest width of every encoder/decoder (Taming "mid", no attention)
     norm_groups: int = 32  # GroupNorm groups (official: 32); must divide every channel count
     decay: float = 0.99  # EMA decay of the codebook
     eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
@@ -64,6 +65,7 @@ class AugVAEConfig:
     ema_update: str = "per_level"  # per_level (official code) | pooled (one update per step over all levels)
     dead_code_threshold: float = 0.0  # restart codes whose EMA count falls below this; 0 = off (official)
     data_init: bool = False  # initialise the codebook from encoder outputs on the first batch (official: randn)
+    sl_quantize_fine: bool = False  # SL also quantizes the H/4 map (loss + EMA, codes unused); official code: true
 
 
 @dataclass
@@ -132,9 +134,10 @@ class CLIPConfig:
     vision_width: int = 128
     vision_layers: int = 4
     vision_patch_size: int = 8
-    transformer_width: int = 128
-    transformer_heads: int = 4
+    transformer_width: int = 128  # multiple of 64 (clip.load infers heads = width // 64)
+    transformer_heads: int = 2  # must equal transformer_width // 64 (see lverse_core/clip_reranker.py)
     transformer_layers: int = 2
+    context_length: int = 32  # text positions of the small CLIP (OpenAI CLIP: 77); captions are truncated to it
 
 
 @dataclass
