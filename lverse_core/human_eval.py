@@ -99,6 +99,13 @@ def build_study(cfg: Config, preds: Mapping[int, str], images: Mapping[int, Any]
         forms.append({"form_id": form_id, "sets": shown})
     study = {"study": study_id, "version": FORMAT_VERSION, "profile": cfg.profile, "model": model,
              "question": "Which caption well describes the given image?", "pool": pool, "forms": forms}
+    if (out / "study.json").exists():
+        old = json.loads((out / "study.json").read_text())
+        if old["study"] != study_id and store_path(cfg, out).exists():
+            raise FileExistsError(
+                f"{out} holds another study ({old['study']}) with ingested answers in {store_path(cfg, out)}; "
+                f"rebuilding would orphan them. Move that folder away (keep it: it is the record of that study) "
+                f"or pass out= a new folder")
     _write_json(out / "study.json", study)
     _write_json(out / "key.json", {"study": study_id, "key": key})
     png = {s["image_id"]: image_data_uri(images[s["image_id"]]) for s in pool}
