@@ -11,7 +11,7 @@ import torch
 
 from lverse_core.config import load_profile
 from lverse_core.fid import compute_fid
-from lverse_core.judge import _load_split, judge_path, train_judge
+from lverse_core.judge import load_split, judge_path, train_judge
 from lverse_core.shapes import ensure_dataset
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     _, metrics = train_judge(cfg, log=False)
     out["judge_train_s"] = round(time.perf_counter() - t0, 1)
     out["judge_test"] = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    images, _, _ = _load_split(cfg, "test")
+    images, _, _ = load_split(cfg, "test")
     g = torch.Generator().manual_seed(0)
     noisy = (images.float() + 0.2 * 255 * torch.randn(images.shape, generator=g)).clamp(0, 255).to(torch.uint8)
     for radius in (0, 2):
