@@ -50,5 +50,7 @@ def trained_judge(synth_cfg, synth_data):
     x, o, _, _ = synth_data
     judge = build_judge(synth_cfg, syn.SHAPES, syn.COLOURS, syn.SIZES)
     losses = fit_judge(judge, x, o, steps=300, batch_size=32, lr=2e-3, noise=0.05, seed=0)
-    path = save_judge(synth_cfg, judge, {"loss_first": losses[0], "loss_last": losses[-1]})
+    # Not runs/<profile>/judge.pt: test_train_judge_on_real_ci_images writes that one.
+    path = save_judge(synth_cfg, judge, {"loss_first": losses[0], "loss_last": losses[-1]},
+                      path=synth_cfg.runs_root / "synthetic_judge.pt")
     return judge, path, losses

@@ -1,7 +1,7 @@
 """Tiny stand-in scenes for tests that must not depend on the data helper's embedded data set.
 
 Scenes of 1-2 objects (circle / square / triangle, 4 colours, 2 sizes) on a grey background, rendered with PIL,
-returned as uint8 tensors with their ground-truth objects in the sidecar format of common.md.
+returned as uint8 tensors with their ground-truth objects in the sidecar format of common.md (centres in px).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def render(objects: list[dict], size: int) -> np.ndarray:
     d = ImageDraw.Draw(img)
     for o in objects:
         r = size * (0.10 if o["size"] == "small" else 0.20)
-        x, y = o["x"] * size, o["y"] * size
+        x, y = o["x"], o["y"]
         box = [x - r, y - r, x + r, y + r]
         if o["shape"] == "circle":
             d.ellipse(box, fill=RGB[o["colour"]])
@@ -40,7 +40,8 @@ def scenes(n: int, size: int = 32, seed: int = 0, max_objects: int = 2) -> tuple
         # Objects sit in separate halves so they never hide each other.
         xs = [0.27, 0.73] if k == 2 else [0.5]
         objs = [{"shape": SHAPES[rng.integers(3)], "colour": COLOURS[rng.integers(4)],
-                 "size": SIZES[rng.integers(2)], "x": float(x), "y": float(rng.uniform(0.3, 0.7))} for x in xs]
+                 "size": SIZES[rng.integers(2)], "x": float(x * size), "y": float(rng.uniform(0.3, 0.7) * size)}
+                for x in xs]
         images.append(torch.from_numpy(render(objs, size).copy()).permute(2, 0, 1))
         objects.append(objs)
     return torch.stack(images), objects
