@@ -58,6 +58,7 @@ class AugVAEConfig:
     sl_level: int = 1  # index of the level AugVAE-SL keeps for its codes (1 = the H/8 map)
     enc_res_blocks: int = 2
     dec_res_blocks: int = 3
+    mid_res_blocks: int = 2  # res blocks at the deepest width of every encoder/decoder (Taming "mid", no attention)
     norm_groups: int = 32  # GroupNorm groups (official: 32); must divide every channel count
     decay: float = 0.99  # EMA decay of the codebook
     eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
@@ -65,6 +66,7 @@ class AugVAEConfig:
     ema_update: str = "per_level"  # per_level (official code) | pooled (one update per step over all levels)
     dead_code_threshold: float = 0.0  # restart codes whose EMA count falls below this; 0 = off (official)
     data_init: bool = False  # initialise the codebook from encoder outputs on the first batch (official: randn)
+    sl_quantize_fine: bool = False  # SL also quantizes the H/4 map (loss + EMA, codes unused); official code: true
 
 
 @dataclass
@@ -133,9 +135,10 @@ class CLIPConfig:
     vision_width: int = 128
     vision_layers: int = 4
     vision_patch_size: int = 8
-    transformer_width: int = 128
-    transformer_heads: int = 4
+    transformer_width: int = 128  # multiple of 64 (clip.load infers heads = width // 64)
+    transformer_heads: int = 2  # must equal transformer_width // 64 (see lverse_core/clip_reranker.py)
     transformer_layers: int = 2
+    context_length: int = 32  # text positions of the small CLIP (OpenAI CLIP: 77); captions are truncated to it
 
 
 @dataclass
@@ -147,6 +150,16 @@ class EvalConfig:
     human_eval_form_size: int = 50  # sets per rater (paper: 50)
     human_eval_raters: int = 10  # simulated raters on embedded profiles (paper: 150 people)
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
+    # The attribute judge (lverse_core/judge.py): a small CNN trained on real embedded images. It decides whether
+    # a generated image shows what its caption says (Table 3 on embedded profiles) and its penultimate layer is
+    # the kit's FID feature space (eval.fid_extractor = kit).
+    judge_steps: int = 600  # optimizer steps (batch judge_batch_size)
+    judge_batch_size: int = 64  # images per step
+    judge_lr: float = 2e-3  # AdamW learning rate (cosine decay to 5%)
+    judge_width: int = 32  # channels of the first conv stage; stages use 1x, 2x, 4x, 4x
+    judge_feature_dim: int = 128  # size of the penultimate (FID feature) layer
+    judge_image_size: int = 32  # px the judge looks at (inputs are resized to it); 0 = data.image_size
+    judge_noise: float = 0.05  # std of Gaussian pixel noise added in training (in [-1, 1] units); 0 = off
 
 
 @dataclass
@@ -371,6 +384,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
     if cfg.data.source == "shapes" and cfg.data.n_train <= 0:
         raise ConfigError(f"data.n_train: the embedded data set needs a positive size, got {cfg.data.n_train}")
+    for key in ("eval.judge_steps", "eval.judge_batch_size", "eval.judge_width", "eval.judge_feature_dim",
+                "eval.bootstrap"):
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
     if not 0.0 < cfg.sampling.top_p <= 1.0:
         raise ConfigError(f"sampling.top_p: {cfg.sampling.top_p} must be in (0, 1]")
     return cfg

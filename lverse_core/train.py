@@ -226,33 +226,36 @@ def run_steps(
     desc: str = "train",
     is_main: bool = True,
     stop_after: int | None = None,
+    progress: bool = True,
 ) -> int:
     """Call ``step_fn(step)`` for ``step`` in ``[start, total)``; log, checkpoint, and return the next step.
 
     ``save_fn(next_step)`` is called every ``ckpt_every`` steps and at the end (also when the timeout fires).
     ``stop_after`` ends the loop after that many steps of this call (tests use it to simulate a kill).
+    ``progress=False`` hides the progress bar (the log is still written).
     """
     from tqdm.auto import tqdm
 
     t0 = time.monotonic()
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not is_main, mininterval=2.0)
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not (is_main and progress), mininterval=2.0)
     step = start
     acc: dict[str, float] = {}
-    n_acc = 0
+    cnt: dict[str, int] = {}  # per key: a metric logged on alternate steps only (BiART directions) is averaged
+                              # over the steps that reported it
     try:
         while step < total:
             metrics = step_fn(step)
             for k, v in metrics.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
-            n_acc += 1
+                cnt[k] = cnt.get(k, 0) + 1
             step += 1
             bar.update(1)
             if log is not None and (step % log_every == 0 or step == total):
-                means = {k: v / n_acc for k, v in acc.items()}
+                means = {k: v / cnt[k] for k, v in acc.items()}
                 if is_main:
                     log.write(step, **means)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
-                acc, n_acc = {}, 0
+                acc, cnt = {}, {}
             if step % ckpt_every == 0 and step < total:
                 save_fn(step)
             if stop_after is not None and step - start >= stop_after:

@@ -1,9 +1,23 @@
-"""Shared fixtures. Every test that writes data, runs or reports does it under a tmp dir (LVERSE_WORKDIR)."""
+"""Shared fixtures. Every test that writes data, runs or reports does it under a tmp dir (LVERSE_WORKDIR);
+a tiny judge is trained once per session on stand-in scenes (tests/synthetic_scenes.py)."""
+from __future__ import annotations
+
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+
+import synthetic_scenes as syn  # noqa: E402
+
+from lverse_core.config import load_profile  # noqa: E402
 
 
 @pytest.fixture
@@ -11,3 +25,32 @@ def workdir(tmp_path, monkeypatch):
     """Point every relative output path of the profiles (data/, runs/, reports/) at a fresh tmp dir."""
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synth_cfg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalkit")
+    return load_profile("ci", runs_dir=str(root / "runs"), reports_dir=str(root / "reports"),
+                        data={"root": str(root / "data")})
+
+
+@pytest.fixture(scope="session")
+def synth_data():
+    """(train images, train objects, test images, test objects): uint8 32 px scenes of 1-2 objects."""
+    x, o = syn.scenes(768, 32, seed=0)
+    xt, ot = syn.scenes(128, 32, seed=1)
+    return x, o, xt, ot
+
+
+@pytest.fixture(scope="session")
+def trained_judge(synth_cfg, synth_data):
+    """(judge, path of its checkpoint): trained for 300 steps (~10 s on one core)."""
+    from lverse_core.judge import build_judge, fit_judge, save_judge
+
+    x, o, _, _ = synth_data
+    judge = build_judge(synth_cfg, syn.SHAPES, syn.COLOURS, syn.SIZES)
+    losses = fit_judge(judge, x, o, steps=300, batch_size=32, lr=2e-3, noise=0.05, seed=0)
+    # Not runs/<profile>/judge.pt: test_train_judge_on_real_ci_images writes that one.
+    path = save_judge(synth_cfg, judge, {"loss_first": losses[0], "loss_last": losses[-1]},
+                      path=synth_cfg.runs_root / "synthetic_judge.pt")
+    return judge, path, losses

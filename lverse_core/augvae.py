@@ -1,0 +1,263 @@
+"""AugVAE: the feature-augmented VQ-VAE of L-Verse (paper §3.3), multi-level (ML) and single-level (SL).
+
+Architecture as in the paper and the official code (github tgisaturday/L-Verse), written anew here:
+Taming-style ResNet blocks (GroupNorm -> swish -> conv3x3, twice), stride-2 convs down, nearest + conv up, two
+"mid" blocks at the deepest width in every encoder and decoder, no attention. With the paper profile this gives
+222.9M parameters for ML and 112.8M for SL (the official code's estimate: ~221M / ~112M; paper: ~100M SL).
+
+    AugVAE-ML (256 px, n_levels = 4, level k has side 64 / 2^k):
+        h_0 = E(4, z)(x)            h_k = E(2, z)(h_{k-1})                     encoders, k = 1..3
+        q_k = VQ(quant_conv(h_k))   one EMA codebook shared by all levels (the "cross-level augmentation")
+        d_3 = G(2, z)(post(q_3))    d_k = G(2, z)(cat(post(q_k), d_{k+1}))     k = 2, 1
+        x^  = G(4, 3)(cat(post(q_0), d_1))
+    AugVAE-SL (paper §3.3, finetuned from ML): keeps E(4), the first E(2), G(2) of level 1 and G(4, 3); each
+        concatenation becomes a 1x1 "connector" conv z -> 2z, so the kept decoders keep their input width:
+        x^ = G(4, 3)(conn_0(G(2, z)(conn_1(post(q_1)))))       one H/8 x H/8 code map (1024 codes at 256 px)
+
+As in the official code, only the codebook and the pre/post-quant 1x1 convs are shared across levels; encoders and
+decoders are per level. ``augvae.sl_quantize_fine`` reproduces the official SL that still quantizes the H/4 map
+(commitment loss and EMA updates) although its codes are never decoded. Sizes come from the profile.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantize import EMAVectorQuantizer
+
+
+def _norm(ch: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, ch, eps=1e-6, affine=True)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, groups: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Encoder(nn.Module):
+    """E(f, d_out): (B, cin, n, n) -> (B, d_out, n/f, n/f), f = 2^(len(ch_mult) - 1)."""
+
+    def __init__(self, cin: int, cout: int, hidden: int, ch_mult: list[int], n_res: int, groups: int, n_mid: int = 2):
+        super().__init__()
+        chs = [hidden * m for m in ch_mult]
+        self.conv_in = nn.Conv2d(cin, chs[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        prev = chs[0]
+        for i, ch in enumerate(chs):
+            for _ in range(n_res):
+                layers.append(ResBlock(prev, ch, groups))
+                prev = ch
+            if i < len(chs) - 1:
+                layers.append(nn.Conv2d(prev, prev, 3, stride=2, padding=1))
+        layers += [ResBlock(prev, prev, groups) for _ in range(n_mid)]  # Taming's mid blocks (no attention)
+        self.body = nn.Sequential(*layers)
+        self.norm_out, self.conv_out = _norm(prev, groups), nn.Conv2d(prev, cout, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv_out(F.silu(self.norm_out(self.body(self.conv_in(x)))))
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Decoder(nn.Module):
+    """G(f, d_out): (B, cin, n, n) -> (B, d_out, n*f, n*f), channels run through ch_mult in reverse."""
+
+    def __init__(self, cin: int, cout: int, hidden: int, ch_mult: list[int], n_res: int, groups: int, n_mid: int = 2):
+        super().__init__()
+        chs = [hidden * m for m in reversed(ch_mult)]
+        self.conv_in = nn.Conv2d(cin, chs[0], 3, padding=1)
+        layers: list[nn.Module] = [ResBlock(chs[0], chs[0], groups) for _ in range(n_mid)]  # Taming's mid blocks
+        prev = chs[0]
+        for i, ch in enumerate(chs):
+            for _ in range(n_res):
+                layers.append(ResBlock(prev, ch, groups))
+                prev = ch
+            if i < len(chs) - 1:
+                layers.append(Upsample(prev))
+        self.body = nn.Sequential(*layers)
+        self.norm_out, self.conv_out = _norm(prev, groups), nn.Conv2d(prev, cout, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv_out(F.silu(self.norm_out(self.body(self.conv_in(x)))))
+
+
+def model_args_from_config(cfg) -> dict[str, Any]:
+    """The architecture arguments of AugVAE for a profile (what a checkpoint stores as ``model_args``)."""
+    a = cfg.augvae
+    down = 2 ** (len(a.ch_mult) - 1) * 2 ** a.sl_level
+    if cfg.data.image_size // down != cfg.image_grid:
+        raise ValueError(
+            f"augvae: ch_mult {a.ch_mult} with sl_level {a.sl_level} gives an SL grid of image_size/{down}, but the "
+            f"kit's image grid is image_size/8 (paper: 256 px -> 32x32); use a 3-entry ch_mult and sl_level 1")
+    return dict(hidden=a.hidden, ch_mult=list(a.ch_mult), z_channels=a.z_channels, codebook_size=a.codebook_size,
+                n_levels=a.n_levels, sl_level=a.sl_level, enc_res_blocks=a.enc_res_blocks,
+                dec_res_blocks=a.dec_res_blocks, mid_res_blocks=a.mid_res_blocks, norm_groups=a.norm_groups,
+                decay=a.decay, eps=a.eps, beta=a.beta,
+                ema_update=a.ema_update, dead_code_threshold=a.dead_code_threshold, data_init=a.data_init,
+                sl_quantize_fine=a.sl_quantize_fine)
+
+
+class AugVAE(nn.Module):
+    """AugVAE-ML (``variant="ml"``) or AugVAE-SL (``variant="sl"``); see the module docstring."""
+
+    def __init__(self, variant: str = "ml", *, hidden: int, ch_mult: list[int], z_channels: int, codebook_size: int,
+                 n_levels: int, sl_level: int = 1, enc_res_blocks: int = 2, dec_res_blocks: int = 3,
+                 mid_res_blocks: int = 2, norm_groups: int = 32, decay: float = 0.99, eps: float = 1e-5,
+                 beta: float = 0.25,
+                 ema_update: str = "per_level", dead_code_threshold: float = 0.0, data_init: bool = False,
+                 sl_quantize_fine: bool = False, in_channels: int = 3):
+        super().__init__()
+        if variant not in ("ml", "sl"):
+            raise ValueError(f"variant must be 'ml' or 'sl', got {variant!r}")
+        if ema_update not in ("per_level", "pooled"):
+            raise ValueError(f"ema_update must be 'per_level' or 'pooled', got {ema_update!r}")
+        if len(ch_mult) < 2:
+            raise ValueError(f"ch_mult needs at least 2 entries (E(2) uses ch_mult[1:]), got {ch_mult}")
+        self.variant, self.ema_update, self.sl_quantize_fine = variant, ema_update, sl_quantize_fine
+        self.args = dict(hidden=hidden, ch_mult=list(ch_mult), z_channels=z_channels, codebook_size=codebook_size,
+                         n_levels=n_levels, sl_level=sl_level, enc_res_blocks=enc_res_blocks,
+                         dec_res_blocks=dec_res_blocks, mid_res_blocks=mid_res_blocks, norm_groups=norm_groups,
+                         decay=decay, eps=eps, beta=beta,
+                         ema_update=ema_update, dead_code_threshold=dead_code_threshold, data_init=data_init,
+                         sl_quantize_fine=sl_quantize_fine)
+        self.n_levels, self.sl_level = n_levels, sl_level
+        z, g = z_channels, norm_groups
+        # SL keeps levels 0..sl_level (their encoders and decoders); ML keeps all
+        n_enc = n_levels if variant == "ml" else sl_level + 1
+        self.encoders = nn.ModuleList(
+            [Encoder(in_channels, z, hidden, ch_mult, enc_res_blocks, g, mid_res_blocks)]
+            + [Encoder(z, z, hidden, ch_mult[1:], enc_res_blocks, g, mid_res_blocks) for _ in range(1, n_enc)])
+        # decoder k reads level k; the deepest ML decoder sees post(q) alone, the others a 2z-wide input
+        self.decoders = nn.ModuleList(
+            [Decoder(2 * z, in_channels, hidden, ch_mult, dec_res_blocks, g, mid_res_blocks)]
+            + [Decoder(z if (variant == "ml" and k == n_levels - 1) else 2 * z, z, hidden, ch_mult[1:],
+                       dec_res_blocks, g, mid_res_blocks) for k in range(1, n_enc)])
+        self.quant_conv = nn.Conv2d(z, z, 1)  # shared across levels (official code)
+        self.post_quant_conv = nn.Conv2d(z, z, 1)
+        self.quantizer = EMAVectorQuantizer(codebook_size, z, decay, eps, beta, dead_code_threshold, data_init)
+        # SL: 1x1 convs z -> 2z replacing the concatenations (paper §3.3), one before each kept decoder
+        self.connectors = nn.ModuleList([nn.Conv2d(z, 2 * z, 1) for _ in range(n_enc)]) if variant == "sl" else None
+
+    # -- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg, variant: str = "ml") -> "AugVAE":
+        return cls(variant, **model_args_from_config(cfg))
+
+    @classmethod
+    def ml_to_sl(cls, ml: "AugVAE") -> "AugVAE":
+        """AugVAE-SL initialised from a trained AugVAE-ML: shared weights copied, connectors new (paper §3.3)."""
+        if ml.variant != "ml":
+            raise ValueError("ml_to_sl needs an AugVAE-ML model")
+        sl = cls("sl", **ml.args).to(next(ml.parameters()).device)
+        missing, unexpected = sl.load_state_dict(ml.state_dict(), strict=False)
+        # only the connectors may be new, and only the dropped deeper levels may be left over: anything else
+        # would mean the two architectures drifted apart
+        bad_missing = [k for k in missing if not k.startswith("connectors.")]
+        bad_unexpected = [k for k in unexpected if not any(k.startswith(f"{p}.{i}.") for p in ("encoders", "decoders")
+                                                           for i in range(sl.sl_level + 1, ml.n_levels))]
+        if bad_missing or bad_unexpected:
+            raise RuntimeError(f"ml_to_sl: state dicts do not line up (missing {bad_missing}, extra {bad_unexpected})")
+        return sl
+
+    # -- levels --------------------------------------------------------------------------------------------------
+    def _encode_levels(self, x):
+        """Continuous per-level latents z_k = quant_conv(h_k), finest first."""
+        h = x
+        zs = []
+        for enc in self.encoders:
+            h = enc(h)
+            zs.append(self.quant_conv(h))
+        return zs
+
+    def _decoded_levels(self) -> list[int]:
+        return list(range(self.n_levels)) if self.variant == "ml" else [self.sl_level]
+
+    def _decode_quantized(self, qs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Decode from quantized maps {level: (B, z, h_k, w_k)} (ML: all levels; SL: sl_level)."""
+        if self.variant == "ml":
+            d = None
+            for k in reversed(range(self.n_levels)):
+                p = self.post_quant_conv(qs[k])
+                d = self.decoders[k](p if d is None else torch.cat([p, d], 1))
+            return d
+        d = self.connectors[self.sl_level](self.post_quant_conv(qs[self.sl_level]))
+        for k in reversed(range(self.sl_level + 1)):
+            if k < self.sl_level:
+                d = self.connectors[k](d)
+            d = self.decoders[k](d)
+        return d
+
+    # -- public API ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor):
+        """Images in [-1, 1] (B, 3, H, W) -> ML: list of n_levels (B, h_k, w_k) long maps; SL: (B, H/8, W/8) long."""
+        zs = self._encode_levels(x)
+        codes = [self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])).view(z.shape[0], *z.shape[2:])
+                 for z in (zs if self.variant == "ml" else [zs[self.sl_level]])]
+        return codes if self.variant == "ml" else codes[0]
+
+    @torch.no_grad()
+    def decode(self, codes) -> torch.Tensor:
+        """Codes as returned by :meth:`encode` -> images in [-1, 1] (B, 3, H, W)."""
+        if self.variant == "ml":
+            if not isinstance(codes, (list, tuple)) or len(codes) != self.n_levels:
+                raise ValueError(f"AugVAE-ML decode needs a list of {self.n_levels} code maps")
+            qs = {k: self.quantizer.lookup(c.long()) for k, c in enumerate(codes)}
+        else:
+            if not torch.is_tensor(codes) or codes.dim() != 3:
+                raise ValueError("AugVAE-SL decode needs one (B, g, g) code tensor")
+            if int(codes.max()) >= self.quantizer.codebook_size or int(codes.min()) < 0:
+                raise ValueError(f"codes must lie in [0, {self.quantizer.codebook_size})")
+            qs = {self.sl_level: self.quantizer.lookup(codes.long())}
+        return self._decode_quantized(qs).clamp(-1, 1)
+
+    def forward(self, x: torch.Tensor):
+        """Training pass: (reconstruction (B, 3, H, W) unclamped, dict with ``loss`` (tensor) and float stats).
+
+        ``loss`` = MSE(x^, x) + sum of the commitment losses of the quantized levels; the EMA codebook is
+        updated here in training mode (per level or pooled, ``ema_update``) and never in eval mode.
+        """
+        zs = self._encode_levels(x)
+        levels = self._decoded_levels()
+        quantized = list(range(self.n_levels)) if self.variant == "ml" else (
+            sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
+        qs, commit, pending, stats = {}, x.new_zeros(()), [], {}
+        for k in quantized:
+            z_q, codes, loss_k, flat = self.quantizer(zs[k])
+            qs[k] = z_q
+            commit = commit + loss_k
+            if self.ema_update == "per_level":
+                self.quantizer.update_(flat, codes)
+            else:
+                pending.append((flat, codes))
+            u = self.quantizer.usage(codes)
+            stats[f"perplexity_l{k}"], stats[f"used_l{k}"] = u["perplexity"], u["used"]
+        if pending:
+            self.quantizer.update_(torch.cat([f for f, _ in pending]), torch.cat([c.reshape(-1) for _, c in pending]))
+        recon = self._decode_quantized(qs)
+        mse = F.mse_loss(recon, x)
+        stats.update(mse=float(mse.detach()), commit=float(commit.detach()), dead=self.quantizer.dead_fraction())
+        return recon, {"loss": mse + commit, "mse": mse, **stats}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,234 @@
+"""Training of AugVAE-ML, the AugVAE-SL finetune and the plain VQ-VAE baseline (paper §3.3, §3.5, §4.1).
+
+    python -m lverse_core.augvae_train --profile smoke --variant ml        # one process
+    torchrun --nproc_per_node 8 -m lverse_core.augvae_train --profile paper --variant ml   # DDP (NCCL / gloo)
+
+Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
+ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
+``lpips_weight`` * perceptual loss + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16).
+
+Variants (``VARIANTS``): ``ml`` trains AugVAE-ML from scratch; ``sl`` builds AugVAE-SL from the trained ML
+checkpoint with ``AugVAE.ml_to_sl`` and finetunes all parameters; ``baseline`` trains the same SL-shaped model
+(one H/8 level, same codebook and grid) from scratch with ``ml_steps + sl_steps`` steps by default, i.e. a plain
+VQ-VAE without cross-level augmentation under the same budget (Table 1's comparison, our addition).
+
+A run is fixed by its step count. Its checkpoint (``runs/<profile>/<file>``) is rewritten atomically every
+``ckpt_every`` steps with everything needed to resume exactly (model, optimizer, scheduler, RNG states, the data
+position is the step itself); re-running a killed run continues from it, a finished one returns at once.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .augvae import AugVAE
+from .config import Config, load_profile
+from .train import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint, rng_state,
+                    run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
+
+# variant -> (checkpoint file, checkpoint kind, model variant)
+VARIANTS = {
+    "ml": ("augvae_ml.pt", "augvae-ml", "ml"),
+    "sl": ("augvae_sl.pt", "augvae-sl", "sl"),
+    "baseline": ("vqvae_baseline.pt", "vqvae-baseline", "sl"),
+}
+
+
+def checkpoint_path(cfg: Config, variant: str) -> Path:
+    _check_variant(variant)
+    return cfg.runs_root / VARIANTS[variant][0]
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown AugVAE variant {variant!r}; valid: {', '.join(VARIANTS)}")
+
+
+def planned_steps(cfg: Config, variant: str) -> int:
+    t = cfg.augvae_train
+    return {"ml": t.ml_steps, "sl": t.sl_steps, "baseline": t.baseline_steps or t.ml_steps + t.sl_steps}[variant]
+
+
+def effective_lr(cfg: Config, world_size: int) -> float:
+    """The official rule lr = base * world * per-process batch (``lr_scaling``), else the base rate."""
+    t = cfg.augvae_train
+    return t.lr * world_size * t.batch_size if t.lr_scaling else t.lr
+
+
+def _model_args(model: AugVAE) -> dict[str, Any]:
+    return {**model.args, "variant": model.variant}
+
+
+def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device = "cpu",
+                allow_unfinished: bool = False) -> AugVAE:
+    """The trained model of ``variant`` (ml | sl | baseline) in eval mode, checked against the profile."""
+    _check_variant(variant)
+    path = checkpoint_path(cfg, variant)
+    state = load_checkpoint(path, VARIANTS[variant][1])
+    model = AugVAE.from_config(cfg, VARIANTS[variant][2])
+    if variant == "baseline":
+        model = AugVAE("sl", **{**model.args, "sl_quantize_fine": False})
+    check_model_args(path, state["model_args"], _model_args(model))
+    if not allow_unfinished and not state.get("finished", False):
+        raise CheckpointError(f"{path} is an unfinished run (step {state['step']}); re-run its training to finish it")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _initial_model(cfg: Config, variant: str) -> AugVAE:
+    if variant == "ml":
+        return AugVAE.from_config(cfg, "ml")
+    if variant == "sl":
+        return AugVAE.ml_to_sl(load_augvae(cfg, "ml"))
+    base = AugVAE.from_config(cfg, "sl")  # the same SL shape, from scratch, one quantized level only
+    return AugVAE("sl", **{**base.args, "sl_quantize_fine": False})
+
+
+LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "lr", "dead"]
+
+
+def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: DistInfo | None = None,
+                 stop_after: int | None = None, progress: bool = True) -> Path:
+    """Train (or resume, or skip if finished) ``variant``; returns the checkpoint path.
+
+    ``dataset`` yields ``(image in [-1, 1], label)`` items; default ``data.image_dataset(cfg, "train", train=True)``.
+    ``stop_after`` ends after that many steps without a final save (tests use it to simulate a kill).
+    """
+    _check_variant(variant)
+    di = dist_info or setup_distributed(cfg.resolved_device())
+    t = cfg.augvae_train
+    total = planned_steps(cfg, variant)
+    path = checkpoint_path(cfg, variant)
+    kind = VARIANTS[variant][1]
+
+    if dataset is None:
+        from . import data
+
+        dataset = data.image_dataset(cfg, "train", train=True)
+    seed_everything(cfg.seed + di.rank)
+    resume = None
+    if path.exists():
+        resume = load_checkpoint(path, kind)
+        if resume["step"] >= total:
+            return path
+    model = AugVAE(**_strip_variant(resume["model_args"])) if resume else _initial_model(cfg, variant)
+    if resume:
+        expected = _model_args(_initial_model_shape(cfg, variant))
+        check_model_args(path, resume["model_args"], expected)
+        model.load_state_dict(resume["model"])
+    model = model.to(di.device).float()  # FP32 for the VAE (paper §3.5)
+    opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
+                            weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.plateau_factor, patience=t.plateau_patience)
+    start, plateau = 0, {"sum": 0.0, "n": 0}
+    if resume:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        start, plateau = resume["step"], dict(resume["plateau"])
+        set_rng_state(resume["rng"][di.rank] if isinstance(resume["rng"], list) else resume["rng"])
+
+    perceptual = None
+    if t.lpips_weight > 0:
+        from .perceptual import perceptual_loss_from_config
+
+        perceptual = perceptual_loss_from_config(cfg).to(di.device)
+    net = model
+    if di.distributed:
+        # broadcast_buffers=False also skips DDP's buffer sync at construction: give every rank rank 0's codebook
+        for b in model.buffers():
+            torch.distributed.broadcast(b, 0)
+        # EMA statistics are all-reduced inside the quantizer, so buffers need no broadcast
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[di.device.index] if di.device.type == "cuda" else None, broadcast_buffers=False)
+    sampler = StepSampler(len(dataset), t.batch_size * di.world_size, cfg.seed, di.rank, di.world_size)
+    level_fields = [f"{s}_l{k}" for k in _quantized_levels(model) for s in ("perplexity", "used")]
+    log = CSVLog(cfg.runs_root / "logs" / f"augvae_{variant}.csv", LOG_FIELDS + level_fields,
+                 resume_step=start if resume else None) if di.is_main else None
+
+    def step_fn(step: int) -> dict[str, float]:
+        x = torch.stack([dataset[i][0] for i in sampler.indices(step)]).to(di.device)
+        model.train()
+        recon, out = net(x)
+        loss = out["loss"]
+        p_loss = x.new_zeros(())
+        if perceptual is not None:
+            p_loss = perceptual(recon, x)
+            loss = loss + t.lpips_weight * p_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        plateau["sum"] += float(loss.detach())
+        plateau["n"] += 1
+        if plateau["n"] == t.log_every:
+            sched.step(plateau["sum"] / plateau["n"])
+            plateau.update(sum=0.0, n=0)
+        mse = float(out["mse"])
+        stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
+        return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse), "perceptual": float(p_loss),
+                "lr": opt.param_groups[0]["lr"], **stats}
+
+    def save_fn(step: int) -> None:
+        rng = rng_state()
+        if di.distributed:
+            gathered: list[Any] = [None] * di.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if di.is_main:
+            save_checkpoint(path, {
+                "kind": kind, "model_args": _model_args(model), "config": cfg.to_dict(), "step": step,
+                "finished": step >= total, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": rng, "plateau": dict(plateau),
+                "world_size": di.world_size})
+        if di.distributed:
+            torch.distributed.barrier()
+
+    run_steps(step_fn, start=start, total=total, save_fn=save_fn, ckpt_every=t.ckpt_every, log=log,
+              log_every=t.log_every, timeout_s=t.timeout_s, desc=f"AugVAE {variant}", is_main=di.is_main,
+              stop_after=stop_after, progress=progress)
+    return path
+
+
+def _strip_variant(args: dict[str, Any]) -> dict[str, Any]:
+    args = dict(args)
+    return {"variant": args.pop("variant"), **args}
+
+
+def _initial_model_shape(cfg: Config, variant: str) -> AugVAE:
+    """The architecture a checkpoint of ``variant`` must have under this profile (no weights loaded)."""
+    m = AugVAE.from_config(cfg, VARIANTS[variant][2])
+    return AugVAE("sl", **{**m.args, "sl_quantize_fine": False}) if variant == "baseline" else m
+
+
+def _quantized_levels(model: AugVAE) -> list[int]:
+    if model.variant == "ml":
+        return list(range(model.n_levels))
+    return sorted({0, model.sl_level}) if model.sl_quantize_fine else [model.sl_level]
+
+
+def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their mean squared error."""
+    import math
+
+    return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train AugVAE-ML, the AugVAE-SL finetune or the VQ-VAE baseline")
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--variant", default="ml", choices=list(VARIANTS))
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile)
+    di = setup_distributed(cfg.resolved_device())
+    try:
+        print(train_augvae(cfg, args.variant, dist_info=di))
+    finally:
+        from .train import cleanup_distributed
+
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""What notebook 02 calls: the run's tokenizer and training pairs, the AugVAE-SL decoder, held-out samples with
+CLIP reranking (paper §3.6), and the loss-curve figure. Kept here so the notebook stays a sequence of short calls.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from .config import Config
+from .sampling import image_to_text, text_to_image
+
+Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
+
+
+def ensure_tokenizer(cfg: Config):
+    """runs/<profile>/tokenizer.json, built from the training captions on first use (compact vocabulary when
+    ``biart.compact_vocab``); a saved tokenizer whose text_len differs from the profile is rebuilt."""
+    from .data import caption_records
+    from .tokenizer import TextTokenizer
+
+    path = cfg.runs_root / "tokenizer.json"
+    if path.exists():
+        tok = TextTokenizer.load(path)
+        if tok.text_len == cfg.biart.text_len and tok.compact == cfg.biart.compact_vocab:
+            return tok
+    captions = [c for r in caption_records(cfg, "train") for c in r["captions"]]
+    tok = TextTokenizer.build(cfg, captions)
+    tok.save(path)
+    return tok
+
+
+def load_augvae_decoder(cfg: Config, device: str | torch.device = "cpu") -> Decoder:
+    """AugVAE-SL's decoder from runs/<profile>/augvae_sl.pt, run in FP32 (paper §3.5: the VAE in FP32)."""
+    from .augvae_train import load_augvae
+
+    vae = load_augvae(cfg, "sl", device).float()
+
+    dev_type = torch.device(device).type
+
+    @torch.no_grad()
+    def decode(codes: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(dev_type, enabled=False):  # FP32 even when called inside bf16 sampling
+            return vae.decode(codes.to(device).long()).float().clamp(-1, 1)
+
+    return decode
+
+
+def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tensor | None = None):
+    """Reranking scores: codes -> decoded image vs caption (text->image); image index -> image vs caption."""
+    t2i = None
+    if scorer is not None and decode is not None:
+        def t2i(codes: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+            return torch.cat([scorer.score(decode(codes[i:i + 256].view(-1, grid, grid)), captions[i:i + 256])
+                              for i in range(0, len(codes), 256)])
+    i2t = None
+    if scorer is not None and images is not None:
+        def i2t(owner: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+            return scorer.score(images[owner.cpu()], texts)
+    return t2i, i2t
+
+
+def _sampling_precision(model):
+    """bf16 autocast for sampling on a GPU (the KV cache follows the autocast dtype); FP32 on the CPU."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def caption_table(cfg: Config, model, tokenizer, codes: torch.Tensor, image_ids: Sequence[int], *,
+                  references: Sequence[Sequence[str]], score_fn=None, n_candidates: int | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """image->text for held-out images: the reranked caption cut at the first full stop and its untruncated text,
+    with ``correct`` (every object's size, colour and shape named, shapes.caption_correct) on the embedded data."""
+    s = cfg.sampling
+    with _sampling_precision(model):
+        out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or s.n_candidates,
+                            n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
+                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    df = pd.DataFrame({"image_id": list(image_ids), "caption": out["truncated"], "untruncated": out["full"],
+                       "reference": [r[0] for r in references]})
+    if cfg.data.source == "shapes":
+        from .data import load_attributes
+        from .shapes import caption_correct
+
+        attrs = load_attributes(cfg)
+        df["correct"] = [caption_correct(c, attrs[int(i)]) for c, i in zip(df["caption"], df["image_id"])]
+    return df
+
+
+def image_samples(cfg: Config, model, tokenizer, captions: Sequence[str], *, score_fn=None,
+                  n_candidates: int | None = None, n_repeats: int | None = None, seed: int = 0) -> dict:
+    """text->image for held-out captions: ``n_repeats`` CLIP-reranked code maps per caption (P, k, g, g)."""
+    s = cfg.sampling
+    device = next(model.parameters()).device
+    with _sampling_precision(model):
+        out = text_to_image(model, tokenizer.encode(list(captions)).to(device), list(captions),
+                            n_candidates=n_candidates or s.n_candidates, n_repeats=n_repeats or s.n_repeats,
+                            score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
+                            top_k=s.top_k, top_p=s.top_p)
+    g = cfg.image_grid
+    return {"codes": out["codes"].view(len(captions), -1, g, g), "scores": out["scores"]}
+
+
+def loss_curves(cfg: Config, log_name: str = "biart") -> pd.DataFrame:
+    """The training log in long form: step, direction (text->image / image->text), part ([REF]/[GEN]), nll."""
+    log = pd.read_csv(cfg.runs_root / "logs" / f"{log_name}.csv")
+    names = {"t2i": "text->image", "i2t": "image->text"}
+    rows = []
+    for key, direction in names.items():
+        for part in ("ref", "gen"):
+            col = f"{key}_{part}"
+            sub = log[["step", col]].dropna()
+            rows.append(pd.DataFrame({"step": sub["step"], "direction": direction, "part": f"[{part.upper()}]",
+                                      "nll": sub[col]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def plot_loss_curves(df: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=False)
+    for ax, direction in zip(axes, ["text->image", "image->text"]):
+        for part, sub in df[df["direction"] == direction].groupby("part"):
+            modality = "text" if (part == "[REF]") == (direction == "text->image") else "image"
+            ax.plot(sub["step"], sub["nll"], label=f"{part} ({modality})")
+        ax.set_title(direction)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("NLL (nats/token)")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def image_grid_figure(rows: Sequence[torch.Tensor], titles: Sequence[str], ncols: int):
+    """One row per caption: ``ncols`` images (3, S, S) in [-1, 1], the (wrapped) caption above the row."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.5 * ncols, 1.9 * len(rows)), squeeze=False)
+    for r, (imgs, title) in enumerate(zip(rows, titles)):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(imgs):
+                ax.imshow(((imgs[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
+        axes[r][0].set_title(textwrap.fill(title, 12 * ncols), fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def checkpoint_path(cfg: Config) -> Path:
+    return cfg.runs_root / "biart.pt"

@@ -1,0 +1,231 @@
+"""Training BiART on pre-tokenized image codes and tokenized captions (paper §3.4-3.5).
+
+No VAE in the loop: the images were encoded once by AugVAE-SL (``lverse_core.pretokenize``), the captions by the
+run's ``TextTokenizer``. Each optimizer step takes one global batch of (caption, image) pairs from ``StepSampler``
+and trains one direction, text->image on even steps and image->text on odd steps (§3.4: "alternately for each
+iteration"); ``biart_train.direction: mixed`` instead trains both directions on every batch (two forward passes,
+one optimizer step). The loss is ``ref_loss_weight * NLL[REF] + gen_loss_weight * NLL[GEN]``, logged per
+direction and part.
+
+Optimisation follows minGPT (AdamW(0.9, 0.95), weight decay 0.1 on Linear weights only, grad-norm clip 1.0) with
+linear warmup and cosine decay; bf16 autocast on GPUs, or fp16 with a GradScaler (the paper trains in FP16, §3.5),
+FP32 on the CPU by default (``precision: auto``); the smoke profile asks for bf16 on the CPU, which is ~2x faster
+on CPUs with native bf16 matmuls (AMX / AVX512-BF16; see bench/README.md) and warns elsewhere. DDP under torchrun. Checkpoints are atomic and hold the optimizer, scaler and RNG states, so a
+killed run resumes bit-exactly (the learning rate is a pure function of the step).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .biart import I2T, T2I, BiART, BiARTArgs
+from .config import Config
+from .train import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint,
+                    rng_state, run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
+
+CKPT_KIND = "biart"
+LOG_FIELDS = ["loss", "t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen", "lr", "tokens_per_s"]
+
+
+@dataclass
+class PairedTokens:
+    """Training pairs: caption ``m`` (text[m], (L,) ids) belongs to image ``owner[m]`` (codes[owner[m]], (N,))."""
+
+    text: torch.Tensor  # (M, L) long
+    owner: torch.Tensor  # (M,) long, index into codes
+    codes: torch.Tensor  # (n_images, N) int16/int32/long image codes
+
+    def __post_init__(self):
+        if len(self.text) != len(self.owner):
+            raise ValueError(f"{len(self.text)} captions but {len(self.owner)} owners")
+        if len(self.owner) and (self.owner.min() < 0 or self.owner.max() >= len(self.codes)):
+            raise ValueError("caption owners point outside the image codes")
+
+    def batch(self, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.as_tensor(idx)
+        return self.text[i].to(device), self.codes[self.owner[i]].long().to(device)
+
+
+def paired_tokens(cfg: Config, tokenizer, split: str = "train") -> PairedTokens:
+    """Captions of ``split`` (encoded with ``tokenizer``) paired with the AugVAE-SL codes of their images."""
+    from .data import caption_records  # data helper's module
+    from .pretokenize import load_codes  # AugVAE helper's module
+
+    codes, image_ids = load_codes(cfg, split)
+    row = {int(i): r for r, i in enumerate(image_ids)}
+    texts, owners = [], []
+    missing = []
+    for rec in caption_records(cfg, split):
+        if rec["image_id"] not in row:
+            missing.append(rec["image_id"])
+            continue
+        for c in rec["captions"]:
+            texts.append(c)
+            owners.append(row[rec["image_id"]])
+    if missing:
+        raise ValueError(f"{len(missing)} {split} images have captions but no codes (e.g. {missing[:3]}); re-run "
+                         f"the pre-tokenization (notebook 01) for profile {cfg.profile}")
+    flat = torch.from_numpy(codes.reshape(len(codes), -1).astype("int32"))
+    return PairedTokens(tokenizer.encode(texts), torch.tensor(owners), flat)
+
+
+def synthetic_pairs(n_images: int, captions_per_image: int, text_len: int, text_vocab: int, image_tokens: int,
+                    image_vocab: int, seed: int = 0, pad_id: int = 0) -> PairedTokens:
+    """A learnable toy task for tests and benchmarks: each image's codes are a fixed function of its first
+    caption's tokens, and its other captions are noisy copies of that one (no VAE, no data set needed)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(1, text_vocab, (n_images, text_len), generator=g)
+    lengths = torch.randint(text_len // 2, text_len + 1, (n_images,), generator=g)
+    base[torch.arange(text_len)[None] >= lengths[:, None]] = pad_id
+    mix = torch.randint(0, image_vocab, (text_len, image_tokens), generator=g)
+    codes = (base @ mix.clamp(max=7) + base[:, :1]) % image_vocab  # (n_images, N)
+    text = base.repeat_interleave(captions_per_image, 0)
+    flip = torch.rand(text.shape, generator=g) < 0.1
+    text = torch.where(flip & (text != pad_id), torch.randint(1, text_vocab, text.shape, generator=g), text)
+    return PairedTokens(text, torch.arange(n_images).repeat_interleave(captions_per_image), codes)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    t = cfg.biart_train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def resolve_precision(cfg: Config, device: torch.device) -> str:
+    p = cfg.biart_train.precision
+    if p == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if p == "fp16" and device.type != "cuda":
+        raise ValueError("biart_train.precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    if p == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("biart_train.precision is bf16 but this CPU has no native bf16 matmul (avx512_bf16/amx_bf16): "
+                      "bf16 will be emulated and slower than fp32; set biart_train.precision: fp32 for this machine")
+    return p
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 autocast is then ~2x faster than fp32 here)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, text_vocab_size: int | None = None,
+               pad_id: int | None = None, map_location="cpu") -> BiART:
+    """The trained BiART of this run (``runs/<profile>/biart.pt``) in eval mode; a checkpoint whose architecture
+    differs from ``cfg`` (layers, width, text_len, grid, vocabularies) is a CheckpointError listing each difference."""
+    path = Path(path) if path is not None else cfg.runs_root / "biart.pt"
+    state = load_checkpoint(path, CKPT_KIND, map_location=map_location)
+    saved = dict(state["model_args"])
+    if tokenizer is not None:
+        text_vocab_size, pad_id = tokenizer.vocab_size, tokenizer.pad_id
+    expected = BiART.args_from_config(cfg, text_vocab_size if text_vocab_size is not None else saved["text_vocab"],
+                                      pad_id if pad_id is not None else saved["pad_id"]).arch()
+    check_model_args(path, {k: v for k, v in saved.items() if k != "dropout"}, expected)
+    model = BiART(BiARTArgs(**saved))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id: int,
+                path: str | Path | None = None, resume: bool = True, log_name: str = "biart",
+                stop_after: int | None = None, dist_info: DistInfo | None = None) -> BiART:
+    """Train (or resume) BiART for ``cfg.biart_train.steps`` optimizer steps; returns the model in eval mode.
+
+    Checkpoint: ``path`` (default runs/<profile>/biart.pt); log: runs/<profile>/logs/<log_name>.csv.
+    """
+    t = cfg.biart_train
+    info = dist_info or setup_distributed(cfg.device)
+    dev = info.device
+    path = Path(path) if path is not None else cfg.runs_root / "biart.pt"
+    seed_everything(cfg.seed + info.rank)
+    model = BiART.from_config(cfg, text_vocab_size=text_vocab_size, pad_id=pad_id).to(dev)
+    if data.text.size(1) != model.args.text_len:
+        raise ValueError(f"captions are encoded to {data.text.size(1)} tokens but biart.text_len is "
+                         f"{model.args.text_len}; rebuild the tokenizer with this profile")
+    if data.codes.size(1) != model.args.image_tokens:
+        raise ValueError(f"image codes have {data.codes.size(1)} positions but the profile's grid gives "
+                         f"{model.args.image_tokens}; re-run pre-tokenization for profile {cfg.profile}")
+    opt = torch.optim.AdamW(model.param_groups(t.weight_decay), lr=t.lr, betas=tuple(t.betas),
+                            fused=dev.type == "cuda")
+    precision = resolve_precision(cfg, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    start = 0
+    if resume and path.exists():
+        state = load_checkpoint(path, CKPT_KIND, map_location=dev)
+        check_model_args(path, {k: v for k, v in state["model_args"].items() if k != "dropout"},
+                         model.args.arch())
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+        if info.distributed else model
+    sampler = StepSampler(len(data.text), t.batch_size, cfg.seed, info.rank, info.world_size)
+    log = CSVLog(cfg.runs_root / "logs" / f"{log_name}.csv", LOG_FIELDS, resume_step=start if start else None) \
+        if info.is_main else None
+    seq_len = model.args.text_len + model.args.image_tokens + 1
+    w = {"ref": t.ref_loss_weight, "gen": t.gen_loss_weight}
+
+    def step_fn(step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        model.train()
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        text, image = data.batch(sampler.indices(step), dev)
+        if t.direction == "alternate":
+            jobs = [(T2I if step % 2 == 0 else I2T, text, image)]
+        else:  # mixed: each direction on half of the batch
+            h = len(text) // 2
+            jobs = [(T2I, text[:h], image[:h]), (I2T, text[h:], image[h:])]
+        metrics, total = {}, 0.0
+        for direction, tx, im in jobs:
+            with autocast(precision, dev):
+                parts = net(tx, im, direction)
+            loss = (w["ref"] * parts["ref"] + w["gen"] * parts["gen"]) * len(tx) / len(text)
+            scaler.scale(loss).backward()
+            total += loss.item()
+            metrics[f"{direction}_ref"], metrics[f"{direction}_gen"] = parts["ref"].item(), parts["gen"].item()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        tokens = len(text) * seq_len * info.world_size
+        return {"loss": total, **metrics, "lr": lr, "tokens_per_s": tokens / (time.perf_counter() - t0)}
+
+    def save_fn(next_step: int) -> None:
+        if info.is_main:
+            save_checkpoint(path, {"kind": CKPT_KIND, "model_args": {**model.args.arch(), "dropout": model.args.dropout},
+                                   "config": cfg.to_dict(), "step": next_step, "model": model.state_dict(),
+                                   "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()})
+
+    if start >= t.steps:
+        return model.eval()
+    run_steps(step_fn, start=start, total=t.steps, save_fn=save_fn, ckpt_every=t.ckpt_every, log=log,
+              log_every=t.log_every, timeout_s=t.timeout_s, desc="BiART", is_main=info.is_main,
+              stop_after=stop_after)
+    return model.eval()
+
+
+__all__ = ["PairedTokens", "paired_tokens", "synthetic_pairs", "lr_at", "train_biart", "load_biart",
+           "CheckpointError", "LOG_FIELDS"]

@@ -1,0 +1,156 @@
+"""The CLIP model that reranks BiART samples (paper §3.6) and how the kit gets one without a download.
+
+- paper profile: OpenAI CLIP ViT-B/32 from a local file (``assets.clip_vit_b32``; a missing file is a
+  MissingAssetError naming it).
+- embedded profiles: a small ``clip.model.CLIP`` trained here on the embedded training split (config section
+  ``clip``) and saved as a plain state dict to ``runs/<profile>/clip_reranker.pt``. Both are opened the same way,
+  ``clip.load(path, device=..., jit=False)``, which rebuilds the model from the state-dict shapes.
+
+Because ``clip.model.build_model`` infers the text heads as ``transformer_width // 64`` (and the vision tower uses
+``vision_width // 64`` heads itself), both widths must be multiples of 64 and ``clip.transformer_heads`` must equal
+``transformer_width // 64``; otherwise the loaded model would compute something else than the trained one.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import Config, ConfigError, require_asset
+from .train import StepSampler, save_checkpoint
+
+with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's input normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BPE_VOCAB = 49408  # clip.tokenize's vocabulary
+
+
+def reranker_path(cfg: Config) -> Path:
+    return cfg.runs_root / "clip_reranker.pt"
+
+
+def check_clip_config(cfg: Config) -> None:
+    c = cfg.clip
+    for name in ("vision_width", "transformer_width"):
+        if getattr(c, name) % 64:
+            raise ConfigError(f"clip.{name}: {getattr(c, name)} must be a multiple of 64 (CLIP uses width // 64 heads)")
+    if c.transformer_heads != c.transformer_width // 64:
+        raise ConfigError(f"clip.transformer_heads: {c.transformer_heads} must be transformer_width // 64 = "
+                          f"{c.transformer_width // 64}; clip.load infers it that way from the state dict")
+    if cfg.data.image_size % c.vision_patch_size:
+        raise ConfigError(f"clip.vision_patch_size: {c.vision_patch_size} must divide data.image_size "
+                          f"{cfg.data.image_size}")
+
+
+def build_small_clip(cfg: Config) -> CLIP:
+    """An untrained ``clip.model.CLIP`` with the sizes of ``cfg.clip`` (ViT image tower, fp32)."""
+    check_clip_config(cfg)
+    c = cfg.clip
+    return CLIP(embed_dim=c.embed_dim, image_resolution=cfg.data.image_size, vision_layers=c.vision_layers,
+                vision_width=c.vision_width, vision_patch_size=c.vision_patch_size, context_length=c.context_length,
+                vocab_size=BPE_VOCAB, transformer_width=c.transformer_width, transformer_heads=c.transformer_heads,
+                transformer_layers=c.transformer_layers)
+
+
+def clip_pixels(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Kit images (B, 3, S, S) in [-1, 1] -> CLIP input: resized to ``resolution`` (bicubic), CLIP-normalised."""
+    x = (images.float().clamp(-1, 1) + 1) / 2
+    if x.size(-1) != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
+    return clip.tokenize(list(texts), context_length=context_length, truncate=True)
+
+
+def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) -> Path:
+    """Train the small CLIP contrastively (symmetric InfoNCE, as in CLIP) on ``dataset`` items
+    {"image": (3,S,S) in [-1,1], "captions": [str, ...]} for ``clip.train_steps`` steps; save the state dict."""
+    c = cfg.clip
+    path = Path(path) if path is not None else reranker_path(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_small_clip(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.1, betas=(0.9, 0.98))
+    sampler = StepSampler(len(dataset), min(c.batch_size, len(dataset)), cfg.seed)
+    pick = torch.Generator().manual_seed(cfg.seed)
+    for step in range(c.train_steps):
+        items = [dataset[i] for i in sampler.indices(step)]
+        images = torch.stack([it["image"] for it in items])
+        texts = [it["captions"][int(torch.randint(len(it["captions"]), (1,), generator=pick))] for it in items]
+        for group in opt.param_groups:  # short linear warmup: contrastive training of a fresh ViT is fragile
+            group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.train_steps // 10))
+        logits_img, logits_txt = model(clip_pixels(images, cfg.data.image_size), tokenize(texts, c.context_length))
+        # captions repeat across images (templates): treat every image whose caption is identical as a positive
+        same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)
+        target = same / same.sum(1, keepdim=True)
+        loss = (torch.sum(-target * logits_img.log_softmax(-1), -1).mean()
+                + torch.sum(-target * logits_txt.log_softmax(-1), -1).mean()) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    save_checkpoint(path, model.state_dict())
+    return path
+
+
+class CLIPScorer:
+    """clip-score of (image, caption) pairs with a model opened by ``clip.load``."""
+
+    def __init__(self, model, device):
+        self.model, self.device = model.eval(), torch.device(device)
+        self.resolution = model.visual.input_resolution
+        self.context_length = model.context_length
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        x = clip_pixels(images.to(self.device), self.resolution).to(self.model.dtype)
+        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return F.normalize(self.model.encode_text(tokenize(texts, self.context_length).to(self.device)).float(), dim=-1)
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """(M,) clip-scores, 100 * cosine(image_m, text_m), for M images (3,S,S) in [-1, 1] and M texts."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        return 100 * (self.embed_images(images) * self.embed_texts(texts)).sum(-1)
+
+
+def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer:
+    """The run's reranker: OpenAI ViT-B/32 for the paper profile, else runs/<profile>/clip_reranker.pt."""
+    if cfg.clip.train_steps == 0:
+        path = require_asset(cfg, "clip_vit_b32")
+    else:
+        path = reranker_path(cfg)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
+                                    f"(notebooks/02_train_biart.ipynb or lverse_core.clip_reranker.ensure_reranker)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = clip.load(str(path), device=device, jit=False)
+    return CLIPScorer(model, device)
+
+
+def ensure_reranker(cfg: Config, dataset=None) -> Path:
+    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path."""
+    if cfg.clip.train_steps == 0:
+        return require_asset(cfg, "clip_vit_b32")
+    path = reranker_path(cfg)
+    if path.exists():
+        return path
+    if dataset is None:
+        from .data import CaptionImageDataset  # the data helper's module
+
+        dataset = CaptionImageDataset(cfg, "train", train=False)
+    return train_clip_reranker(cfg, dataset, path)

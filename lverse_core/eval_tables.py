@@ -1,0 +1,137 @@
+"""Tables 2 and 3 of the paper beside ours: what notebooks 04 (image->text) and 05 (text->image) call.
+
+Paper rows come from ``lverse_core/reference`` and say so in ``source``; our rows carry ``report.provenance``.
+Scales follow the paper: caption metrics x100 (Table 2), FID-k as numbers (Table 3). On embedded profiles our FID
+is in the kit's judge feature space (``fid.fid_label``), never comparable with the paper's Inception FIDs, and the
+column names say which feature space they are in.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Config
+
+TABLE2_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+# -- Table 2: image -> text ------------------------------------------------------------------------------------------
+
+def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
+                       split: str = "test") -> dict[str, Path]:
+    """COCO-format files under reports/<profile>/results/captions/: one results file per variant, references."""
+    from .metrics import write_caption_results, write_coco_references
+    from .report import report_dir
+
+    d = report_dir(cfg, "results") / "captions"
+    out = {name: write_caption_results(d / f"captions_{_slug(name)}_{split}.json", preds)
+           for name, preds in variants.items()}
+    out["references"] = write_coco_references(d / f"references_{split}.json", refs,
+                                              description=f"L-Verse kit, profile {cfg.profile}, split {split}")
+    return out
+
+
+def score_variants(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
+                   objects: Mapping[int, Sequence[dict]] | None = None) -> dict[str, dict[str, Any]]:
+    """``metrics.score_captions`` of every variant, plus the attribute accuracy when ground truth is given."""
+    from .metrics import caption_accuracy, score_captions
+
+    out = {}
+    for name, preds in variants.items():
+        s = score_captions(preds, refs, cfg)
+        if objects is not None:
+            s["attribute_accuracy"] = caption_accuracy(preds, objects)
+        out[name] = s
+    return out
+
+
+def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: Mapping[str, str] | None = None,
+           split: str = "test") -> pd.DataFrame:
+    """Paper Table 2 rows, then ours (x100 like the paper; SPICE empty with the reason when not computed)."""
+    from .report import provenance, reference_table
+
+    ref = reference_table("table2_captioning_coco_karpathy_test")
+    paper = ref[["model", *TABLE2_METRICS]].copy()
+    paper["captions naming the right objects (%)"] = np.nan
+    paper["note"] = ref["note"].fillna("")
+    paper["source"] = "L-Verse paper Table 2 (MS-COCO Karpathy test)"
+    rows = []
+    for name, s in scores.items():
+        note = (descriptions or {}).get(name, "")
+        if s.get("SPICE") is None and s.get("SPICE_reason"):
+            note = f"{note}; SPICE {s['SPICE_reason']}" if note else f"SPICE {s['SPICE_reason']}"
+        acc = s.get("attribute_accuracy")
+        rows.append({"model": name, **{m: (np.nan if s.get(m) is None else 100 * s[m]) for m in TABLE2_METRICS},
+                     "captions naming the right objects (%)": np.nan if acc is None else 100 * acc,
+                     "note": note, "source": f"{provenance(cfg)}, {split} split ({s['n_images']} images)"})
+    return pd.concat([paper, pd.DataFrame(rows)], ignore_index=True)
+
+
+# -- Table 3: text -> image ------------------------------------------------------------------------------------------
+
+def judged_correct(judge, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, Any]:
+    """Is each generated image right for its prompt? Overall and by the number of objects the prompt names."""
+    from .judge import image_matches, to_unit_range
+    from .shapes import parse_caption
+
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+
+    seen = judge.judge_image(to_unit_range(images))
+    ok = np.array([image_matches(s, p) for s, p in zip(seen, prompts)], dtype=bool)
+    n_obj = np.array([len(parse_caption(p)) for p in prompts])
+    out: dict[str, Any] = {"judged_correct": float(ok.mean()), "n_images": int(len(ok))}
+    for k in sorted(set(n_obj.tolist())):
+        out[f"judged_correct_{k}_objects"] = float(ok[n_obj == k].mean())
+    out["per_image"] = ok.tolist()
+    return out
+
+
+def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, prompts: Sequence[str], *,
+                         radii: Sequence[float] | None = None, judge_path: str | Path | None = None,
+                         cuda: bool | None = None) -> dict[str, Any]:
+    """FID-k between real and generated images (paper Table 3) and, on embedded data, the judge's verdicts."""
+    from .fid import compute_fid_sweep, fid_label
+
+    fids = compute_fid_sweep(real, fake, cfg, radii, judge_path=judge_path, cuda=cuda)
+    out: dict[str, Any] = {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": v for r, v in fids.items()}}
+    if cfg.data.source == "shapes":
+        from .judge import load_judge, load_judge_file
+
+        judge = load_judge_file(judge_path) if judge_path else load_judge(cfg)
+        out.update(judged_correct(judge, fake, prompts))
+    return out
+
+
+def table3(cfg: Config, ours: Mapping[str, Mapping[str, Any]], descriptions: Mapping[str, str] | None = None
+           ) -> pd.DataFrame:
+    """Paper Table 3 rows (Inception FID-k on MS-COCO val) and ours (FID-k in our feature space + judge)."""
+    from .fid import fid_label
+    from .report import provenance, reference_table
+
+    ref = reference_table("table3_t2i_fid_coco_val_30k")
+    cols = [c for c in ref.columns if c.startswith("FID-")]
+    label = fid_label(cfg)
+    paper = pd.DataFrame({"model": ref["model"], **{f"{c}, paper (Inception, MS-COCO val 30k)": ref[c] for c in cols}})
+    paper["note"] = ref["note"].fillna("")
+    paper["source"] = "L-Verse paper Table 3"
+    rows = []
+    for name, r in ours.items():
+        row: dict[str, Any] = {"model": name}
+        for k, v in r["fid"].items():
+            row[f"{k}, {label}"] = v
+        if "judged_correct" in r:
+            row["images judged right for the caption (%)"] = 100 * r["judged_correct"]
+        row["note"] = (descriptions or {}).get(name, "")
+        row["source"] = f"{provenance(cfg)} ({r.get('n_images', '?')} prompts)"
+        rows.append(row)
+    return pd.concat([paper, pd.DataFrame(rows)], ignore_index=True)

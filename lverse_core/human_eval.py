@@ -1,0 +1,414 @@
+"""The human-evaluation kit of paper §4.2 / Figure 7: blinded forms, answer ingestion, vote shares.
+
+The paper sampled 500 sets (image, ground-truth caption "GT", L-Verse caption "Pred") from MS-COCO minival;
+each of 150 people saw 50 random sets and answered "Which caption well describes the given image?" with the
+first, the second or "Both captions well describe the image". L-Verse got 30.4% of votes (Pred + Both).
+
+Here:
+1. ``build_study(cfg, preds, images, refs)`` samples the pool (``eval.human_eval_pool`` sets), makes one form of
+   ``eval.human_eval_form_size`` sets per rater (``eval.human_eval_raters``), shows GT and Pred in a seeded random
+   order, and writes under ``reports/<profile>/human_eval/``:
+   ``forms/<form_id>.html`` (one self-contained page per rater: images as data URIs, no network),
+   ``study.json`` (the public part: pool, forms, captions in display order), ``key.json`` (the blinding key:
+   which position holds GT, kept apart from the forms).
+2. A rater opens the page, answers every set and saves ``answers_<form_id>.json`` (a Blob download):
+   {"study": ..., "form_id": ..., "rater": ..., "answers": [{"set_id": ..., "choice": "first"|"second"|"both"}]}.
+3. ``ingest_answers(cfg, files)`` validates every file (malformed JSON, another study or form, unknown or duplicate
+   set ids, missing answers, invalid choices -> ``AnswerFileError`` naming the file) and appends the valid ones to the
+   append-only store ``answers.jsonl``. A call ingests all its files or none; re-ingesting a file is a no-op.
+4. ``unblind(cfg)`` maps choices back to GT / Pred / Both; ``vote_shares`` adds bootstrap confidence intervals
+   (``eval.bootstrap`` resamples); ``figure7`` plots them beside the paper's 30.4% (labelled as the paper's).
+
+On embedded profiles ``simulate_raters`` answers the forms from the ground-truth attributes (a caption is good when
+``shapes.caption_correct``); its answer files and every table and figure built on them say "simulated".
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .config import Config
+
+CHOICES = ("first", "second", "both")
+VOTES = ("GT", "Pred", "Both")
+FORMAT_VERSION = 1
+
+
+class AnswerFileError(ValueError):
+    """An answer file that cannot be ingested; the message names the file and what is wrong."""
+
+
+def study_dir(cfg: Config) -> Path:
+    return cfg.reports_root / "human_eval"
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# -- the study: pool, forms, key -----------------------------------------------------------------------------------
+
+def build_pool(preds: Mapping[int, str], refs: Mapping[int, Sequence[str]], n: int, seed: int) -> list[dict]:
+    """``n`` sets {set_id, image_id, gt, pred}: images drawn at random, one reference caption each (seeded)."""
+    ids = sorted(k for k in preds if k in refs and refs[k])
+    if len(ids) < n:
+        raise ValueError(f"the pool needs {n} images with a prediction and references, only {len(ids)} have both; "
+                         f"lower eval.human_eval_pool or caption more images")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(ids, n))
+    return [{"set_id": f"s{i:04d}", "image_id": int(k), "gt": rng.choice(list(refs[k])), "pred": preds[k]}
+            for i, k in enumerate(chosen)]
+
+
+def build_study(cfg: Config, preds: Mapping[int, str], images: Mapping[int, Any], refs: Mapping[int, Sequence[str]],
+                *, model: str = "L-Verse kit", n_raters: int | None = None, out: Path | None = None) -> dict:
+    """Sample the pool, write one HTML form per rater, the public study file and the key; return the study.
+
+    ``images``: image id -> (3, S, S) tensor in [-1, 1] or uint8, or a path to an image file.
+    """
+    e = cfg.eval
+    out = out or study_dir(cfg)
+    n_raters = n_raters or e.human_eval_raters
+    pool = build_pool(preds, refs, min(e.human_eval_pool, len(preds)), cfg.seed)
+    size = min(e.human_eval_form_size, len(pool))
+    rng = random.Random(cfg.seed + 1)
+    study_id = hashlib.sha256(json.dumps([cfg.profile, cfg.seed, model, pool]).encode()).hexdigest()[:12]
+    by_id = {s["set_id"]: s for s in pool}
+    forms, key = [], {}
+    for r in range(n_raters):
+        form_id = f"{study_id}-r{r:03d}"
+        set_ids = rng.sample(sorted(by_id), size)
+        order = {sid: rng.choice(("gt_first", "pred_first")) for sid in set_ids}
+        key[form_id] = order
+        shown = [{"set_id": sid, "image_id": by_id[sid]["image_id"],
+                  "captions": ([by_id[sid]["gt"], by_id[sid]["pred"]] if order[sid] == "gt_first"
+                               else [by_id[sid]["pred"], by_id[sid]["gt"]])} for sid in set_ids]
+        forms.append({"form_id": form_id, "sets": shown})
+    study = {"study": study_id, "version": FORMAT_VERSION, "profile": cfg.profile, "model": model,
+             "question": "Which caption well describes the given image?", "pool": pool, "forms": forms}
+    _write_json(out / "study.json", study)
+    _write_json(out / "key.json", {"study": study_id, "key": key})
+    png = {s["image_id"]: image_data_uri(images[s["image_id"]]) for s in pool}
+    for f in forms:
+        path = out / "forms" / f"{f['form_id']}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_form(study, f, png))
+    return study
+
+
+def image_data_uri(image: Any, upscale: int = 256) -> str:
+    """A PNG data URI of an image (tensor in [-1, 1] / uint8 (3, H, W), or a file path), upscaled for viewing."""
+    import torch
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        pil = Image.open(image).convert("RGB")
+    else:
+        t = image if image.dtype == torch.uint8 else ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        pil = Image.fromarray(t.permute(1, 2, 0).cpu().numpy())
+    if max(pil.size) < upscale:
+        pil = pil.resize((upscale, upscale), Image.NEAREST)  # small embedded images: keep the pixels crisp
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>Caption evaluation, form {form_id}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 1em auto; padding: 0 1em; }}
+.set {{ border: 1px solid #ccc; border-radius: 6px; padding: 1em; margin: 1em 0; display: flex; gap: 1.5em; }}
+.set img {{ width: 256px; height: 256px; image-rendering: pixelated; }}
+.caption {{ margin: .4em 0 1em 0; padding: .4em; background: #f4f4f4; }}
+label {{ display: block; margin: .2em 0; }}
+#status {{ font-weight: bold; margin: 1em 0; }}
+</style></head>
+<body data-study="{study}" data-form="{form_id}">
+<h1>Which caption well describes the given image?</h1>
+<p>For each image, choose the caption that describes it well, or "Both captions well describe the image".
+Answer all {n} sets, then press <b>Save answers</b> and send the downloaded file back. Nothing leaves your computer
+until you send it.</p>
+<p><label>Your name or alias (optional): <input id="rater" type="text" maxlength="80"></label></p>
+{sets}
+<div id="status"></div>
+<button id="save" type="button">Save answers</button>
+<script>
+(function () {{
+  var body = document.body;
+  var sets = Array.prototype.slice.call(document.querySelectorAll(".set"));
+  document.getElementById("save").addEventListener("click", function () {{
+    var answers = [], missing = [];
+    sets.forEach(function (s, i) {{
+      var checked = s.querySelector("input[type=radio]:checked");
+      if (checked) {{ answers.push({{set_id: s.dataset.set, choice: checked.value}}); }}
+      else {{ missing.push(i + 1); }}
+    }});
+    var status = document.getElementById("status");
+    if (missing.length) {{ status.textContent = "Please answer set(s) " + missing.join(", ") + " first."; return; }}
+    var result = {{version: {version}, study: body.dataset.study, form_id: body.dataset.form,
+                  rater: document.getElementById("rater").value, answers: answers}};
+    var blob = new Blob([JSON.stringify(result, null, 1)], {{type: "application/json"}});
+    var a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "answers_" + body.dataset.form + ".json";
+    document.body.appendChild(a); a.click(); a.remove();
+    status.textContent = "Saved " + a.download + " (" + answers.length + " answers). Thank you!";
+  }});
+}})();
+</script>
+</body></html>
+"""
+
+_SET = """<div class="set" data-set="{set_id}">
+<img alt="image {num}" src="{src}">
+<div><h3>Set {num} of {n}</h3>
+<div>Caption 1:</div><div class="caption" id="{set_id}-c1">{c1}</div>
+<div>Caption 2:</div><div class="caption" id="{set_id}-c2">{c2}</div>
+<label><input type="radio" name="{set_id}" value="first"> Caption 1</label>
+<label><input type="radio" name="{set_id}" value="second"> Caption 2</label>
+<label><input type="radio" name="{set_id}" value="both"> Both captions well describe the image</label>
+</div></div>
+"""
+
+
+def render_form(study: dict, form: dict, png: Mapping[int, str]) -> str:
+    """One self-contained HTML page; every caption and id is HTML-escaped (a caption is text, never markup)."""
+    esc = html.escape
+    n = len(form["sets"])
+    sets = "".join(_SET.format(set_id=esc(s["set_id"]), num=i + 1, n=n, src=png[s["image_id"]],
+                               c1=esc(s["captions"][0]), c2=esc(s["captions"][1]))
+                   for i, s in enumerate(form["sets"]))
+    return _PAGE.format(form_id=esc(form["form_id"]), study=esc(study["study"]), n=n, sets=sets,
+                        version=FORMAT_VERSION)
+
+
+def load_study(cfg: Config, root: Path | None = None) -> tuple[dict, dict]:
+    root = root or study_dir(cfg)
+    for name in ("study.json", "key.json"):
+        if not (root / name).exists():
+            raise FileNotFoundError(f"{root / name} does not exist: build the study first (human_eval.build_study)")
+    return json.loads((root / "study.json").read_text()), json.loads((root / "key.json").read_text())
+
+
+# -- ingestion -----------------------------------------------------------------------------------------------------
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"duplicate JSON keys {dup}")
+    return dict(pairs)
+
+
+def validate_answer_file(path: Path, study: dict) -> dict:
+    """The parsed answer file, or AnswerFileError naming ``path`` and the problem."""
+    def fail(msg: str) -> AnswerFileError:
+        return AnswerFileError(f"answer file {path}: {msg}")
+
+    try:
+        raw = Path(path).read_bytes()
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except FileNotFoundError:
+        raise fail("does not exist") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise fail(f"is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise fail("must be a JSON object with study, form_id and answers")
+    for field in ("study", "form_id", "answers"):
+        if field not in data:
+            raise fail(f"lacks the '{field}' entry")
+    if data["study"] != study["study"]:
+        raise fail(f"belongs to another study ({data['study']!r}, this one is {study['study']!r})")
+    forms = {f["form_id"]: f for f in study["forms"]}
+    if data["form_id"] not in forms:
+        raise fail(f"names form {data['form_id']!r}, which is not a form of this study")
+    if not isinstance(data["answers"], list):
+        raise fail("'answers' must be a list of {set_id, choice}")
+    expected = [s["set_id"] for s in forms[data["form_id"]]["sets"]]
+    seen: set[str] = set()
+    for i, a in enumerate(data["answers"]):
+        if not isinstance(a, dict) or set(a) != {"set_id", "choice"}:
+            raise fail(f"answer {i} must be exactly {{\"set_id\", \"choice\"}}, got {a!r}")
+        if a["set_id"] not in expected:
+            other = [f["form_id"] for f in study["forms"] if any(s["set_id"] == a["set_id"] for s in f["sets"])]
+            where = f" (it belongs to form(s) {other[:3]}: is this the file of another form?)" if other else ""
+            raise fail(f"set id {a['set_id']!r} is not on form {data['form_id']}{where}")
+        if a["set_id"] in seen:
+            raise fail(f"set id {a['set_id']!r} is answered twice")
+        if a["choice"] not in CHOICES:
+            raise fail(f"set {a['set_id']!r} has the invalid choice {a['choice']!r}; valid: {', '.join(CHOICES)}")
+        seen.add(a["set_id"])
+    missing = [s for s in expected if s not in seen]
+    if missing:
+        raise fail(f"{len(missing)} set(s) of form {data['form_id']} are not answered: {missing[:10]}")
+    data["sha256"] = hashlib.sha256(raw).hexdigest()
+    data["source_file"] = Path(path).name
+    return data
+
+
+def store_path(cfg: Config, root: Path | None = None) -> Path:
+    return (root or study_dir(cfg)) / "answers.jsonl"
+
+
+def read_store(cfg: Config, root: Path | None = None) -> list[dict]:
+    path = store_path(cfg, root)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ingest_answers(cfg: Config, files: Sequence[str | Path], root: Path | None = None) -> dict[str, list[str]]:
+    """Validate every file, then append the new ones to ``answers.jsonl``; all of them or none.
+
+    Returns {"ingested": [...], "already": [...]} (file names). A file already in the store (same bytes) is
+    skipped; a different file for a form that already has answers is an error (one form per rater).
+    """
+    study, _ = load_study(cfg, root)
+    stored = read_store(cfg, root)
+    have_sha = {r["sha256"] for r in stored}
+    have_form = {r["form_id"]: r["source_file"] for r in stored}
+    errors, new, already = [], [], []
+    for f in files:
+        try:
+            rec = validate_answer_file(Path(f), study)
+        except AnswerFileError as e:
+            errors.append(str(e))
+            continue
+        if rec["sha256"] in have_sha:
+            already.append(Path(f).name)
+            continue
+        if rec["form_id"] in have_form:
+            errors.append(f"answer file {f}: form {rec['form_id']} already has answers (from "
+                          f"{have_form[rec['form_id']]}); each form is answered by one rater")
+            continue
+        have_sha.add(rec["sha256"])
+        have_form[rec["form_id"]] = rec["source_file"]
+        new.append(rec)
+    if errors:
+        raise AnswerFileError("nothing was ingested from this batch; fix or remove these files:\n  " +
+                              "\n  ".join(errors))
+    if new:
+        path = store_path(cfg, root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:  # append-only: earlier answers are never rewritten
+            for rec in new:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return {"ingested": [r["source_file"] for r in new], "already": already}
+
+
+# -- un-blinding and statistics --------------------------------------------------------------------------------------
+
+def unblind(cfg: Config, root: Path | None = None):
+    """A DataFrame of every ingested vote: form_id, rater, simulated, set_id, image_id, choice, vote (GT/Pred/Both)."""
+    import pandas as pd
+
+    study, key = load_study(cfg, root)
+    by_set = {s["set_id"]: s for s in study["pool"]}
+    rows = []
+    for rec in read_store(cfg, root):
+        order = key["key"][rec["form_id"]]
+        for a in rec["answers"]:
+            if a["choice"] == "both":
+                vote = "Both"
+            else:
+                gt_first = order[a["set_id"]] == "gt_first"
+                vote = "GT" if (a["choice"] == "first") == gt_first else "Pred"
+            rows.append({"form_id": rec["form_id"], "rater": rec.get("rater", ""),
+                         "simulated": bool(rec.get("simulated", False)), "set_id": a["set_id"],
+                         "image_id": by_set[a["set_id"]]["image_id"], "choice": a["choice"], "vote": vote})
+    return pd.DataFrame(rows, columns=["form_id", "rater", "simulated", "set_id", "image_id", "choice", "vote"])
+
+
+def vote_shares(votes: Sequence[str], n_boot: int, seed: int = 0, level: float = 0.95):
+    """Share of GT / Pred / Both / Pred + Both with percentile bootstrap CIs (votes resampled with replacement).
+
+    Votes of one rater are treated as independent; with few raters the intervals are optimistic.
+    """
+    import pandas as pd
+
+    v = np.asarray(list(votes))
+    if v.size == 0:
+        raise ValueError("no votes to summarise: ingest answer files first")
+    cats = {"GT": v == "GT", "Pred": v == "Pred", "Both": v == "Both", "Pred + Both": v != "GT"}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(n_boot, v.size))
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    rows = []
+    for name, mask in cats.items():
+        boot = mask[idx].mean(axis=1)
+        rows.append({"vote": name, "share": float(mask.mean()), "ci_low": float(np.quantile(boot, lo)),
+                     "ci_high": float(np.quantile(boot, hi)), "n_votes": int(v.size)})
+    return pd.DataFrame(rows)
+
+
+def figure7(shares, simulated: bool, paper_pred_plus_both: float | None = None):
+    """Bar chart of vote shares with CIs, beside the paper's Pred + Both share (percent)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if paper_pred_plus_both is None:
+        from .report import reference_table
+
+        ref = reference_table("figure7_human_eval")
+        paper_pred_plus_both = float(ref.loc[ref["quantity"] == "pred_plus_both_vote_share_percent", "value"].iloc[0])
+    df = shares.copy()
+    df["percent"] = 100 * df["share"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    who = "simulated raters (ground-truth attributes)" if simulated else "human raters"
+    sns.barplot(data=df, x="vote", y="percent", ax=ax, color="#4c72b0")
+    ax.errorbar(range(len(df)), df["percent"], yerr=[df["percent"] - 100 * df["ci_low"],
+                                                     100 * df["ci_high"] - df["percent"]],
+                fmt="none", ecolor="black", capsize=4)
+    ax.axhline(paper_pred_plus_both, color="#c44e52", linestyle="--",
+               label=f"L-Verse paper: Pred + Both = {paper_pred_plus_both:.1f}% (MS-COCO, human raters)")
+    ax.set_ylabel("share of votes (%)")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Which caption well describes the image? ({who}, n = {int(df['n_votes'].iloc[0])} votes)",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# -- the simulated rater (embedded profiles only) -------------------------------------------------------------------
+
+def simulate_raters(cfg: Config, objects: Mapping[int, Sequence[dict]], out: Path, root: Path | None = None) -> list[Path]:
+    """Answer every form as a simulated rater; write ``answers_<form_id>.json`` files under ``out``.
+
+    A caption is "good" when it names exactly the image's objects (``shapes.caption_correct``): both good ->
+    "both", one good -> that one, none -> a seeded coin between first and second. Files say "simulated": true.
+    """
+    from .shapes import caption_correct
+
+    study, _ = load_study(cfg, root)
+    paths = []
+    for r, form in enumerate(study["forms"]):
+        rng = random.Random(cfg.seed * 1000 + r)
+        answers = []
+        for s in form["sets"]:
+            good = [caption_correct(c, list(objects[s["image_id"]])) for c in s["captions"]]
+            choice = "both" if all(good) else "first" if good[0] else "second" if good[1] else rng.choice(
+                ("first", "second"))
+            answers.append({"set_id": s["set_id"], "choice": choice})
+        rec = {"version": FORMAT_VERSION, "study": study["study"], "form_id": form["form_id"],
+               "rater": f"simulated-{r:03d}", "simulated": True, "answers": answers}
+        paths.append(_write_json(Path(out) / f"answers_{form['form_id']}.json", rec))
+    return paths

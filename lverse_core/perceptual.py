@@ -1,0 +1,51 @@
+"""Perceptual loss from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)).
+
+LPIPS proper also needs its learned per-channel linear weights, which are not part of torchvision's VGG16 file;
+with only ``assets.vgg16_lpips`` available, this is the "baseline" variant of Zhang et al. (2018): unit-normalised
+VGG16 features at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3, squared differences averaged over space and
+summed over layers with equal channel weights. Nothing is downloaded: without the file, asking for it is an error.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import require_asset
+
+_CUTS = (4, 9, 16, 23, 30)  # indices after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in vgg16.features
+
+
+class VGGPerceptual(nn.Module):
+    def __init__(self, weights_path):
+        super().__init__()
+        from torchvision.models import vgg16
+
+        vgg = vgg16()
+        try:
+            vgg.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise RuntimeError(f"{weights_path} is not torchvision's VGG16 state dict ({e}); "
+                               "use vgg16-397923af.pth from download.pytorch.org/models") from e
+        self.features = vgg.features[: _CUTS[-1]].eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        # ImageNet normalisation, applied to images in [-1, 1]
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def _feats(self, x):
+        h = ((x + 1) / 2 - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i + 1 in _CUTS:
+                out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def forward(self, x, y):
+        """Mean perceptual distance between image batches ``x`` and ``y`` in [-1, 1]."""
+        return sum((a - b).pow(2).sum(1).mean() for a, b in zip(self._feats(x), self._feats(y)))
+
+
+def perceptual_loss_from_config(cfg) -> VGGPerceptual:
+    return VGGPerceptual(require_asset(cfg, "vgg16_lpips"))

@@ -1,0 +1,146 @@
+"""Pre-tokenization: every image of a split encoded once by the trained AugVAE-SL, so BiART trains without the VAE.
+
+    runs/<profile>/codes/<split>_codes.npy    uint16 (N, g, g), g = cfg.image_grid, rows in record order
+    runs/<profile>/codes/<split>_index.json   {"image_ids": [...], "grid": g, "codebook_size": K, "checkpoint": ...}
+
+Images go through the evaluation transform (resize + centre crop, no augmentation) and the SL encoder in FP32
+(paper §3.5: the quantizer underflows in lower precision), in batches. A run is resumable: codes are written into
+``<split>_codes.partial.npy`` (a memory map) and the count of finished rows into ``<split>_progress.json`` after
+each batch; a killed run continues from there, and a finished split (final files present, same image ids and
+same checkpoint) is not redone. The final files appear by atomic rename only when the split is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .report import write_json_atomic
+
+SPLITS = ("train", "val", "test")
+
+
+def codes_dir(cfg: Config) -> Path:
+    return cfg.runs_root / "codes"
+
+
+def _paths(cfg: Config, split: str) -> dict[str, Path]:
+    d = codes_dir(cfg)
+    return {"codes": d / f"{split}_codes.npy", "index": d / f"{split}_index.json",
+            "partial": d / f"{split}_codes.partial.npy", "progress": d / f"{split}_progress.json"}
+
+
+def _checkpoint_id(path: Path) -> str:
+    """A cheap identity of the SL checkpoint (size + mtime + first MiB hash), so stale codes are recomputed."""
+    st = path.stat()
+    with open(path, "rb") as f:
+        head = hashlib.sha1(f.read(1 << 20)).hexdigest()[:16]
+    return f"{path.name}:{st.st_size}:{head}"
+
+
+def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
+    """The code file of ``split``: (uint16 array (N, g, g), image ids in row order); clear errors if absent/bad."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    p = _paths(cfg, split)
+    if not p["codes"].exists() or not p["index"].exists():
+        hint = " (a pre-tokenization run was interrupted; re-run it to finish)" if p["partial"].exists() else ""
+        raise FileNotFoundError(f"{p['codes']} or its index does not exist{hint}; run notebooks/01_train_augvae.ipynb "
+                                f"or lverse_core.pretokenize.pretokenize(cfg) first")
+    codes = np.load(p["codes"], mmap_mode="r")
+    index = json.loads(p["index"].read_text())
+    ids = index["image_ids"]
+    g = cfg.image_grid
+    if codes.dtype != np.uint16 or codes.ndim != 3 or codes.shape[1:] != (g, g):
+        raise ValueError(f"{p['codes']} holds {codes.dtype} {codes.shape}, expected uint16 (N, {g}, {g}) for profile "
+                         f"{cfg.profile}; delete it and re-run pre-tokenization")
+    if len(ids) != codes.shape[0]:
+        raise ValueError(f"{p['index']} lists {len(ids)} image ids for {codes.shape[0]} code rows; re-run "
+                         f"pre-tokenization")
+    return np.asarray(codes), [int(i) for i in ids]
+
+
+@torch.no_grad()
+def encode_images(model, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """(N, 3, S, S) images in [-1, 1] -> (N, g, g) long SL codes, batched, FP32, on the model's device."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = [model.encode(images[i: i + batch_size].to(device).float()).cpu()
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", batch_size: int = 64,
+                      records=None, load_image=None, stop_after_batches: int | None = None) -> Path:
+    """Encode all images of ``split``; resumable; returns the codes path. See the module docstring.
+
+    ``records`` (default ``data.caption_records(cfg, split)``) and ``load_image(record) -> (3, S, S)`` tensor
+    (default: ``data.eval_transform`` of the image at ``record["path"]``) can be given for tests.
+    ``stop_after_batches`` stops early without finishing (tests use it to simulate a kill).
+    """
+    if records is None:
+        from . import data
+
+        records = data.caption_records(cfg, split)
+    if load_image is None:
+        from PIL import Image
+
+        from . import data
+
+        tf = data.eval_transform(cfg.data.image_size)
+
+        def load_image(rec):
+            with Image.open(rec["path"]) as im:
+                return tf(im.convert("RGB"))
+
+    ids = [int(r["image_id"]) for r in records]
+    n, g, K = len(ids), cfg.image_grid, model.quantizer.codebook_size
+    if K > 65536:
+        raise ValueError(f"codebook of {K} codes does not fit uint16 code files")
+    meta = {"image_ids": ids, "grid": g, "codebook_size": K, "checkpoint": checkpoint_id}
+    p = _paths(cfg, split)
+    p["codes"].parent.mkdir(parents=True, exist_ok=True)
+    if p["codes"].exists() and p["index"].exists() and json.loads(p["index"].read_text()) == meta:
+        return p["codes"]  # finished with the same images and model: not redone
+
+    done = 0
+    if p["partial"].exists() and p["progress"].exists():
+        prog = json.loads(p["progress"].read_text())
+        if prog.get("meta") == meta:
+            done = int(prog["done"])
+    if done == 0:
+        arr = np.lib.format.open_memmap(p["partial"], mode="w+", dtype=np.uint16, shape=(n, g, g))
+    else:
+        arr = np.load(p["partial"], mmap_mode="r+")
+    batches = 0
+    for start in range(done, n, batch_size):
+        recs = records[start: start + batch_size]
+        x = torch.stack([load_image(r) for r in recs])
+        codes = encode_images(model, x, batch_size)
+        if codes.shape[1:] != (g, g):
+            raise ValueError(f"model gives {tuple(codes.shape[1:])} code maps, profile expects ({g}, {g})")
+        arr[start: start + len(recs)] = codes.numpy().astype(np.uint16)
+        arr.flush()  # rows on disk before the progress file says they are
+        write_json_atomic(p["progress"], {"meta": meta, "done": start + len(recs)})
+        batches += 1
+        if stop_after_batches is not None and batches >= stop_after_batches and start + len(recs) < n:
+            return p["partial"]
+    del arr
+    os.replace(p["partial"], p["codes"])
+    write_json_atomic(p["index"], meta)
+    p["progress"].unlink(missing_ok=True)
+    return p["codes"]
+
+
+def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_size: int = 64) -> dict[str, Path]:
+    """Encode ``splits`` with the trained AugVAE-SL of this profile (``runs/<profile>/augvae_sl.pt``)."""
+    from .augvae_train import checkpoint_path, load_augvae
+
+    model = load_augvae(cfg, "sl", device or cfg.resolved_device())
+    ckpt = _checkpoint_id(checkpoint_path(cfg, "sl"))
+    return {s: pretokenize_split(cfg, s, model, ckpt, batch_size) for s in splits}

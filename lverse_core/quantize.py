@@ -1,0 +1,148 @@
+"""EMA vector quantizer with one codebook shared by every AugVAE level (paper §3.3).
+
+Follows the EMA quantizer of VQ-VAE-2 (Razavi et al., the paper's [33]) as used by the official AugVAE code
+(github tgisaturday/L-Verse), rewritten here:
+
+    k(z)   = argmin_j ||z - e_j||^2                         nearest code of each encoder vector
+    N_j   <- decay * N_j + (1 - decay) * n_j                 EMA of cluster sizes (n_j: vectors assigned to j)
+    m_j   <- decay * m_j + (1 - decay) * sum_{k(z)=j} z      EMA of the assigned vectors' sum
+    e_j    = m_j / N~_j,   N~_j = (N_j + eps) / (sum N + K eps) * sum N     (Laplace smoothing)
+    loss   = beta * ||z - sg(e_k(z))||^2                     commitment, on the encoder side only
+
+The codebook lives in buffers, away from the optimizer; gradients reach the encoder through the straight-through
+estimator ``z + sg(e - z)``. ``ema_update`` chooses between the official code's behaviour (the shared buffers are
+updated once per level, so a step applies ``n_levels`` decays in a row and later levels see codes the earlier
+levels already moved) and one pooled update per step over the vectors of all levels (one decay per step, each
+level weighted by its number of vectors). Under DDP the counts and sums are all-reduced first, so every process
+holds the same codebook and N processes equal one process with the same global batch.
+
+Two options for short runs (off in the paper profile, as in the official code): initialising the codebook from
+encoder outputs of the first training batch, and restarting codes whose EMA count falls below a threshold with
+random encoder outputs of the current batch (DESIGN.md: without either, a short CPU run collapsed to one code).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class EMAVectorQuantizer(nn.Module):
+    """A codebook of ``codebook_size`` vectors of size ``dim``; call it on (B, dim, H, W) maps, one per level."""
+
+    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, beta: float = 0.25,
+                 dead_code_threshold: float = 0.0, data_init: bool = False):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.codebook_size, self.dim = codebook_size, dim
+        self.decay, self.eps, self.beta = decay, eps, beta
+        self.dead_code_threshold, self.data_init = dead_code_threshold, data_init
+        embed = torch.randn(codebook_size, dim)  # official init: randn
+        self.register_buffer("embed", embed)  # (K, D) the codebook
+        self.register_buffer("embed_avg", embed.clone())  # (K, D) EMA of assigned-vector sums
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))  # (K,) EMA of counts
+        self.register_buffer("initted", torch.tensor(not data_init))
+
+    # -- lookup ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N,) index of the nearest code (squared Euclidean distance)."""
+        dist_ = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.embed.t() + self.embed.pow(2).sum(1)[None]
+        return dist_.argmin(1)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) long codes -> (B, D, H, W) code vectors."""
+        return F.embedding(codes, self.embed).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor):
+        """Quantize a (B, D, H, W) map without touching the codebook.
+
+        Returns ``(z_q, codes, loss, flat)``: the straight-through quantized map (B, D, H, W), codes (B, H, W)
+        long, the commitment loss ``beta * mse(z, sg(z_q))`` and the (B*H*W, D) detached encoder vectors, which
+        the caller hands to :meth:`update_` (once per level or pooled, see the module docstring).
+        """
+        B, D, H, W = z.shape
+        if D != self.dim:
+            raise ValueError(f"quantizer expects {self.dim} channels, got a map of shape {tuple(z.shape)}")
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D)  # (B*H*W, D)
+        if self.training and not bool(self.initted):
+            self._init_from_data_(flat)
+        codes = self.nearest(flat)
+        q = F.embedding(codes, self.embed).view(B, H, W, D).permute(0, 3, 1, 2)  # (B, D, H, W)
+        loss = self.beta * F.mse_loss(z, q.detach())  # pulls the encoder to its code; the codebook moves by EMA
+        z_q = z + (q - z).detach()  # straight-through estimator
+        return z_q, codes.view(B, H, W), loss, flat
+
+    # -- EMA update --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        """One EMA step of the codebook from encoder vectors ``flat`` (N, D) and their codes (N,); training only."""
+        if not self.training:
+            return
+        flat = flat.float()
+        codes = codes.reshape(-1)
+        onehot = F.one_hot(codes, self.codebook_size).type(flat.dtype)  # (N, K)
+        counts = onehot.sum(0)  # (K,)
+        sums = onehot.t() @ flat  # (K, D)
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.embed.copy_(self.embed_avg / smoothed.unsqueeze(1))
+        if self.dead_code_threshold > 0:
+            self._restart_dead_(flat)
+
+    @torch.no_grad()
+    def _sample(self, flat: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` random rows of ``flat`` (with replacement if there are fewer), identical on every process."""
+        idx = torch.randint(0, flat.shape[0], (n,), device=flat.device) if flat.shape[0] < n else \
+            torch.randperm(flat.shape[0], device=flat.device)[:n]
+        out = flat[idx].float().contiguous()
+        if _distributed():
+            dist.broadcast(out, 0)
+        return out
+
+    @torch.no_grad()
+    def _init_from_data_(self, flat: torch.Tensor) -> None:
+        self.embed.copy_(self._sample(flat, self.codebook_size))
+        self.embed_avg.copy_(self.embed)
+        self.cluster_size.fill_(1.0)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _restart_dead_(self, flat: torch.Tensor) -> None:
+        dead = self.cluster_size < self.dead_code_threshold
+        if _distributed():  # every process must restart the same codes
+            dist.broadcast(dead, 0)
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        new = self._sample(flat, n_dead)
+        self.embed[dead] = new
+        self.cluster_size[dead] = self.dead_code_threshold
+        self.embed_avg[dead] = new * self.dead_code_threshold
+
+    # -- statistics --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def usage(self, codes: torch.Tensor) -> dict[str, float]:
+        """Perplexity of the code histogram of ``codes`` and the fraction of the codebook they use."""
+        counts = torch.bincount(codes.reshape(-1), minlength=self.codebook_size).float()
+        p = counts / counts.sum().clamp_min(1)
+        perplexity = math.exp(float(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+        return {"perplexity": perplexity, "used": float((counts > 0).float().mean())}
+
+    @torch.no_grad()
+    def dead_fraction(self, threshold: float = 1.0) -> float:
+        """Fraction of codes whose EMA count is below ``threshold`` (default: less than one vector per step)."""
+        return float((self.cluster_size < threshold).float().mean())

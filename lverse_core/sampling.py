@@ -1,0 +1,131 @@
+"""Sampling from BiART and CLIP reranking (paper §3.6).
+
+- ``sample_next``: one token from logits with temperature, top-k and top-p (nucleus) filtering, reproducible
+  through an explicit ``torch.Generator``.
+- ``truncate_at_full_stop``: image->text samples ``sampling.caption_tokens`` tokens and keeps the text up to and
+  including the first full stop (§3.6); the untruncated text is kept too (Table 2 row "*L-Verse").
+- ``rerank``: N candidates per prompt, top-1 by CLIP score; ``text_to_image`` / ``image_to_text`` repeat it k
+  times with different seeds (§3.6: "we repeat this process k times with different random seeds").
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k and outside the top-p probability mass to -inf. logits: (B, V) float."""
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, V); temperature 0 means greedy (argmax)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def truncate_at_full_stop(ids: torch.Tensor, full_stop_ids: set[int], stop_ids: set[int]) -> list[list[int]]:
+    """Each row of ``ids`` (B, T) cut after its first full-stop token (kept) or before its first stop token
+    ([EOT]/[PAD], dropped), whichever comes first; a row with neither is returned whole."""
+    out = []
+    for row in ids.tolist():
+        cut = []
+        for t in row:
+            if t in stop_ids:
+                break
+            cut.append(t)
+            if t in full_stop_ids:
+                break
+        out.append(cut)
+    return out
+
+
+def rerank(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the best candidate per prompt: scores (P, N) -> (P,) long (top-1 by CLIP score, §3.6)."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (prompts, candidates), got shape {tuple(scores.shape)}")
+    return scores.argmax(dim=1)
+
+
+def _seeded(seed: int, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+@torch.no_grad()
+def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, n_candidates: int, n_repeats: int = 1,
+                  score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None,
+                  seed: int = 0, batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> dict[str, torch.Tensor]:
+    """For each of P prompts, ``n_repeats`` images, each the CLIP-best of ``n_candidates`` samples.
+
+    ``score_fn(codes (M, N), captions (M,)) -> (M,)`` scores candidate code maps against their caption (it decodes
+    them with AugVAE-SL and runs CLIP); without it the first candidate is kept. Candidates of several prompts share
+    one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N) and ``scores`` (P, k, n_candidates).
+    """
+    P = text_tokens.size(0)
+    device = text_tokens.device
+    rows = text_tokens.repeat_interleave(n_candidates, dim=0)  # (P*n, L): prompt p's candidates are adjacent
+    row_caps = [c for c in captions for _ in range(n_candidates)]
+    all_codes, all_scores = [], []
+    for r in range(n_repeats):
+        g = _seeded(seed + r, device)
+        codes = torch.cat([model.generate_image(rows[i:i + batch_size], temperature=temperature, top_k=top_k,
+                                                top_p=top_p, generator=g) for i in range(0, len(rows), batch_size)])
+        scores = score_fn(codes, row_caps) if score_fn is not None else torch.zeros(len(rows), device=device)
+        scores = scores.view(P, n_candidates)
+        best = rerank(scores)
+        all_codes.append(codes.view(P, n_candidates, -1)[torch.arange(P, device=device), best])
+        all_scores.append(scores)
+    return {"codes": torch.stack(all_codes, 1), "scores": torch.stack(all_scores, 1)}
+
+
+@torch.no_grad()
+def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: int, n_tokens: int,
+                  score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None, seed: int = 0,
+                  batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> dict[str, list]:
+    """One caption per image: ``n_candidates`` samples of ``n_tokens`` tokens, cut at the first full stop, and the
+    CLIP-best truncated one kept (§3.6: only the first split is scored). ``score_fn(image_index (M,), texts (M,))
+    -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full`` captions (the full
+    text of the same chosen candidate), the candidates and their scores.
+    """
+    P = image_codes.size(0)
+    device = image_codes.device
+    rows = image_codes.reshape(P, -1).repeat_interleave(n_candidates, dim=0)
+    g = _seeded(seed, device)
+    ids = torch.cat([model.generate_text(rows[i:i + batch_size], n_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, generator=g) for i in range(0, len(rows), batch_size)])
+    stop = {tokenizer.eot_id, tokenizer.pad_id}
+    cut = truncate_at_full_stop(ids, set(tokenizer.full_stop_ids), stop)
+    truncated = [_decode(tokenizer, c) for c in cut]
+    full = [_decode(tokenizer, truncate_at_full_stop(ids[i:i + 1], set(), stop)[0]) for i in range(len(ids))]
+    owner = torch.arange(P, device=device).repeat_interleave(n_candidates)
+    scores = score_fn(owner, truncated) if score_fn is not None else torch.zeros(len(truncated))
+    best = rerank(scores.view(P, n_candidates).cpu())
+    pick = [p * n_candidates + int(b) for p, b in enumerate(best)]
+    return {"truncated": [truncated[i] for i in pick], "full": [full[i] for i in pick],
+            "candidates": [truncated[p * n_candidates:(p + 1) * n_candidates] for p in range(P)],
+            "scores": scores.view(P, n_candidates).cpu()}
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    if not ids:
+        return ""
+    return tokenizer.decode(torch.tensor([ids]))[0]

@@ -1,0 +1,297 @@
+"""AugVAE: quantizer maths, model shapes (paper sizes on the meta device), ML -> SL, training, resume, DDP,
+checkpoint errors and resumable pre-tokenization. Tiny sizes; the whole file runs in well under a minute."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lverse_core.augvae import AugVAE, count_parameters
+from lverse_core.augvae_train import checkpoint_path, load_augvae, train_augvae
+from lverse_core.config import MissingAssetError, load_profile
+from lverse_core.pretokenize import load_codes, pretokenize_split
+from lverse_core.quantize import EMAVectorQuantizer
+from lverse_core.train import CheckpointError, DistInfo, save_checkpoint
+
+
+def tiny_cfg(tmp_path, **over):
+    base = {"runs_dir": str(tmp_path / "runs"), "reports_dir": str(tmp_path / "reports"),
+            "augvae.ema_update": "per_level"}
+    return load_profile("ci", **{**base, **over})
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Flat-coloured backgrounds with one coloured square each, in [-1, 1]: a stand-in for the shapes data."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, size, size).clone()
+    for i in range(n):
+        s = int(torch.randint(size // 4, size // 2, (1,), generator=g))
+        a, b = torch.randint(0, size - s, (2,), generator=g).tolist()
+        x[i, :, a: a + s, b: b + s] = torch.rand(3, 1, 1, generator=g)
+    return x * 2 - 1
+
+
+class ImageSet(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], 0
+
+
+# -- quantizer ---------------------------------------------------------------------------------------------------
+
+def test_ema_update_matches_hand_computation():
+    q = EMAVectorQuantizer(3, 2, decay=0.5, eps=1e-5)
+    q.embed.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 5.0]]))
+    q.embed_avg.copy_(q.embed)
+    q.cluster_size.copy_(torch.tensor([1.0, 1.0, 1.0]))
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]])  # two vectors -> code 0, one -> code 1, none -> 2
+    _, codes, _, flat = q(z.t().reshape(1, 2, 3, 1))
+    assert codes.flatten().tolist() == [0, 0, 1]
+    q.train()
+    q.update_(flat, codes)
+    n = torch.tensor([0.5 + 0.5 * 2, 0.5 + 0.5 * 1, 0.5])  # decay*N + (1-decay)*counts
+    m = torch.tensor([[0.5 * 0 + 0.5 * 1, 0.5 * 0 + 0.5 * 1], [5 + 4.5, 5 + 4.5], [-5.0, 2.5]])
+    total, eps = n.sum(), 1e-5
+    smoothed = (n + eps) / (total + 3 * eps) * total
+    torch.testing.assert_close(q.cluster_size, n)
+    torch.testing.assert_close(q.embed_avg, m)
+    torch.testing.assert_close(q.embed, m / smoothed[:, None])
+
+
+def test_commitment_beta_scales_the_encoder_side_only():
+    q = EMAVectorQuantizer(4, 3, beta=0.25)
+    z = torch.randn(2, 3, 2, 2, requires_grad=True)
+    z_q, codes, loss, _ = q(z)
+    target = q.lookup(codes)
+    torch.testing.assert_close(loss, 0.25 * F.mse_loss(z, target))
+    (g,) = torch.autograd.grad(loss, z)
+    torch.testing.assert_close(g, 0.25 * 2 * (z - target).detach() / z.numel())  # pulls z towards sg(e)
+    assert not q.embed.requires_grad  # the codebook itself moves only by EMA
+    torch.testing.assert_close(z_q, target)  # straight-through: forward value is the code
+
+
+def test_pooled_update_equals_one_update_on_all_vectors():
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 4), torch.randn(5, 4)
+    q1, q2 = EMAVectorQuantizer(8, 4), EMAVectorQuantizer(8, 4)
+    q2.load_state_dict(q1.state_dict())
+    ca, cb = q1.nearest(a), q1.nearest(b)
+    q1.update_(torch.cat([a, b]), torch.cat([ca, cb]))  # pooled: one decay
+    q2.update_(a, ca)
+    q2.update_(b, cb)  # per level: two decays in a row
+    assert not torch.allclose(q1.cluster_size, q2.cluster_size)
+    torch.testing.assert_close(q1.cluster_size, 0.99 * torch.zeros(8) + 0.01 * torch.bincount(
+        torch.cat([ca, cb]), minlength=8).float())
+
+
+def test_dead_codes_restart_from_encoder_outputs():
+    torch.manual_seed(0)
+    q = EMAVectorQuantizer(16, 4, dead_code_threshold=1.0, data_init=True)
+    flat = torch.randn(64, 4) + 100.0  # far from the randn codebook
+    q.train()
+    _, codes, _, f = q(flat.view(1, 64, 4).permute(0, 2, 1).reshape(1, 4, 8, 8))
+    assert bool(q.initted) and (q.embed > 50).all()  # data-based init took encoder outputs
+    q.update_(f, codes.flatten())
+    assert (q.embed > 50).all()  # restarted codes also come from encoder outputs, not randn
+
+
+# -- model -------------------------------------------------------------------------------------------------------
+
+def test_paper_sizes_and_level_shapes_on_meta_device():
+    cfg = load_profile("paper", **{"data.n_train": 1})
+    with torch.device("meta"):
+        ml, sl = AugVAE.from_config(cfg, "ml"), AugVAE.from_config(cfg, "sl")
+        x = torch.empty(2, 3, 256, 256)
+        codes = ml.eval().encode(x)
+        sl_codes = sl.eval().encode(x)
+        recon = ml._decode_quantized({k: ml.quantizer.lookup(c) for k, c in enumerate(codes)})
+    assert [tuple(c.shape) for c in codes] == [(2, 64, 64), (2, 32, 32), (2, 16, 16), (2, 8, 8)]
+    assert tuple(sl_codes.shape) == (2, 32, 32) and sl_codes.dtype == torch.long
+    assert tuple(recon.shape) == (2, 3, 256, 256)
+    assert 200e6 < count_parameters(ml) < 240e6  # official code estimate ~221M
+    assert 100e6 < count_parameters(sl) < 120e6  # paper "100-million parameter AugVAE-SL", estimate ~112M
+
+
+def test_sl_code_grid_and_range(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    sl = AugVAE.from_config(cfg, "sl").eval()
+    codes = sl.encode(synthetic_images(3, cfg.data.image_size))
+    assert codes.shape == (3, cfg.image_grid, cfg.image_grid) and codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < cfg.augvae.codebook_size
+    out = sl.decode(codes)
+    assert out.shape == (3, 3, cfg.data.image_size, cfg.data.image_size) and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="codes must lie"):
+        sl.decode(codes + cfg.augvae.codebook_size)
+
+
+def test_one_codebook_shared_by_all_levels(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    ml = AugVAE.from_config(cfg, "ml").train()
+    assert [k for k in ml.state_dict() if k.endswith("embed")] == ["quantizer.embed"]
+    ptr = ml.quantizer.embed.data_ptr()
+    before = ml.quantizer.embed.clone()
+    ml(synthetic_images(4, cfg.data.image_size))
+    assert ml.quantizer.embed.data_ptr() == ptr and not torch.equal(before, ml.quantizer.embed)
+    assert ml.quantizer.cluster_size.sum() > 0
+
+
+def test_eval_mode_leaves_codebook_unchanged(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    ml = AugVAE.from_config(cfg, "ml").eval()
+    before = {k: v.clone() for k, v in ml.quantizer.state_dict().items()}
+    ml(synthetic_images(4, cfg.data.image_size))
+    for k, v in ml.quantizer.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_ml_to_sl_keeps_shared_weights(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    ml = AugVAE.from_config(cfg, "ml")
+    sl = AugVAE.ml_to_sl(ml)
+    ml_sd, sl_sd = ml.state_dict(), sl.state_dict()
+    shared = [k for k in sl_sd if not k.startswith("connectors.")]
+    assert shared and all(torch.equal(sl_sd[k], ml_sd[k]) for k in shared)
+    assert len(sl.encoders) == 2 and len(sl.decoders) == 2 and len(sl.connectors) == 2
+    x = synthetic_images(2, cfg.data.image_size)
+    assert torch.equal(sl.eval().encode(x), ml.eval().encode(x)[1])  # SL codes are ML's level-1 codes
+
+
+def test_loss_falls_when_overfitting_one_batch(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(tmp_path)
+    model = AugVAE.from_config(cfg, "ml").train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = synthetic_images(4, cfg.data.image_size)
+    losses = []
+    for _ in range(60):
+        _, out = model(x)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["mse"]))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+# -- training, resume, DDP, checkpoints --------------------------------------------------------------------------
+
+def _train_cfg(tmp_path, name, **over):
+    return tiny_cfg(tmp_path / name, **{"augvae_train.ml_steps": 6, "augvae_train.sl_steps": 4,
+                                        "augvae_train.log_every": 1, "augvae_train.ckpt_every": 2, **over})
+
+
+def _assert_same_state(a, b):
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
+    data = ImageSet(synthetic_images(24, 32))
+    cfg_a, cfg_b = _train_cfg(tmp_path, "a"), _train_cfg(tmp_path, "b")
+    train_augvae(cfg_a, "ml", dataset=data, progress=False)
+    train_augvae(cfg_b, "ml", dataset=data, progress=False, stop_after=3)  # "killed" after step 3, ckpt at 2
+    assert torch.load(checkpoint_path(cfg_b, "ml"), weights_only=True)["step"] == 2
+    train_augvae(cfg_b, "ml", dataset=data, progress=False)
+    sa = torch.load(checkpoint_path(cfg_a, "ml"), weights_only=True)
+    sb = torch.load(checkpoint_path(cfg_b, "ml"), weights_only=True)
+    assert sa["step"] == sb["step"] == 6 and sb["finished"]
+    _assert_same_state(sa["model"], sb["model"])
+    # the SL finetune starts from the finished ML and keeps its shared weights at step 0
+    train_augvae(cfg_a, "sl", dataset=data, progress=False)
+    sl = load_augvae(cfg_a, "sl")
+    assert sl.variant == "sl" and sl.encode(data.images[:2]).shape == (2, 4, 4)
+    log = (cfg_b.runs_root / "logs" / "augvae_ml.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == [1, 2, 3, 4, 5, 6]  # rows after the resume point replaced
+
+
+def _ddp_worker(rank, world, port, cfg_over, tmp, images):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from pathlib import Path
+
+        cfg = tiny_cfg(Path(tmp), **cfg_over)
+        train_augvae(cfg, "ml", dataset=ImageSet(images), progress=False,
+                     dist_info=DistInfo(rank=rank, world_size=world, local_rank=rank))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
+    images = synthetic_images(16, 32)
+    common = {"augvae_train.ml_steps": 3, "augvae_train.log_every": 1, "augvae_train.ckpt_every": 10,
+              "augvae.data_init": False, "augvae.dead_code_threshold": 0.0}
+    one = tiny_cfg(tmp_path / "one", **common, **{"augvae_train.batch_size": 4})
+    train_augvae(one, "ml", dataset=ImageSet(images), progress=False)
+    port = 29500 + os.getpid() % 1000
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, {**common, "augvae_train.batch_size": 2},
+                                                   str(tmp_path / "two"), images), nprocs=2)
+    two = tiny_cfg(tmp_path / "two", **common, **{"augvae_train.batch_size": 2})
+    sa = torch.load(checkpoint_path(one, "ml"), weights_only=True)
+    sb = torch.load(checkpoint_path(two, "ml"), weights_only=True)
+    assert sb["world_size"] == 2
+    # Adam normalises each gradient element, so an element whose gradient is ~0 can move by +-lr on float
+    # summation-order noise alone: require all but a handful of elements to agree to 1e-6, none beyond the bound
+    diffs = torch.cat([(sa["model"][k].float() - sb["model"][k].float()).abs().flatten() for k in sa["model"]
+                       if not k.startswith("quantizer.")])
+    lr = one.augvae_train.lr * 4
+    assert (diffs > 1e-6).float().mean() < 1e-4 and diffs.max() <= 2 * 3 * lr + 1e-7
+    for k in ("quantizer.cluster_size", "quantizer.embed_avg"):
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    data = ImageSet(synthetic_images(8, 32))
+    cfg = _train_cfg(tmp_path, "c", **{"augvae_train.ml_steps": 1})
+    path = train_augvae(cfg, "ml", dataset=data, progress=False)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_augvae(cfg, "ml")
+    save_checkpoint(path, {"kind": "biart", "model": {}})
+    with pytest.raises(CheckpointError, match="'biart' checkpoint"):
+        load_augvae(cfg, "ml")
+    path.write_bytes(good)
+    other = _train_cfg(tmp_path, "c", **{"augvae_train.ml_steps": 1, "augvae.codebook_size": 64})
+    with pytest.raises(CheckpointError, match="codebook_size"):
+        load_augvae(other, "ml")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_augvae(cfg, "sl")
+
+
+def test_perceptual_loss_without_weights_is_a_clear_error(tmp_path):
+    cfg = _train_cfg(tmp_path, "p", **{"augvae_train.lpips_weight": 0.1, "assets.vgg16_lpips": ""})
+    with pytest.raises(MissingAssetError, match="vgg16_lpips"):
+        train_augvae(cfg, "ml", dataset=ImageSet(synthetic_images(4, 32)), progress=False)
+
+
+# -- pre-tokenization --------------------------------------------------------------------------------------------
+
+def test_pretokenize_is_resumable_and_not_redone(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    sl = AugVAE.from_config(cfg, "sl").eval()
+    images = synthetic_images(10, cfg.data.image_size)
+    records = [{"image_id": 100 + i, "path": None, "captions": []} for i in range(10)]
+    load = lambda r: images[r["image_id"] - 100]  # noqa: E731
+    pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load, stop_after_batches=1)
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        load_codes(cfg, "val")
+    path = pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load)
+    codes, ids = load_codes(cfg, "val")
+    assert codes.dtype == np.uint16 and codes.shape == (10, cfg.image_grid, cfg.image_grid)
+    assert ids == list(range(100, 110))
+    assert np.array_equal(codes, sl.encode(images).numpy())
+    mtime = path.stat().st_mtime_ns
+    pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load)
+    assert path.stat().st_mtime_ns == mtime  # finished: not redone
+    with pytest.raises(ValueError, match="expected uint16"):
+        load_codes(tiny_cfg(tmp_path, **{"data.image_size": 64}), "val")

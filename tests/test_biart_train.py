@@ -1,0 +1,110 @@
+"""BiART training loop: losses per direction go down, exact resume, architecture checks, lr schedule."""
+import pandas as pd
+import pytest
+import torch
+
+from lverse_core.biart_train import CheckpointError, load_biart, lr_at, synthetic_pairs, train_biart
+from lverse_core.config import load_profile
+
+VT, PAD = 30, 0
+
+
+def cfg_for(tmp_path, **over):
+    base = {"runs_dir": str(tmp_path / "runs"), "data.image_size": 32, "augvae.codebook_size": 24,
+            "biart.n_layer": 2, "biart.n_head": 2, "biart.n_embd": 32, "biart.text_len": 8, "biart.dropout": 0.1,
+            "biart_train.batch_size": 8, "biart_train.steps": 6, "biart_train.warmup_steps": 2,
+            "biart_train.log_every": 2, "biart_train.ckpt_every": 3, "biart_train.lr": 3e-3}
+    base.update(over)
+    return load_profile("ci", **base)
+
+
+def data_for(cfg):
+    return synthetic_pairs(16, 2, cfg.biart.text_len, VT, cfg.image_tokens, cfg.augvae.codebook_size, seed=0)
+
+
+def test_training_lowers_the_loss_of_both_directions_and_parts(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.steps": 80, "biart_train.log_every": 10, "biart_train.ckpt_every": 80,
+                               "biart.dropout": 0.0})
+    train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    log = pd.read_csv(cfg.runs_root / "logs" / "biart.csv")
+    for col in ["t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen"]:
+        assert log[col].iloc[-1] < 0.8 * log[col].iloc[0], (col, log[col].tolist())
+    assert (log["lr"] > 0).all() and log["step"].iloc[-1] == 80
+
+
+def test_mixed_direction_logs_both_directions_every_step(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.direction": "mixed", "biart_train.steps": 2, "biart_train.log_every": 1})
+    train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    log = pd.read_csv(cfg.runs_root / "logs" / "biart.csv")
+    assert log[["t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen"]].notna().all().all()
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    a = cfg_for(tmp_path / "a")
+    b = cfg_for(tmp_path / "b")
+    full = train_biart(a, data_for(a), text_vocab_size=VT, pad_id=PAD)
+    train_biart(b, data_for(b), text_vocab_size=VT, pad_id=PAD, stop_after=3)  # "killed" after the step-3 save
+    resumed = train_biart(b, data_for(b), text_vocab_size=VT, pad_id=PAD)
+    for (n, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), n
+    loaded = load_biart(b)
+    assert torch.equal(loaded.head_image.weight, full.head_image.weight)
+    assert len(pd.read_csv(b.runs_root / "logs" / "biart.csv")) == len(pd.read_csv(a.runs_root / "logs" / "biart.csv"))
+
+
+def test_checkpoint_from_a_different_config_is_a_clear_error(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.steps": 1})
+    train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    wider = cfg_for(tmp_path, **{"biart.n_embd": 64})
+    with pytest.raises(CheckpointError, match=r"n_embd: checkpoint 32 vs config 64"):
+        load_biart(wider)
+    with pytest.raises(CheckpointError, match="text_vocab"):
+        load_biart(cfg, text_vocab_size=VT + 1, pad_id=PAD)
+    with pytest.raises(CheckpointError, match="different architecture"):
+        train_biart(wider, data_for(wider), text_vocab_size=VT, pad_id=PAD)
+
+
+def test_lr_warmup_then_cosine(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.steps": 100, "biart_train.warmup_steps": 10, "biart_train.lr": 1.0,
+                               "biart_train.min_lr_ratio": 0.1})
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_wrong_text_length_is_rejected(tmp_path):
+    cfg = cfg_for(tmp_path)
+    data = synthetic_pairs(4, 1, 5, VT, cfg.image_tokens, cfg.augvae.codebook_size)
+    with pytest.raises(ValueError, match="text_len"):
+        train_biart(cfg, data, text_vocab_size=VT, pad_id=PAD)
+
+
+@pytest.mark.slow
+def test_ddp_with_two_processes_matches_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    from lverse_core.config import REPO_ROOT
+    from lverse_core.train import load_checkpoint
+
+    worker = str(REPO_ROOT / "tests" / "_ddp_biart_worker.py")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    worker, str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=240)
+    subprocess.run([sys.executable, worker, str(tmp_path / "one")], check=True, env=env, capture_output=True,
+                   timeout=240)
+    a = load_checkpoint(tmp_path / "ddp" / "biart.pt", "biart")["model"]
+    b = load_checkpoint(tmp_path / "one" / "biart.pt", "biart")["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_bf16_autocast_on_the_cpu_trains(tmp_path):
+    cfg = cfg_for(tmp_path, **{"biart_train.precision": "bf16", "biart_train.steps": 2, "biart_train.log_every": 1})
+    model = train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    log = pd.read_csv(cfg.runs_root / "logs" / "biart.csv")
+    assert log["loss"].notna().all() and (log["loss"] > 0).all()
+    assert model.head_text.weight.dtype == torch.float32  # autocast: the weights stay fp32
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train_biart(cfg_for(tmp_path / "x", **{"biart_train.precision": "fp16"}), data_for(cfg),
+                    text_vocab_size=VT, pad_id=PAD)

@@ -1,0 +1,62 @@
+"""Table 2 / Table 3 builders: paper rows labelled as the paper's, ours with provenance, judge verdicts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lverse_core import eval_tables as T
+from lverse_core.metrics import read_caption_results, read_coco_references
+
+
+def test_table2_rows_and_scales(synth_cfg):
+    scores = {"BiART (ours)": {"BLEU-4": 0.5, "METEOR": 0.3, "ROUGE-L": 0.6, "CIDEr": 1.2, "SPICE": None,
+                               "SPICE_reason": "not computed: no CoreNLP", "n_images": 32,
+                               "attribute_accuracy": 0.25}}
+    df = T.table2(synth_cfg, scores, {"BiART (ours)": "truncated at the first full stop"})
+    paper = df[df["source"].str.startswith("L-Verse paper")]
+    assert "L-Verse" in set(paper["model"]) and len(paper) >= 10
+    ours = df.iloc[-1]
+    assert ours["BLEU-4"] == pytest.approx(50) and ours["CIDEr"] == pytest.approx(120)
+    assert math.isnan(ours["SPICE"]) and "not computed" in ours["note"]
+    assert ours["captions naming the right objects (%)"] == pytest.approx(25)
+    assert ours["source"].startswith("this run: profile ci") and "32 images" in ours["source"]
+
+
+def test_caption_files(synth_cfg):
+    refs = {1: ["a b.", "c d."], 2: ["e f."]}
+    paths = T.save_caption_files(synth_cfg, {"L-Verse (truncated)": {1: "a b.", 2: "x."}}, refs)
+    assert paths["L-Verse (truncated)"].name == "captions_l_verse_truncated_test.json"
+    assert read_caption_results(paths["L-Verse (truncated)"]) == {1: "a b.", 2: "x."}
+    assert read_coco_references(paths["references"]) == refs
+
+
+@pytest.fixture(scope="module")
+def ci_test_set(synth_cfg):
+    from lverse_core.judge import _load_split, ensure_judge, judge_path
+
+    ensure_judge(synth_cfg)
+    images, objects, captions = _load_split(synth_cfg, "test")
+    return images, captions, judge_path(synth_cfg)
+
+
+def test_text_to_image_scores_and_table3(synth_cfg, ci_test_set):
+    from lverse_core.judge import load_judge_file
+
+    images, captions, jpath = ci_test_set
+    real = T.text_to_image_scores(synth_cfg, images, images, captions, radii=[0, 2], judge_path=jpath, cuda=False)
+    assert real["fid"]["FID-0"] == pytest.approx(0, abs=1e-3) and real["fid"]["FID-2"] == pytest.approx(0, abs=1e-3)
+    # Real images against their own captions: the judge's ceiling; a wrong image for each caption scores lower.
+    shuffled = images.roll(1, dims=0)
+    fake = T.text_to_image_scores(synth_cfg, images, shuffled, captions, radii=[0, 2], judge_path=jpath, cuda=False)
+    assert fake["judged_correct"] < real["judged_correct"]
+    assert real["judged_correct"] == pytest.approx(
+        T.judged_correct(load_judge_file(jpath), images, captions)["judged_correct"])
+    assert any(k.startswith("judged_correct_") and k.endswith("_objects") for k in real)
+    df = T.table3(synth_cfg, {"real test images": real, "shuffled real images": fake})
+    assert (df["source"] == "L-Verse paper Table 3").sum() == 7
+    kit_cols = [c for c in df.columns if "kit judge features" in c]
+    assert len(kit_cols) == 2 and df.iloc[-1][kit_cols[0]] == pytest.approx(fake["fid"]["FID-0"])
+    with pytest.raises(ValueError, match="prompts"):
+        T.judged_correct(load_judge_file(jpath), images[:3], captions)

@@ -1,0 +1,193 @@
+"""Human-evaluation kit: blinded forms, strict ingestion into an append-only store, un-blinding, bootstrap CIs."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from lverse_core import human_eval as H
+from lverse_core.config import load_profile
+
+
+def _study(tmp_path, n=12, form_size=5, raters=3, pred_markup=False):
+    cfg = load_profile("ci", reports_dir=str(tmp_path / "reports"),
+                       eval={"human_eval_pool": n, "human_eval_form_size": form_size, "human_eval_raters": raters,
+                             "bootstrap": 200})
+    ids = list(range(100, 100 + n + 3))
+    preds = {k: f"pred caption {k}." for k in ids}
+    if pred_markup:
+        preds[ids[0]] = '<script>alert("x")</script> & <b>bold</b>'
+    refs = {k: [f"ground truth {k} a.", f"ground truth {k} b."] for k in ids}
+    g = torch.Generator().manual_seed(0)
+    images = {k: torch.rand(3, 16, 16, generator=g) * 2 - 1 for k in ids}
+    study = H.build_study(cfg, preds, images, refs)
+    return cfg, study
+
+
+def _answer(tmp_path, study, form, choices, name=None, **extra):
+    rec = {"version": 1, "study": study["study"], "form_id": form["form_id"], "rater": "t",
+           "answers": [{"set_id": s["set_id"], "choice": c} for s, c in zip(form["sets"], choices)], **extra}
+    p = tmp_path / (name or f"answers_{form['form_id']}.json")
+    p.write_text(json.dumps(rec))
+    return p
+
+
+def test_forms_are_blinded_self_contained_and_keyed(tmp_path):
+    cfg, study = _study(tmp_path)
+    root = H.study_dir(cfg)
+    assert len(study["pool"]) == 12 and len(study["forms"]) == 3
+    assert all(len(f["sets"]) == 5 for f in study["forms"])
+    _, key = H.load_study(cfg)
+    orders = [o for f in key["key"].values() for o in f.values()]
+    assert set(orders) == {"gt_first", "pred_first"}  # both orders occur (seeded)
+    page = (root / "forms" / f"{study['forms'][0]['form_id']}.html").read_text()
+    assert page.count("data:image/png;base64,") == 5
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # no network, no CDN
+    assert "gt_first" not in page and "pred_first" not in page  # the key is not in the form
+    # Same seed, same study.
+    _, again = _study(tmp_path / "b")
+    assert again["forms"] == study["forms"]
+
+
+def test_captions_are_html_escaped(tmp_path):
+    cfg, study = _study(tmp_path, n=18, form_size=18, raters=1, pred_markup=True)
+    page = next((H.study_dir(cfg) / "forms").glob("*.html")).read_text()
+    assert "<script>alert" not in page and "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+
+
+def test_unblinding_a_hand_made_answer_file(tmp_path):
+    cfg, study = _study(tmp_path)
+    _, key = H.load_study(cfg)
+    form = study["forms"][0]
+    choices = ["first", "second", "both", "first", "second"]
+    H.ingest_answers(cfg, [_answer(tmp_path, study, form, choices)])
+    df = H.unblind(cfg)
+    assert len(df) == 5
+    by_set = {s["set_id"]: s for s in study["pool"]}
+    for s, c, (_, row) in zip(form["sets"], choices, df.iterrows()):
+        order = key["key"][form["form_id"]][s["set_id"]]
+        shown = s["captions"][0 if c == "first" else 1]
+        expect = "Both" if c == "both" else ("GT" if shown == by_set[s["set_id"]]["gt"] else "Pred")
+        assert row["vote"] == expect
+        assert (order == "gt_first") == (s["captions"][0] == by_set[s["set_id"]]["gt"])
+
+
+@pytest.mark.parametrize("case", ["malformed", "duplicate_set", "duplicate_key", "other_form_sets", "unknown_set",
+                                  "missing", "invalid_choice", "other_study", "unknown_form", "not_object"])
+def test_bad_answer_files_are_refused_and_nothing_is_lost(tmp_path, case):
+    cfg, study = _study(tmp_path)
+    f0, f1 = study["forms"][0], study["forms"][1]
+    good = _answer(tmp_path, study, f1, ["both"] * 5)
+    assert H.ingest_answers(cfg, [good])["ingested"] == [good.name]
+    before = H.store_path(cfg).read_bytes()
+    bad = tmp_path / "bad_answers.json"
+    rec = {"version": 1, "study": study["study"], "form_id": f0["form_id"],
+           "answers": [{"set_id": s["set_id"], "choice": "first"} for s in f0["sets"]]}
+    if case == "malformed":
+        bad.write_text('{"study": ')
+    elif case == "not_object":
+        bad.write_text("[1, 2]")
+    else:
+        if case == "duplicate_set":
+            rec["answers"][1]["set_id"] = rec["answers"][0]["set_id"]
+        elif case == "other_form_sets":
+            other = [s["set_id"] for s in f1["sets"] if s["set_id"] not in {x["set_id"] for x in f0["sets"]}]
+            rec["answers"][0]["set_id"] = other[0]
+        elif case == "unknown_set":
+            rec["answers"][0]["set_id"] = "s9999"
+        elif case == "missing":
+            rec["answers"].pop()
+        elif case == "invalid_choice":
+            rec["answers"][2]["choice"] = "neither"
+        elif case == "other_study":
+            rec["study"] = "0123456789ab"
+        elif case == "unknown_form":
+            rec["form_id"] = "nope"
+        text = json.dumps(rec)
+        if case == "duplicate_key":
+            text = text.replace('"version": 1', '"version": 1, "form_id": "x"')
+        bad.write_text(text)
+    fresh = _answer(tmp_path, study, study["forms"][2], ["first"] * 5)
+    with pytest.raises(H.AnswerFileError, match="bad_answers.json") as e:
+        H.ingest_answers(cfg, [fresh, bad])
+    assert "nothing was ingested" in str(e.value)
+    assert H.store_path(cfg).read_bytes() == before  # the earlier answers are intact, the batch added nothing
+    assert len(H.unblind(cfg)) == 5
+
+
+def test_error_messages_say_what_is_wrong(tmp_path):
+    cfg, study = _study(tmp_path)
+    f0, f1 = study["forms"][0], study["forms"][1]
+    p = _answer(tmp_path, study, f0, ["first", "first", "first", "first", "maybe"])
+    with pytest.raises(H.AnswerFileError, match="invalid choice 'maybe'"):
+        H.ingest_answers(cfg, [p])
+    p = _answer(tmp_path, study, f0, ["first"] * 4)
+    with pytest.raises(H.AnswerFileError, match="not answered"):
+        H.ingest_answers(cfg, [p])
+    rec = json.loads(_answer(tmp_path, study, f1, ["first"] * 5).read_text())
+    rec["form_id"] = f0["form_id"]
+    p.write_text(json.dumps(rec))
+    with pytest.raises(H.AnswerFileError, match="another form"):
+        H.ingest_answers(cfg, [p])
+
+
+def test_reingesting_is_idempotent_and_a_second_rater_file_for_a_form_is_refused(tmp_path):
+    cfg, study = _study(tmp_path)
+    form = study["forms"][0]
+    p = _answer(tmp_path, study, form, ["first"] * 5)
+    assert H.ingest_answers(cfg, [p]) == {"ingested": [p.name], "already": []}
+    assert H.ingest_answers(cfg, [p]) == {"ingested": [], "already": [p.name]}
+    assert len(H.read_store(cfg)) == 1
+    q = _answer(tmp_path, study, form, ["second"] * 5, name="other.json")
+    with pytest.raises(H.AnswerFileError, match="already has answers"):
+        H.ingest_answers(cfg, [q])
+    assert len(H.unblind(cfg)) == 5
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows():
+    rng = np.random.default_rng(0)
+    small = rng.choice(["GT", "Pred", "Both"], size=60, p=[0.6, 0.25, 0.15])
+    big = rng.choice(["GT", "Pred", "Both"], size=2400, p=[0.6, 0.25, 0.15])
+    s, b = H.vote_shares(small, 500, seed=1), H.vote_shares(big, 500, seed=1)
+    for df in (s, b):
+        assert ((df["ci_low"] <= df["share"]) & (df["share"] <= df["ci_high"])).all()
+        row = df.set_index("vote")
+        assert row.loc["Pred + Both", "share"] == pytest.approx(row.loc["Pred", "share"] + row.loc["Both", "share"])
+    width_s = (s["ci_high"] - s["ci_low"]).to_numpy()
+    width_b = (b["ci_high"] - b["ci_low"]).to_numpy()
+    assert (width_b < width_s / 3).all()  # ~ 1/sqrt(40) narrower
+    with pytest.raises(ValueError, match="no votes"):
+        H.vote_shares([], 10)
+
+
+def test_simulated_raters_end_to_end(tmp_path, synth_cfg):
+    from lverse_core import data
+
+    recs = data.caption_records(synth_cfg, "test")
+    attrs = data.load_attributes(synth_cfg)
+    refs = {r["image_id"]: r["captions"] for r in recs}
+    # "Predictions": the right caption for half of the images, another image's caption for the rest.
+    ids = sorted(refs)
+    preds = {k: (refs[k][1] if i % 2 == 0 else refs[ids[(i + 1) % len(ids)]][0]) for i, k in enumerate(ids)}
+    images = {r["image_id"]: r["path"] for r in recs}
+    cfg = load_profile("ci", reports_dir=str(tmp_path / "reports"), data={"root": str(synth_cfg.data_root)})
+    study = H.build_study(cfg, preds, images, refs)
+    files = H.simulate_raters(cfg, attrs, tmp_path / "inbox")
+    assert len(files) == cfg.eval.human_eval_raters
+    assert all(json.loads(f.read_text())["simulated"] for f in files)
+    H.ingest_answers(cfg, files)
+    df = H.unblind(cfg)
+    assert df["simulated"].all() and len(df) == cfg.eval.human_eval_raters * cfg.eval.human_eval_form_size
+    shares = H.vote_shares(df["vote"], cfg.eval.bootstrap).set_index("vote")
+    # GT captions are always right, so the only votes are Both (pred right too) or GT (pred wrong).
+    assert shares.loc["Pred", "share"] == 0
+    assert 0.2 < shares.loc["Both", "share"] < 0.8
+    fig = H.figure7(H.vote_shares(df["vote"], 100), simulated=True)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()] + [fig.axes[0].get_title()]
+    assert any("L-Verse paper" in t and "30.4" in t for t in texts)
+    assert any("simulated" in t for t in texts)
+    assert len(study["forms"]) == cfg.eval.human_eval_raters

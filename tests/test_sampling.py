@@ -1,0 +1,108 @@
+"""Sampling helpers and CLIP reranking (paper §3.6)."""
+import pytest
+import torch
+
+from lverse_core.biart import BiART, BiARTArgs
+from lverse_core.clip_reranker import build_small_clip, load_reranker, train_clip_reranker
+from lverse_core.config import ConfigError, MissingAssetError, load_profile
+from lverse_core.sampling import (filter_logits, image_to_text, rerank, sample_next, text_to_image,
+                                  truncate_at_full_stop)
+
+DOT, EOT, PAD = 3, 9, 0
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = torch.isfinite(filter_logits(probs.log(), top_p=0.8)).tolist()
+    assert kept == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(probs.log(), top_p=0.01)).sum() == 1  # never empty
+
+
+def test_sample_next_is_seeded_and_greedy_at_zero_temperature():
+    logits = torch.randn(4, 50)
+    a = sample_next(logits, generator=torch.Generator().manual_seed(1))
+    b = sample_next(logits, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.equal(sample_next(logits, temperature=0), logits.argmax(-1))
+    assert (sample_next(logits, top_k=1) == logits.argmax(-1)).all()
+
+
+def test_truncation_cuts_at_the_first_full_stop():
+    ids = torch.tensor([[5, 6, DOT, 7, DOT, EOT], [5, 6, 7, 8, 8, 8], [5, EOT, 6, DOT, PAD, PAD], [DOT, 5, 5, 5, 5, 5]])
+    cut = truncate_at_full_stop(ids, {DOT}, {EOT, PAD})
+    assert cut == [[5, 6, DOT], [5, 6, 7, 8, 8, 8], [5], [DOT]]  # no full stop: the row is kept whole
+
+
+def test_rerank_picks_the_highest_score():
+    scores = torch.tensor([[0.1, 0.9, 0.3], [2.0, -1.0, 1.9]])
+    assert rerank(scores).tolist() == [1, 0]
+    with pytest.raises(ValueError):
+        rerank(torch.zeros(3))
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return BiART(BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=12,
+                           image_vocab=10, pad_id=PAD, dropout=0.0)).eval()
+
+
+def test_text_to_image_returns_the_best_candidate_of_each_prompt():
+    m = tiny_model()
+    text = torch.randint(1, 12, (3, 6), generator=torch.Generator().manual_seed(0))
+    score = lambda codes, caps: codes.float().sum(1)  # a stand-in for CLIP: prefers large codes
+    out = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, n_repeats=2, score_fn=score, seed=4, batch_size=4)
+    assert out["codes"].shape == (3, 2, 4) and out["scores"].shape == (3, 2, 5)
+    assert torch.equal(out["codes"].sum(-1).float(), out["scores"].max(-1).values)
+    assert not torch.equal(out["scores"][:, 0], out["scores"][:, 1])  # repeats use different seeds
+    again = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, n_repeats=2, score_fn=score, seed=4, batch_size=4)
+    assert torch.equal(again["codes"], out["codes"])  # reproducible for a seed
+
+
+class FakeTokenizer:
+    eot_id, pad_id, full_stop_ids = EOT, PAD, {DOT}
+
+    def decode(self, ids):
+        return [" ".join(str(int(t)) for t in row) for row in ids]
+
+
+def test_image_to_text_keeps_truncated_and_full_caption_of_the_same_candidate():
+    m = tiny_model()
+    codes = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(0))
+    score = lambda owner, texts: torch.tensor([float(len(t)) for t in texts])  # prefers long captions
+    out = image_to_text(m, FakeTokenizer(), codes, n_candidates=4, n_tokens=6, score_fn=score, seed=1)
+    assert len(out["truncated"]) == 2 and out["scores"].shape == (2, 4)
+    for p in range(2):
+        assert out["truncated"][p] == max(out["candidates"][p], key=len)
+        assert out["full"][p].startswith(out["truncated"][p])
+
+
+def test_small_clip_round_trips_through_clip_load_and_ranks(tmp_path):
+    cfg = load_profile("ci", runs_dir=str(tmp_path), **{"clip.train_steps": 30})
+    colours = ["red", "green", "blue"]
+    g = torch.Generator().manual_seed(0)
+    ds = []
+    for i in range(48):
+        img = torch.full((3, 32, 32), -1.0)
+        img[i % 3] = 1.0
+        ds.append({"image": img + 0.1 * torch.randn(3, 32, 32, generator=g), "captions": [f"a {colours[i % 3]} square."]})
+    train_clip_reranker(cfg, ds)
+    scorer = load_reranker(cfg)  # through clip.load(path, jit=False) on the CPU
+    imgs = torch.stack([d["image"] for d in ds[:3]])
+    scores = torch.stack([scorer.score(imgs, [f"a {c} square."] * 3) for c in colours])  # (text, image)
+    assert rerank(scores.T).tolist() == [0, 1, 2]  # each image prefers its own colour
+
+
+def test_reranker_config_and_assets_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="transformer_width // 64"):
+        build_small_clip(load_profile("ci", **{"clip.transformer_heads": 2}))
+    cfg = load_profile("paper", **{"assets.clip_vit_b32": str(tmp_path / "nope.pt")})
+    with pytest.raises(MissingAssetError, match="clip_vit_b32"):
+        load_reranker(cfg)
+    with pytest.raises(FileNotFoundError, match="train the CLIP reranker"):
+        load_reranker(load_profile("ci", runs_dir=str(tmp_path)))
