@@ -55,8 +55,9 @@ class EMAVectorQuantizer(nn.Module):
     @torch.no_grad()
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) index of the nearest code (squared Euclidean distance)."""
-        dist_ = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.embed.t() + self.embed.pow(2).sum(1)[None]
-        return dist_.argmin(1)
+        # ||z||^2 is the same for every code, so argmin_j ||e_j||^2 - 2 z.e_j suffices: one fused addmm
+        score = torch.addmm(self.embed.pow(2).sum(1)[None], flat.to(self.embed.dtype), self.embed.t(), alpha=-2.0)
+        return score.argmin(1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, H, W) long codes -> (B, D, H, W) code vectors."""
@@ -89,9 +90,9 @@ class EMAVectorQuantizer(nn.Module):
             return
         flat = flat.float()
         codes = codes.reshape(-1)
-        onehot = F.one_hot(codes, self.codebook_size).type(flat.dtype)  # (N, K)
-        counts = onehot.sum(0)  # (K,)
-        sums = onehot.t() @ flat  # (K, D)
+        # n_j and sum_{k(z)=j} z by scatter-adds: O(N D) instead of the (N, K) one-hot matmul
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)  # (K,)
+        sums = torch.zeros_like(self.embed_avg).index_add_(0, codes, flat)  # (K, D)
         if _distributed():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
