@@ -43,14 +43,12 @@ def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], r
 def score_variants(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
                    objects: Mapping[int, Sequence[dict]] | None = None) -> dict[str, dict[str, Any]]:
     """``metrics.score_captions`` of every variant, plus the attribute accuracy when ground truth is given."""
-    from .metrics import caption_accuracy, score_captions
+    from .metrics import caption_accuracy, score_caption_sets
 
-    out = {}
-    for name, preds in variants.items():
-        s = score_captions(preds, refs, cfg)
-        if objects is not None:
-            s["attribute_accuracy"] = caption_accuracy(preds, objects)
-        out[name] = s
+    out = score_caption_sets(variants, refs, cfg)  # one METEOR process for all variants
+    if objects is not None:
+        for name, preds in variants.items():
+            out[name]["attribute_accuracy"] = caption_accuracy(preds, objects)
     return out
 
 

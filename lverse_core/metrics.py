@@ -100,34 +100,48 @@ def score_captions(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], 
     values on pycocoevalcap's 0-1 scale (the paper prints x100). SPICE is None unless ``cfg.assets.corenlp_dir``
     holds CoreNLP 3.6.0, and "SPICE_reason" then says why.
     """
+    return score_caption_sets({"captions": preds}, refs, cfg)["captions"]
+
+
+def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any, Sequence[str]],
+                       cfg: Config | None = None) -> dict[str, dict]:
+    """``score_captions`` of several caption sets against the same references: {name: scores}.
+
+    The references are tokenized once and one METEOR process serves every set (starting it loads METEOR's
+    paraphrase tables, tens of seconds on a busy CPU; each further set then takes well under a second).
+    """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
-    _check_inputs(preds, refs)
+    for preds in sets.values():
+        _check_inputs(preds, refs)
     gts = ptb_tokenize({k: list(refs[k]) for k in refs})
-    res = ptb_tokenize({k: [preds[k]] for k in refs})
-    out: dict[str, Any] = {"n_images": len(res)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
+    corenlp, reason = spice_status(cfg)
+    results: dict[str, dict] = {}
     meteor = Meteor()  # a Java subprocess, ended by Meteor.__del__
     try:
-        out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+        for name, preds in sets.items():
+            res = ptb_tokenize({k: [preds[k]] for k in refs})
+            out: dict[str, Any] = {"n_images": len(res)}
+            bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+            out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
+            out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+            out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+            out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+            out["SPICE"], out["SPICE_reason"] = None, reason
+            if corenlp is not None:
+                try:
+                    out["SPICE"] = _spice(gts, res, corenlp)
+                except (subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+                    detail = getattr(e, "stderr", b"") or b""
+                    out["SPICE_reason"] = (f"not computed: SPICE failed ({type(e).__name__}: "
+                                           f"{(detail.decode(errors='replace') or str(e))[-300:]})")
+            results[name] = out
     finally:
         del meteor
-    out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
-    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    corenlp, reason = spice_status(cfg)
-    out["SPICE"], out["SPICE_reason"] = None, reason
-    if corenlp is not None:
-        try:
-            out["SPICE"] = _spice(gts, res, corenlp)
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
-            detail = getattr(e, "stderr", b"") or b""
-            out["SPICE_reason"] = (f"not computed: SPICE failed ({type(e).__name__}: "
-                                   f"{(detail.decode(errors='replace') or str(e))[-300:]})")
-    return out
+    return results
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
