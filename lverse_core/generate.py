@@ -81,8 +81,8 @@ class ShardStore:
         self.root, self.dist = Path(root), dist
         self.root.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "meta.json"
-        if dist.is_main and not meta_path.exists():
-            tmp = meta_path.with_name("meta.json.tmp")
+        if not meta_path.exists():  # any rank may write it: ranks without a process group start in any order
+            tmp = meta_path.with_name(f"meta.json.{dist.rank}.tmp")
             tmp.write_text(json.dumps(meta, indent=1) + "\n")
             os.replace(tmp, meta_path)
         _barrier(dist)

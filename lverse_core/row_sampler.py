@@ -40,26 +40,34 @@ def hash32(x):
     return x ^ (x >> 16)
 
 
+def _absorb(h, v):
+    """Fold one more non-negative value (int or int64 tensor, folded to 32 bits) into the running key ``h``."""
+    return hash32(h ^ hash32(v ^ (v >> 32)))
+
+
 def mix(*values: int) -> int:
-    """One 32-bit key from a sequence of non-negative integers (each folded to 32 bits first)."""
+    """One 32-bit key from a sequence of non-negative integers."""
     h = 0x9E3779B9
     for v in values:
         v = int(v)
         if v < 0:
             raise ValueError(f"keys are built from non-negative integers, got {v}")
-        h = hash32(h ^ hash32(v ^ (v >> 32)))
+        h = _absorb(h, v)
     return h
 
 
 def row_keys(seed: int, task: str, prompt_ids: Sequence[int], n_repeats: int, n_candidates: int) -> torch.Tensor:
     """Keys of every sampled row, prompt-major, then repeat, then candidate: (len(prompt_ids) * k * n,) int64.
 
-    The key of a row is a pure function of (seed, task, prompt id, repeat, candidate) (paper §3.6: "we repeat this
-    process k times with different random seeds").
+    The key of a row is ``mix(seed, salt(task), prompt id, repeat, candidate)``, a pure function of those five
+    (paper §3.6: "we repeat this process k times with different random seeds"); the last two are folded in as
+    tensors, so 30,000 prompts x 64 candidates cost 30,000 Python-level hashes, not two million.
     """
-    salt = TASK_SALT[task]
-    return torch.tensor([mix(seed, salt, p, r, c) for p in prompt_ids for r in range(n_repeats)
-                         for c in range(n_candidates)], dtype=torch.int64)
+    base = torch.tensor([mix(seed, TASK_SALT[task], p) for p in prompt_ids], dtype=torch.int64)  # (P,)
+    r = torch.arange(n_repeats, dtype=torch.int64)
+    c = torch.arange(n_candidates, dtype=torch.int64)
+    h = _absorb(base[:, None], r[None, :])  # (P, k)
+    return _absorb(h[:, :, None], c[None, None, :]).reshape(-1)  # (P * k * n,)
 
 
 def uniforms(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:

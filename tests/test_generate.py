@@ -167,3 +167,11 @@ def test_t2i_prompts_round_robin_over_captions(monkeypatch):
     assert pr["prompt_ids"] == [700, 800, 900, 701, 801] and pr["real_ids"] == [7, 8, 9]
     with pytest.raises(ValueError, match="only 6 captions"):
         t2i_prompts(tiny_cfg(), 7)
+
+
+def test_row_keys_equal_the_scalar_definition():
+    from lverse_core.row_sampler import TASK_SALT, mix
+
+    keys = row_keys(7, "images", [3, 2**40 + 5], 2, 3).tolist()
+    expected = [mix(7, TASK_SALT["images"], p, r, c) for p in (3, 2**40 + 5) for r in range(2) for c in range(3)]
+    assert keys == expected
