@@ -175,3 +175,16 @@ def test_row_keys_equal_the_scalar_definition():
     keys = row_keys(7, "images", [3, 2**40 + 5], 2, 3).tolist()
     expected = [mix(7, TASK_SALT["images"], p, r, c) for p in (3, 2**40 + 5) for r in range(2) for c in range(3)]
     assert keys == expected
+
+
+def test_ranks_without_a_process_group_can_share_a_shard_dir(tiny, tmp_path):
+    from lverse_core.train import DistInfo
+
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    full, recs = generate_images(cfg, model, tok, captions, image_ids)
+    shards = tmp_path / "manual"
+    with pytest.raises(RuntimeError, match="no result yet"):  # rank 0 alone: half the prompts are missing
+        generate_images(cfg, model, tok, captions, image_ids, dist=DistInfo(rank=0, world_size=2), shard_dir=shards)
+    codes, recs1 = generate_images(cfg, model, tok, captions, image_ids, dist=DistInfo(rank=1, world_size=2),
+                                   shard_dir=shards)
+    assert torch.equal(codes, full) and recs1 == recs
