@@ -92,7 +92,8 @@ print(f"{codes.shape[0]} prompts x {codes.shape[1]} image(s) in {timings['genera
 t0 = time.perf_counter()
 fake = decode_to_uint8(m["decode"], codes[:, 0])
 real = load_uint8(real_images(cfg, cfg.eval.t2i_split, prompts["real_ids"]), len(prompts["real_ids"]))
-real_per_prompt = load_uint8(real_images(cfg, cfg.eval.t2i_split, prompts["image_ids"]), len(captions))
+per_prompt = real_images(cfg, cfg.eval.t2i_split, prompts["image_ids"])  # the image behind each prompt
+real_per_prompt = load_uint8(per_prompt, len(captions)) if embedded else None  # the judge's ceiling needs them
 timings["decode_s"] = time.perf_counter() - t0
 pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}])"""),
     ("markdown", "Table 3: FID-k for every blur radius k in `eval.blur_radii` (both sides blurred alike) and, on "
@@ -136,7 +137,7 @@ grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], p
                                 m["scorer"], m["decode"], n_repeats=GRID_IMAGES)
 g = cfg.image_grid
 drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g))).view(n, GRID_IMAGES, *fake.shape[1:])
-fig = image_grid_figure(grid_rows(uint8_to_unit(real_per_prompt[:n]), drawn), captions[:n], GRID_IMAGES + 1)
+fig = image_grid_figure(grid_rows(uint8_to_unit(load_uint8(per_prompt, n)), drawn), captions[:n], GRID_IMAGES + 1)
 save_figure(cfg, "figure8_text_to_image_samples", fig)"""),
     ("markdown", "What this run measured (`reports/<profile>/results/table3.json`; tests read it)."),
     ("code", """from lverse_core.report import provenance, save_results
