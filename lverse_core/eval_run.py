@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -156,7 +155,3 @@ def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (for figures)."""
     return images.float() / 127.5 - 1.0
 
-
-def fid_results(scores: Mapping[str, Any]) -> dict[str, float]:
-    """{"FID-k": value} from ``eval_tables.text_to_image_scores`` (NaN-free floats for JSON)."""
-    return {k: float(v) for k, v in scores["fid"].items() if v is not None and np.isfinite(v)}
