@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -115,8 +116,11 @@ def test_two_gloo_processes_give_the_one_process_result(tiny, tmp_path):
     cfg, model, tok, (codes, image_ids, captions, images) = tiny
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     worker = str(REPO_ROOT / "tests" / "_ddp_generate_worker.py")
+    with socket.socket() as s:  # a free port: other suites on this machine may run torchrun at the same time
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", worker, str(tmp_path / "ddp.pt")], env=env, capture_output=True, text=True,
+                          port, worker, str(tmp_path / "ddp.pt")], env=env, capture_output=True, text=True,
                          timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
