@@ -159,9 +159,9 @@ class EvalConfig:
     judge_steps: int = 600  # optimizer steps (batch judge_batch_size)
     judge_batch_size: int = 64  # images per step
     judge_lr: float = 2e-3  # AdamW learning rate (cosine decay to 5%)
-    judge_width: int = 32  # channels of the first conv stage; stages use 1x, 2x, 4x, 4x
-    judge_feature_dim: int = 128  # size of the penultimate (FID feature) layer
-    judge_image_size: int = 32  # px the judge looks at (inputs are resized to it); 0 = data.image_size
+    judge_width: int = 32  # channels of the first conv; later stride-2 stages 2x, the two dilated convs 4x
+    judge_feature_dim: int = 128  # channels of the penultimate layer = size of the kit's FID features
+    judge_image_size: int = 32  # px the judge looks at (inputs resized to it): 16, 32, 64, ... ; 0 = data.image_size
     judge_noise: float = 0.05  # std of Gaussian pixel noise added in training (in [-1, 1] units); 0 = off
 
 

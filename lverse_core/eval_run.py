@@ -13,14 +13,15 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-OURS_TRUNCATED = "L-Verse (ours, truncated)"
-OURS_UNTRUNCATED = "L-Verse (ours, untruncated)"
+# The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
+TRUNCATED = "L-Verse kit (cut at the first full stop)"
+UNTRUNCATED = "*L-Verse kit (untruncated)"
 
 
 def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, str]]:
     """Generated records -> the paper's two L-Verse rows: cut at the first full stop, and the whole sample."""
-    return {OURS_TRUNCATED: {int(r["image_id"]): r["caption"] for r in records},
-            OURS_UNTRUNCATED: {int(r["image_id"]): r["caption_untruncated"] for r in records}}
+    return {TRUNCATED: {int(r["image_id"]): r["caption"] for r in records},
+            UNTRUNCATED: {int(r["image_id"]): r["caption_untruncated"] for r in records}}
 
 
 def acceptance(ours: float | None, baseline: float | None, factor: float, what: str) -> dict[str, Any]:
@@ -52,6 +53,20 @@ def load_uint8(loader: Callable[[list[int]], torch.Tensor], n: int, batch_size: 
     from .judge import to_uint8
 
     return torch.cat([to_uint8(loader(list(range(i, min(n, i + batch_size))))) for i in range(0, n, batch_size)])
+
+
+def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
+    """The AugVAE-SL codes (M, g, g) long of ``image_ids`` from the pre-tokenized split(s) ("val+test" joins)."""
+    from .pretokenize import load_codes
+
+    where = {}
+    for sp in split.split("+"):
+        codes, ids = load_codes(cfg, sp)
+        where.update({int(i): (codes, k) for k, i in enumerate(ids)})
+    missing = [i for i in image_ids if int(i) not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} image ids have no codes in split {split!r} (first: {missing[:5]})")
+    return torch.stack([torch.from_numpy(where[int(i)][0][where[int(i)][1]].astype("int64")) for i in image_ids])
 
 
 def derangement(n: int, seed: int) -> torch.Tensor:

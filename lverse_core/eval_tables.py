@@ -20,7 +20,8 @@ from .config import Config
 TABLE2_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name form of a variant name (``captions_<slug>_<split>.json``)."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
@@ -33,7 +34,7 @@ def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], r
     from .report import report_dir
 
     d = report_dir(cfg, "results") / "captions"
-    out = {name: write_caption_results(d / f"captions_{_slug(name)}_{split}.json", preds)
+    out = {name: write_caption_results(d / f"captions_{slug(name)}_{split}.json", preds)
            for name, preds in variants.items()}
     out["references"] = write_coco_references(d / f"references_{split}.json", refs,
                                               description=f"L-Verse kit, profile {cfg.profile}, split {split}")
@@ -45,7 +46,7 @@ def score_variants(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs:
     """``metrics.score_captions`` of every variant, plus the attribute accuracy when ground truth is given."""
     from .metrics import caption_accuracy, score_caption_sets
 
-    out = score_caption_sets(variants, refs, cfg)  # one METEOR process for all variants
+    out = score_caption_sets(variants, refs, cfg)
     if objects is not None:
         for name, preds in variants.items():
             out[name]["attribute_accuracy"] = caption_accuracy(preds, objects)

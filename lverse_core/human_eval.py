@@ -24,10 +24,7 @@ On embedded profiles ``simulate_raters`` answers the forms from the ground-truth
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import json
 import os
 import random
@@ -37,10 +34,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .config import Config
+from .human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
 
 CHOICES = ("first", "second", "both")
 VOTES = ("GT", "Pred", "Both")
-FORMAT_VERSION = 1
 
 
 class AnswerFileError(ValueError):
@@ -99,6 +96,13 @@ def build_study(cfg: Config, preds: Mapping[int, str], images: Mapping[int, Any]
         forms.append({"form_id": form_id, "sets": shown})
     study = {"study": study_id, "version": FORMAT_VERSION, "profile": cfg.profile, "model": model,
              "question": "Which caption well describes the given image?", "pool": pool, "forms": forms}
+    if (out / "study.json").exists():
+        old = json.loads((out / "study.json").read_text())
+        if old["study"] != study_id and store_path(cfg, out).exists():
+            raise FileExistsError(
+                f"{out} holds another study ({old['study']}) with ingested answers in {store_path(cfg, out)}; "
+                f"rebuilding would orphan them. Move that folder away (keep it: it is the record of that study) "
+                f"or pass out= a new folder")
     _write_json(out / "study.json", study)
     _write_json(out / "key.json", {"study": study_id, "key": key})
     png = {s["image_id"]: image_data_uri(images[s["image_id"]]) for s in pool}
@@ -107,94 +111,6 @@ def build_study(cfg: Config, preds: Mapping[int, str], images: Mapping[int, Any]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_form(study, f, png))
     return study
-
-
-def image_data_uri(image: Any, upscale: int = 256) -> str:
-    """A PNG data URI of an image (tensor in [-1, 1] / uint8 (3, H, W), or a file path), upscaled for viewing."""
-    import torch
-    from PIL import Image
-
-    if isinstance(image, (str, Path)):
-        pil = Image.open(image).convert("RGB")
-    else:
-        t = image if image.dtype == torch.uint8 else ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        pil = Image.fromarray(t.permute(1, 2, 0).cpu().numpy())
-    if max(pil.size) < upscale:
-        pil = pil.resize((upscale, upscale), Image.NEAREST)  # small embedded images: keep the pixels crisp
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>Caption evaluation, form {form_id}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 60em; margin: 1em auto; padding: 0 1em; }}
-.set {{ border: 1px solid #ccc; border-radius: 6px; padding: 1em; margin: 1em 0; display: flex; gap: 1.5em; }}
-.set img {{ width: 256px; height: 256px; image-rendering: pixelated; }}
-.caption {{ margin: .4em 0 1em 0; padding: .4em; background: #f4f4f4; }}
-label {{ display: block; margin: .2em 0; }}
-#status {{ font-weight: bold; margin: 1em 0; }}
-</style></head>
-<body data-study="{study}" data-form="{form_id}">
-<h1>Which caption well describes the given image?</h1>
-<p>For each image, choose the caption that describes it well, or "Both captions well describe the image".
-Answer all {n} sets, then press <b>Save answers</b> and send the downloaded file back. Nothing leaves your computer
-until you send it.</p>
-<p><label>Your name or alias (optional): <input id="rater" type="text" maxlength="80"></label></p>
-{sets}
-<div id="status"></div>
-<button id="save" type="button">Save answers</button>
-<script>
-(function () {{
-  var body = document.body;
-  var sets = Array.prototype.slice.call(document.querySelectorAll(".set"));
-  document.getElementById("save").addEventListener("click", function () {{
-    var answers = [], missing = [];
-    sets.forEach(function (s, i) {{
-      var checked = s.querySelector("input[type=radio]:checked");
-      if (checked) {{ answers.push({{set_id: s.dataset.set, choice: checked.value}}); }}
-      else {{ missing.push(i + 1); }}
-    }});
-    var status = document.getElementById("status");
-    if (missing.length) {{ status.textContent = "Please answer set(s) " + missing.join(", ") + " first."; return; }}
-    var result = {{version: {version}, study: body.dataset.study, form_id: body.dataset.form,
-                  rater: document.getElementById("rater").value, answers: answers}};
-    var blob = new Blob([JSON.stringify(result, null, 1)], {{type: "application/json"}});
-    var a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = "answers_" + body.dataset.form + ".json";
-    document.body.appendChild(a); a.click(); a.remove();
-    status.textContent = "Saved " + a.download + " (" + answers.length + " answers). Thank you!";
-  }});
-}})();
-</script>
-</body></html>
-"""
-
-_SET = """<div class="set" data-set="{set_id}">
-<img alt="image {num}" src="{src}">
-<div><h3>Set {num} of {n}</h3>
-<div>Caption 1:</div><div class="caption" id="{set_id}-c1">{c1}</div>
-<div>Caption 2:</div><div class="caption" id="{set_id}-c2">{c2}</div>
-<label><input type="radio" name="{set_id}" value="first"> Caption 1</label>
-<label><input type="radio" name="{set_id}" value="second"> Caption 2</label>
-<label><input type="radio" name="{set_id}" value="both"> Both captions well describe the image</label>
-</div></div>
-"""
-
-
-def render_form(study: dict, form: dict, png: Mapping[int, str]) -> str:
-    """One self-contained HTML page; every caption and id is HTML-escaped (a caption is text, never markup)."""
-    esc = html.escape
-    n = len(form["sets"])
-    sets = "".join(_SET.format(set_id=esc(s["set_id"]), num=i + 1, n=n, src=png[s["image_id"]],
-                               c1=esc(s["captions"][0]), c2=esc(s["captions"][1]))
-                   for i, s in enumerate(form["sets"]))
-    return _PAGE.format(form_id=esc(form["form_id"]), study=esc(study["study"]), n=n, sets=sets,
-                        version=FORMAT_VERSION)
 
 
 def load_study(cfg: Config, root: Path | None = None) -> tuple[dict, dict]:

@@ -273,7 +273,7 @@ def judge_accuracy(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequ
     return out
 
 
-def _load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]], list[str]]:
+def load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]], list[str]]:
     """All images of a split as uint8 (N, 3, S, S), their ground-truth objects and first captions."""
     from . import data
 
@@ -301,13 +301,13 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
                          f"{cfg.data.source!r}; the paper profile measures FID with Inception (eval.fid_extractor)")
     shapes.ensure_dataset(cfg)
     seed_everything(cfg.seed)
-    images, objects, _ = _load_split(cfg, "train")
+    images, objects, _ = load_split(cfg, "train")
     judge = build_judge(cfg, shapes.SHAPES, shapes.COLOURS, shapes.SIZES)
     e = cfg.eval
     losses = fit_judge(judge, images, objects, steps=e.judge_steps, batch_size=e.judge_batch_size, lr=e.judge_lr,
                        noise=e.judge_noise, seed=cfg.seed, device=cfg.resolved_device())
     judge.cpu()
-    test_images, test_objects, test_captions = _load_split(cfg, "test")
+    test_images, test_objects, test_captions = load_split(cfg, "test")
     metrics = {"train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
                "steps": len(losses), **{f"test_{k}": v for k, v in
                                         judge_accuracy(judge, test_images, test_objects, test_captions).items()}}

@@ -100,15 +100,15 @@ def score_captions(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], 
     values on pycocoevalcap's 0-1 scale (the paper prints x100). SPICE is None unless ``cfg.assets.corenlp_dir``
     holds CoreNLP 3.6.0, and "SPICE_reason" then says why.
     """
-    return score_caption_sets({"captions": preds}, refs, cfg)["captions"]
+    return score_caption_sets({"": preds}, refs, cfg)[""]
 
 
 def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any, Sequence[str]],
                        cfg: Config | None = None) -> dict[str, dict]:
-    """``score_captions`` of several caption sets against the same references: {name: scores}.
+    """``score_captions`` for several prediction sets on the same references (e.g. the rows of Table 2).
 
-    The references are tokenized once and one METEOR process serves every set (starting it loads METEOR's
-    paraphrase tables, tens of seconds on a busy CPU; each further set then takes well under a second).
+    The Java parts run once for all sets: one PTB tokenizer call and one METEOR process, so the result for a set
+    is identical to scoring it alone (the scorers are per-image, then averaged) at a fraction of the time.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -118,12 +118,13 @@ def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any,
     for preds in sets.values():
         _check_inputs(preds, refs)
     gts = ptb_tokenize({k: list(refs[k]) for k in refs})
+    tokenized = ptb_tokenize({(name, k): [preds[k]] for name, preds in sets.items() for k in refs})
     corenlp, reason = spice_status(cfg)
     results: dict[str, dict] = {}
     meteor = Meteor()  # a Java subprocess, ended by Meteor.__del__
     try:
-        for name, preds in sets.items():
-            res = ptb_tokenize({k: [preds[k]] for k in refs})
+        for name in sets:
+            res = {k: tokenized[(name, k)] for k in refs}
             out: dict[str, Any] = {"n_images": len(res)}
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
             out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})

@@ -34,10 +34,10 @@ def test_caption_files(synth_cfg):
 
 @pytest.fixture(scope="module")
 def ci_test_set(synth_cfg):
-    from lverse_core.judge import _load_split, ensure_judge, judge_path
+    from lverse_core.judge import load_split, ensure_judge, judge_path
 
     ensure_judge(synth_cfg)
-    images, objects, captions = _load_split(synth_cfg, "test")
+    images, objects, captions = load_split(synth_cfg, "test")
     return images, captions, judge_path(synth_cfg)
 
 

@@ -114,13 +114,11 @@ def test_bad_inputs_are_clear_errors(trained_judge, synth_cfg, synth_data, tmp_p
 
 def test_paper_profile_needs_the_local_inception_file(monkeypatch, tmp_path, synth_data):
     monkeypatch.delenv("LVERSE_INCEPTION_WEIGHTS", raising=False)
-    # data.n_train = 1: configs/paper.yaml says 0 ("taken from the Karpathy JSON") but config.validate requires a
-    # positive value, so the paper profile does not load as committed (reported to the lead).
-    cfg = load_profile("paper", **{"data.n_train": 1})
+    cfg = load_profile("paper")
     assert cfg.eval.fid_extractor == "inception" and "Inception" in fid_label(cfg)
     x = synth_data[2][:4]
     with pytest.raises(MissingAssetError, match="inception_fid.*LVERSE_INCEPTION_WEIGHTS"):
         compute_fid(x, x, cfg, cuda=False)
     monkeypatch.setenv("LVERSE_INCEPTION_WEIGHTS", str(tmp_path / "nope.pth"))
     with pytest.raises(MissingAssetError, match="does not exist"):
-        compute_fid(x, x, load_profile("paper", **{"data.n_train": 1}), cuda=False)
+        compute_fid(x, x, load_profile("paper"), cuda=False)

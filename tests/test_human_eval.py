@@ -191,3 +191,17 @@ def test_simulated_raters_end_to_end(tmp_path, synth_cfg):
     assert any("L-Verse paper" in t and "30.4" in t for t in texts)
     assert any("simulated" in t for t in texts)
     assert len(study["forms"]) == cfg.eval.human_eval_raters
+
+
+def test_a_different_study_never_orphans_ingested_answers(tmp_path):
+    cfg, study = _study(tmp_path)
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][0], ["both"] * 5)])
+    same = H.build_study(cfg, {k: f"pred caption {k}." for k in range(100, 115)},
+                         {k: torch.zeros(3, 8, 8) for k in range(100, 115)},
+                         {k: [f"ground truth {k} a.", f"ground truth {k} b."] for k in range(100, 115)})
+    assert same["study"] == study["study"]  # same inputs: same study, answers still valid
+    with pytest.raises(FileExistsError, match="ingested answers"):
+        H.build_study(cfg, {k: f"another caption {k}." for k in range(100, 115)},
+                      {k: torch.zeros(3, 8, 8) for k in range(100, 115)},
+                      {k: [f"ground truth {k} a."] for k in range(100, 115)})
+    assert len(H.unblind(cfg)) == 5

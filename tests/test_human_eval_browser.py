@@ -45,6 +45,7 @@ def _browser(download_dir: Path):
     return driver
 
 
+@pytest.mark.browser
 def test_a_rater_fills_one_form_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -123,3 +123,11 @@ def test_caption_accuracy_and_baselines(synth_cfg):
     assert M.most_frequent_caption(["b", "a", "a", "b", "c"]) == "b"
     for preds in base.values():
         assert M.caption_accuracy(preds, attrs) < 0.3
+
+
+def test_several_sets_score_as_if_alone(scores):
+    other = {1: "A horse.", 2: "Cats on a sofa.", 3: "Soup."}
+    both = M.score_caption_sets({"a": PREDS, "b": other}, REFS)
+    for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
+        assert both["a"][k] == pytest.approx(scores[k], abs=1e-12), k
+    assert both["b"]["CIDEr"] < both["a"]["CIDEr"]

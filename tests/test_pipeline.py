@@ -43,7 +43,7 @@ def test_table2_outputs(ci_run):
 
     root, _ = ci_run
     t2 = json.loads((root / "results" / "table2.json").read_text())
-    assert set(t2["ours"]) == {"L-Verse (ours, truncated)", "L-Verse (ours, untruncated)"}
+    assert set(t2["ours"]) == {"L-Verse kit (cut at the first full stop)", "*L-Verse kit (untruncated)"}
     assert set(t2["baselines"]) == {"most frequent training caption", "random training caption"}
     for s in [*t2["ours"].values(), *t2["baselines"].values()]:
         assert s["n_images"] == t2["n_images"] > 0 and 0 <= s["METEOR"] <= 1 and s["CIDEr"] >= 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat as nbf
 
-HEADER = r"""# 04 · Table 2: image → text (paper §3.6, §4.2, Table 2, Figure 6)
+HEADER = r"""# 04 · Table 2: image → text (paper §4.2, §3.6, Table 2, Figure 6)
 
 **What the paper reports.** Captions for the 5,000 MS-COCO Karpathy test images, scored with BLEU-4, METEOR,
 ROUGE-L, CIDEr and SPICE: L-Verse 39.9 / 31.4 / 60.4 / 102.2 / 23.3 with captions cut at the first full stop, and
@@ -95,7 +95,7 @@ print(f"{len(generated)} captions in {timings['generate_s']:.1f} s")
 pd.DataFrame(generated).head(N_FIGURE)"""),
     ("markdown", "The caption sets of this run (ours truncated and untruncated; on embedded data the two baselines), "
                  "written in the COCO caption-results format beside the references."),
-    ("code", """from lverse_core.eval_run import OURS_TRUNCATED, OURS_UNTRUNCATED, caption_variants
+    ("code", """from lverse_core.eval_run import TRUNCATED, UNTRUNCATED, caption_variants
 from lverse_core.eval_tables import save_caption_files
 from lverse_core.metrics import baseline_predictions
 variants = caption_variants(generated)
@@ -117,8 +117,8 @@ scores = score_variants(cfg, variants, refs, objects)
 timings["score_s"] = time.perf_counter() - t0
 s = cfg.sampling
 descriptions = {
-    OURS_TRUNCATED: f"CLIP top-1 of {s.n_candidates}, {s.caption_tokens} sampled tokens cut at the first full stop",
-    OURS_UNTRUNCATED: f"the same samples uncut (up to {s.caption_tokens} tokens)",
+    TRUNCATED: f"CLIP top-1 of {s.n_candidates}, {s.caption_tokens} sampled tokens cut at the first full stop",
+    UNTRUNCATED: f"the same samples uncut (up to {s.caption_tokens} tokens)",
     "most frequent training caption": "baseline: one caption for every image",
     "random training caption": "baseline: a random training caption per image (seeded)"}
 table = table2(cfg, scores, descriptions, split=SPLIT)
@@ -128,7 +128,7 @@ table.round(2)"""),
     ("markdown", "Attribute accuracy and the issue's acceptance check (ours at least 5x the most frequent caption)."),
     ("code", """from lverse_core.eval_run import acceptance
 accuracy = {name: sc.get("attribute_accuracy") for name, sc in scores.items()}
-check = acceptance(accuracy.get(OURS_TRUNCATED), accuracy.get("most frequent training caption"), 5,
+check = acceptance(accuracy.get(TRUNCATED), accuracy.get("most frequent training caption"), 5,
                    "captions naming the right objects, ours vs the most frequent training caption")
 print(check["verdict"])
 pd.DataFrame([{"caption set": k, "naming the right objects (%)": None if v is None else 100 * v}
@@ -142,7 +142,7 @@ fig = caption_figure(images(list(range(n))), [refs[int(i)][0] for i in ids[:n]],
 save_figure(cfg, "figure6_image_to_text", fig)"""),
     ("markdown", "What this run measured (`reports/<profile>/results/table2.json`; tests read it)."),
     ("code", """from lverse_core.report import provenance, save_results
-ours_names = (OURS_TRUNCATED, OURS_UNTRUNCATED)
+ours_names = (TRUNCATED, UNTRUNCATED)
 results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n_images": len(ids),
            "n_candidates": cfg.sampling.n_candidates, "caption_tokens": cfg.sampling.caption_tokens,
            "ours": {k: scores[k] for k in ours_names},
@@ -166,6 +166,8 @@ def build() -> nbf.NotebookNode:
             nb.cells.append(nbf.v4.new_code_cell(src, metadata={"tags": ["parameters"]}))
         else:
             nb.cells.append(nbf.v4.new_code_cell(src))
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same file
+        cell.id = f"nb04-cell-{i:02d}"
     return nb
 
 
