@@ -150,6 +150,8 @@ def build() -> nbf.NotebookNode:
             nb.cells.append(code(src, metadata={"tags": ["parameters"]}))
         else:
             nb.cells.append(code(src))
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same file
+        cell.id = f"nb02-cell-{i:02d}"
     return nb
 
 
