@@ -3,10 +3,10 @@
     python bench/time_augvae_pipeline.py --profile smoke --threads 2 [--runs /tmp/augvae_timing]
 
 Used to size the smoke profile's step counts for "2 free CPU cores" on a machine that is otherwise busy: besides
-wall-clock seconds it prints the process CPU seconds of each stage (all threads together). On free cores the wall
-time of a stage lies between CPU/threads (perfect parallelism) and CPU (none), so the CPU time is a conservative
-estimate that contention does not inflate (much: shared caches still slow it a little). Also prints the test PSNR
-of each model (FID needs the judge and torch-fidelity: notebook 03).
+wall-clock seconds it prints the process CPU seconds of each stage. Use ``--threads 1`` on a busy machine: with
+more threads, OpenMP workers spin while waiting for a core another process holds, inflating both numbers; with one
+thread the CPU seconds approximate the wall time on one free core (an upper bound for two). Also prints the test
+PSNR of each model (FID needs the judge and torch-fidelity: notebook 03).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default="/tmp/augvae_timing")
-    ap.add_argument("--set", action="append", default=[], help="config override key=json, e.g. augvae_train.ml_steps=100")
+    ap.add_argument("--set", action="append", default=[], help="override key=json (augvae_train.ml_steps=100)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     over = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -62,9 +62,12 @@ def _model_args(model: AugVAE) -> dict[str, Any]:
     return {**model.args, "variant": model.variant}
 
 
-def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device = "cpu",
+def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | None = None,
                 allow_unfinished: bool = False) -> AugVAE:
-    """The trained model of ``variant`` (ml | sl | baseline) in eval mode, checked against the profile."""
+    """The trained model of ``variant`` (ml | sl | baseline) in eval mode, FP32, checked against the profile.
+
+    ``device`` defaults to the profile's (``cfg.resolved_device()``).
+    """
     _check_variant(variant)
     path = checkpoint_path(cfg, variant)
     state = load_checkpoint(path, VARIANTS[variant][1])
@@ -75,7 +78,7 @@ def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device = "
     if not allow_unfinished and not state.get("finished", False):
         raise CheckpointError(f"{path} is an unfinished run (step {state['step']}); re-run its training to finish it")
     model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return model.to(device or cfg.resolved_device()).eval()
 
 
 def _initial_model(cfg: Config, variant: str) -> AugVAE:
@@ -163,7 +166,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         plateau["sum"] += float(loss.detach())
         plateau["n"] += 1
         if plateau["n"] == t.log_every:
-            sched.step(plateau["sum"] / plateau["n"])
+            mean = torch.tensor(plateau["sum"] / plateau["n"], dtype=torch.float64, device=di.device)
+            if di.distributed:  # every process must see the same loss, or their learning rates drift apart
+                torch.distributed.all_reduce(mean)
+                mean /= di.world_size
+            sched.step(float(mean))
             plateau.update(sum=0.0, n=0)
         mse = float(out["mse"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}

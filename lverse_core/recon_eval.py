@@ -56,12 +56,16 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 128) -> tuple[tor
 
 
 def split_images(cfg: Config, split: str = "test", n: int | None = None) -> torch.Tensor:
-    """The first ``n`` images of ``split`` (eval transform), (N, 3, S, S) in [-1, 1]."""
+    """``n`` images of ``split`` spread evenly over it (eval transform), (N, 3, S, S) in [-1, 1].
+
+    Evenly spaced, not the first ``n``: an ImageFolder (ImageNet val on the paper profile) is sorted by class.
+    """
     from .data import image_dataset
 
     ds = image_dataset(cfg, split, train=False)
     n = len(ds) if n is None else min(n, len(ds))
-    return torch.stack([ds[i][0] for i in range(n)])
+    idx = torch.linspace(0, len(ds) - 1, n).round().long().tolist() if n > 1 else [0]
+    return torch.stack([ds[i][0] for i in idx])
 
 
 def code_usage(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
