@@ -24,17 +24,28 @@ def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int
             UNTRUNCATED: {int(r["image_id"]): r["caption_untruncated"] for r in records}}
 
 
-def acceptance(ours: float | None, baseline: float | None, factor: float, what: str) -> dict[str, Any]:
-    """{ours, baseline, ratio, factor, met, verdict}: is ``ours`` at least ``factor`` x ``baseline``?"""
+def acceptance(ours: float | None, baseline: float | None, factor: float, what: str, n: int | None = None
+               ) -> dict[str, Any]:
+    """{ours, baseline, ratio, factor, met, verdict}: is ``ours`` at least ``factor`` x ``baseline``?
+
+    ``n`` (the number of images behind both shares) puts counts in the verdict, and a check that rests on fewer
+    than 10 successes, or on a baseline of zero (then any success passes), says that it is weak evidence.
+    """
     if ours is None or baseline is None:
         return {"ours": ours, "baseline": baseline, "ratio": None, "factor": factor, "met": None,
                 "verdict": f"{what}: not measured (needs the embedded data set's ground truth)"}
     ratio = ours / baseline if baseline > 0 else None  # None: the baseline scored 0, no ratio exists
     met = bool(ours > 0 and ours >= factor * baseline)
     times = f"{ratio:.2f}x" if ratio is not None else "baseline at 0%"
-    return {"ours": ours, "baseline": baseline, "ratio": ratio, "factor": factor, "met": met,
-            "verdict": f"{what}: {ours:.1%} vs {baseline:.1%} ({times}; at least {factor:g}x needed): "
-                       f"{'met' if met else 'NOT met'}"}
+    counts = f" = {round(ours * n)}/{n} vs {round(baseline * n)}/{n}" if n else ""
+    verdict = (f"{what}: {ours:.1%} vs {baseline:.1%}{counts} ({times}; at least {factor:g}x needed): "
+               f"{'met' if met else 'NOT met'}")
+    weak = baseline == 0 or (n is not None and round(ours * n) < 10)
+    if met and weak:
+        verdict += " (weak evidence: " + ("a baseline of 0 passes any success" if baseline == 0
+                                          else "fewer than 10 successes") + ")"
+    return {"ours": ours, "baseline": baseline, "ratio": ratio, "factor": factor, "met": met, "n": n,
+            "weak_evidence": bool(met and weak), "verdict": verdict}
 
 
 # -- images ----------------------------------------------------------------------------------------------------------

@@ -23,6 +23,13 @@ def test_acceptance(ours, base, met, ratio):
     assert E.acceptance(None, 0.1, 5, "captions")["met"] is None
 
 
+def test_acceptance_flags_weak_evidence_and_shows_counts():
+    a = E.acceptance(3 / 200, 0.0, 2, "images", n=200)
+    assert a["met"] and a["weak_evidence"] and "3/200 vs 0/200" in a["verdict"] and "weak" in a["verdict"]
+    b = E.acceptance(60 / 200, 10 / 200, 2, "images", n=200)
+    assert b["met"] and not b["weak_evidence"] and "weak" not in b["verdict"]
+
+
 def test_derangement_moves_every_index_and_is_seeded():
     for n in (2, 3, 17, 200):
         d = E.derangement(n, seed=3)

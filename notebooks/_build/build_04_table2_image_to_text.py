@@ -129,7 +129,7 @@ table.round(2)"""),
     ("code", """from lverse_core.eval_run import acceptance
 accuracy = {name: sc.get("attribute_accuracy") for name, sc in scores.items()}
 check = acceptance(accuracy.get(TRUNCATED), accuracy.get("most frequent training caption"), 5,
-                   "captions naming the right objects, ours vs the most frequent training caption")
+                   "captions naming the right objects, ours vs the most frequent training caption", n=len(ids))
 print(check["verdict"])
 pd.DataFrame([{"caption set": k, "naming the right objects (%)": None if v is None else 100 * v}
               for k, v in accuracy.items()])"""),
