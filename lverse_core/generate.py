@@ -7,7 +7,9 @@ does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Tabl
 
 - Reproducible whatever the layout: every sampled row draws from its own random stream keyed by (cfg.seed, task,
   prompt id, repeat, candidate) (``row_sampler.RowSampler``), so a prompt's result does not depend on the batch
-  size, on the prompts it shares a batch with, or on the number of ranks.
+  size, on the prompts it shares a batch with, or on the number of ranks (bit for bit on the CPU, as the tests
+  check; on GPUs, bf16 kernels picked per batch shape can move a logit slightly and so, rarely, a token:
+  ``bench/gpu_check_generate.py`` measures how often).
 - Sharded: rank r of W takes prompts r, r+W, r+2W, ...; the results are gathered (``all_gather_object``) and
   returned on every rank in the original prompt order. One process (``dist=None``) is the same code with W = 1.
 - Resumable: with ``shard_dir`` every batch is also written as its own file (atomically); a rerun, with any
