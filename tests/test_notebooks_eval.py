@@ -64,7 +64,7 @@ def test_notebooks_04_05_06_run_on_ci(tmp_path):
     r5 = json.loads((cfg.reports_root / "results" / "table3.json").read_text())
     rows = r5["rows"]
     assert "kit judge" in r5["fid_feature_space"]
-    assert rows["a random real test image per caption"]["fid"]["FID-0"] < 1e-3
+    assert rows["a random real image per caption"]["fid"]["FID-0"] < 1e-3
     study = cfg.reports_root / "human_eval"
     if study.exists():  # a previous ci study: set aside (not deleted), the notebook builds a fresh one
         study.rename(tmp_path / "previous_human_eval")
