@@ -142,7 +142,8 @@ class BlurredUInt8Images(Dataset):
     This one class feeds both sides of every FID, so real and generated images are blurred identically.
     """
 
-    def __init__(self, source: torch.Tensor | Sequence[torch.Tensor] | Dataset, radius: float = 0, name: str = "images"):
+    def __init__(self, source: torch.Tensor | Sequence[torch.Tensor] | Dataset, radius: float = 0,
+                 name: str = "images"):
         if torch.is_tensor(source) and (source.ndim != 4 or source.shape[1] != 3):
             raise ValueError(f"{name}: expected a tensor of shape (N, 3, H, W), got {tuple(source.shape)}")
         if torch.is_tensor(source):

@@ -306,7 +306,8 @@ def figure7(shares, simulated: bool, paper_pred_plus_both: float | None = None):
 
 # -- the simulated rater (embedded profiles only) -------------------------------------------------------------------
 
-def simulate_raters(cfg: Config, objects: Mapping[int, Sequence[dict]], out: Path, root: Path | None = None) -> list[Path]:
+def simulate_raters(cfg: Config, objects: Mapping[int, Sequence[dict]], out: Path,
+                    root: Path | None = None) -> list[Path]:
     """Answer every form as a simulated rater; write ``answers_<form_id>.json`` files under ``out``.
 
     A caption is "good" when it names exactly the image's objects (``shapes.caption_correct``): both good ->

@@ -5,7 +5,8 @@ paper's text-to-image evaluation, §4.3 / Table 3, where a human or a detector w
 penultimate layer is the kit's FID feature space (``lverse_core.fid``; on COCO the paper uses Inception-v3).
 
 Model: a conv trunk down to an 8x8 grid (BatchNorm + SiLU, the last two convs dilated so one cell sees a whole
-large object), a 1x1 conv to ``feature_dim`` channels (the penultimate layer), then per grid cell an objectness logit and colour / shape / size logits for the object whose centre falls in that cell.
+large object), a 1x1 conv to ``feature_dim`` channels (the penultimate layer), then per grid cell an objectness
+logit and colour / shape / size logits for the object whose centre falls in that cell (a YOLO-style detector).
 Decoding lists every cell whose objectness is above 0.5 with its most likely attributes, so a scene comes back as a
 multi-set of (colour, shape, size). Heads are factorised per attribute, so each colour is learned from every
 object of that colour: a first version with one count head per (colour, shape, size) triple scored 0% exact on

@@ -30,7 +30,8 @@ def _browser(download_dir: Path):
     except ImportError:
         missing.append("selenium (pip)")
     if missing:
-        msg = f"browser test needs {', '.join(missing)}: apt-get install -y chromium chromium-driver; pip install selenium"
+        msg = (f"browser test needs {', '.join(missing)}: apt-get install -y chromium chromium-driver; "
+               f"pip install selenium")
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)

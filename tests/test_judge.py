@@ -100,7 +100,8 @@ def test_foreign_checkpoint_is_refused(tmp_path, synth_cfg):
 
 
 def test_image_matches_uses_the_caption_parser():
-    objs = [{"shape": "circle", "colour": "red", "size": "small"}, {"shape": "square", "colour": "blue", "size": "large"}]
+    objs = [{"shape": "circle", "colour": "red", "size": "small"},
+            {"shape": "square", "colour": "blue", "size": "large"}]
     assert image_matches(objs, "a small red circle to the left of a large blue square.")
     assert not image_matches(objs[:1], "a small red circle to the left of a large blue square.")
     assert not image_matches(objs, "a small red circle.")
