@@ -276,8 +276,12 @@ class BiART(nn.Module):
 
     @torch.no_grad()
     def _generate(self, prompt: torch.Tensor, direction: str, n_new: int, head: nn.Linear, *, temperature: float,
-                  top_k: int, top_p: float, generator: torch.Generator | None, use_cache: bool) -> torch.Tensor:
-        """Sample ``n_new`` tokens after ``prompt`` (B, P) ids; returns them as head-local ids (B, n_new)."""
+                  top_k: int, top_p: float, generator: torch.Generator | None, use_cache: bool,
+                  sampler=None) -> torch.Tensor:
+        """Sample ``n_new`` tokens after ``prompt`` (B, P) ids; returns them as head-local ids (B, n_new).
+
+        ``sampler(logits (B, V)) -> ids (B,)``, called once per new token, replaces ``sample_next`` (and its
+        settings); ``generate.RowSampler`` uses it to give every row its own random stream."""
         B, P = prompt.shape
         lay = self.layout(direction, prompt.device)
         offset = self.args.text_vocab if head is self.head_image else 0
@@ -296,7 +300,10 @@ class BiART(nn.Module):
                 h = self._body(self._embed(x_ids, lay["pos"][sl], lay["seg"][sl],
                                            self._is_text(direction, start, T, prompt.device)), cache)
             logits = head(h[:, -1]).float()  # (B, V)
-            nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            if sampler is not None:
+                nxt = sampler(logits)
+            else:
+                nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             out.append(nxt)
             seq = torch.cat([seq, nxt[:, None] + offset], dim=1)
         return torch.stack(out, dim=1)
@@ -304,7 +311,7 @@ class BiART(nn.Module):
     @torch.no_grad()
     def generate_image(self, text_tokens: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
                        top_p: float = 1.0, generator: torch.Generator | None = None, use_cache: bool = True,
-                       as_grid: bool = False) -> torch.Tensor:
+                       as_grid: bool = False, sampler=None) -> torch.Tensor:
         """Text (B, L) ids -> image codes (B, N), or (B, g, g) with ``as_grid``; ``use_cache=False`` recomputes
         the whole sequence at every step (minGPT-style sampling, kept for tests and the benchmark)."""
         text_tokens = self._check_text(text_tokens)
@@ -312,7 +319,7 @@ class BiART(nn.Module):
         prompt = torch.cat([text_tokens.new_full((B, 1), self.soc_id), text_tokens,
                             text_tokens.new_full((B, 1), self.soi_id)], dim=1)
         codes = self._generate(prompt, T2I, self.args.image_tokens, self.head_image, temperature=temperature,
-                               top_k=top_k, top_p=top_p, generator=generator, use_cache=use_cache)
+                               top_k=top_k, top_p=top_p, generator=generator, use_cache=use_cache, sampler=sampler)
         if as_grid:
             g = math.isqrt(self.args.image_tokens)
             return codes.view(B, g, g)
@@ -321,7 +328,7 @@ class BiART(nn.Module):
     @torch.no_grad()
     def generate_text(self, image_codes: torch.Tensor, n_tokens: int | None = None, *, temperature: float = 1.0,
                       top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                      use_cache: bool = True) -> torch.Tensor:
+                      use_cache: bool = True, sampler=None) -> torch.Tensor:
         """Image codes (B, N) or (B, g, g) -> ``n_tokens`` (default L) sampled text ids (B, n_tokens)."""
         B = image_codes.size(0)
         codes = image_codes.reshape(B, -1).long()
@@ -337,7 +344,7 @@ class BiART(nn.Module):
         prompt = torch.cat([codes.new_full((B, 1), self.soi_id), codes + self.args.text_vocab,
                             codes.new_full((B, 1), self.soc_id)], dim=1)
         return self._generate(prompt, I2T, n_tokens, self.head_text, temperature=temperature, top_k=top_k,
-                              top_p=top_p, generator=generator, use_cache=use_cache)
+                              top_p=top_p, generator=generator, use_cache=use_cache, sampler=sampler)
 
     def _check_text(self, text: torch.Tensor) -> torch.Tensor:
         if text.dim() != 2 or text.size(1) != self.args.text_len:

@@ -145,6 +145,9 @@ class CLIPConfig:
 class EvalConfig:
     fid_extractor: str = "kit"  # kit (the kit's own registered extractor) | inception (needs assets.inception_fid)
     t2i_prompts: int = 200  # captions for Table 3 (paper: 30000)
+    # split(s) the Table 3 prompts and FID's real images come from: train | restval | val | test, or several joined
+    # with "+" (paper: "val+test", 10,000 Karpathy images, 3 captions each; Karpathy restval is training data here)
+    t2i_split: str = "test"
     blur_radii: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8])
     human_eval_pool: int = 100  # sets in the human-evaluation pool (paper: 500)
     human_eval_form_size: int = 50  # sets per rater (paper: 50)
@@ -388,6 +391,10 @@ def validate(cfg: Config) -> Config:
                 "eval.bootstrap"):
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
+    for part in cfg.eval.t2i_split.split("+"):
+        if part not in ("train", "restval", "val", "test"):
+            raise ConfigError(f"eval.t2i_split: {cfg.eval.t2i_split!r}; use train, restval, val or test, or several "
+                              f"joined with '+' (e.g. 'val+test')")
     if not 0.0 < cfg.sampling.top_p <= 1.0:
         raise ConfigError(f"sampling.top_p: {cfg.sampling.top_p} must be in (0, 1]")
     return cfg

@@ -1,8 +1,5 @@
-"""Shared fixtures.
-
-Every test that writes data, runs or reports does it under a tmp dir (``workdir``: LVERSE_WORKDIR); the evaluation
-tests share a tiny judge trained once per session on stand-in scenes (tests/synthetic_scenes.py).
-"""
+"""Shared fixtures. Every test that writes data, runs or reports does it under a tmp dir (LVERSE_WORKDIR);
+a tiny judge is trained once per session on stand-in scenes (tests/synthetic_scenes.py)."""
 from __future__ import annotations
 
 import os
@@ -10,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
@@ -26,6 +25,7 @@ def workdir(tmp_path, monkeypatch):
     """Point every relative output path of the profiles (data/, runs/, reports/) at a fresh tmp dir."""
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     return tmp_path
+
 
 @pytest.fixture(scope="session")
 def synth_cfg(tmp_path_factory):

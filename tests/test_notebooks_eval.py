@@ -21,16 +21,24 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(name):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_builder_reproduces_the_committed_notebooks():
+BUILDERS = {"04_table2_image_to_text": ("build_04_table2_image_to_text", "CELLS"),
+            "05_table3_text_to_image": ("build_05_table3_text_to_image", "CELLS"),
+            "06_human_eval": ("build_04_05_06_eval", "NB06")}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_builder_reproduces_the_committed_notebooks(name):
+    import importlib
+
+    module, attr = BUILDERS[name]
     sys.path.insert(0, str(REPO_ROOT / "notebooks" / "_build"))
     try:
-        import build_04_05_06_eval as b
+        cells = getattr(importlib.import_module(module), attr)
     finally:
         sys.path.pop(0)
-    for name, cells in zip(NOTEBOOKS, (b.NB04, b.NB05, b.NB06)):
-        committed = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())
-        sources = ["".join(c["source"]) for c in committed["cells"]]
-        assert sources == [src for _, src in cells], f"{name}.ipynb is stale: re-run the builder"
+    committed = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in committed["cells"]]
+    assert sources == [src for _, src in cells], f"{name}.ipynb is stale: re-run its builder ({module}.py)"
 
 
 def _run(name, tmp_path, *params):
@@ -48,14 +56,15 @@ def test_notebooks_04_05_06_run_on_ci(tmp_path):
     if missing:
         pytest.skip(f"run notebooks 01 and 02 on ci first: missing {missing}")
     _run("04_table2_image_to_text", tmp_path)
-    r4 = json.loads((cfg.reports_root / "results" / "04_table2.json").read_text())
+    r4 = json.loads((cfg.reports_root / "results" / "table2.json").read_text())
     assert r4["n_images"] == cfg.data.n_test
-    assert all(0 <= s["BLEU-4"] <= 1 and s["SPICE"] is None for s in r4["scores"].values())
+    scores = [*r4["ours"].values(), *r4["baselines"].values()]
+    assert all(0 <= s["BLEU-4"] <= 1 and s["SPICE"] is None for s in scores)
     _run("05_table3_text_to_image", tmp_path)
-    r5 = json.loads((cfg.reports_root / "results" / "05_table3.json").read_text())
+    r5 = json.loads((cfg.reports_root / "results" / "table3.json").read_text())
     rows = r5["rows"]
     assert "kit judge" in r5["fid_feature_space"]
-    assert rows["a random real test image per caption"]["fid"]["FID-0"] < 1e-3
+    assert rows["a random real image per caption"]["fid"]["FID-0"] < 1e-3
     study = cfg.reports_root / "human_eval"
     if study.exists():  # a previous ci study: set aside (not deleted), the notebook builds a fresh one
         study.rename(tmp_path / "previous_human_eval")

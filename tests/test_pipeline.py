@@ -36,3 +36,37 @@ def test_data_prep_outputs(ci_run):
     summary = json.loads((root / "results" / "data_summary.json").read_text())
     assert summary["provenance"].startswith("this run: profile ci")
     assert (root / "figures" / "data_samples.png").stat().st_size > 1000
+
+
+def test_table2_outputs(ci_run):
+    from lverse_core.metrics import read_caption_results, read_coco_references
+
+    root, _ = ci_run
+    t2 = json.loads((root / "results" / "table2.json").read_text())
+    assert set(t2["ours"]) == {"L-Verse kit (cut at the first full stop)", "*L-Verse kit (untruncated)"}
+    assert set(t2["baselines"]) == {"most frequent training caption", "random training caption"}
+    for s in [*t2["ours"].values(), *t2["baselines"].values()]:
+        assert s["n_images"] == t2["n_images"] > 0 and 0 <= s["METEOR"] <= 1 and s["CIDEr"] >= 0
+        assert s["SPICE"] is None and s["SPICE_reason"].startswith("not computed")
+        assert 0 <= s["attribute_accuracy"] <= 1
+    refs = read_coco_references(t2["caption_files"].pop("references"))
+    for name, path in t2["caption_files"].items():  # COCO caption-results files, one per caption set
+        assert set(read_caption_results(path)) == set(refs), name
+    assert t2["acceptance_5x_most_frequent"]["factor"] == 5
+    assert (root / "figures" / "figure6_image_to_text.png").stat().st_size > 1000
+    assert (root / "tables" / "table2_image_to_text.csv").exists()
+
+
+def test_table3_outputs(ci_run):
+    from lverse_core.config import load_profile
+
+    root, _ = ci_run
+    t3 = json.loads((root / "results" / "table3.json").read_text())
+    assert set(t3["fid"]) == {f"FID-{k:g}" for k in load_profile("ci").eval.blur_radii}
+    assert all(v >= -1e-6 for v in t3["fid"].values()) and "not Inception" in t3["fid_feature_space"]
+    assert set(t3["judge"]) == {"generated images", "real images (judge ceiling)",
+                                "images generated from shuffled captions (floor)"}
+    assert all(0 <= j["judged_correct"] <= 1 and j["n_images"] == t3["n_prompts"] for j in t3["judge"].values())
+    assert t3["acceptance_2x_floor"]["factor"] == 2
+    for fig in ("table3_fid_vs_blur", "figure8_text_to_image_samples"):
+        assert (root / "figures" / f"{fig}.png").stat().st_size > 1000

@@ -1,0 +1,78 @@
+"""Helpers of notebooks 04/05 (lverse_core/eval_run.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import synthetic_scenes as syn
+from lverse_core import eval_run as E
+
+
+def test_caption_variants_are_the_papers_two_rows():
+    recs = [{"image_id": 4, "caption": "a red circle.", "caption_untruncated": "a red circle. and more"}]
+    v = E.caption_variants(recs)
+    assert v == {E.TRUNCATED: {4: "a red circle."}, E.UNTRUNCATED: {4: "a red circle. and more"}}
+
+
+@pytest.mark.parametrize("ours, base, met, ratio", [(0.5, 0.1, True, 5.0), (0.49, 0.1, False, 4.9),
+                                                     (0.3, 0.0, True, None), (0.0, 0.0, False, None)])
+def test_acceptance(ours, base, met, ratio):
+    a = E.acceptance(ours, base, 5, "captions")
+    assert a["met"] is met and (a["ratio"] == pytest.approx(ratio) if ratio else a["ratio"] is None)
+    assert ("NOT met" in a["verdict"]) is (not met)
+    assert E.acceptance(None, 0.1, 5, "captions")["met"] is None
+
+
+def test_acceptance_flags_weak_evidence_and_shows_counts():
+    a = E.acceptance(3 / 200, 0.0, 2, "images", n=200)
+    assert a["met"] and a["weak_evidence"] and "3/200 vs 0/200" in a["verdict"] and "weak" in a["verdict"]
+    b = E.acceptance(60 / 200, 10 / 200, 2, "images", n=200)
+    assert b["met"] and not b["weak_evidence"] and "weak" not in b["verdict"]
+
+
+def test_derangement_moves_every_index_and_is_seeded():
+    for n in (2, 3, 17, 200):
+        d = E.derangement(n, seed=3)
+        assert sorted(d.tolist()) == list(range(n)) and (d != torch.arange(n)).all()
+    assert torch.equal(E.derangement(50, 1), E.derangement(50, 1))
+    assert not torch.equal(E.derangement(50, 1), E.derangement(50, 2))
+    with pytest.raises(ValueError):
+        E.derangement(1, 0)
+
+
+def test_judge_bounds_order_ceiling_above_floor(trained_judge, synth_data, synth_cfg):
+    judge, _, _ = trained_judge
+    _, _, xt, ot = synth_data
+    prompts = [syn.caption(o) for o in ot]
+    # real test scenes stand in for "generated" images: ours equals the ceiling, the shuffled floor is far lower
+    b = E.judge_bounds(judge, xt, xt, prompts, seed=0)
+    ours, ceiling = b["generated images"], b["real images (judge ceiling)"]
+    floor = b["images generated from shuffled captions (floor)"]
+    assert ours["judged_correct"] == ceiling["judged_correct"] > 0.5
+    assert floor["judged_correct"] < 0.5 * ceiling["judged_correct"]
+    t = E.judge_table(synth_cfg, b)
+    assert list(t["images"]) == list(b) and t["judged right for the caption (%)"].iloc[0] == pytest.approx(
+        100 * ours["judged_correct"])
+
+
+def test_decode_and_load_uint8_round_trip():
+    imgs = torch.rand(10, 3, 8, 8) * 2 - 1
+    out = E.decode_to_uint8(lambda c: imgs[c[:, 0, 0]], torch.arange(10).view(10, 1, 1).expand(10, 2, 2), 3)
+    assert out.dtype == torch.uint8 and out.shape == (10, 3, 8, 8)
+    assert torch.allclose(E.uint8_to_unit(out), imgs, atol=1 / 127.5)
+    assert torch.equal(E.load_uint8(lambda idx: imgs[idx], 10, 4), out)
+
+
+def test_figures_render(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lverse_core.report import reference_table
+
+    fig = E.caption_figure(torch.zeros(2, 3, 8, 8), ["ref a.", "ref b."], ["ours a.", "ours b."], ["x", "y"])
+    assert len(fig.axes) == 4
+    fig = E.fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), {"FID-0": 3.0, "FID-2": 1.0}, "kit")
+    assert len(fig.axes) == 2 and "kit" in fig.axes[1].get_title()
+    rows = E.grid_rows(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 3, 8, 8))
+    assert len(rows) == 2 and rows[0].shape == (4, 3, 8, 8)
+

@@ -1,0 +1,194 @@
+"""Sharded generation for Tables 2-3 (lverse_core/generate.py, row_sampler.py) on a tiny random BiART."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from _generate_stubs import RecordingScorer, StubTokenizer, inputs, stub_decode, tiny_biart, tiny_cfg
+from lverse_core.config import REPO_ROOT
+from lverse_core.generate import generate_captions, generate_images, t2i_prompts
+from lverse_core.row_sampler import MASK32, RowSampler, hash32, row_keys, uniforms
+
+
+# -- the per-row random streams --------------------------------------------------------------------------------------
+
+def _lowbias32_reference(x: int) -> int:
+    """lowbias32 written with Python's unbounded ints, reduced mod 2^32 after every multiplication."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def test_hash32_equals_the_reference_on_ints_and_tensors():
+    xs = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1, 0xDEADBEEF] + torch.randint(0, 2**32, (200,)).tolist()
+    expected = [_lowbias32_reference(x) for x in xs]
+    assert [hash32(x) for x in xs] == expected
+    assert hash32(torch.tensor(xs, dtype=torch.int64)).tolist() == expected
+    assert len(set(expected)) == len(expected)  # a bijection: no collisions on distinct inputs
+
+
+def test_row_sampler_draws_from_the_softmax_and_rows_are_independent_of_the_batch():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    keys = row_keys(0, "captions", range(8000), 1, 2)  # 16000 rows
+    logits = probs.log().expand(len(keys), 4)
+    a = RowSampler(keys)(logits)
+    freq = torch.bincount(a, minlength=4).float() / len(keys)
+    assert torch.allclose(freq, probs, atol=0.015), freq
+    # the same rows sampled in another batch give the same tokens, at every step
+    s_all, s_part = RowSampler(keys), RowSampler(keys[100:110])
+    for _ in range(3):
+        assert torch.equal(s_all(logits)[100:110], s_part(logits[100:110]))
+    u = uniforms(keys[:500], 0, 300)
+    assert 0 < float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+
+
+def test_row_keys_depend_on_every_part_of_the_key():
+    base = row_keys(0, "images", [5], 2, 3)
+    assert len(set(base.tolist())) == 6
+    for other in (row_keys(1, "images", [5], 2, 3), row_keys(0, "captions", [5], 2, 3),
+                  row_keys(0, "images", [6], 2, 3)):
+        assert not set(other.tolist()) & set(base.tolist())
+
+
+# -- generation ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_cfg(), tiny_biart(), StubTokenizer(), inputs()
+
+
+def test_captions_do_not_depend_on_batch_size_and_use_the_rerankers_choice(tiny):
+    cfg, model, tok, (codes, image_ids, _, images) = tiny
+    n = cfg.sampling.n_candidates
+    scorer = RecordingScorer()
+    one_by_one = generate_captions(cfg, model, tok, codes, image_ids, scorer, images=images, batch_size=n)
+    together = generate_captions(cfg, model, tok, codes, image_ids, RecordingScorer(), images=images, batch_size=64)
+    assert one_by_one == together
+    assert [r["image_id"] for r in together] == image_ids
+    assert len(scorer.seen) == n * len(image_ids)  # every candidate was scored, in prompt order
+    for p, rec in enumerate(together):
+        cands = scorer.seen[p * n:(p + 1) * n]
+        best = max(cands, key=lambda c: c[0])
+        assert rec["caption"] == best[1] and rec["clip_score"] == pytest.approx(best[0])
+        assert rec["caption_untruncated"].startswith(rec["caption"])
+    inverse = generate_captions(cfg, model, tok, codes, image_ids, RecordingScorer(-1.0), images=images)
+    assert [r["caption"] for r in inverse] != [r["caption"] for r in together]  # the choice matters
+    unranked = generate_captions(cfg, model, tok, codes, image_ids)  # no scorer: the first candidate
+    assert [r["caption"] for r in unranked] == [scorer.seen[p * n][1] for p in range(len(image_ids))]
+
+
+def test_images_do_not_depend_on_batch_size_or_on_the_other_prompts(tiny):
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    cfg = tiny_cfg(**{"sampling.n_repeats": 2})
+    a_codes, a_recs = generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(), stub_decode,
+                                      batch_size=3)
+    b_codes, b_recs = generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(), stub_decode,
+                                      batch_size=64)
+    assert a_codes.shape == (len(captions), 2, 4, 4)
+    assert torch.equal(a_codes, b_codes) and a_recs == b_recs
+    sub_codes, _ = generate_images(cfg, model, tok, captions[2:5], image_ids[2:5], RecordingScorer(), stub_decode)
+    assert torch.equal(sub_codes, a_codes[2:5])  # seeded by prompt id, not by position
+    assert not torch.equal(a_codes[:, 0], a_codes[:, 1])  # the k rounds use other seeds
+
+
+def test_images_keep_the_brightest_candidate_under_a_brightness_scorer(tiny):
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    n = cfg.sampling.n_candidates
+    scorer = RecordingScorer()
+    codes, recs = generate_images(cfg, model, tok, captions, image_ids, scorer, stub_decode)
+    chosen_brightness = stub_decode(codes[:, 0]).mean(dim=(1, 2, 3))
+    for p in range(len(captions)):
+        cands = scorer.seen[p * n:(p + 1) * n]
+        assert float(chosen_brightness[p]) == pytest.approx(max(c[2] for c in cands), abs=1e-6)
+        assert recs[p]["clip_scores"][0] == pytest.approx(max(c[0] for c in cands))
+    dark, _ = generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(-1.0), stub_decode)
+    assert (stub_decode(dark[:, 0]).mean(dim=(1, 2, 3)) < chosen_brightness).all()
+
+
+def test_two_gloo_processes_give_the_one_process_result(tiny, tmp_path):
+    cfg, model, tok, (codes, image_ids, captions, images) = tiny
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    worker = str(REPO_ROOT / "tests" / "_ddp_generate_worker.py")
+    with socket.socket() as s:  # a free port: other suites on this machine may run torchrun at the same time
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          port, worker, str(tmp_path / "ddp.pt")], env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    one_caps = generate_captions(cfg, model, tok, codes, image_ids, RecordingScorer(), images=images)
+    cfg2 = tiny_cfg(**{"sampling.n_repeats": 2})
+    one_codes, one_recs = generate_images(cfg2, model, tok, captions, image_ids, RecordingScorer(), stub_decode)
+    assert ddp["captions"] == one_caps
+    assert torch.equal(ddp["codes"], one_codes) and ddp["records"] == one_recs
+
+
+def test_shard_dir_resumes_only_the_missing_prompts(tiny, tmp_path):
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    shards = tmp_path / "shards"
+    full, recs = generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(), stub_decode,
+                                 shard_dir=shards, batch_size=6)  # 2 prompts (6 rows) per part file
+    parts = sorted(shards.glob("part-*.pt"))
+    assert len(parts) == 4
+    parts[1].unlink()  # as if the run had been killed before this batch
+    kept = {p: p.stat().st_mtime_ns for p in parts if p.exists()}
+    scorer = RecordingScorer()
+    again, recs2 = generate_images(cfg, model, tok, captions, image_ids, scorer, stub_decode, shard_dir=shards,
+                                   batch_size=6)
+    assert torch.equal(again, full) and recs2 == recs
+    assert len(scorer.seen) == 2 * cfg.sampling.n_candidates  # only the two lost prompts were generated again
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    with pytest.raises(ValueError, match="another run.*seed"):
+        generate_images(tiny_cfg(seed=1), model, tok, captions, image_ids, shard_dir=shards)
+
+
+def test_bad_inputs_are_clear_errors(tiny):
+    cfg, model, tok, (codes, image_ids, captions, _) = tiny
+    with pytest.raises(ValueError, match="needs images="):
+        generate_captions(cfg, model, tok, codes, image_ids, RecordingScorer())
+    with pytest.raises(ValueError, match="unique"):
+        generate_images(cfg, model, tok, captions[:2], [1, 1])
+    with pytest.raises(ValueError, match="code maps"):
+        generate_captions(cfg, model, tok, codes[:3], image_ids)
+
+
+def test_t2i_prompts_round_robin_over_captions(monkeypatch):
+    import lverse_core.data as data
+
+    recs = [{"image_id": i, "captions": [f"image {i} caption {c}" for c in range(2)]} for i in (7, 8, 9)]
+    monkeypatch.setattr(data, "caption_records", lambda cfg, split: recs)
+    pr = t2i_prompts(tiny_cfg(), 5)
+    assert pr["captions"] == ["image 7 caption 0", "image 8 caption 0", "image 9 caption 0", "image 7 caption 1",
+                              "image 8 caption 1"]
+    assert pr["prompt_ids"] == [700, 800, 900, 701, 801] and pr["real_ids"] == [7, 8, 9]
+    with pytest.raises(ValueError, match="only 6 captions"):
+        t2i_prompts(tiny_cfg(), 7)
+
+
+def test_row_keys_equal_the_scalar_definition():
+    from lverse_core.row_sampler import TASK_SALT, mix
+
+    keys = row_keys(7, "images", [3, 2**40 + 5], 2, 3).tolist()
+    expected = [mix(7, TASK_SALT["images"], p, r, c) for p in (3, 2**40 + 5) for r in range(2) for c in range(3)]
+    assert keys == expected
+
+
+def test_ranks_without_a_process_group_can_share_a_shard_dir(tiny, tmp_path):
+    from lverse_core.train import DistInfo
+
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    full, recs = generate_images(cfg, model, tok, captions, image_ids)
+    shards = tmp_path / "manual"
+    with pytest.raises(RuntimeError, match="no result yet"):  # rank 0 alone: half the prompts are missing
+        generate_images(cfg, model, tok, captions, image_ids, dist=DistInfo(rank=0, world_size=2), shard_dir=shards)
+    codes, recs1 = generate_images(cfg, model, tok, captions, image_ids, dist=DistInfo(rank=1, world_size=2),
+                                   shard_dir=shards)
+    assert torch.equal(codes, full) and recs1 == recs
