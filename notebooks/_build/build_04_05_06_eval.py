@@ -37,7 +37,7 @@ For real raters, collect their `answers_<form>.json` files in `ANSWERS_DIR` and 
 replication), and how wide the confidence intervals are for the number of votes."""),
     ("parameters", """PROFILE = "smoke"  # ci|smoke|gpu|paper
 SIMULATE = True  # True|False: answer the forms with the simulated rater (embedded profiles only)
-ANSWERS_DIR = ""  # folder of real answer files to ingest ("" = reports/<profile>/human_eval/inbox)"""),
+ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox"""),
     ("code", VALIDATE_COMMON + """from pathlib import Path
 assert isinstance(SIMULATE, bool), "SIMULATE must be True or False"
 assert isinstance(ANSWERS_DIR, str), "ANSWERS_DIR must be a folder path (a string)"
