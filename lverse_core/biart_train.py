@@ -227,5 +227,36 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
     return model.eval()
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``torchrun --nproc_per_node=K -m lverse_core.biart_train --profile P``: train BiART on the pre-tokenized codes
+    (notebook 01 writes them) with DDP; a re-run resumes from runs/<profile>/biart.pt."""
+    import argparse
+
+    from .biart_run import ensure_tokenizer
+    from .config import load_profile
+    from .train import cleanup_distributed
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split(";")[0])
+    ap.add_argument("--profile", default="smoke")
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile)
+    info = setup_distributed(cfg.resolved_device())
+    try:
+        if info.is_main:  # one process builds the tokenizer file, the others read it after the barrier
+            tok = ensure_tokenizer(cfg)
+        if info.distributed:
+            torch.distributed.barrier()
+        if not info.is_main:
+            tok = ensure_tokenizer(cfg)
+        train_biart(cfg, paired_tokens(cfg, tok, "train"), text_vocab_size=tok.vocab_size, pad_id=tok.pad_id,
+                    dist_info=info)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
+
+
 __all__ = ["PairedTokens", "paired_tokens", "synthetic_pairs", "lr_at", "train_biart", "load_biart",
            "CheckpointError", "LOG_FIELDS"]

@@ -54,3 +54,29 @@ def trained_judge(synth_cfg, synth_data):
     path = save_judge(synth_cfg, judge, {"loss_first": losses[0], "loss_last": losses[-1]},
                       path=synth_cfg.runs_root / "synthetic_judge.pt")
     return judge, path, losses
+
+
+@pytest.fixture(scope="session")
+def ci_pipeline(tmp_path_factory):
+    """The whole pipeline on the ci profile, run once by the real runner (papermill) into a tmp workdir.
+
+    Returns (workdir, run record). Tests that check a notebook's outputs read them from here instead of running
+    the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
+    """
+    from lverse_core import runner
+
+    work = tmp_path_factory.mktemp("ci_pipeline")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LVERSE_WORKDIR", str(work))
+    try:
+        record = runner.run("ci", log=print)
+    finally:
+        mp.undo()
+    return work, record
+
+
+@pytest.fixture
+def ci_outputs(ci_pipeline, monkeypatch):
+    """The ci profile's config with data/, runs/ and reports/ resolved inside the pipeline's workdir."""
+    monkeypatch.setenv("LVERSE_WORKDIR", str(ci_pipeline[0]))
+    return load_profile("ci")

@@ -8,15 +8,9 @@ from lverse_core import runner
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LVERSE_WORKDIR", str(work))
-    try:
-        record = runner.run("ci", log=print)
-    finally:
-        mp.undo()
+@pytest.fixture
+def ci_run(ci_pipeline):
+    work, record = ci_pipeline
     return work / "reports" / "ci", record
 
 
@@ -65,7 +59,8 @@ def test_table3_outputs(ci_run):
     assert set(t3["fid"]) == {f"FID-{k:g}" for k in load_profile("ci").eval.blur_radii}
     assert all(v >= -1e-6 for v in t3["fid"].values()) and "not Inception" in t3["fid_feature_space"]
     assert set(t3["judge"]) == {"generated images", "real images (judge ceiling)",
-                                "images generated from shuffled captions (floor)"}
+                                "images generated from shuffled captions (floor)",
+                                "AugVAE-SL reconstructions of the real images (decoder ceiling)"}
     assert all(0 <= j["judged_correct"] <= 1 and j["n_images"] == t3["n_prompts"] for j in t3["judge"].values())
     assert t3["acceptance_2x_floor"]["factor"] == 2
     for fig in ("table3_fid_vs_blur", "figure8_text_to_image_samples"):
