@@ -3,8 +3,10 @@
     python notebooks/_build/build_01_train_augvae.py
 """
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import interleave, make_notebook, write  # noqa: E402
 
-import nbformat
 
 HEADER = r"""# 01 · Train AugVAE-ML, finetune AugVAE-SL, pre-tokenize (paper §3.3, §3.5, Figure 3)
 
@@ -113,19 +115,9 @@ print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, inde
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    params = nbformat.v4.new_code_cell(PARAMS)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(HEADER), params, nbformat.v4.new_code_cell(CHECK)]
-    for text, code in CELLS:
-        nb.cells += [nbformat.v4.new_markdown_cell(text), nbformat.v4.new_code_cell(code)]
-    return nb
+def build():
+    return make_notebook(interleave(HEADER, PARAMS, CHECK, CELLS), "nb01")
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parents[1] / "01_train_augvae.ipynb"
-    nbformat.write(build(), out)
-    print(f"wrote {out}")
+    write(build(), "01_train_augvae")

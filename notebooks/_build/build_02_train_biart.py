@@ -1,9 +1,10 @@
 """Writes notebooks/02_train_biart.ipynb (no outputs). Run from the repo root: python notebooks/_build/build_02_train_biart.py"""
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import make_notebook, write  # noqa: E402
 
-import nbformat as nbf
 
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 
 HEADER = r"""# 02 · Training BiART and sampling both directions (paper §3.4–3.6)
 
@@ -140,22 +141,9 @@ summary"""),
 ]
 
 
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, src in CELLS:
-        if kind == "markdown":
-            nb.cells.append(md(src))
-        elif kind == "parameters":
-            nb.cells.append(code(src, metadata={"tags": ["parameters"]}))
-        else:
-            nb.cells.append(code(src))
-    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same file
-        cell.id = f"nb02-cell-{i:02d}"
-    return nb
+def build():
+    return make_notebook(CELLS, "nb02")
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "02_train_biart.ipynb"
-    nbf.write(build(), out)
-    print(out)
+    write(build(), "02_train_biart")

@@ -2,10 +2,11 @@
 builders, build_04_table2_image_to_text.py and build_05_table3_text_to_image.py (the evalnb branch's versions, which
 replaced the first ones written here). Run from the repo root: python notebooks/_build/build_04_05_06_eval.py"""
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import make_notebook, write  # noqa: E402
 
-import nbformat as nbf
 
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 
 VALIDATE_COMMON = """import time
 import torch
@@ -91,21 +92,9 @@ print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1
 ]
 
 
-def build(cells) -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, src in cells:
-        if kind == "markdown":
-            nb.cells.append(md(src))
-        elif kind == "parameters":
-            nb.cells.append(code(src, metadata={"tags": ["parameters"]}))
-        else:
-            nb.cells.append(code(src))
-    return nb
+def build(cells):
+    return make_notebook(cells, "nb06")
 
 
 if __name__ == "__main__":
-    root = Path(__file__).resolve().parent.parent
-    for name, cells in (("06_human_eval", NB06),):
-        nbf.write(build(cells), root / f"{name}.ipynb")
-        print(root / f"{name}.ipynb")
+    write(build(NB06), "06_human_eval")

@@ -3,8 +3,10 @@
     python notebooks/_build/build_04_table2_image_to_text.py
 """
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import make_notebook, write  # noqa: E402
 
-import nbformat as nbf
 
 HEADER = r"""# 04 · Table 2: image → text (paper §4.2, §3.6, Table 2, Figure 6)
 
@@ -156,22 +158,9 @@ pd.Series(timings, name="seconds")"""),
 ]
 
 
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, src in CELLS:
-        if kind == "markdown":
-            nb.cells.append(nbf.v4.new_markdown_cell(src))
-        elif kind == "parameters":
-            nb.cells.append(nbf.v4.new_code_cell(src, metadata={"tags": ["parameters"]}))
-        else:
-            nb.cells.append(nbf.v4.new_code_cell(src))
-    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same file
-        cell.id = f"nb04-cell-{i:02d}"
-    return nb
+def build():
+    return make_notebook(CELLS, "nb04")
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "04_table2_image_to_text.ipynb"
-    nbf.write(build(), out)
-    print(out)
+    write(build(), "04_table2_image_to_text")

@@ -3,8 +3,10 @@
     python notebooks/_build/build_05_table3_text_to_image.py
 """
 from pathlib import Path
+import sys
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import make_notebook, write  # noqa: E402
 
-import nbformat as nbf
 
 HEADER = r"""# 05 · Table 3: text → image (paper §4.3, §3.6, Table 3, Figures 1 and 8)
 
@@ -175,22 +177,9 @@ pd.Series(timings, name="seconds")"""),
 ]
 
 
-def build() -> nbf.NotebookNode:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, src in CELLS:
-        if kind == "markdown":
-            nb.cells.append(nbf.v4.new_markdown_cell(src))
-        elif kind == "parameters":
-            nb.cells.append(nbf.v4.new_code_cell(src, metadata={"tags": ["parameters"]}))
-        else:
-            nb.cells.append(nbf.v4.new_code_cell(src))
-    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives the same file
-        cell.id = f"nb05-cell-{i:02d}"
-    return nb
+def build():
+    return make_notebook(CELLS, "nb05")
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "05_table3_text_to_image.ipynb"
-    nbf.write(build(), out)
-    print(out)
+    write(build(), "05_table3_text_to_image")
