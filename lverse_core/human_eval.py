@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .config import Config
+from .report import write_json_atomic as _write_json
 from .human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
 
 CHOICES = ("first", "second", "both")
@@ -48,12 +49,6 @@ def study_dir(cfg: Config) -> Path:
     return cfg.reports_root / "human_eval"
 
 
-def _write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 # -- the study: pool, forms, key -----------------------------------------------------------------------------------

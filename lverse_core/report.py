@@ -74,9 +74,10 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Strict JSON (NaN -> null) written to a temp file and renamed into place: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 
