@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from lverse_core import eval_tables as T
 from lverse_core.metrics import read_caption_results, read_coco_references
