@@ -23,6 +23,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PY) -m pip install -q -r bench/requirements.txt  # the peers measured beside the kit
 	$(PY) -m bench
 
 lab: setup
