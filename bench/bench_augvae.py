@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from lverse_core.augvae import AugVAE, count_parameters
+from lverse_core.models.augvae import AugVAE, count_parameters
 from lverse_core.config import load_profile
 
 

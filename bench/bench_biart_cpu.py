@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lverse_core.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
+from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
 
 SMOKE = dict(n_layer=4, n_head=4, n_embd=256, text_len=24, image_tokens=64, text_vocab=120, image_vocab=512)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lverse_core.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
+from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
 
 PAPER = dict(n_layer=24, n_head=20, n_embd=1280, text_len=64, image_tokens=1024, text_vocab=49408, image_vocab=8192)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, text_len=8, image_tokens=64, text_vocab=300, image_vocab=128)

@@ -32,7 +32,7 @@ def make_inputs(batch: int, device: str, seed: int = 0):
 
 
 def ours(device: str):
-    from lverse_core.quantize import EMAVectorQuantizer
+    from lverse_core.models.quantize import EMAVectorQuantizer
 
     q = EMAVectorQuantizer(K, D, decay=0.99, eps=1e-5, beta=0.25).to(device).train()
 

@@ -10,9 +10,9 @@ import time
 import torch
 
 from lverse_core.config import load_profile
-from lverse_core.fid import compute_fid
-from lverse_core.judge import load_split, judge_path, train_judge
-from lverse_core.shapes import ensure_dataset
+from lverse_core.evaluation.fid import compute_fid
+from lverse_core.evaluation.judge import load_split, judge_path, train_judge
+from lverse_core.data.shapes_dataset import ensure_dataset
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _generate_stubs import RecordingScorer, StubTokenizer  # noqa: E402
 
-from lverse_core.biart import BiART, BiARTArgs  # noqa: E402
+from lverse_core.models.biart import BiART, BiARTArgs  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
-from lverse_core.generate import generate_images  # noqa: E402
-from lverse_core.row_sampler import row_keys, uniforms  # noqa: E402
+from lverse_core.sampling.generate import generate_images  # noqa: E402
+from lverse_core.sampling.row_sampler import row_keys, uniforms  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.data import CaptionImageDataset  # noqa: E402
-from lverse_core.shapes import ensure_dataset  # noqa: E402
+from lverse_core.data.shapes_dataset import ensure_dataset  # noqa: E402
 
 
 def patches(x: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from lverse_core import recon_eval
-from lverse_core.augvae_train import load_augvae, train_augvae
+from lverse_core.pipeline import recon_eval
+from lverse_core.training.augvae_train import load_augvae, train_augvae
 from lverse_core.config import load_profile
-from lverse_core.pretokenize import pretokenize
-from lverse_core.shapes import ensure_dataset
+from lverse_core.training.pretokenize import pretokenize
+from lverse_core.data.shapes_dataset import ensure_dataset
 
 
 def main() -> None:

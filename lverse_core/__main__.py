@@ -1,6 +1,6 @@
-"""``python -m lverse_core run --profile P [--only 00,01]``: see lverse_core.runner."""
+"""``python -m lverse_core run --profile P [--only 00,01]``: see lverse_core.pipeline.runner."""
 import sys
 
-from .runner import main
+from lverse_core.pipeline.runner import main
 
 sys.exit(main())

@@ -136,7 +136,7 @@ class CLIPConfig:
     vision_layers: int = 4
     vision_patch_size: int = 8
     transformer_width: int = 128  # multiple of 64 (clip.load infers heads = width // 64)
-    transformer_heads: int = 2  # must equal transformer_width // 64 (see lverse_core/clip_reranker.py)
+    transformer_heads: int = 2  # must equal transformer_width // 64 (see lverse_core/sampling/clip_reranker.py)
     transformer_layers: int = 2
     context_length: int = 32  # text positions of the small CLIP (OpenAI CLIP: 77); captions are truncated to it
 
@@ -153,7 +153,7 @@ class EvalConfig:
     human_eval_form_size: int = 50  # sets per rater (paper: 50)
     human_eval_raters: int = 10  # simulated raters on embedded profiles (paper: 150 people)
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals
-    # The attribute judge (lverse_core/judge.py): a small CNN trained on real embedded images. It decides whether
+    # The attribute judge (lverse_core/evaluation/judge.py): a small CNN trained on real embedded images. It decides whether
     # a generated image shows what its caption says (Table 3 on embedded profiles) and its penultimate layer is
     # the kit's FID feature space (eval.fid_extractor = kit).
     judge_steps: int = 600  # optimizer steps (batch judge_batch_size)

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, Config
+from lverse_core.config import REPO_ROOT, Config
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 

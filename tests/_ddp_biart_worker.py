@@ -1,7 +1,7 @@
 """Run by tests/test_biart_train.py under torchrun (2 CPU processes, gloo): train a few BiART steps with DDP."""
 import sys
 
-from lverse_core.biart_train import synthetic_pairs, train_biart
+from lverse_core.training.biart_train import synthetic_pairs, train_biart
 from lverse_core.config import load_profile
 
 runs = sys.argv[1]

@@ -4,8 +4,8 @@ import sys
 import torch
 
 from _generate_stubs import RecordingScorer, StubTokenizer, inputs, stub_decode, tiny_biart, tiny_cfg
-from lverse_core.generate import generate_captions, generate_images
-from lverse_core.train import cleanup_distributed, setup_distributed
+from lverse_core.sampling.generate import generate_captions, generate_images
+from lverse_core.training.loop import cleanup_distributed, setup_distributed
 
 out = sys.argv[1]
 cfg = tiny_cfg(**{"sampling.n_repeats": 2})

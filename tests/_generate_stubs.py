@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lverse_core.biart import BiART, BiARTArgs
+from lverse_core.models.biart import BiART, BiARTArgs
 from lverse_core.config import load_profile
 
 TEXT_VOCAB, IMAGE_VOCAB, TEXT_LEN = 40, 24, 8

@@ -45,7 +45,7 @@ def synth_data():
 @pytest.fixture(scope="session")
 def trained_judge(synth_cfg, synth_data):
     """(judge, path of its checkpoint): trained for 300 steps (~10 s on one core)."""
-    from lverse_core.judge import build_judge, fit_judge, save_judge
+    from lverse_core.evaluation.judge import build_judge, fit_judge, save_judge
 
     x, o, _, _ = synth_data
     judge = build_judge(synth_cfg, syn.SHAPES, syn.COLOURS, syn.SIZES)
@@ -63,7 +63,7 @@ def ci_pipeline(tmp_path_factory):
     Returns (workdir, run record). Tests that check a notebook's outputs read them from here instead of running
     the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
     """
-    from lverse_core import runner
+    from lverse_core.pipeline import runner
 
     work = tmp_path_factory.mktemp("ci_pipeline")
     mp = pytest.MonkeyPatch()

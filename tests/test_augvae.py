@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lverse_core.augvae import AugVAE, count_parameters
-from lverse_core.augvae_train import checkpoint_path, load_augvae, train_augvae
+from lverse_core.models.augvae import AugVAE, count_parameters
+from lverse_core.training.augvae_train import checkpoint_path, load_augvae, train_augvae
 from lverse_core.config import MissingAssetError, load_profile
-from lverse_core.pretokenize import load_codes, pretokenize_split
-from lverse_core.quantize import EMAVectorQuantizer
-from lverse_core.train import CheckpointError, DistInfo, save_checkpoint
+from lverse_core.training.pretokenize import load_codes, pretokenize_split
+from lverse_core.models.quantize import EMAVectorQuantizer
+from lverse_core.training.loop import CheckpointError, DistInfo, save_checkpoint
 
 
 def tiny_cfg(tmp_path, **over):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from lverse_core.pretokenize import load_codes
+from lverse_core.training.pretokenize import load_codes
 
 pytestmark = pytest.mark.slow
 

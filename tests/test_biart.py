@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lverse_core.biart import GEN, I2T, REF, T2I, BiART, BiARTArgs
+from lverse_core.models.biart import GEN, I2T, REF, T2I, BiART, BiARTArgs
 from lverse_core.config import load_profile
 
 L, N, VT, VI, PAD = 6, 16, 40, 32, 0

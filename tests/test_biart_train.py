@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lverse_core.biart_train import CheckpointError, load_biart, lr_at, synthetic_pairs, train_biart
+from lverse_core.training.biart_train import CheckpointError, load_biart, lr_at, synthetic_pairs, train_biart
 from lverse_core.config import load_profile
 
 VT, PAD = 30, 0
@@ -85,7 +85,7 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     import sys
 
     from lverse_core.config import REPO_ROOT
-    from lverse_core.train import load_checkpoint
+    from lverse_core.training.loop import load_checkpoint
 
     worker = str(REPO_ROOT / "tests" / "_ddp_biart_worker.py")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}

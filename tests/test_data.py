@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from lverse_core import data, shapes
+from lverse_core import data
+from lverse_core.data import shapes, shapes_dataset
 from lverse_core.config import ASSET_ENV, MissingAssetError, load_profile
 
 SMALL = {"data.n_train": 24, "data.n_val": 6, "data.n_test": 6, "data.n_restval": 2, "data.ood_images": 2}
@@ -19,7 +20,7 @@ SMALL = {"data.n_train": 24, "data.n_val": 6, "data.n_test": 6, "data.n_restval"
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     c = load_profile("ci", **{"data.root": str(tmp_path_factory.mktemp("data") / "ci"), **SMALL})
-    shapes.ensure_dataset(c)
+    shapes_dataset.ensure_dataset(c)
     return c
 
 
@@ -242,8 +243,8 @@ def test_paper_assets_missing_are_named(tmp_path, monkeypatch):
 # -- notebook 00 helpers -------------------------------------------------------------------------------------------
 
 def test_data_report_summary(cfg):
-    from lverse_core import data_report
-    from lverse_core.tokenizer import TextTokenizer
+    from lverse_core.pipeline import data_report
+    from lverse_core.data.tokenizer import TextTokenizer
 
     info = data_report.prepare(cfg)
     tok = TextTokenizer.build(cfg, [c for r in info["records"]["train"] for c in r["captions"]])
@@ -253,7 +254,7 @@ def test_data_report_summary(cfg):
     assert s["splits"] == {"train": {"images": 26, "captions": 130}, "val": {"images": 6, "captions": 30},
                            "test": {"images": 6, "captions": 30}}
     assert sum(s["objects_per_image"].values()) == 38 and sum(s["size_counts"].values()) == len(objects)
-    assert s["bytes_on_disk"] == shapes.read_marker(cfg.data_root)["bytes"] > 0
+    assert s["bytes_on_disk"] == shapes_dataset.read_marker(cfg.data_root)["bytes"] > 0
     assert s["lengths"]["bpe_tokens"]["max"] == max(tok.lengths(captions["caption"]))
     assert s["lengths"]["truncated_fraction"] == 0.0 and s["vocab_size"] == tok.vocab_size
 

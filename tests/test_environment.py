@@ -6,7 +6,7 @@ import tomllib
 import yaml
 
 from lverse_core.config import REPO_ROOT
-from lverse_core.runner import list_notebooks
+from lverse_core.pipeline.runner import list_notebooks
 
 
 def _name(req: str) -> str:

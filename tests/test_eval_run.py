@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import synthetic_scenes as syn
-from lverse_core import eval_run as E
+from lverse_core.pipeline import eval_run as E
 
 
 def test_caption_variants_are_the_papers_two_rows():

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from lverse_core import eval_tables as T
-from lverse_core.metrics import read_caption_results, read_coco_references
+from lverse_core.pipeline import eval_tables as T
+from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 
 
 def test_table2_rows_and_scales(synth_cfg):
@@ -33,7 +33,7 @@ def test_caption_files(synth_cfg):
 
 @pytest.fixture(scope="module")
 def ci_test_set(synth_cfg):
-    from lverse_core.judge import load_split, ensure_judge, judge_path
+    from lverse_core.evaluation.judge import load_split, ensure_judge, judge_path
 
     ensure_judge(synth_cfg)
     images, objects, captions = load_split(synth_cfg, "test")
@@ -41,7 +41,7 @@ def ci_test_set(synth_cfg):
 
 
 def test_text_to_image_scores_and_table3(synth_cfg, ci_test_set):
-    from lverse_core.judge import load_judge_file
+    from lverse_core.evaluation.judge import load_judge_file
 
     images, captions, jpath = ci_test_set
     real = T.text_to_image_scores(synth_cfg, images, images, captions, radii=[0, 2], judge_path=jpath, cuda=False)

@@ -7,10 +7,10 @@ import torch
 from PIL import Image, ImageFilter
 
 from lverse_core.config import MissingAssetError, load_profile
-from lverse_core.fid import (BlurredUInt8Images, compute_fid, features_to_statistics, fid_label, gaussian_blur,
+from lverse_core.evaluation.fid import (BlurredUInt8Images, compute_fid, features_to_statistics, fid_label, gaussian_blur,
                              kit_extractor_class, statistics_to_fid, to_uint8)
-from lverse_core.judge import load_judge_file
-from lverse_core.train import CheckpointError
+from lverse_core.evaluation.judge import load_judge_file
+from lverse_core.training.loop import CheckpointError
 
 
 def _noisy(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:

@@ -11,8 +11,8 @@ import torch
 
 from _generate_stubs import RecordingScorer, StubTokenizer, inputs, stub_decode, tiny_biart, tiny_cfg
 from lverse_core.config import REPO_ROOT
-from lverse_core.generate import generate_captions, generate_images, t2i_prompts
-from lverse_core.row_sampler import MASK32, RowSampler, hash32, row_keys, uniforms
+from lverse_core.sampling.generate import generate_captions, generate_images, t2i_prompts
+from lverse_core.sampling.row_sampler import MASK32, RowSampler, hash32, row_keys, uniforms
 
 
 # -- the per-row random streams --------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_bad_inputs_are_clear_errors(tiny):
 
 
 def test_t2i_prompts_round_robin_over_captions(monkeypatch):
-    import lverse_core.data as data
+    import lverse_core.data.loaders as data
 
     recs = [{"image_id": i, "captions": [f"image {i} caption {c}" for c in range(2)]} for i in (7, 8, 9)]
     monkeypatch.setattr(data, "caption_records", lambda cfg, split: recs)
@@ -174,7 +174,7 @@ def test_t2i_prompts_round_robin_over_captions(monkeypatch):
 
 
 def test_row_keys_equal_the_scalar_definition():
-    from lverse_core.row_sampler import TASK_SALT, mix
+    from lverse_core.sampling.row_sampler import TASK_SALT, mix
 
     keys = row_keys(7, "images", [3, 2**40 + 5], 2, 3).tolist()
     expected = [mix(7, TASK_SALT["images"], p, r, c) for p in (3, 2**40 + 5) for r in range(2) for c in range(3)]
@@ -182,7 +182,7 @@ def test_row_keys_equal_the_scalar_definition():
 
 
 def test_ranks_without_a_process_group_can_share_a_shard_dir(tiny, tmp_path):
-    from lverse_core.train import DistInfo
+    from lverse_core.training.loop import DistInfo
 
     cfg, model, tok, (_, image_ids, captions, _) = tiny
     full, recs = generate_images(cfg, model, tok, captions, image_ids)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lverse_core import human_eval as H
+from lverse_core.evaluation import human_eval as H
 from lverse_core.config import load_profile
 
 

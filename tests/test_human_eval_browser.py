@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lverse_core import human_eval as H
+from lverse_core.evaluation import human_eval as H
 
 from test_human_eval import _study
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import synthetic_scenes as syn
-from lverse_core.judge import (JudgeNet, image_matches, judge_accuracy, judge_path, load_judge, load_judge_file,
+from lverse_core.evaluation.judge import (JudgeNet, image_matches, judge_accuracy, judge_path, load_judge, load_judge_file,
                                same_objects, train_judge)
-from lverse_core.train import CheckpointError, load_checkpoint, save_checkpoint
+from lverse_core.training.loop import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_judge_learns_well_above_chance(trained_judge, synth_data):
@@ -121,7 +121,7 @@ def test_train_judge_on_real_ci_images(synth_cfg):
 
 
 def test_ensure_judge_rebuilds_a_stale_checkpoint(synth_cfg, monkeypatch):
-    import lverse_core.judge as J
+    import lverse_core.evaluation.judge as J
 
     path = judge_path(synth_cfg)
     calls = []

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lverse_core import metrics as M
+from lverse_core.evaluation import metrics as M
 
 PREDS = {1: "A man riding a horse on a beach.", 2: "Two cats sleeping on a couch.", 3: "A bowl of soup on a table."}
 # Our own references: the ones behind DESIGN.md's regression values (METEOR 0.290813, ROUGE-L 0.645405,

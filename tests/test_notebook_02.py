@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lverse_core.biart_run import image_grid_figure, loss_curves, plot_loss_curves
+from lverse_core.pipeline.biart_run import image_grid_figure, loss_curves, plot_loss_curves
 from lverse_core.config import REPO_ROOT, load_profile
-from lverse_core.train import CSVLog
+from lverse_core.training.loop import CSVLog
 
 
 def test_loss_curves_are_read_per_direction_and_part(tmp_path):
@@ -38,10 +38,10 @@ def test_notebook_02_outputs_on_ci(ci_outputs):
 
 @pytest.mark.slow
 def test_biart_train_cli_resumes_finished_run(ci_outputs):
-    """``python -m lverse_core.biart_train`` (the torchrun entry) finds the finished checkpoint and stops there."""
+    """``python -m lverse_core.training.biart_train`` (the torchrun entry) finds the finished checkpoint and stops there."""
     cfg = ci_outputs
     before = torch.load(cfg.runs_root / "biart.pt", weights_only=True)["step"]
-    done = subprocess.run([sys.executable, "-m", "lverse_core.biart_train", "--profile", "ci"], cwd=REPO_ROOT,
+    done = subprocess.run([sys.executable, "-m", "lverse_core.training.biart_train", "--profile", "ci"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(cfg.runs_root / "biart.pt", weights_only=True)["step"] == before == cfg.biart_train.steps

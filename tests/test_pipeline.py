@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lverse_core import runner
+from lverse_core.pipeline import runner
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_data_prep_outputs(ci_run):
 
 
 def test_table2_outputs(ci_run):
-    from lverse_core.metrics import read_caption_results, read_coco_references
+    from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 
     root, _ = ci_run
     t2 = json.loads((root / "results" / "table2.json").read_text())

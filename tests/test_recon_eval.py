@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lverse_core import recon_eval
+from lverse_core.pipeline import recon_eval
 from lverse_core.config import load_profile
 
 

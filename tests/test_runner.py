@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lverse_core import runner
+from lverse_core.pipeline import runner
 from lverse_core.config import REPO_ROOT
 
 from ._notebooks import make_notebook

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from lverse_core.biart import BiART, BiARTArgs
-from lverse_core.clip_reranker import build_small_clip, load_reranker, train_clip_reranker
+from lverse_core.models.biart import BiART, BiARTArgs
+from lverse_core.sampling.clip_reranker import build_small_clip, load_reranker, train_clip_reranker
 from lverse_core.config import ConfigError, MissingAssetError, load_profile
-from lverse_core.sampling import (filter_logits, image_to_text, rerank, sample_next, text_to_image,
-                                  truncate_at_full_stop)
+from lverse_core.models.decoding import filter_logits, sample_next
+from lverse_core.sampling.candidates import image_to_text, rerank, text_to_image, truncate_at_full_stop
 
 DOT, EOT, PAD = 3, 9, 0
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lverse_core import shapes, shapes_dataset
+from lverse_core.data import shapes
+
+from lverse_core.data import shapes_dataset
 from lverse_core.config import load_profile
 
 SMALL = {"data.n_train": 40, "data.n_val": 8, "data.n_test": 8, "data.n_restval": 4, "data.ood_images": 2}
@@ -22,7 +24,7 @@ def small_cfg(root, **extra):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     cfg = small_cfg(tmp_path_factory.mktemp("shapes") / "ci")
-    return cfg, shapes.ensure_dataset(cfg)
+    return cfg, shapes_dataset.ensure_dataset(cfg)
 
 
 def files(root):
@@ -31,14 +33,14 @@ def files(root):
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(dataset, tmp_path):
     cfg, root = dataset
-    again = shapes.ensure_dataset(small_cfg(tmp_path / "again"))
+    again = shapes_dataset.ensure_dataset(small_cfg(tmp_path / "again"))
     a, b = files(root), files(again)
     assert a.keys() == b.keys()
     marker_a, marker_b = json.loads(a.pop("COMPLETE.json")), json.loads(b.pop("COMPLETE.json"))
     marker_a.pop("generation_s"), marker_b.pop("generation_s")
     assert marker_a == marker_b
     assert a == b
-    other = files(shapes.ensure_dataset(small_cfg(tmp_path / "other", seed=1)))
+    other = files(shapes_dataset.ensure_dataset(small_cfg(tmp_path / "other", seed=1)))
     assert other["images/train/000000.png"] != a["images/train/000000.png"]
     assert other["dataset_coco.json"] != a["dataset_coco.json"]
 
@@ -139,13 +141,13 @@ def test_regenerates_on_new_parameters_and_refuses_foreign_directories(tmp_path,
     root = tmp_path / "d"
     cfg = small_cfg(root, **{"data.n_train": 6, "data.n_val": 2, "data.n_test": 2, "data.n_restval": 0,
                              "data.ood_images": 0})
-    shapes.ensure_dataset(cfg)
+    shapes_dataset.ensure_dataset(cfg)
     before = (root / "COMPLETE.json").stat().st_mtime_ns
-    shapes.ensure_dataset(cfg)  # same parameters: nothing is rewritten
+    shapes_dataset.ensure_dataset(cfg)  # same parameters: nothing is rewritten
     assert (root / "COMPLETE.json").stat().st_mtime_ns == before
     cfg2 = small_cfg(root, **{"data.n_train": 7, "data.n_val": 2, "data.n_test": 2, "data.n_restval": 0,
                               "data.ood_images": 0})
-    shapes.ensure_dataset(cfg2)
+    shapes_dataset.ensure_dataset(cfg2)
     assert len(list((root / "images" / "train").iterdir())) == 7
     # a generation killed half way leaves the previous complete set untouched and no temp directory
     def boom(*a, **k):
@@ -153,14 +155,14 @@ def test_regenerates_on_new_parameters_and_refuses_foreign_directories(tmp_path,
 
     monkeypatch.setattr(shapes_dataset, "render_scene", boom)
     with pytest.raises(KeyboardInterrupt):
-        shapes.ensure_dataset(cfg)
-    assert shapes.read_marker(root)["params"]["n_train"] == 7
+        shapes_dataset.ensure_dataset(cfg)
+    assert shapes_dataset.read_marker(root)["params"]["n_train"] == 7
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name] == []
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        shapes.ensure_dataset(small_cfg(foreign))
+        shapes_dataset.ensure_dataset(small_cfg(foreign))
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
@@ -190,7 +192,7 @@ def test_caption_correct_is_order_free_and_counts():
 
 def test_bad_generation_parameters_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="max_objects"):
-        shapes.ensure_dataset(small_cfg(tmp_path / "x", **{"data.max_objects": 9}))
+        shapes_dataset.ensure_dataset(small_cfg(tmp_path / "x", **{"data.max_objects": 9}))
     with pytest.raises(ValueError, match="ood_images"):
         shapes.write_ood_images(tmp_path / "o", len(shapes.OOD_SOURCES) + 1, 32)
 
@@ -198,7 +200,7 @@ def test_bad_generation_parameters_are_rejected(tmp_path):
 def test_worker_processes_write_the_same_files(dataset, tmp_path, monkeypatch):
     cfg, root = dataset
     monkeypatch.setattr(shapes_dataset, "PARALLEL_MIN_JOBS", 0)
-    par = shapes.ensure_dataset(small_cfg(tmp_path / "par", **{"data.gen_workers": 2}))
+    par = shapes_dataset.ensure_dataset(small_cfg(tmp_path / "par", **{"data.gen_workers": 2}))
     a, b = files(root), files(par)
     a.pop("COMPLETE.json"), b.pop("COMPLETE.json")
     assert a == b

@@ -5,9 +5,9 @@ import warnings
 import pytest
 import torch
 
-from lverse_core import shapes
+from lverse_core.data import shapes, shapes_dataset
 from lverse_core.config import load_profile
-from lverse_core.tokenizer import FULL_VOCAB, TextTokenizer
+from lverse_core.data.tokenizer import FULL_VOCAB, TextTokenizer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -17,7 +17,7 @@ with warnings.catch_warnings():
 @pytest.fixture(scope="module")
 def captions(tmp_path_factory):
     cfg = load_profile("ci", **{"data.root": str(tmp_path_factory.mktemp("tok") / "ci"), "data.ood_images": 0})
-    root = shapes.ensure_dataset(cfg)
+    root = shapes_dataset.ensure_dataset(cfg)
     tree = json.loads((root / "dataset_coco.json").read_text())
     return cfg, [s["raw"] for im in tree["images"] for s in im["sentences"]]
 
@@ -46,7 +46,7 @@ def test_full_vocabulary_ids_are_clips(captions):
 @pytest.mark.parametrize("text", ["Ünïcode &amp; fish", "a  tab\there", "CAPS, and it's <|endoftext|> ok",
                                   "émoji \U0001f642 x", "\x07bell", "fi ligature \ufb01", "a&b", "  ", "Mr. O'Neil's"])
 def test_fast_bpe_equals_clip_on_odd_text(text):
-    from lverse_core.tokenizer import bpe_ids, clip_bpe
+    from lverse_core.data.tokenizer import bpe_ids, clip_bpe
 
     assert bpe_ids(text) == clip_bpe().encode(text)
 

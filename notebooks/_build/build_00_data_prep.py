@@ -45,9 +45,10 @@ CHECK = """import json
 import pandas as pd
 from IPython.display import display
 
-from lverse_core import data, data_report, report
+from lverse_core import data, report
+from lverse_core.pipeline import data_report
 from lverse_core.config import available_profiles, load_profile
-from lverse_core.tokenizer import TextTokenizer
+from lverse_core.data.tokenizer import TextTokenizer
 
 assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
 assert isinstance(N_SAMPLES, int) and 1 <= N_SAMPLES <= 64, f"N_SAMPLES must be an integer in 1..64, got {N_SAMPLES!r}"

@@ -44,12 +44,13 @@ PRETOKENIZE = True  # True|False: encode train/val/test into runs/<profile>/code
 CHECK = """import json
 import time
 
-from lverse_core import recon_eval, report
-from lverse_core.augvae import count_parameters
-from lverse_core.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
+from lverse_core import report
+from lverse_core.pipeline import recon_eval
+from lverse_core.models.augvae import count_parameters
+from lverse_core.training.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
 from lverse_core.config import available_profiles, load_profile
-from lverse_core.pretokenize import load_codes, pretokenize
-from lverse_core.shapes import ensure_dataset
+from lverse_core.training.pretokenize import load_codes, pretokenize
+from lverse_core.data.shapes_dataset import ensure_dataset
 
 assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
 assert isinstance(N_SHOW, int) and 1 <= N_SHOW <= 16, f"N_SHOW must be an integer in 1..16, got {N_SHOW!r}"

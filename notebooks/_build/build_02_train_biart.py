@@ -58,8 +58,8 @@ CELLS = [
     ("code", VALIDATE),
     ("markdown", "The data set and the run's text tokenizer (built from the training captions on first use; with "
                  "`biart.compact_vocab` only the BPE ids the captions use)."),
-    ("code", """from lverse_core.shapes import ensure_dataset
-from lverse_core.biart_run import ensure_tokenizer
+    ("code", """from lverse_core.data.shapes_dataset import ensure_dataset
+from lverse_core.pipeline.biart_run import ensure_tokenizer
 if cfg.data.source == "shapes":
     ensure_dataset(cfg)
 if RETRAIN:
@@ -70,19 +70,19 @@ pd.DataFrame([{"vocabulary": "compact" if tok.compact else "full CLIP BPE", "tex
                "text_len": tok.text_len, "pad": tok.pad_id, "eot": tok.eot_id}])"""),
     ("markdown", "The CLIP reranker: trained here on the training split for the embedded profiles (config section "
                  "`clip`), opened with `clip.load(path, jit=False)` like OpenAI's file."),
-    ("code", """from lverse_core.clip_reranker import ensure_reranker, load_reranker
+    ("code", """from lverse_core.sampling.clip_reranker import ensure_reranker, load_reranker
 t0 = time.perf_counter()
 clip_path = ensure_reranker(cfg)
 scorer = load_reranker(cfg, device)
 clip_seconds = time.perf_counter() - t0
 print(f"{clip_path} ready in {clip_seconds:.1f} s")"""),
     ("markdown", "Training pairs: every caption with the AugVAE-SL codes of its image (written by notebook 01)."),
-    ("code", """from lverse_core.biart_train import paired_tokens
+    ("code", """from lverse_core.training.biart_train import paired_tokens
 train = paired_tokens(cfg, tok, "train")
 pd.DataFrame([{"captions": len(train.text), "images": len(train.codes), "codes per image": train.codes.shape[1],
                "mean caption tokens": float((train.text != tok.pad_id).sum(1).float().mean())}])"""),
     ("markdown", "Train BiART (resumes from `runs/<profile>/biart.pt`; a finished run is loaded, not retrained)."),
-    ("code", """from lverse_core.biart_train import train_biart
+    ("code", """from lverse_core.training.biart_train import train_biart
 t0 = time.perf_counter()
 model = train_biart(cfg, train, text_vocab_size=tok.vocab_size, pad_id=tok.pad_id).to(device)
 train_seconds = time.perf_counter() - t0
@@ -90,7 +90,7 @@ pd.DataFrame([{"parameters": model.num_params(), "transformer blocks": model.num
                "embeddings": model.num_params("embeddings"), "heads": model.num_params("heads"),
                "steps": cfg.biart_train.steps, "seconds (this call)": round(train_seconds, 1)}])"""),
     ("markdown", "Loss curves per direction and per part ([REF] = the condition, [GEN] = the target)."),
-    ("code", """from lverse_core.biart_run import loss_curves, plot_loss_curves
+    ("code", """from lverse_core.pipeline.biart_run import loss_curves, plot_loss_curves
 from lverse_core.report import save_figure, save_table, save_results, provenance
 curves = loss_curves(cfg)
 fig = plot_loss_curves(curves)
@@ -102,9 +102,9 @@ save_table(cfg, "02_biart_final_nll", final, "BiART training NLL at the last log
 final"""),
     ("markdown", "Captions for the held-out test images: `sampling.n_candidates` samples each, cut at the first "
                  "full stop, the CLIP-best kept (and its untruncated text); the first `N_EXAMPLES` are shown."),
-    ("code", """from lverse_core.biart_run import caption_table, clip_score_fns
+    ("code", """from lverse_core.pipeline.biart_run import caption_table, clip_score_fns
 from lverse_core.data import CaptionImageDataset, caption_records
-from lverse_core.pretokenize import load_codes
+from lverse_core.training.pretokenize import load_codes
 codes, ids = load_codes(cfg, "test")
 records = {r["image_id"]: r for r in caption_records(cfg, "test")}
 test_ds = CaptionImageDataset(cfg, "test")
@@ -121,7 +121,7 @@ if "correct" in captions:
 captions.iloc[pick]"""),
     ("markdown", "Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the CLIP-best of "
                  "`sampling.n_candidates` (decoded by AugVAE-SL in FP32); the real test image comes first."),
-    ("code", """from lverse_core.biart_run import image_samples, image_grid_figure, load_augvae_decoder
+    ("code", """from lverse_core.pipeline.biart_run import image_samples, image_grid_figure, load_augvae_decoder
 decode = load_augvae_decoder(cfg, device)
 t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)
 prompts = [records[int(ids[i])]["captions"][0] for i in pick]

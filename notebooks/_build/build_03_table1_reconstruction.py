@@ -39,11 +39,12 @@ import time
 import pandas as pd
 import torch
 
-from lverse_core import recon_eval, report
-from lverse_core.augvae_train import load_augvae, planned_steps, train_augvae
+from lverse_core import report
+from lverse_core.pipeline import recon_eval
+from lverse_core.training.augvae_train import load_augvae, planned_steps, train_augvae
 from lverse_core.config import available_profiles, load_profile
 from lverse_core.data import ood_images
-from lverse_core.fid import fid_label
+from lverse_core.evaluation.fid import fid_label
 
 assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
 assert isinstance(N_EVAL, int) and 2 <= N_EVAL <= 50000, f"N_EVAL must be an integer in 2..50000, got {N_EVAL!r}"
@@ -64,7 +65,7 @@ print(f"baseline: {planned_steps(cfg, 'baseline')} steps (ML {planned_steps(cfg,
       f"{planned_steps(cfg, 'sl')}), {timings['baseline_s']:.0f} s")"""),
     ("The FID feature network: Inception from a local file (`paper`), else the kit's judge (trained if absent).",
      """if cfg.eval.fid_extractor == "kit":
-    from lverse_core.judge import ensure_judge
+    from lverse_core.evaluation.judge import ensure_judge
 
     t0 = time.monotonic()
     ensure_judge(cfg)

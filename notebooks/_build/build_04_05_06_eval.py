@@ -47,9 +47,9 @@ assert not (SIMULATE and cfg.data.source != "shapes"), "the simulated rater need
 print(f"profile {cfg.profile}: pool {cfg.eval.human_eval_pool}, {cfg.eval.human_eval_form_size} sets per form, "
       f"{cfg.eval.human_eval_raters} forms")"""),
     ("markdown", "The captions of notebook 04 (truncated at the first full stop) and the test references."),
-    ("code", """from lverse_core.eval_run import TRUNCATED
-from lverse_core.eval_tables import slug
-from lverse_core.metrics import read_caption_results, read_coco_references
+    ("code", """from lverse_core.pipeline.eval_run import TRUNCATED
+from lverse_core.pipeline.eval_tables import slug
+from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 cap_dir = cfg.reports_root / "results" / "captions"
 path = cap_dir / f"captions_{slug(TRUNCATED)}_test.json"
 assert path.exists(), f"{path} is missing: run notebooks/04_table2_image_to_text.ipynb with PROFILE={PROFILE!r} first"
@@ -57,7 +57,7 @@ preds = read_caption_results(path)
 refs = read_coco_references(cap_dir / "references_test.json")
 print(f"{len(preds)} generated captions, {len(refs)} images with references")"""),
     ("markdown", "Build the study: pool, blinded forms (one HTML page per rater) and the separate key."),
-    ("code", """from lverse_core import human_eval as H
+    ("code", """from lverse_core.evaluation import human_eval as H
 from lverse_core.data import caption_records
 paths = {int(r["image_id"]): r["path"] for r in caption_records(cfg, "test")}
 study = H.build_study(cfg, preds, paths, refs)

@@ -41,7 +41,7 @@ PARAMS = """PROFILE = "smoke"  # ci|smoke|gpu|paper
 SPLIT = "test"  # test|val: the images to caption (paper: Karpathy test, 5,000 images)
 MAX_IMAGES = 0  # caption only the first N images of SPLIT; 0 means all
 N_FIGURE = 6  # rows of the Figure 6 analogue, 1..20
-GENERATED = \"\"  # path of a captions JSON written by lverse_core.generate under torchrun; empty: generate here"""
+GENERATED = \"\"  # path of a captions JSON written by lverse_core.sampling.generate under torchrun; empty: generate here"""
 
 VALIDATE = """import time
 import pandas as pd
@@ -67,10 +67,10 @@ CELLS = [
     ("markdown", "Inputs: the images' AugVAE-SL codes (notebook 01), the tokenizer, BiART and the CLIP reranker "
                  "(notebook 02), the reference captions."),
     ("code", """from lverse_core.data import caption_records
-from lverse_core.generate import load_models, real_images
-from lverse_core.pretokenize import load_codes
+from lverse_core.sampling.generate import load_models, real_images
+from lverse_core.training.pretokenize import load_codes
 if cfg.data.source == "shapes":
-    from lverse_core.shapes import ensure_dataset
+    from lverse_core.data.shapes_dataset import ensure_dataset
     ensure_dataset(cfg)
 m = load_models(cfg, device)
 codes, ids = load_codes(cfg, SPLIT)
@@ -82,9 +82,9 @@ images = real_images(cfg, SPLIT, ids)  # the real images, by position: what CLIP
 pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(map(len, refs.values())) / len(refs),
                "code grid": f"{codes.shape[1]}x{codes.shape[2]}", "BiART parameters": m["model"].num_params()}])"""),
     ("markdown", "Captions: `n_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the "
-                 "first full stop; CLIP keeps the best (`lverse_core.generate`; the same code shards over torchrun "
+                 "first full stop; CLIP keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun "
                  "ranks for the paper's 5,000 images)."),
-    ("code", """from lverse_core.generate import generate_captions, load_generated_captions
+    ("code", """from lverse_core.sampling.generate import generate_captions, load_generated_captions
 t0 = time.perf_counter()
 if GENERATED:
     generated = load_generated_captions(GENERATED)
@@ -97,9 +97,9 @@ print(f"{len(generated)} captions in {timings['generate_s']:.1f} s")
 pd.DataFrame(generated).head(N_FIGURE)"""),
     ("markdown", "The caption sets of this run (ours truncated and untruncated; on embedded data the two baselines), "
                  "written in the COCO caption-results format beside the references."),
-    ("code", """from lverse_core.eval_run import TRUNCATED, UNTRUNCATED, caption_variants
-from lverse_core.eval_tables import save_caption_files
-from lverse_core.metrics import baseline_predictions
+    ("code", """from lverse_core.pipeline.eval_run import TRUNCATED, UNTRUNCATED, caption_variants
+from lverse_core.pipeline.eval_tables import save_caption_files
+from lverse_core.evaluation.metrics import baseline_predictions
 variants = caption_variants(generated)
 if cfg.data.source == "shapes":
     variants.update(baseline_predictions(cfg, ids))
@@ -108,7 +108,7 @@ pd.DataFrame({"caption set": list(files), "file": [str(p) for p in files.values(
     ("markdown", "Table 2: the paper's rows (MS-COCO, labelled as the paper's) and ours, scored by pycocoevalcap "
                  "(x100 like the paper); the last column is the share of captions naming exactly the right objects."),
     ("code", """from lverse_core.data import load_attributes
-from lverse_core.eval_tables import score_variants, table2
+from lverse_core.pipeline.eval_tables import score_variants, table2
 from lverse_core.report import save_table
 objects = None
 if cfg.data.source == "shapes":
@@ -128,7 +128,7 @@ save_table(cfg, "table2_image_to_text", table, "Table 2: image-to-text, the pape
            "and this run's (x100); SPICE only with local CoreNLP")
 table.round(2)"""),
     ("markdown", "Attribute accuracy and the issue's acceptance check (ours at least 5x the most frequent caption)."),
-    ("code", """from lverse_core.eval_run import acceptance
+    ("code", """from lverse_core.pipeline.eval_run import acceptance
 accuracy = {name: sc.get("attribute_accuracy") for name, sc in scores.items()}
 check = acceptance(accuracy.get(TRUNCATED), accuracy.get("most frequent training caption"), 5,
                    "captions naming the right objects, ours vs the most frequent training caption", n=len(ids))
@@ -136,7 +136,7 @@ print(check["verdict"])
 pd.DataFrame([{"caption set": k, "naming the right objects (%)": None if v is None else 100 * v}
               for k, v in accuracy.items()])"""),
     ("markdown", "Figure 6 analogue: test images, a reference caption and ours (truncated, then untruncated)."),
-    ("code", """from lverse_core.eval_run import caption_figure
+    ("code", """from lverse_core.pipeline.eval_run import caption_figure
 from lverse_core.report import save_figure
 n = min(N_FIGURE, len(ids))
 fig = caption_figure(images(list(range(n))), [refs[int(i)][0] for i in ids[:n]],

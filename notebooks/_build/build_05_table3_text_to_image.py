@@ -36,7 +36,7 @@ sample grids whose shapes, colours and sizes follow their captions."""
 PARAMS = """PROFILE = "smoke"  # ci|smoke|gpu|paper
 N_GRID = 6  # captions in the sample grid (Figures 1/8), 1..16
 GRID_IMAGES = 4  # reranked images per caption in the sample grid, 1..8
-GENERATED = \"\"  # path of an images .npz written by lverse_core.generate under torchrun; empty: generate here"""
+GENERATED = \"\"  # path of an images .npz written by lverse_core.sampling.generate under torchrun; empty: generate here"""
 
 VALIDATE = """import time
 import pandas as pd
@@ -61,10 +61,10 @@ CELLS = [
     ("code", VALIDATE),
     ("markdown", "Inputs: the Table 3 prompts (`eval.t2i_prompts` captions of `eval.t2i_split`, round-robin over "
                  "each image's captions), the models of notebooks 01-02 and, on embedded data, the judge."),
-    ("code", """from lverse_core.generate import load_models, real_images, t2i_prompts
+    ("code", """from lverse_core.sampling.generate import load_models, real_images, t2i_prompts
 if embedded:
-    from lverse_core.judge import ensure_judge
-    from lverse_core.shapes import ensure_dataset
+    from lverse_core.evaluation.judge import ensure_judge
+    from lverse_core.data.shapes_dataset import ensure_dataset
     ensure_dataset(cfg)
     judge = ensure_judge(cfg)  # trained on real training images (notebook 03 trains it first in a full run)
 m = load_models(cfg, device)
@@ -74,8 +74,8 @@ pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["re
                "split": cfg.eval.t2i_split, "candidates": cfg.sampling.n_candidates,
                "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens}])"""),
     ("markdown", "Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by "
-                 "CLIP (`lverse_core.generate`; the same code shards over torchrun ranks for 30,000 prompts)."),
-    ("code", """from lverse_core.generate import generate_images, load_generated_images
+                 "CLIP (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts)."),
+    ("code", """from lverse_core.sampling.generate import generate_images, load_generated_images
 t0 = time.perf_counter()
 if GENERATED:
     loaded = load_generated_images(GENERATED)
@@ -90,7 +90,7 @@ print(f"{codes.shape[0]} prompts x {codes.shape[1]} image(s) in {timings['genera
       f"mean CLIP score of the chosen images {float(clip_scores.mean()):.2f}")"""),
     ("markdown", "Decode the first image of every prompt (one image per caption, as in the paper) and load the "
                  "real images: FID's real set (the distinct images behind the prompts) and the image of each prompt."),
-    ("code", """from lverse_core.eval_run import decode_to_uint8, load_uint8
+    ("code", """from lverse_core.pipeline.eval_run import decode_to_uint8, load_uint8
 t0 = time.perf_counter()
 fake = decode_to_uint8(m["decode"], codes[:, 0])
 real = load_uint8(real_images(cfg, cfg.eval.t2i_split, prompts["real_ids"]), len(prompts["real_ids"]))
@@ -102,9 +102,9 @@ pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}]
                  "embedded data, the share of images the judge finds right. Two reference rows of this run: AugVAE-SL "
                  "reconstructions of the real images (the best any BiART sample can be) and a random real image per "
                  "caption (the real distribution with the wrong content: FID 0, judged right only by chance)."),
-    ("code", """from lverse_core.eval_run import codes_of, derangement
-from lverse_core.eval_tables import table3, text_to_image_scores
-from lverse_core.fid import fid_label
+    ("code", """from lverse_core.pipeline.eval_run import codes_of, derangement
+from lverse_core.pipeline.eval_tables import table3, text_to_image_scores
+from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
 t0 = time.perf_counter()
 first_caption = {}
@@ -131,14 +131,14 @@ save_table(cfg, "table3_text_to_image", table, f"Table 3: text-to-image FID-k; o
 ours = scored[OURS]
 table.round(2)"""),
     ("markdown", "FID against blur radius: the paper's curves (left) beside ours (right, our feature space)."),
-    ("code", """from lverse_core.eval_run import fid_curve_figure
+    ("code", """from lverse_core.pipeline.eval_run import fid_curve_figure
 from lverse_core.report import reference_table, save_figure
 fig = fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), ours["fid"], fid_label(cfg))
 save_figure(cfg, "table3_fid_vs_blur", fig)"""),
     ("markdown", "The judge on generated images, with its ceiling (real images) and floor (images generated from "
                  "shuffled captions) from this run, and the issue's acceptance check (at least 2x the floor). The "
                  "reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image."),
-    ("code", """from lverse_core.eval_run import acceptance, judge_bounds, judge_table
+    ("code", """from lverse_core.pipeline.eval_run import acceptance, judge_bounds, judge_table
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
     bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed)
@@ -154,8 +154,8 @@ if embedded:
 print(check["verdict"])"""),
     ("markdown", "Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` "
                  "reranked images (round 1 is the image scored above; further rounds use other seeds)."),
-    ("code", """from lverse_core.biart_run import image_grid_figure
-from lverse_core.eval_run import grid_rows, uint8_to_unit
+    ("code", """from lverse_core.pipeline.biart_run import image_grid_figure
+from lverse_core.pipeline.eval_run import grid_rows, uint8_to_unit
 n = min(N_GRID, len(captions))
 grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], prompts["prompt_ids"][:n],
                                 m["scorer"], m["decode"], n_repeats=GRID_IMAGES)

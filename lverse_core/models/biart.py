@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .sampling import sample_next
+from lverse_core.models.decoding import sample_next
 
 # Attention backends for KV-cache decoding. cuDNN is left out on purpose: every decode step has a new key length,
 # and cuDNN builds a new execution plan for each shape (measured on an H100 with torch 2.11: 1.8 ms of CPU per call,

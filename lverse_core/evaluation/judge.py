@@ -2,7 +2,7 @@
 
 It answers "is this generated image right for its caption?" on the embedded profiles (the stand-in for the
 paper's text-to-image evaluation, §4.3 / Table 3, where a human or a detector would look at the picture), and its
-penultimate layer is the kit's FID feature space (``lverse_core.fid``; on COCO the paper uses Inception-v3).
+penultimate layer is the kit's FID feature space (``lverse_core.evaluation.fid``; on COCO the paper uses Inception-v3).
 
 Model: a conv trunk down to an 8x8 grid (BatchNorm + SiLU, the last two convs dilated so one cell sees a whole
 large object), a 1x1 conv to ``feature_dim`` channels (the penultimate layer), then per grid cell an objectness
@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Config
-from .train import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from lverse_core.config import Config
+from lverse_core.training.loop import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
 
 CHECKPOINT_KIND = "judge"
 JUDGE_VERSION = 2  # 1: one count head per (colour, shape, size) triple (retired: it learnt only the prior on ci)
@@ -185,7 +185,7 @@ def same_objects(a: Sequence[dict], b: Sequence[dict]) -> bool:
 
 def image_matches(objects_pred: Sequence[dict], caption: str) -> bool:
     """Is an image whose judged objects are ``objects_pred`` right for ``caption``? (shapes.caption_correct)."""
-    from .shapes import caption_correct
+    from lverse_core.data.shapes import caption_correct
 
     return bool(caption_correct(caption, list(objects_pred)))
 
@@ -276,7 +276,7 @@ def judge_accuracy(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequ
 
 def load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]], list[str]]:
     """All images of a split as uint8 (N, 3, S, S), their ground-truth objects and first captions."""
-    from . import data
+    from lverse_core import data
 
     ds = data.CaptionImageDataset(cfg, split, train=False)
     attrs = data.load_attributes(cfg)
@@ -295,12 +295,12 @@ def judge_path(cfg: Config) -> Path:
 
 def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]]:
     """Train the judge on the real training split, score it on real test images, save runs/<profile>/judge.pt."""
-    from . import shapes
+    from lverse_core.data import shapes, shapes_dataset
 
     if cfg.data.source != "shapes":
         raise ValueError(f"the attribute judge needs the embedded data set (data.source = shapes), not "
                          f"{cfg.data.source!r}; the paper profile measures FID with Inception (eval.fid_extractor)")
-    shapes.ensure_dataset(cfg)
+    shapes_dataset.ensure_dataset(cfg)
     seed_everything(cfg.seed)
     images, objects, _ = load_split(cfg, "train")
     judge = build_judge(cfg, shapes.SHAPES, shapes.COLOURS, shapes.SIZES)
@@ -314,7 +314,7 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
                                         judge_accuracy(judge, test_images, test_objects, test_captions).items()}}
     save_judge(cfg, judge, metrics)
     if log:
-        from .train import CSVLog
+        from lverse_core.training.loop import CSVLog
 
         csv = CSVLog(cfg.runs_root / "logs" / "judge.csv", ["loss"])
         for s in range(0, len(losses), 20):
@@ -334,13 +334,13 @@ def load_judge_file(path: str | Path, map_location: Any = "cpu") -> JudgeNet:
     state = load_checkpoint(path, CHECKPOINT_KIND, map_location=map_location)
     if state.get("version") != JUDGE_VERSION:
         raise CheckpointError(f"{path} holds a judge of version {state.get('version', 1)}, this code needs version "
-                              f"{JUDGE_VERSION}; retrain with lverse_core.judge.train_judge(cfg)")
+                              f"{JUDGE_VERSION}; retrain with lverse_core.evaluation.judge.train_judge(cfg)")
     try:
         judge = JudgeNet(**state["model_args"])
         judge.load_state_dict(state["model"])
     except (TypeError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: judge checkpoint does not match this code ({e}); retrain with "
-                              f"lverse_core.judge.train_judge(cfg)") from e
+                              f"lverse_core.evaluation.judge.train_judge(cfg)") from e
     return judge.eval()
 
 
@@ -348,14 +348,14 @@ def load_judge(cfg: Config) -> JudgeNet:
     """The trained judge of this profile (runs/<profile>/judge.pt); train it with ``train_judge(cfg)`` first."""
     path = judge_path(cfg)
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist: train the judge first with lverse_core.judge.train_judge(cfg)")
+        raise CheckpointError(f"{path} does not exist: train the judge first with lverse_core.evaluation.judge.train_judge(cfg)")
     return load_judge_file(path)
 
 
 def ensure_judge(cfg: Config) -> JudgeNet:
     """The profile's judge; trained first when there is none, or when the saved one is stale (another judge
     version, or architecture settings that differ from ``cfg``). It is a derived artefact, cheap to rebuild."""
-    from . import shapes
+    from lverse_core.data import shapes, shapes_dataset
 
     path = judge_path(cfg)
     if path.exists():

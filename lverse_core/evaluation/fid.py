@@ -4,7 +4,7 @@ Two feature spaces (``eval.fid_extractor``):
 - ``inception``: torch-fidelity's Inception-v3 (``inception-v3-compat``, 2048-d pool features), the paper's FID
   (Table 1 with torch-fidelity; Table 3 used the DM-GAN code, same network). Its weights come from the local file
   ``assets.inception_fid`` (``feature_extractor_weights_path=``); a missing file is a ``MissingAssetError``.
-- ``kit``: the penultimate layer of the kit's attribute judge (``lverse_core.judge``, ``runs/<profile>/judge.pt``),
+- ``kit``: the penultimate layer of the kit's attribute judge (``lverse_core.evaluation.judge``, ``runs/<profile>/judge.pt``),
   registered with torch-fidelity as ``lverse-kit-judge-features``. It is NOT Inception: numbers in that space are
   comparable only with each other, never with the paper's; ``fid_label(cfg)`` says so in every table.
 
@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
-from .config import Config, require_asset
+from lverse_core.config import Config, require_asset
 
 KIT_EXTRACTOR = "lverse-kit-judge-features"
 KIT_FEATURE = "features"
@@ -56,7 +56,7 @@ def _register_kit_extractor() -> None:
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
-            from .judge import load_judge_file
+            from lverse_core.evaluation.judge import load_judge_file
 
             if not feature_extractor_weights_path:
                 raise ValueError(f"feature extractor {KIT_EXTRACTOR} needs feature_extractor_weights_path= "
@@ -192,13 +192,13 @@ def extractor_settings(cfg: Config, judge_path: str | Path | None = None) -> dic
         weights = require_asset(cfg, "inception_fid")
         return {"feature_extractor": INCEPTION_EXTRACTOR, "feature_layer_fid": INCEPTION_FEATURE,
                 "feature_extractor_weights_path": str(weights)}
-    from .judge import judge_path as default_judge_path
-    from .train import CheckpointError
+    from lverse_core.evaluation.judge import judge_path as default_judge_path
+    from lverse_core.training.loop import CheckpointError
 
     path = Path(judge_path) if judge_path is not None else default_judge_path(cfg)
     if not path.exists():
         raise CheckpointError(f"FID in the kit's feature space needs the judge checkpoint {path}; train it with "
-                              f"lverse_core.judge.train_judge(cfg)")
+                              f"lverse_core.evaluation.judge.train_judge(cfg)")
     _register_kit_extractor()
     return {"feature_extractor": KIT_EXTRACTOR, "feature_layer_fid": KIT_FEATURE,
             "feature_extractor_weights_path": str(path)}

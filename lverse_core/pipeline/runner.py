@@ -24,8 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, ConfigError, available_profiles, load_profile
-from .report import git_commit, machine, write_json_atomic
+from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile
+from lverse_core.report import git_commit, machine, write_json_atomic
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ["torch", "torchvision", "clip-anytorch", "torch-fidelity", "pycocoevalcap", "papermill", "nbconvert",

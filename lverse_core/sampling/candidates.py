@@ -1,42 +1,23 @@
 """Sampling from BiART and CLIP reranking (paper §3.6).
 
-- ``sample_next``: one token from logits with temperature, top-k and top-p (nucleus) filtering, reproducible
-  through an explicit ``torch.Generator``.
+- Token sampling itself (temperature, top-k, top-p) is ``lverse_core.models.decoding``.
 - ``truncate_at_full_stop``: image->text samples ``sampling.caption_tokens`` tokens and keeps the text up to and
   including the first full stop (§3.6); the untruncated text is kept too (Table 2 row "*L-Verse").
 - ``rerank``: N candidates per prompt, top-1 by CLIP score; ``text_to_image`` / ``image_to_text`` repeat it k
   times with different seeds (§3.6: "we repeat this process k times with different random seeds").
+- ``load_augvae_decoder``: AugVAE-SL's decoder (codes -> images) in FP32, what the image reranker scores;
+  ``sampling_precision``: the autocast context sampling runs in.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import torch
 
+from lverse_core.config import Config
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set logits outside the top-k and outside the top-p probability mass to -inf. logits: (B, V) float."""
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
-        drop[:, 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
-
-
-def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of ``logits`` (B, V); temperature 0 means greedy (argmax)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
 
 
 def truncate_at_full_stop(ids: torch.Tensor, full_stop_ids: set[int], stop_ids: set[int]) -> list[list[int]]:
@@ -129,3 +110,27 @@ def _decode(tokenizer, ids: list[int]) -> str:
     if not ids:
         return ""
     return tokenizer.decode(torch.tensor([ids]))[0]
+
+
+def load_augvae_decoder(cfg: Config, device: str | torch.device = "cpu") -> Decoder:
+    """AugVAE-SL's decoder from runs/<profile>/augvae_sl.pt, run in FP32 (paper §3.5: the VAE in FP32)."""
+    from lverse_core.training.augvae_train import load_augvae
+
+    vae = load_augvae(cfg, "sl", device).float()
+
+    dev_type = torch.device(device).type
+
+    @torch.no_grad()
+    def decode(codes: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(dev_type, enabled=False):  # FP32 even when called inside bf16 sampling
+            return vae.decode(codes.to(device).long()).float().clamp(-1, 1)
+
+    return decode
+
+
+def sampling_precision(model):
+    """bf16 autocast for sampling on a GPU (the KV cache follows the autocast dtype); FP32 on the CPU."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -33,9 +33,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import Config
-from .report import write_json_atomic as _write_json
-from .human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
+from lverse_core.config import Config
+from lverse_core.report import write_json_atomic as _write_json
+from lverse_core.evaluation.human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
 
 CHOICES = ("first", "second", "both")
 VOTES = ("GT", "Pred", "Both")
@@ -275,7 +275,7 @@ def figure7(shares, simulated: bool, paper_pred_plus_both: float | None = None):
     import seaborn as sns
 
     if paper_pred_plus_both is None:
-        from .report import reference_table
+        from lverse_core.report import reference_table
 
         ref = reference_table("figure7_human_eval")
         paper_pred_plus_both = float(ref.loc[ref["quantity"] == "pred_plus_both_vote_share_percent", "value"].iloc[0])
@@ -308,7 +308,7 @@ def simulate_raters(cfg: Config, objects: Mapping[int, Sequence[dict]], out: Pat
     A caption is "good" when it names exactly the image's objects (``shapes.caption_correct``): both good ->
     "both", one good -> that one, none -> a seeded coin between first and second. Files say "simulated": true.
     """
-    from .shapes import caption_correct
+    from lverse_core.data.shapes import caption_correct
 
     study, _ = load_study(cfg, root)
     paths = []

@@ -11,9 +11,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import data, shapes
-from .config import Config
-from .tokenizer import TextTokenizer
+from lverse_core import data
+
+from lverse_core.data import shapes, shapes_dataset
+from lverse_core.config import Config
+from lverse_core.data.tokenizer import TextTokenizer
 
 SUMMARY_SPLITS = ("train", "val", "test")  # "train" holds Karpathy's restval, as the training notebooks use it
 
@@ -21,11 +23,11 @@ SUMMARY_SPLITS = ("train", "val", "test")  # "train" holds Karpathy's restval, a
 def prepare(cfg: Config, validate: bool = False) -> dict:
     """Generate (shapes) or locate and check (real data) the data set; returns timing and where it lives."""
     t0 = time.perf_counter()
-    root = shapes.ensure_dataset(cfg)
+    root = shapes_dataset.ensure_dataset(cfg)
     records = {s: data.caption_records(cfg, s, validate=validate) for s in SUMMARY_SPLITS}
     info = {"root": str(root), "source": cfg.data.source, "ensure_s": round(time.perf_counter() - t0, 3),
             "validated_images": validate}
-    marker = shapes.read_marker(root) if cfg.data.source == "shapes" else None
+    marker = shapes_dataset.read_marker(root) if cfg.data.source == "shapes" else None
     if marker:
         info["generation_s"] = marker["generation_s"]  # when it was generated (maybe by an earlier run)
         info["bytes_on_disk"] = marker["bytes"]

@@ -7,7 +7,7 @@
 - ImageNet1K as an ImageFolder tree (``train/``, ``val/``; ``test`` reads ``val``, ImageNet's test set has no
   labels) for AugVAE (paper §3.5).
 
-For ``data.source == "shapes"`` the same code reads the files ``lverse_core.shapes`` writes, so the real loaders
+For ``data.source == "shapes"`` the same code reads the files ``lverse_core.data.shapes`` writes, so the real loaders
 are the ones every profile exercises. Images become float tensors (3, S, S) in [-1, 1]: training uses
 RandomResizedCrop(scale 0.75-1, ratio 1) as in the official AugVAE code, evaluation a resize and centre crop. No
 horizontal flips: they would turn "left of" into "right of" in the captions.
@@ -32,7 +32,7 @@ from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from .config import Config, require_asset
+from lverse_core.config import Config, require_asset
 
 log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad input, never silently half-grey
@@ -138,7 +138,7 @@ def _check_split(split: str) -> None:
 def karpathy_source(cfg: Config) -> tuple[Path, Path]:
     """(dataset_coco.json, image root) for the shapes set or MS-COCO."""
     if cfg.data.source == "shapes":
-        from .shapes import ensure_dataset
+        from lverse_core.data.shapes_dataset import ensure_dataset
 
         root = ensure_dataset(cfg)
         return root / "dataset_coco.json", root / "images"
@@ -170,7 +170,7 @@ def _karpathy_records(cfg: Config, split: str) -> list[dict]:
 
 def _cc3m_records(cfg: Config, split: str) -> list[dict]:
     if cfg.data.source == "shapes":
-        from .shapes import ensure_dataset
+        from lverse_core.data.shapes_dataset import ensure_dataset
 
         tsv = ensure_dataset(cfg) / "cc3m_train.tsv"
     else:
@@ -312,7 +312,7 @@ def image_dataset(cfg: Config, split: str, train: bool = False, validate: bool =
     """(image in [-1, 1], label) pairs for AugVAE: ImageNet1K on the paper profile, the shapes ImageFolder else."""
     _check_split(split)
     if cfg.data.source == "shapes":
-        from .shapes import ensure_dataset
+        from lverse_core.data.shapes_dataset import ensure_dataset
 
         root = ensure_dataset(cfg) / "imagefolder" / split
     else:
@@ -329,7 +329,7 @@ def load_attributes(cfg: Config) -> dict[int, list[dict]]:
     """image_id -> ground-truth objects [{shape, colour, size, x, y, bbox}] of the embedded data set."""
     if cfg.data.source != "shapes":
         raise ValueError(f"attributes.json exists only for the embedded data set; data.source is {cfg.data.source!r}")
-    from .shapes import ensure_dataset
+    from lverse_core.data.shapes_dataset import ensure_dataset
 
     tree = json.loads((ensure_dataset(cfg) / "attributes.json").read_text())
     return {int(k): v["objects"] for k, v in tree["images"].items()}
@@ -337,9 +337,9 @@ def load_attributes(cfg: Config) -> dict[int, list[dict]]:
 
 def ood_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
     """The out-of-domain real photographs (paper Figure 5) as (name, (3, S, S) tensor in [-1, 1])."""
-    from .shapes import ensure_dataset
+    from lverse_core.data.shapes_dataset import ensure_dataset
 
-    from .ood import OOD_SOURCES
+    from lverse_core.data.ood import OOD_SOURCES
 
     root = ensure_dataset(cfg) / "ood"
     tf = eval_transform(cfg.data.image_size)

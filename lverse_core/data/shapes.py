@@ -17,7 +17,7 @@ ImageNet and CC3M are the ones exercised on every profile:
 
 Everything is a pure function of ``cfg.seed`` (each image draws from its own generator seeded by (seed, id)), so
 the same seed gives byte-identical files. This module says what a scene and its captions are; writing the files
-(atomically, under a lock) is ``lverse_core.shapes_dataset``, reached through ``ensure_dataset`` here.
+(atomically, under a lock) is ``lverse_core.data.shapes_dataset.ensure_dataset``, which builds on this module.
 """
 from __future__ import annotations
 
@@ -25,13 +25,12 @@ import colorsys
 import math
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .config import Config
-from .ood import OOD_SOURCES, write_ood_images  # noqa: F401  (re-exported: part of this module's API)
+from lverse_core.config import Config
+from lverse_core.data.ood import OOD_SOURCES, write_ood_images  # noqa: F401  (re-exported: part of this module's API)
 
 GENERATOR_VERSION = 4  # bump when the pictures or captions change, so old data sets are regenerated
 
@@ -278,22 +277,3 @@ def _key(o: dict) -> tuple:
 def caption_correct(text: str, objects: list[dict]) -> bool:
     """True when the multiset of (size, colour, shape) the caption names equals the ground-truth objects."""
     return Counter(map(_key, parse_caption(text))) == Counter(map(_key, objects))
-
-
-# -- the data set on disk ------------------------------------------------------------------------------------------
-
-def ensure_dataset(cfg: Config) -> Path:
-    """Generate the embedded data set under ``cfg.data_root`` unless an identical one is there; return the root.
-
-    See ``lverse_core.shapes_dataset.ensure_dataset`` (imported lazily: that module builds on this one).
-    """
-    from .shapes_dataset import ensure_dataset as _ensure
-
-    return _ensure(cfg)
-
-
-def read_marker(root: Path) -> dict | None:
-    """The COMPLETE.json of a generated data set (generation parameters, counts, bytes, seconds), or None."""
-    from .shapes_dataset import read_marker as _read
-
-    return _read(root)

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .config import Config
+from lverse_core.config import Config
 
 FORMAT = "lverse-text-tokenizer"
 VERSION = 1
@@ -209,3 +209,19 @@ class TextTokenizer:
     def __repr__(self) -> str:
         kind = "compact" if self.compact else "full CLIP BPE"
         return f"TextTokenizer({kind}, vocab_size={self.vocab_size}, text_len={self.text_len})"
+
+
+def ensure_tokenizer(cfg: Config):
+    """runs/<profile>/tokenizer.json, built from the training captions on first use (compact vocabulary when
+    ``biart.compact_vocab``); a saved tokenizer whose text_len differs from the profile is rebuilt."""
+    from lverse_core.data.loaders import caption_records
+
+    path = cfg.runs_root / "tokenizer.json"
+    if path.exists():
+        tok = TextTokenizer.load(path)
+        if tok.text_len == cfg.biart.text_len and tok.compact == cfg.biart.compact_vocab:
+            return tok
+    captions = [c for r in caption_records(cfg, "train") for c in r["captions"]]
+    tok = TextTokenizer.build(cfg, captions)
+    tok.save(path)
+    return tok

@@ -1,7 +1,7 @@
 """Training of AugVAE-ML, the AugVAE-SL finetune and the plain VQ-VAE baseline (paper §3.3, §3.5, §4.1).
 
-    python -m lverse_core.augvae_train --profile smoke --variant ml        # one process
-    torchrun --nproc_per_node 8 -m lverse_core.augvae_train --profile paper --variant ml   # DDP (NCCL / gloo)
+    python -m lverse_core.training.augvae_train --profile smoke --variant ml        # one process
+    torchrun --nproc_per_node 8 -m lverse_core.training.augvae_train --profile paper --variant ml   # DDP (NCCL / gloo)
 
 Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
 ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from .augvae import AugVAE
-from .config import Config, load_profile
-from .train import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint, rng_state,
+from lverse_core.models.augvae import AugVAE
+from lverse_core.config import Config, load_profile
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint, rng_state,
                     run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
@@ -108,7 +108,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     kind = VARIANTS[variant][1]
 
     if dataset is None:
-        from . import data
+        from lverse_core import data
 
         dataset = data.image_dataset(cfg, "train", train=True)
     seed_everything(cfg.seed + di.rank)
@@ -135,7 +135,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
 
     perceptual = None
     if t.lpips_weight > 0:
-        from .perceptual import perceptual_loss_from_config
+        from lverse_core.models.perceptual import perceptual_loss_from_config
 
         perceptual = perceptual_loss_from_config(cfg).to(di.device)
     net = model
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(train_augvae(cfg, args.variant, dist_info=di))
     finally:
-        from .train import cleanup_distributed
+        from lverse_core.training.loop import cleanup_distributed
 
         cleanup_distributed()
 

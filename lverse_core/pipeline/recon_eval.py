@@ -3,7 +3,7 @@
 Every reconstruction goes through the discrete codes (``decode(encode(x))``), the path BiART's images take.
 PSNR is 10 log10(1 / MSE) on images mapped to [0, 1]; SSIM is scikit-image's ``structural_similarity``
 (Gaussian-free 7x7 window, per channel, data_range 1), averaged over the images. FID comes from
-``lverse_core.fid.compute_fid`` in the feature space the profile names (``fid_label``): on the embedded profiles
+``lverse_core.evaluation.fid.compute_fid`` in the feature space the profile names (``fid_label``): on the embedded profiles
 that is the kit's judge features, NOT Inception, and never comparable with the paper's numbers.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config
+from lverse_core.config import Config
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def split_images(cfg: Config, split: str = "test", n: int | None = None) -> torc
 
     Evenly spaced, not the first ``n``: an ImageFolder (ImageNet val on the paper profile) is sorted by class.
     """
-    from .data import image_dataset
+    from lverse_core.data.loaders import image_dataset
 
     ds = image_dataset(cfg, split, train=False)
     n = len(ds) if n is None else min(n, len(ds))
@@ -99,7 +99,7 @@ def evaluate_reconstruction(cfg: Config, model, images: torch.Tensor, fid: bool 
     out = {"psnr_db": float(psnr(images, recon).mean()), "ssim": float(ssim(images, recon).mean()),
            "n_images": len(images)}
     if fid:
-        from .fid import compute_fid
+        from lverse_core.evaluation.fid import compute_fid
 
         out["fid"] = compute_fid(images, recon, cfg)
     c = codes if torch.is_tensor(codes) else torch.cat([t.reshape(-1) for t in codes])
@@ -109,8 +109,8 @@ def evaluate_reconstruction(cfg: Config, model, images: torch.Tensor, fid: bool 
 
 def table1(cfg: Config, ours: dict[str, dict[str, Any]], descriptions: dict[str, str]) -> pd.DataFrame:
     """Paper Table 1 rows beside ours. ``ours``: {model: evaluate_reconstruction(...)}; every row has a source."""
-    from .fid import fid_label
-    from .report import provenance, reference_table
+    from lverse_core.evaluation.fid import fid_label
+    from lverse_core.report import provenance, reference_table
 
     ref = reference_table("table1_reconstruction_fid")
     fid_col = fid_label(cfg)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
-from .report import write_json_atomic
+from lverse_core.config import Config
+from lverse_core.report import write_json_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -51,7 +51,7 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
     if not p["codes"].exists() or not p["index"].exists():
         hint = " (a pre-tokenization run was interrupted; re-run it to finish)" if p["partial"].exists() else ""
         raise FileNotFoundError(f"{p['codes']} or its index does not exist{hint}; run notebooks/01_train_augvae.ipynb "
-                                f"or lverse_core.pretokenize.pretokenize(cfg) first")
+                                f"or lverse_core.training.pretokenize.pretokenize(cfg) first")
     codes = np.load(p["codes"], mmap_mode="r")
     index = json.loads(p["index"].read_text())
     ids = index["image_ids"]
@@ -84,13 +84,13 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     ``stop_after_batches`` stops early without finishing (tests use it to simulate a kill).
     """
     if records is None:
-        from . import data
+        from lverse_core import data
 
         records = data.caption_records(cfg, split)
     if load_image is None:
         from PIL import Image
 
-        from . import data
+        from lverse_core import data
 
         tf = data.eval_transform(cfg.data.image_size)
 
@@ -139,7 +139,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
 
 def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_size: int = 64) -> dict[str, Path]:
     """Encode ``splits`` with the trained AugVAE-SL of this profile (``runs/<profile>/augvae_sl.pt``)."""
-    from .augvae_train import checkpoint_path, load_augvae
+    from lverse_core.training.augvae_train import checkpoint_path, load_augvae
 
     model = load_augvae(cfg, "sl", device or cfg.resolved_device())
     ckpt = _checkpoint_id(checkpoint_path(cfg, "sl"))

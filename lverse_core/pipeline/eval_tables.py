@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config
+from lverse_core.config import Config
 
 TABLE2_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
@@ -30,8 +30,8 @@ def slug(name: str) -> str:
 def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
                        split: str = "test") -> dict[str, Path]:
     """COCO-format files under reports/<profile>/results/captions/: one results file per variant, references."""
-    from .metrics import write_caption_results, write_coco_references
-    from .report import report_dir
+    from lverse_core.evaluation.metrics import write_caption_results, write_coco_references
+    from lverse_core.report import report_dir
 
     d = report_dir(cfg, "results") / "captions"
     out = {name: write_caption_results(d / f"captions_{slug(name)}_{split}.json", preds)
@@ -44,7 +44,7 @@ def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], r
 def score_variants(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
                    objects: Mapping[int, Sequence[dict]] | None = None) -> dict[str, dict[str, Any]]:
     """``metrics.score_captions`` of every variant, plus the attribute accuracy when ground truth is given."""
-    from .metrics import caption_accuracy, score_caption_sets
+    from lverse_core.evaluation.metrics import caption_accuracy, score_caption_sets
 
     out = score_caption_sets(variants, refs, cfg)
     if objects is not None:
@@ -56,7 +56,7 @@ def score_variants(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs:
 def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: Mapping[str, str] | None = None,
            split: str = "test") -> pd.DataFrame:
     """Paper Table 2 rows, then ours (x100 like the paper; SPICE empty with the reason when not computed)."""
-    from .report import provenance, reference_table
+    from lverse_core.report import provenance, reference_table
 
     ref = reference_table("table2_captioning_coco_karpathy_test")
     paper = ref[["model", *TABLE2_METRICS]].copy()
@@ -79,8 +79,8 @@ def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: M
 
 def judged_correct(judge, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, Any]:
     """Is each generated image right for its prompt? Overall and by the number of objects the prompt names."""
-    from .judge import image_matches, to_unit_range
-    from .shapes import parse_caption
+    from lverse_core.evaluation.judge import image_matches, to_unit_range
+    from lverse_core.data.shapes import parse_caption
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
@@ -99,12 +99,12 @@ def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, pr
                          radii: Sequence[float] | None = None, judge_path: str | Path | None = None,
                          cuda: bool | None = None) -> dict[str, Any]:
     """FID-k between real and generated images (paper Table 3) and, on embedded data, the judge's verdicts."""
-    from .fid import compute_fid_sweep, fid_label
+    from lverse_core.evaluation.fid import compute_fid_sweep, fid_label
 
     fids = compute_fid_sweep(real, fake, cfg, radii, judge_path=judge_path, cuda=cuda)
     out: dict[str, Any] = {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": v for r, v in fids.items()}}
     if cfg.data.source == "shapes":
-        from .judge import load_judge, load_judge_file
+        from lverse_core.evaluation.judge import load_judge, load_judge_file
 
         judge = load_judge_file(judge_path) if judge_path else load_judge(cfg)
         out.update(judged_correct(judge, fake, prompts))
@@ -114,8 +114,8 @@ def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, pr
 def table3(cfg: Config, ours: Mapping[str, Mapping[str, Any]], descriptions: Mapping[str, str] | None = None
            ) -> pd.DataFrame:
     """Paper Table 3 rows (Inception FID-k on MS-COCO val) and ours (FID-k in our feature space + judge)."""
-    from .fid import fid_label
-    from .report import provenance, reference_table
+    from lverse_core.evaluation.fid import fid_label
+    from lverse_core.report import provenance, reference_table
 
     ref = reference_table("table3_t2i_fid_coco_val_30k")
     cols = [c for c in ref.columns if c.startswith("FID-")]

@@ -25,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .config import Config
-from .report import write_json_atomic as _write_json
+from lverse_core.config import Config
+from lverse_core.report import write_json_atomic as _write_json
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -210,7 +210,7 @@ def read_coco_references(path: str | Path) -> dict[int, list[str]]:
 
 def caption_accuracy(preds: Mapping[int, str], objects: Mapping[int, Sequence[dict]]) -> float:
     """Fraction of captions that name exactly the right objects (``shapes.caption_correct``)."""
-    from .shapes import caption_correct
+    from lverse_core.data.shapes import caption_correct
 
     missing = [k for k in preds if k not in objects]
     if missing:
@@ -239,7 +239,7 @@ def random_captions(train_captions: Sequence[str], image_ids: Sequence[int], see
 
 def baseline_predictions(cfg: Config, image_ids: Sequence[int]) -> dict[str, dict[int, str]]:
     """{"most frequent training caption": preds, "random training caption": preds} for ``image_ids``."""
-    from .data import caption_records
+    from lverse_core.data.loaders import caption_records
 
     train = [c for r in caption_records(cfg, "train") for c in r["captions"]]
     frequent = most_frequent_caption(train)

@@ -1,6 +1,6 @@
 """Training BiART on pre-tokenized image codes and tokenized captions (paper §3.4-3.5).
 
-No VAE in the loop: the images were encoded once by AugVAE-SL (``lverse_core.pretokenize``), the captions by the
+No VAE in the loop: the images were encoded once by AugVAE-SL (``lverse_core.training.pretokenize``), the captions by the
 run's ``TextTokenizer``. Each optimizer step takes one global batch of (caption, image) pairs from ``StepSampler``
 and trains one direction, text->image on even steps and image->text on odd steps (§3.4: "alternately for each
 iteration"); ``biart_train.direction: mixed`` instead trains both directions on every batch (two forward passes,
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .biart import I2T, T2I, BiART, BiARTArgs
-from .config import Config
-from .train import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint,
+from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs
+from lverse_core.config import Config
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint,
                     rng_state, run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
 
 CKPT_KIND = "biart"
@@ -54,8 +54,8 @@ class PairedTokens:
 
 def paired_tokens(cfg: Config, tokenizer, split: str = "train") -> PairedTokens:
     """Captions of ``split`` (encoded with ``tokenizer``) paired with the AugVAE-SL codes of their images."""
-    from .data import caption_records  # data helper's module
-    from .pretokenize import load_codes  # AugVAE helper's module
+    from lverse_core.data.loaders import caption_records  # data helper's module
+    from lverse_core.training.pretokenize import load_codes  # AugVAE helper's module
 
     codes, image_ids = load_codes(cfg, split)
     row = {int(i): r for r, i in enumerate(image_ids)}
@@ -228,13 +228,13 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``torchrun --nproc_per_node=K -m lverse_core.biart_train --profile P``: train BiART on the pre-tokenized codes
+    """``torchrun --nproc_per_node=K -m lverse_core.training.biart_train --profile P``: train BiART on the pre-tokenized codes
     (notebook 01 writes them) with DDP; a re-run resumes from runs/<profile>/biart.pt."""
     import argparse
 
-    from .biart_run import ensure_tokenizer
-    from .config import load_profile
-    from .train import cleanup_distributed
+    from lverse_core.data.tokenizer import ensure_tokenizer
+    from lverse_core.config import load_profile
+    from lverse_core.training.loop import cleanup_distributed
 
     ap = argparse.ArgumentParser(description=main.__doc__.split(";")[0])
     ap.add_argument("--profile", default="smoke")

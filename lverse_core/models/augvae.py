@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantize import EMAVectorQuantizer
+from lverse_core.models.quantize import EMAVectorQuantizer
 
 
 def _norm(ch: int, groups: int) -> nn.GroupNorm:

@@ -3,50 +3,16 @@ CLIP reranking (paper §3.6), and the loss-curve figure. Kept here so the notebo
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
 
-from .config import Config
-from .sampling import image_to_text, text_to_image
-
-Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
-
-
-def ensure_tokenizer(cfg: Config):
-    """runs/<profile>/tokenizer.json, built from the training captions on first use (compact vocabulary when
-    ``biart.compact_vocab``); a saved tokenizer whose text_len differs from the profile is rebuilt."""
-    from .data import caption_records
-    from .tokenizer import TextTokenizer
-
-    path = cfg.runs_root / "tokenizer.json"
-    if path.exists():
-        tok = TextTokenizer.load(path)
-        if tok.text_len == cfg.biart.text_len and tok.compact == cfg.biart.compact_vocab:
-            return tok
-    captions = [c for r in caption_records(cfg, "train") for c in r["captions"]]
-    tok = TextTokenizer.build(cfg, captions)
-    tok.save(path)
-    return tok
-
-
-def load_augvae_decoder(cfg: Config, device: str | torch.device = "cpu") -> Decoder:
-    """AugVAE-SL's decoder from runs/<profile>/augvae_sl.pt, run in FP32 (paper §3.5: the VAE in FP32)."""
-    from .augvae_train import load_augvae
-
-    vae = load_augvae(cfg, "sl", device).float()
-
-    dev_type = torch.device(device).type
-
-    @torch.no_grad()
-    def decode(codes: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(dev_type, enabled=False):  # FP32 even when called inside bf16 sampling
-            return vae.decode(codes.to(device).long()).float().clamp(-1, 1)
-
-    return decode
+from lverse_core.config import Config
+from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
+from lverse_core.sampling.candidates import (Decoder, image_to_text, load_augvae_decoder,  # noqa: F401
+                                             sampling_precision, text_to_image)
 
 
 def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tensor | None = None):
@@ -63,29 +29,21 @@ def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tens
     return t2i, i2t
 
 
-def _sampling_precision(model):
-    """bf16 autocast for sampling on a GPU (the KV cache follows the autocast dtype); FP32 on the CPU."""
-    dev = next(model.parameters()).device
-    if dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def caption_table(cfg: Config, model, tokenizer, codes: torch.Tensor, image_ids: Sequence[int], *,
                   references: Sequence[Sequence[str]], score_fn=None, n_candidates: int | None = None,
                   seed: int = 0) -> pd.DataFrame:
     """image->text for held-out images: the reranked caption cut at the first full stop and its untruncated text,
     with ``correct`` (every object's size, colour and shape named, shapes.caption_correct) on the embedded data."""
     s = cfg.sampling
-    with _sampling_precision(model):
+    with sampling_precision(model):
         out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or s.n_candidates,
                             n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
                             temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
     df = pd.DataFrame({"image_id": list(image_ids), "caption": out["truncated"], "untruncated": out["full"],
                        "reference": [r[0] for r in references]})
     if cfg.data.source == "shapes":
-        from .data import load_attributes
-        from .shapes import caption_correct
+        from lverse_core.data.loaders import load_attributes
+        from lverse_core.data.shapes import caption_correct
 
         attrs = load_attributes(cfg)
         df["correct"] = [caption_correct(c, attrs[int(i)]) for c, i in zip(df["caption"], df["image_id"])]
@@ -97,7 +55,7 @@ def image_samples(cfg: Config, model, tokenizer, captions: Sequence[str], *, sco
     """text->image for held-out captions: ``n_repeats`` CLIP-reranked code maps per caption (P, k, g, g)."""
     s = cfg.sampling
     device = next(model.parameters()).device
-    with _sampling_precision(model):
+    with sampling_precision(model):
         out = text_to_image(model, tokenizer.encode(list(captions)).to(device), list(captions),
                             n_candidates=n_candidates or s.n_candidates, n_repeats=n_repeats or s.n_repeats,
                             score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,

@@ -18,9 +18,9 @@ does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Tabl
 
 Command line (one process, or K processes with torchrun; the output is written by rank 0)::
 
-    python -m lverse_core.generate --profile smoke --task captions --out runs/smoke/gen/captions_test.json
-    torchrun --nproc_per_node=K -m lverse_core.generate --profile paper --task captions --out captions.json
-    torchrun --nproc_per_node=K -m lverse_core.generate --profile paper --task images --out images.npz \\
+    python -m lverse_core.sampling.generate --profile smoke --task captions --out runs/smoke/gen/captions_test.json
+    torchrun --nproc_per_node=K -m lverse_core.sampling.generate --profile paper --task captions --out captions.json
+    torchrun --nproc_per_node=K -m lverse_core.sampling.generate --profile paper --task images --out images.npz \\
         --shard-dir runs/paper/gen/images_shards     # resumable: rerun the same command after a failure
 
 ``--task captions`` captions the ``--split`` (default test) images from their AugVAE-SL codes (notebook 01) and
@@ -42,10 +42,10 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
-from .config import Config
-from .row_sampler import RowSampler, row_keys
-from .sampling import rerank, truncate_at_full_stop
-from .train import DistInfo, batched, save_checkpoint
+from lverse_core.config import Config
+from lverse_core.sampling.row_sampler import RowSampler, row_keys
+from lverse_core.sampling.candidates import rerank, truncate_at_full_stop
+from lverse_core.training.loop import DistInfo, batched, save_checkpoint
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
 ImageSource = torch.Tensor | Callable[[list[int]], torch.Tensor]  # images by prompt index
@@ -153,9 +153,9 @@ def _settings(cfg: Config, task: str, n_repeats: int) -> dict[str, Any]:
 
 
 def _precision(model):
-    from .biart_run import _sampling_precision  # bf16 autocast on GPUs, FP32 on the CPU (the training choice)
+    from lverse_core.sampling.candidates import sampling_precision  # bf16 autocast on GPUs, FP32 on the CPU
 
-    return _sampling_precision(model)
+    return sampling_precision(model)
 
 
 # -- image -> text (Table 2) -----------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def t2i_prompts(cfg: Config, n: int | None = None) -> dict[str, list]:
     Returns {"captions", "prompt_ids" (image_id * 100 + caption index: stable seeds), "image_ids",
     "real_ids" (the distinct images behind the prompts: FID's real set)}.
     """
-    from .data import caption_records
+    from lverse_core.data.loaders import caption_records
 
     n = n or cfg.eval.t2i_prompts
     records = [r for split in cfg.eval.t2i_split.split("+") for r in caption_records(cfg, split)]
@@ -305,7 +305,7 @@ def t2i_prompts(cfg: Config, n: int | None = None) -> dict[str, list]:
 
 def real_images(cfg: Config, split: str, image_ids: Sequence[int]) -> Callable[[list[int]], torch.Tensor]:
     """A loader for the real images of ``image_ids`` (eval transform, [-1, 1]) by position in that list."""
-    from .data import CaptionImageDataset
+    from lverse_core.data.loaders import CaptionImageDataset
 
     splits = split.split("+")
     datasets = [CaptionImageDataset(cfg, sp) for sp in splits]
@@ -322,10 +322,10 @@ def real_images(cfg: Config, split: str, image_ids: Sequence[int]) -> Callable[[
 
 def load_models(cfg: Config, device) -> dict[str, Any]:
     """The run's tokenizer, BiART, CLIP reranker and AugVAE-SL decoder (written by notebooks 01-02)."""
-    from .biart_run import load_augvae_decoder
-    from .biart_train import load_biart
-    from .clip_reranker import load_reranker
-    from .tokenizer import TextTokenizer
+    from lverse_core.sampling.candidates import load_augvae_decoder
+    from lverse_core.training.biart_train import load_biart
+    from lverse_core.sampling.clip_reranker import load_reranker
+    from lverse_core.data.tokenizer import TextTokenizer
 
     path = cfg.runs_root / "tokenizer.json"
     if not path.exists():
@@ -356,11 +356,11 @@ def load_generated_captions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .config import load_profile
-    from .pretokenize import load_codes
-    from .train import cleanup_distributed, setup_distributed
+    from lverse_core.config import load_profile
+    from lverse_core.training.pretokenize import load_codes
+    from lverse_core.training.loop import cleanup_distributed, setup_distributed
 
-    ap = argparse.ArgumentParser(prog="python -m lverse_core.generate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lverse_core.sampling.generate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", required=True, help="ci | smoke | gpu | paper")
     ap.add_argument("--task", required=True, choices=["captions", "images"])
     ap.add_argument("--out", required=True, type=Path, help="captions: .json; images: .npz")

@@ -6,7 +6,7 @@ give the same captions and images on 1 process or K torchrun ranks (``generate.p
 a counter-based generator instead: the uniform for (row, step, token) is a hash of the row's key, the step and the
 token index, computed for the whole (B, V) block at once on any device. A token is then picked by the Gumbel-max
 trick, argmax_v(l_v / T + G_v) with G_v = -log(-log U_v), which is an exact sample from softmax(l / T) (the same
-distribution ``sampling.sample_next`` draws from, after the same top-k / top-p filtering).
+distribution ``models.decoding.sample_next`` draws from, after the same top-k / top-p filtering).
 
 The hash is Chris Wellons' "lowbias32" (hash-prospector), a bijection on 32-bit integers, evaluated in int64 with
 the multiplications split into 16-bit halves so that no intermediate exceeds 2^63 (int64 overflow is not defined
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from .sampling import filter_logits
+from lverse_core.models.decoding import filter_logits
 
 MASK32 = 0xFFFFFFFF
 TASK_SALT = {"captions": 0x2C1B3C6D, "images": 0x297A2D39}  # so a caption and an image prompt never share a stream

@@ -54,21 +54,21 @@ def acceptance(ours: float | None, baseline: float | None, factor: float, what: 
 def decode_to_uint8(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor,
                     batch_size: int = 64) -> torch.Tensor:
     """Code maps (M, g, g) -> uint8 images (M, 3, S, S) on the CPU, decoded ``batch_size`` at a time."""
-    from .judge import to_uint8
+    from lverse_core.evaluation.judge import to_uint8
 
     return torch.cat([to_uint8(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
 
 
 def load_uint8(loader: Callable[[list[int]], torch.Tensor], n: int, batch_size: int = 256) -> torch.Tensor:
     """Images 0..n-1 of a ``generate.real_images`` loader as uint8 (N, 3, S, S)."""
-    from .judge import to_uint8
+    from lverse_core.evaluation.judge import to_uint8
 
     return torch.cat([to_uint8(loader(list(range(i, min(n, i + batch_size))))) for i in range(0, n, batch_size)])
 
 
 def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
     """The AugVAE-SL codes (M, g, g) long of ``image_ids`` from the pre-tokenized split(s) ("val+test" joins)."""
-    from .pretokenize import load_codes
+    from lverse_core.training.pretokenize import load_codes
 
     where = {}
     for sp in split.split("+"):
@@ -99,7 +99,7 @@ def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequenc
     - floor: images generated from shuffled captions: image d(j) (generated from prompt d(j), d a derangement)
       judged against prompt j. It reuses our images, so it costs no second generation.
     """
-    from .eval_tables import judged_correct
+    from lverse_core.pipeline.eval_tables import judged_correct
 
     d = derangement(len(prompts), seed)
     out = {"generated images": judged_correct(judge, fake, prompts),
@@ -112,7 +112,7 @@ def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequenc
 
 def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per entry of ``judge_bounds``: % judged right, overall and by the number of objects named."""
-    from .report import provenance
+    from lverse_core.report import provenance
 
     rows = []
     for name, r in bounds.items():

@@ -1,4 +1,4 @@
-"""Writing the embedded data set (``lverse_core.shapes``) to disk in the real formats, safely.
+"""Writing the embedded data set (``lverse_core.data.shapes``) to disk in the real formats, safely.
 
 ``ensure_dataset`` generates into a temporary sibling directory under an exclusive lock and renames it into place,
 with ``COMPLETE.json`` (the generation parameters) written last: a killed run never leaves a half data set that
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .ood import write_ood_images
-from .shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, caption_tokens, make_captions, render_scene,
+from lverse_core.config import Config
+from lverse_core.data.ood import write_ood_images
+from lverse_core.data.shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, caption_tokens, make_captions, render_scene,
                      sample_scene, split_ids)
 
 PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves

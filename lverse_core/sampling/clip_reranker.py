@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .config import Config, ConfigError, require_asset
-from .train import StepSampler, save_checkpoint
+from lverse_core.config import Config, ConfigError, require_asset
+from lverse_core.training.loop import StepSampler, save_checkpoint
 
 with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
     warnings.simplefilter("ignore")
@@ -135,7 +135,7 @@ def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer
         path = reranker_path(cfg)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
-                                    f"(notebooks/02_train_biart.ipynb or lverse_core.clip_reranker.ensure_reranker)")
+                                    f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, _ = clip.load(str(path), device=device, jit=False)
@@ -150,7 +150,7 @@ def ensure_reranker(cfg: Config, dataset=None) -> Path:
     if path.exists():
         return path
     if dataset is None:
-        from .data import CaptionImageDataset  # the data helper's module
+        from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module
 
         dataset = CaptionImageDataset(cfg, "train", train=False)
     return train_clip_reranker(cfg, dataset, path)
