@@ -90,6 +90,19 @@ def _initial_model(cfg: Config, variant: str) -> AugVAE:
     return AugVAE("sl", **{**base.args, "sl_quantize_fine": False})
 
 
+def training_images(cfg: Config):
+    """The training split as ``augvae_train.decode`` says: decoded once to a uint8 tensor (cropped per batch on
+    the device) or an ImageFolder dataset that decodes and crops each image when a batch needs it."""
+    from lverse_core import data
+
+    if cfg.augvae_train.decode == "once":
+        from lverse_core.data.decoded import DecodedImages
+
+        return DecodedImages.from_dataset(data.image_dataset(cfg, "train", train=False), train=True,
+                                          num_workers=cfg.data.num_workers)
+    return data.image_dataset(cfg, "train", train=True)
+
+
 LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "lr", "dead"]
 
 
@@ -97,7 +110,8 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                  stop_after: int | None = None, progress: bool = True) -> Path:
     """Train (or resume, or skip if finished) ``variant``; returns the checkpoint path.
 
-    ``dataset`` yields ``(image in [-1, 1], label)`` items; default ``data.image_dataset(cfg, "train", train=True)``.
+    ``dataset`` yields ``(image in [-1, 1], label)`` items (and may offer ``batch(indices, device)``, see
+    ``lverse_core.data.decoded``); default ``training_images(cfg)``.
     ``stop_after`` ends after that many steps without a final save (tests use it to simulate a kill).
     """
     _check_variant(variant)
@@ -108,9 +122,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     kind = VARIANTS[variant][1]
 
     if dataset is None:
-        from lverse_core import data
-
-        dataset = data.image_dataset(cfg, "train", train=True)
+        dataset = training_images(cfg)
     seed_everything(cfg.seed + di.rank)
     resume = None
     if path.exists():
@@ -123,6 +135,8 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         check_model_args(path, resume["model_args"], expected)
         model.load_state_dict(resume["model"])
     model = model.to(di.device).float()  # FP32 for the VAE (paper §3.5)
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
                             weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.plateau_factor, patience=t.plateau_patience)
@@ -152,7 +166,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                  resume_step=start if resume else None) if di.is_main else None
 
     def step_fn(step: int) -> dict[str, float]:
-        x = torch.stack([dataset[i][0] for i in sampler.indices(step)]).to(di.device)
+        if hasattr(dataset, "batch"):  # decoded once, cropped on the device (data/decoded.py)
+            x = dataset.batch(sampler.indices(step), di.device)
+        else:
+            x = torch.stack([dataset[i][0] for i in sampler.indices(step)]).to(di.device)
+        x = x.contiguous(memory_format=fmt)
         model.train()
         recon, out = net(x)
         loss = out["loss"]
