@@ -76,3 +76,28 @@ def test_figures_render(tmp_path):
     rows = E.grid_rows(torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 3, 8, 8))
     assert len(rows) == 2 and rows[0].shape == (4, 3, 8, 8)
 
+
+
+def test_floor_pools_several_derangements_and_intervals_bracket_the_estimate(trained_judge, synth_data):
+    judge, _, _ = trained_judge
+    _, _, xt, ot = synth_data
+    prompts = [syn.caption(o) for o in ot]
+    one = E.judge_bounds(judge, xt, xt, prompts, seed=0, floor_rounds=1)
+    many = E.judge_bounds(judge, xt, xt, prompts, seed=0, floor_rounds=10)
+    f1 = one["images generated from shuffled captions (floor)"]
+    f10 = many["images generated from shuffled captions (floor)"]
+    assert f1["n_pairs"] == len(prompts) and f10["n_pairs"] == 10 * len(prompts)
+    assert f10["matches"] >= f1["matches"] and f10["judged_correct"] == pytest.approx(f10["matches"] / f10["n_pairs"])
+    for entry in many.values():
+        lo, hi = entry["ci95"]
+        assert 0 <= lo <= entry["judged_correct"] <= hi <= 1
+
+
+def test_bootstrap_interval_shrinks_with_more_images():
+    small = E.bootstrap_interval([1, 0] * 10, 500, 0)
+    large = E.bootstrap_interval([1, 0] * 1000, 500, 0)
+    assert small[0] < 0.5 < small[1] and large[0] < 0.5 < large[1]
+    assert (large[1] - large[0]) < 0.3 * (small[1] - small[0])
+    assert E.bootstrap_interval([1, 1, 1], 100, 0) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        E.bootstrap_interval([], 10, 0)

@@ -90,23 +90,50 @@ def derangement(n: int, seed: int) -> torch.Tensor:
     return out
 
 
-def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequence[str], seed: int
-                 ) -> dict[str, dict[str, Any]]:
+FLOOR_ROUNDS = 20  # shuffled captions each generated image is judged against for the floor
+
+
+def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``per_item`` (one value per image, resampled by image)."""
+    x = torch.as_tensor(list(per_item), dtype=torch.float64)
+    if len(x) == 0:
+        raise ValueError("bootstrap_interval needs at least one item")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequence[str], seed: int,
+                 floor_rounds: int = FLOOR_ROUNDS, resamples: int = 1000) -> dict[str, dict[str, Any]]:
     """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data).
 
     - ours: image j generated from prompt j, judged against prompt j;
     - ceiling: the real image behind prompt j, judged against prompt j;
-    - floor: images generated from shuffled captions: image d(j) (generated from prompt d(j), d a derangement)
-      judged against prompt j. It reuses our images, so it costs no second generation.
+    - floor: images generated from shuffled captions. Each generated image is judged against ``floor_rounds``
+      other prompts (one seeded derangement per round), so the floor rests on rounds x prompts pairs and is
+      estimated rather than a count of zero; it reuses our images, so it costs no second generation.
+    Each entry carries ``ci95``, a bootstrap interval that resamples images (the floor: each image's share of
+    shuffled captions it matches), so pairs that share an image are not counted as independent evidence.
     """
+    from lverse_core.evaluation.judge import image_matches, to_unit_range
     from lverse_core.pipeline.eval_tables import judged_correct
 
-    d = derangement(len(prompts), seed)
     out = {"generated images": judged_correct(judge, fake, prompts),
-           "real images (judge ceiling)": judged_correct(judge, real, prompts),
-           "images generated from shuffled captions (floor)": judged_correct(judge, fake[d], prompts)}
+           "real images (judge ceiling)": judged_correct(judge, real, prompts)}
+    seen = judge.judge_image(to_unit_range(fake))  # judged once, compared with every shuffled caption
+    hits = torch.zeros(len(prompts), dtype=torch.float64)
+    for r in range(floor_rounds):
+        d = derangement(len(prompts), seed + r)  # image d[j] is judged against prompt j
+        for j in range(len(prompts)):
+            hits[d[j]] += float(image_matches(seen[int(d[j])], prompts[j]))
+    share = hits / floor_rounds
+    out["images generated from shuffled captions (floor)"] = {
+        "judged_correct": float(share.mean()), "n_images": len(prompts), "floor_rounds": floor_rounds,
+        "n_pairs": floor_rounds * len(prompts), "matches": int(hits.sum()), "per_image": share.tolist()}
     for v in out.values():
-        v.pop("per_image", None)
+        v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, seed)
     return out
 
 
@@ -117,6 +144,8 @@ def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for name, r in bounds.items():
         row = {"images": name, "judged right for the caption (%)": 100 * r["judged_correct"]}
+        if "ci95" in r:
+            row["95% interval (%)"] = f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
         row.update({f"{k.split('_')[2]}-object prompts (%)": 100 * v for k, v in r.items()
                     if k.startswith("judged_correct_") and k.endswith("_objects")})
         rows.append({**row, "n": r["n_images"], "source": provenance(cfg)})

@@ -120,8 +120,7 @@ rows = {OURS: (fake, captions),
         "AugVAE-SL reconstructions of the real images": (recon, [first_caption[i] for i in prompts["real_ids"]]),
         "a random real image per caption": (random_real, random_prompts)}
 scored = {name: text_to_image_scores(cfg, real, imgs, caps) for name, (imgs, caps) in rows.items()}
-for r in scored.values():
-    r.pop("per_image", None)
+per_image = {name: r.pop("per_image", None) for name, r in scored.items()}  # judged right, image by image
 timings["fid_s"] = time.perf_counter() - t0
 s = cfg.sampling
 table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {len(real)} real images",
@@ -138,19 +137,24 @@ save_figure(cfg, "table3_fid_vs_blur", fig)"""),
     ("markdown", "The judge on generated images, with its ceiling (real images) and floor (images generated from "
                  "shuffled captions) from this run, and the issue's acceptance check (at least 2x the floor). The "
                  "reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image."),
-    ("code", """from lverse_core.pipeline.eval_run import acceptance, judge_bounds, judge_table
+    ("code", """from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
-    bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed)
+    bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=cfg.eval.bootstrap)
     check = acceptance(bounds["generated images"]["judged_correct"],
                        bounds["images generated from shuffled captions (floor)"]["judged_correct"], 2,
                        "generated images judged right vs the shuffled-caption floor", n=len(captions))
-    bounds["AugVAE-SL reconstructions of the real images (decoder ceiling)"] = {
-        k: v for k, v in scored["AugVAE-SL reconstructions of the real images"].items()
-        if k.startswith("judged_correct") or k == "n_images"}
+    REC = "AugVAE-SL reconstructions of the real images"
+    bounds[REC + " (decoder ceiling)"] = {
+        **{k: v for k, v in scored[REC].items() if k.startswith("judged_correct") or k == "n_images"},
+        "ci95": bootstrap_interval(per_image[REC], cfg.eval.bootstrap, cfg.seed)}
     jt = judge_table(cfg, bounds)
-    save_table(cfg, "table3_judge", jt, "Images judged right for their caption: ours, ceiling and floor")
+    save_table(cfg, "table3_judge", jt, "Images judged right for their caption (95% bootstrap intervals over "
+               "images): ours, ceiling and floor")
     display(jt.round(1))
+    fl = bounds["images generated from shuffled captions (floor)"]
+    print(f"floor: {fl['matches']} matches in {fl['n_pairs']} shuffled (image, caption) pairs "
+          f"({fl['floor_rounds']} derangements of {fl['n_images']} prompts)")
 print(check["verdict"])"""),
     ("markdown", "Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` "
                  "reranked images (round 1 is the image scored above; further rounds use other seeds)."),
