@@ -43,13 +43,50 @@ def git_commit() -> str:
         return "unknown"
 
 
+# CPU features whose presence changes which kernels torch runs (and so the last digits of results)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_info() -> dict[str, Any]:
+    """What decides the CPU arithmetic of a run: model, the ISA flags torch uses, torch's kernel level, threads.
+
+    Results repeat exactly on one machine type; across CPU kinds (Intel with AMX, AMD Zen 4 with AVX512-BF16)
+    torch picks other kernels and sums in another order, so the last digits (and a sampled token) may differ.
+    """
+    import torch
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"model": cpu_model(), "cores": os.cpu_count(), "isa_flags": [f for f in CPU_FLAGS if f in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads()}
+
+
 def machine() -> str:
-    """A short description of where this ran: the GPU name if any, else the CPU count."""
+    """A short description of where this ran: the GPU name if any, else the CPU model and core count."""
     import torch
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def provenance(cfg: Config) -> str:

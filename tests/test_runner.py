@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lverse_core.pipeline import runner
 from lverse_core.config import REPO_ROOT
@@ -40,6 +41,11 @@ def test_runs_in_order_and_writes_report(books, workdir):
     assert manifest["config"]["augvae"]["codebook_size"] == 128
     assert manifest["packages"]["torch"] != "not installed"
     assert [n["status"] for n in manifest["notebooks"]] == ["ok", "ok"]
+    # the CPU arithmetic's identity (results repeat exactly only on one machine type) and the kernels' memory
+    cpu = manifest["cpu"]
+    assert cpu["model"] and cpu["cores"] >= 1 and cpu["torch_threads"] >= 1 and isinstance(cpu["isa_flags"], list)
+    assert torch.cuda.is_available() or cpu["model"] in manifest["machine"]  # every "source" names the CPU
+    assert manifest["peak_rss_mib"] >= max(n["peak_rss_mib"] for n in manifest["notebooks"]) > 50
     assert json.loads((root / "results" / "toy.json").read_text())["value"] == 1.5
     index = (root / "index.html").read_text()
     assert "html/00_first.html" in index and "toy_table" in index

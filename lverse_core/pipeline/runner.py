@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile
-from lverse_core.report import git_commit, machine, write_json_atomic
+from lverse_core.report import cpu_info, git_commit, machine, write_json_atomic
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ["torch", "torchvision", "clip-anytorch", "torch-fidelity", "pycocoevalcap", "papermill", "nbconvert",
@@ -41,6 +41,7 @@ class NotebookResult:
     name: str
     status: str  # ok | failed | not run
     seconds: float = 0.0
+    peak_rss_mib: float = 0.0  # the largest resident set of any kernel so far (getrusage of the children)
     executed: str = ""
     html: str = ""
     error: str = ""
@@ -179,6 +180,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory (MiB) of this process and of the largest finished child (the notebook kernels)."""
+    import resource
+
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(kib / 1024, 1)  # Linux reports KiB
+
+
 def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
     manifest = {
         "profile": record.profile,
@@ -186,6 +195,7 @@ def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": git_commit(),
         "machine": machine(),
+        "cpu": cpu_info(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
@@ -194,6 +204,7 @@ def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
         "config": cfg.to_dict(),
         "notebooks": [vars(n) for n in record.notebooks],
         "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),
+        "peak_rss_mib": max([n.peak_rss_mib for n in record.notebooks] + [peak_rss_mib()]),
     }
     return write_json_atomic(cfg.reports_root / "manifest.json", manifest)
 
@@ -283,6 +294,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         except Exception as e:  # kernel died, notebook unreadable ...
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         res.seconds = round(time.monotonic() - t0, 1)
+        res.peak_rss_mib = peak_rss_mib()
         res.executed = _rel(executed, root) if executed.exists() else ""
         if executed.exists():
             try:
