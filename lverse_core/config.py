@@ -74,7 +74,9 @@ class AugVAETrainConfig:
     batch_size: int = 32  # images per process
     ml_steps: int = 1000  # optimizer steps for AugVAE-ML
     sl_steps: int = 500  # optimizer steps for the AugVAE-SL finetune
-    baseline_steps: int = 1500  # plain single-level VQ-VAE baseline (same budget as ML + SL)
+    # plain single-level VQ-VAE control (our addition to Table 1); a fair control gets ml_steps + sl_steps.
+    # 0 = off: no control is trained (the paper has none; the claims scorecard trains it over seeds)
+    baseline_steps: int = 1500
     lr: float = 4.5e-6  # base rate; effective lr = lr * world_size * batch_size when lr_scaling is on
     lr_scaling: bool = True  # the official rule: lr * world * batch
     weight_decay: float = 1e-5

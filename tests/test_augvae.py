@@ -295,3 +295,16 @@ def test_pretokenize_is_resumable_and_not_redone(tmp_path):
     assert path.stat().st_mtime_ns == mtime  # finished: not redone
     with pytest.raises(ValueError, match="expected uint16"):
         load_codes(tiny_cfg(tmp_path, **{"data.image_size": 64}), "val")
+
+
+def test_control_steps_zero_means_off(tmp_path):
+    from lverse_core.training.augvae_train import control_enabled, planned_steps
+
+    off = tiny_cfg(tmp_path, **{"augvae_train.baseline_steps": 0, "augvae_train.ml_steps": 7,
+                                "augvae_train.sl_steps": 5})
+    assert planned_steps(off, "baseline") == 0 and not control_enabled(off)  # not ml + sl any more
+    with pytest.raises(ValueError, match="control is off.*12"):
+        train_augvae(off, "baseline", dataset=ImageSet(synthetic_images(4, 32)), progress=False)
+    assert not checkpoint_path(off, "baseline").exists()
+    on = tiny_cfg(tmp_path / "on", **{"augvae_train.baseline_steps": 3})
+    assert planned_steps(on, "baseline") == 3 and control_enabled(on)

@@ -9,8 +9,8 @@ ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over ea
 
 Variants (``VARIANTS``): ``ml`` trains AugVAE-ML from scratch; ``sl`` builds AugVAE-SL from the trained ML
 checkpoint with ``AugVAE.ml_to_sl`` and finetunes all parameters; ``baseline`` trains the same SL-shaped model
-(one H/8 level, same codebook and grid) from scratch with ``ml_steps + sl_steps`` steps by default, i.e. a plain
-VQ-VAE without cross-level augmentation under the same budget (Table 1's comparison, our addition).
+(one H/8 level, same codebook and grid) from scratch for ``baseline_steps`` steps (ml_steps + sl_steps for the same
+budget; 0 turns it off), i.e. a plain VQ-VAE without cross-level augmentation (Table 1's comparison, our addition).
 
 A run is fixed by its step count. Its checkpoint (``runs/<profile>/<file>``) is rewritten atomically every
 ``ckpt_every`` steps with everything needed to resume exactly (model, optimizer, scheduler, RNG states, the data
@@ -49,7 +49,12 @@ def _check_variant(variant: str) -> None:
 
 def planned_steps(cfg: Config, variant: str) -> int:
     t = cfg.augvae_train
-    return {"ml": t.ml_steps, "sl": t.sl_steps, "baseline": t.baseline_steps or t.ml_steps + t.sl_steps}[variant]
+    return {"ml": t.ml_steps, "sl": t.sl_steps, "baseline": t.baseline_steps}[variant]  # baseline 0: off
+
+
+def control_enabled(cfg: Config) -> bool:
+    """Whether this profile trains the plain VQ-VAE control (``augvae_train.baseline_steps`` > 0)."""
+    return cfg.augvae_train.baseline_steps > 0
 
 
 def effective_lr(cfg: Config, world_size: int) -> float:
@@ -115,6 +120,10 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     ``stop_after`` ends after that many steps without a final save (tests use it to simulate a kill).
     """
     _check_variant(variant)
+    if variant == "baseline" and not control_enabled(cfg):
+        raise ValueError(f"the plain VQ-VAE control is off in profile {cfg.profile} (augvae_train.baseline_steps = "
+                         f"{cfg.augvae_train.baseline_steps}); set it to ml_steps + sl_steps "
+                         f"({cfg.augvae_train.ml_steps + cfg.augvae_train.sl_steps}) for a control at the same budget")
     di = dist_info or setup_distributed(cfg.resolved_device())
     t = cfg.augvae_train
     total = planned_steps(cfg, variant)
