@@ -78,3 +78,38 @@ def test_workdir_moves_outputs(monkeypatch, tmp_path):
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     cfg = load_profile("ci")
     assert cfg.reports_root == tmp_path / "reports" / "ci" and cfg.data_root == tmp_path / "data" / "ci"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("augvae_train.ml_steps", -5),  # used to write an untrained checkpoint marked finished
+    ("augvae_train.sl_steps", 0),
+    ("biart_train.steps", -1),
+    ("eval.t2i_prompts", -1),
+    ("eval.human_eval_form_size", 0),
+    ("augvae_train.ckpt_every", 0),  # these three used to raise ZeroDivisionError
+    ("biart_train.log_every", 0),
+    ("biart.n_head", 0),
+    ("augvae.decay", 1.0),
+    ("biart_train.lr", float("nan")),
+    ("biart_train.betas", [0.9, 1.5]),
+    ("eval.blur_radii", [0, -1]),
+])
+def test_numbers_outside_their_declared_range_are_config_errors(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}: .* out of range; allowed: [\[(]"):
+        load_profile("ci", **{key: value})
+
+
+def test_every_number_in_a_profile_has_a_declared_range():
+    import dataclasses
+    import typing
+
+    from lverse_core.config import RANGES, Config, _field_types
+
+    def numbers(cls, prefix=""):
+        for name, typ in _field_types(cls).items():
+            if dataclasses.is_dataclass(typ):
+                yield from numbers(typ, f"{prefix}{name}.")
+            elif typ in (int, float) or typing.get_args(typ) in ((int,), (float,)):
+                yield prefix + name
+
+    assert set(numbers(Config)) == set(RANGES)
