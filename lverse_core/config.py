@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,8 +291,19 @@ def require_asset(cfg: Config, name: str) -> Path:
 
 # -- loading and validation --------------------------------------------------------------------------------------
 
+# A profile name is a plain file stem: it becomes part of paths (configs/<name>.yaml, data/<name>, runs/<name>,
+# reports/<name>), so separators or '..' would read a YAML outside configs/ and write outside the work directory.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if PROFILE_NAME.fullmatch(p.stem))
+
+
+def _check_profile_name(name: Any) -> None:
+    if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(f"profile name {name!r} is not a plain name (letters, digits, '_' and '-' only; it names "
+                          f"configs/<name>.yaml); valid profiles: {', '.join(available_profiles())}")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -440,6 +452,7 @@ def _check_ranges(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> Config:
+    _check_profile_name(cfg.profile)
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -485,8 +498,9 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
     Overrides use dotted keys (``load_profile("ci", **{"augvae.ml_steps": 5})``) or whole sections
     (``augvae_train={"ml_steps": 5}``). Asset paths set in the environment (``ASSET_ENV``) win over the YAML.
     """
+    _check_profile_name(name)
     path = CONFIG_DIR / f"{name}.yaml"
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(available_profiles())}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}

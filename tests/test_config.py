@@ -113,3 +113,22 @@ def test_every_number_in_a_profile_has_a_declared_range():
                 yield prefix + name
 
     assert set(numbers(Config)) == set(RANGES)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil", "/etc/evil", "ci/../ci", "..", "", ".ci", "c i"])
+def test_a_profile_name_is_never_a_path(name, tmp_path):
+    from lverse_core.config import CONFIG_DIR
+
+    evil = tmp_path / "evil.yaml"  # a readable profile outside configs/, reachable by a relative name
+    evil.write_text("profile: evil\\n")
+    rel = "../" * len(CONFIG_DIR.parts) + str(tmp_path / "evil").lstrip("/")
+    for n in (name, rel):
+        with pytest.raises(ConfigError, match="not a plain name"):
+            load_profile(n)
+
+
+def test_a_saved_config_with_a_path_as_profile_is_refused():
+    tree = load_profile("ci").to_dict()
+    tree["profile"] = "../../elsewhere"  # would put data/, runs/ and reports/ outside the work directory
+    with pytest.raises(ConfigError, match="not a plain name"):
+        config_from_dict(tree)
