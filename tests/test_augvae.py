@@ -2,6 +2,7 @@
 checkpoint errors and resumable pre-tokenization. Tiny sizes; the whole file runs in well under a minute."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -295,3 +296,51 @@ def test_pretokenize_is_resumable_and_not_redone(tmp_path):
     assert path.stat().st_mtime_ns == mtime  # finished: not redone
     with pytest.raises(ValueError, match="expected uint16"):
         load_codes(tiny_cfg(tmp_path, **{"data.image_size": 64}), "val")
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for AugVAE-SL in pre-tokenization: remembers the images it is given, returns zero codes."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.w, self.grid, self.seen = torch.nn.Parameter(torch.zeros(1)), grid, []
+        self.quantizer = type("Q", (), {"codebook_size": 16})()
+
+    def encode(self, x):
+        self.seen.append(x.clone())
+        return torch.zeros(x.shape[0], self.grid, self.grid, dtype=torch.long)
+
+
+def _odd_images(tmp_path):
+    """A 16-bit grey, a half-transparent RGBA and a truncated PNG, 32 px, as records."""
+    from PIL import Image
+
+    paths = [tmp_path / "i16.png", tmp_path / "rgba.png", tmp_path / "trunc.png"]
+    Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16)).save(paths[0])  # mid grey in 16 bits
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(paths[1])  # fully transparent: white once composited
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(paths[2])
+    paths[2].write_bytes(paths[2].read_bytes()[:40])
+    return [{"image_id": i, "path": p, "captions": ["x"]} for i, p in enumerate(paths)]
+
+
+def test_pretokenize_decodes_images_with_the_kits_loader_and_bad_input_policy(tmp_path):
+    from lverse_core.data.loaders import BadInputError
+
+    records = _odd_images(tmp_path)
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(BadInputError, match="trunc.png.*data.bad_input = skip"):
+        pretokenize_split(cfg, "val", _Recorder(cfg.image_grid), "ck", records=records)
+    cfg = tiny_cfg(tmp_path, **{"data.bad_input": "skip"})
+    model = _Recorder(cfg.image_grid)
+    pretokenize_split(cfg, "val", model, "ck", records=records)
+    seen = torch.cat(model.seen)
+    assert seen.shape[0] == 2  # the truncated image is left out
+    assert abs(seen[0].mean().item()) < 0.02  # 16-bit mid grey stays mid grey (a plain convert gave white)
+    assert seen[1].min().item() > 0.99  # transparency composited on white, as the other loaders do
+    index = json.loads((cfg.runs_root / "codes" / "val_index.json").read_text())
+    assert index["image_ids"] == [0, 1] and index["skipped_ids"] == [2]
+    codes, ids = load_codes(cfg, "val")
+    assert ids == [0, 1] and codes.shape == (2, cfg.image_grid, cfg.image_grid)
+    model.seen.clear()
+    pretokenize_split(cfg, "val", model, "ck", records=records)
+    assert model.seen == []  # finished with a skipped image: still not redone
