@@ -5,10 +5,12 @@
 
 Images are decoded by the kit's one image loader (``data.load_image``, as everywhere else, with the
 ``data.bad_input`` policy) and go through the evaluation transform (resize + centre crop, no augmentation) and
-the SL encoder in FP32 (paper §3.5: the quantizer underflows in lower precision), in batches. A run is resumable: codes are written into
-``<split>_codes.partial.npy`` (a memory map) and the count of finished rows into ``<split>_progress.json`` after
-each batch; a killed run continues from there, and a finished split (final files present, same image ids and
-same checkpoint) is not redone. The final files appear by atomic rename only when the split is complete.
+the SL encoder in FP32 (paper §3.5: the quantizer underflows in lower precision), in batches. A run is
+resumable: codes are written into ``<split>_codes.partial.npy`` (a memory map) and the count of finished rows
+into ``<split>_progress.json`` after each batch; a killed run continues from there, and a finished split (final
+files present, same image ids and same checkpoint) is not redone. The final files appear by atomic rename only
+when the split is complete. ``load_codes`` refuses codes whose checkpoint id (a hash of the SL checkpoint file)
+is not that of the current ``augvae_sl.pt``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 
 from lverse_core.config import Config
 from lverse_core.report import write_json_atomic
+from lverse_core.training.loop import CheckpointError
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
@@ -38,16 +41,32 @@ def _paths(cfg: Config, split: str) -> dict[str, Path]:
             "partial": d / f"{split}_codes.partial.npy", "progress": d / f"{split}_progress.json"}
 
 
-def _checkpoint_id(path: Path) -> str:
-    """A cheap identity of the SL checkpoint (size + mtime + first MiB hash), so stale codes are recomputed."""
-    st = path.stat()
-    with open(path, "rb") as f:
-        head = hashlib.sha1(f.read(1 << 20)).hexdigest()[:16]
-    return f"{path.name}:{st.st_size}:{head}"
+def checkpoint_id(path: Path) -> str:
+    """The identity of a checkpoint file: a hash of its whole content, so a retrained checkpoint (same size,
+    same step count) has another id while a copied or touched one keeps its id. About 1 s per GB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # not hashlib.file_digest: the GPU image's Python may predate 3.11
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:24]
+
+
+def sl_checkpoint_id(cfg: Config) -> str:
+    """The id of this profile's AugVAE-SL checkpoint (``runs/<profile>/augvae_sl.pt``), or a CheckpointError."""
+    from lverse_core.training.augvae_train import checkpoint_path
+
+    path = checkpoint_path(cfg, "sl")
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: train AugVAE-SL first (notebooks/01_train_augvae.ipynb)")
+    return checkpoint_id(path)
 
 
 def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
-    """The code file of ``split``: (uint16 array (N, g, g), image ids in row order); clear errors if absent/bad."""
+    """The code file of ``split``: (uint16 array (N, g, g), image ids in row order); clear errors if absent/bad.
+
+    Codes made by another AugVAE-SL checkpoint than the current ``runs/<profile>/augvae_sl.pt`` (SL retrained
+    since) are refused: BiART would otherwise train on, and generation decode, codes of another codebook.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     p = _paths(cfg, split)
@@ -65,6 +84,13 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
     if len(ids) != codes.shape[0]:
         raise ValueError(f"{p['index']} lists {len(ids)} image ids for {codes.shape[0]} code rows; re-run "
                          f"pre-tokenization")
+    made_by, current = index.get("checkpoint"), sl_checkpoint_id(cfg)
+    if made_by != current:
+        raise CheckpointError(
+            f"{p['codes']} is stale: it was encoded by AugVAE-SL checkpoint {made_by!r}, but the current "
+            f"runs/{cfg.profile}/augvae_sl.pt is {current!r} (retrained since). Re-run pre-tokenization "
+            f"(notebooks/01_train_augvae.ipynb or lverse_core.training.pretokenize.pretokenize(cfg)), then "
+            f"BiART (notebooks/02_train_biart.ipynb), which was trained on the old codes.")
     return np.asarray(codes), [int(i) for i in ids]
 
 
@@ -176,5 +202,5 @@ def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_siz
     from lverse_core.training.augvae_train import checkpoint_path, load_augvae
 
     model = load_augvae(cfg, "sl", device or cfg.resolved_device())
-    ckpt = _checkpoint_id(checkpoint_path(cfg, "sl"))
+    ckpt = checkpoint_id(checkpoint_path(cfg, "sl"))
     return {s: pretokenize_split(cfg, s, model, ckpt, batch_size) for s in splits}
