@@ -143,8 +143,10 @@ def test_truncated_or_foreign_reranker_files_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=f"{path}.*truncated"):
         load_reranker(cfg)
     torch.save({"weight": torch.zeros(2)}, path)
-    with pytest.raises(CheckpointError, match="not a CLIP model"):
+    with pytest.raises(CheckpointError, match="another architecture"):
         load_reranker(cfg)
+    with pytest.raises(CheckpointError, match="not a CLIP model"):
+        open_clip(path)
 
 
 def test_openai_style_torchscript_archives_still_load(tmp_path):
@@ -157,3 +159,20 @@ def test_openai_style_torchscript_archives_still_load(tmp_path):
     with torch.no_grad():  # build_model stores weights in fp16 (as clip.load does): equal to fp16 rounding
         cos = torch.cosine_similarity(loaded.encode_image(img), model.encode_image(img))
     assert cos.item() > 0.999
+
+
+def test_a_reranker_of_another_architecture_is_refused(tmp_path):
+    from lverse_core.sampling.clip_reranker import ensure_reranker
+
+    smoke = load_profile("smoke", runs_dir=str(tmp_path))
+    ci = load_profile("ci", runs_dir=str(tmp_path))  # same runs dir: the smoke file is where ci looks
+    save_checkpoint(reranker_path(ci), build_small_clip(smoke).state_dict())
+    with pytest.raises(CheckpointError, match=r"another architecture.*'ci'.*file \(128,\) vs config \(64,\).*re-run notebooks/02"):
+        load_reranker(ci)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        ensure_reranker(ci)  # not reused as if it were ci's
+    save_checkpoint(reranker_path(ci), build_small_clip(ci).state_dict())
+    assert ensure_reranker(ci) == reranker_path(ci)
+    load_reranker(ci)
+    with pytest.raises(CheckpointError, match="not OpenAI CLIP ViT-B/32"):
+        load_reranker(load_profile("paper", **{"assets.clip_vit_b32": str(reranker_path(ci))}))

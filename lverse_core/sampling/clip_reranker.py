@@ -158,11 +158,9 @@ def read_clip_state(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def open_clip(path: str | Path, device: str | torch.device = "cpu") -> CLIP:
-    """A CLIP model rebuilt from the weights in ``path`` (fp32 on the CPU, as ``clip.load`` leaves it)."""
-    state = read_clip_state(path)
+def _build(state: dict[str, torch.Tensor], path: Path, device) -> CLIP:
     try:
-        model = build_model(state)
+        model = build_model(dict(state))  # build_model deletes OpenAI's metadata entries from the dict it gets
     except (KeyError, IndexError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"CLIP weights {path} are not a CLIP model's state dict ({type(e).__name__}: "
                               f"{str(e)[:200]}); delete the file and re-run notebooks/02_train_biart.ipynb") from e
@@ -170,6 +168,40 @@ def open_clip(path: str | Path, device: str | torch.device = "cpu") -> CLIP:
     if torch.device(device).type == "cpu":
         model.float()
     return model
+
+
+def open_clip(path: str | Path, device: str | torch.device = "cpu") -> CLIP:
+    """A CLIP model rebuilt from the weights in ``path`` (fp32 on the CPU, as ``clip.load`` leaves it)."""
+    return _build(read_clip_state(path), Path(path), device)
+
+
+# OpenAI's ViT-B/32: the shapes that tell it apart from the other released CLIPs (the paper profile's reranker)
+VIT_B32_SHAPES = {"visual.conv1.weight": (768, 3, 32, 32), "text_projection": (512, 512),
+                  "visual.positional_embedding": (50, 768)}
+_OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")  # entries of the JIT archive, not weights
+
+
+def check_reranker_architecture(cfg: Config, state: dict[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError unless ``state`` is the reranker this profile asks for: the small CLIP of ``cfg.clip``
+    (every weight's name and shape) on embedded profiles, OpenAI ViT-B/32 on the paper profile."""
+    if cfg.clip.train_steps == 0:
+        wrong = {k: tuple(state[k].shape) if k in state else None for k, v in VIT_B32_SHAPES.items()
+                 if k not in state or tuple(state[k].shape) != v}
+        if wrong:
+            raise CheckpointError(f"{path} is not OpenAI CLIP ViT-B/32 ({', '.join(f'{k}: {v}' for k, v in wrong.items())}"
+                                  f"); point assets.clip_vit_b32 / LVERSE_CLIP_WEIGHTS at ViT-B-32.pt")
+        return
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in build_small_clip(cfg).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if k not in _OPENAI_METADATA}
+    diff = [f"{k}: file {found.get(k)} vs config {expected.get(k)}"
+            for k in sorted(set(found) | set(expected)) if found.get(k) != expected.get(k)]
+    if diff:
+        raise CheckpointError(
+            f"{path} holds a CLIP of another architecture than profile {cfg.profile!r} asks for (config section "
+            f"clip, data.image_size; {len(diff)} weights differ, e.g. {'; '.join(diff[:3])}). It was trained for "
+            f"another profile: delete it and re-run notebooks/02_train_biart.ipynb (or "
+            f"lverse_core.sampling.clip_reranker.ensure_reranker) to train this profile's reranker.")
 
 
 def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer:
@@ -181,15 +213,19 @@ def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
                                     f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
-    return CLIPScorer(open_clip(path, device), device)
+    state = read_clip_state(path)
+    check_reranker_architecture(cfg, state, path)
+    return CLIPScorer(_build(state, path, device), device)
 
 
 def ensure_reranker(cfg: Config, dataset=None) -> Path:
-    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path."""
+    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path.
+    An existing file of another architecture (another profile's reranker) is a CheckpointError."""
     if cfg.clip.train_steps == 0:
         return require_asset(cfg, "clip_vit_b32")
     path = reranker_path(cfg)
-    if path.exists():
+    if path.exists():  # reused only if it is this profile's architecture (a CheckpointError says what to do)
+        check_reranker_architecture(cfg, read_clip_state(path), path)
         return path
     if dataset is None:
         from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module
