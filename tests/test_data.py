@@ -211,6 +211,35 @@ def test_imagefolder_with_a_broken_file(cfg, tmp_path):
     assert len(data.image_dataset(skip, "val", validate=True)) == len(ds) - 1
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda im: im.pop("split"), "missing key 'split'"),
+    (lambda im: im.update(sentences="a red circle."), "'sentences' must be a list, got a string"),
+    (lambda im: im.update(cocoid="12x"), "'cocoid' must be an integer, got a string"),
+    (lambda im: im.update(cocoid=True), "'cocoid' must be an integer"),
+    (lambda im: im.update(filename=7), "'filename' must be a string, got an integer"),
+    (lambda im: im["sentences"].__setitem__(0, "text"), r"sentences\[0\]: a sentence must be an object"),
+    (lambda im: im.update(split="holdout"), "split 'holdout' is not one of"),
+    (lambda im: im.update(filepath="/etc", filename="passwd"), "must be a relative path under the image root"),
+    (lambda im: im.update(filepath="../../../etc"), "must be a relative path under the image root"),
+])
+@pytest.mark.parametrize("policy", ["error", "skip"])  # a broken listing is never skipped silently
+def test_every_karpathy_entry_is_schema_checked(cfg, tmp_path, change, words, policy):
+    c, images, _ = make_coco(cfg, tmp_path, "none", policy)
+    change(images[2])  # not the first entry: the first one is fine
+    json_path = tmp_path / "coco" / "karpathy.json"
+    json_path.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    with pytest.raises(data.BadInputError, match=rf"karpathy.json, images\[2\].*{words}"):
+        data.caption_records(c, "test")
+
+
+def test_duplicate_ids_in_a_karpathy_file_are_refused(cfg, tmp_path):
+    c, images, _ = make_coco(cfg, tmp_path, "none", "error")
+    images[3]["cocoid"] = images[0]["cocoid"]
+    (tmp_path / "coco" / "karpathy.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    with pytest.raises(data.BadInputError, match=r"images\[3\].*is also the id of images\[0\]"):
+        data.caption_records(c, "test")
+
+
 def test_cc3m_tsv_bad_row(cfg, tmp_path):
     tsv = tmp_path / "cc.tsv"
     tsv.write_text("a red circle.\timg/1.png\nno tab here\n")
