@@ -249,6 +249,33 @@ def test_cc3m_tsv_bad_row(cfg, tmp_path):
         data.caption_records(c, "train")
 
 
+def test_cc3m_tsv_encoding_bom_blank_lines(tmp_path):
+    from lverse_core.data.loaders import read_cc3m_tsv
+
+    tsv = tmp_path / "cc.tsv"
+    tsv.write_bytes("\ufeffa red circle.\timg/1.png\r\n\ntwo blue squares.\timg/2.png\n\n".encode())
+    recs = read_cc3m_tsv(tsv)
+    assert [r["captions"] for r in recs] == [["a red circle."], ["two blue squares."]]  # no BOM in the caption
+    assert [r["image_id"] for r in recs] == [0, 1] and recs[1]["path"] == tmp_path / "img" / "2.png"
+    tsv.write_bytes(b"a red circle.\timg/1.png\ncaf\xe9 au lait.\timg/2.png\n")  # Latin-1
+    with pytest.raises(data.BadInputError, match=r"cc.tsv, line 2: byte 0xe9 is not UTF-8"):
+        read_cc3m_tsv(tsv)
+
+
+@pytest.mark.parametrize("row, words", [
+    ("a red circle.\timg/1.png\tCC-BY", "expected 2 tab-separated columns.*got 3"),
+    ("a red circle.\t../../etc/passwd", "relative path under the image root"),
+    ("a red circle.\t/etc/passwd", "relative path under the image root"),
+])
+def test_cc3m_tsv_rows_are_schema_checked(tmp_path, row, words):
+    from lverse_core.data.loaders import read_cc3m_tsv
+
+    tsv = tmp_path / "cc.tsv"
+    tsv.write_text(f"fine.\timg/0.png\n{row}\n")
+    with pytest.raises(data.BadInputError, match=f"cc.tsv, line 2: .*{words}"):
+        read_cc3m_tsv(tsv)
+
+
 # -- real assets that are not here ---------------------------------------------------------------------------------
 
 def test_paper_assets_missing_are_named(tmp_path, monkeypatch):

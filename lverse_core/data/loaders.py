@@ -21,7 +21,6 @@ TSV) are schema-checked entry by entry in ``lverse_core.data.records``; a broken
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from functools import partial
@@ -187,6 +186,35 @@ def _karpathy_records(cfg: Config, split: str) -> list[dict]:
             for r in karpathy_records(json_path, image_root) if r["split"] in wanted]
 
 
+def read_cc3m_tsv(tsv: Path) -> list[dict]:
+    """Every row of a CC3M TSV (``caption<TAB>image path``, UTF-8, no header) as a schema-checked record.
+
+    A UTF-8 byte-order mark is dropped and blank lines (e.g. a trailing one) are not rows. Non-UTF-8 bytes, a row
+    without exactly two columns or a path outside the TSV's folder is a BadInputError naming the line.
+    Image ids are row numbers (0-based, blank lines not counted).
+    """
+    raw = Path(tsv).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise entry_error(tsv, f"line {line}", f"byte 0x{raw[e.start]:02x} is not UTF-8 (a Latin-1 or other "
+                                               f"encoded file?); re-save the TSV as UTF-8") from None
+    records, entries = [], []
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise entry_error(tsv, f"line {n}", f"expected 2 tab-separated columns 'caption<TAB>image path', got "
+                                                f"{len(cols)}: {line!r:.80}")
+        path = image_path(tsv, f"line {n}", Path(tsv).parent, cols[1])
+        records.append({"image_id": len(records), "path": path, "captions": [cols[0]]})
+        entries.append(f"line {n}")
+    return check_records(tsv, records, entries)
+
+
 def _cc3m_records(cfg: Config, split: str) -> list[dict]:
     if cfg.data.source == "shapes":
         from lverse_core.data.shapes_dataset import ensure_dataset
@@ -194,12 +222,7 @@ def _cc3m_records(cfg: Config, split: str) -> list[dict]:
         tsv = ensure_dataset(cfg) / "cc3m_train.tsv"
     else:
         tsv = require_asset(cfg, "cc3m_tsv")
-    rows = []
-    with open(tsv, newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)):
-            if len(row) < 2:
-                raise BadInputError(f"{tsv}, line {i + 1}: expected 'caption<TAB>image path', got {row!r}")
-            rows.append({"image_id": i, "path": tsv.parent / row[1], "captions": [row[0]]})
+    rows = read_cc3m_tsv(tsv)
     n_test, n_val = cfg.data.n_test, cfg.data.n_val
     if len(rows) <= n_val + n_test:
         raise BadInputError(f"{tsv}: {len(rows)} rows are not enough for n_val={n_val} + n_test={n_test} + train")
