@@ -205,8 +205,7 @@ class Config:
     def path(self, template: str) -> Path:
         """A config path template with {profile} filled in, relative paths taken from the repo root."""
         p = Path(template.format(profile=self.profile))
-        # LVERSE_WORKDIR moves every relative output (data, runs, reports) elsewhere, e.g. a test's tmp dir.
-        return p if p.is_absolute() else Path(os.environ.get("LVERSE_WORKDIR") or REPO_ROOT) / p
+        return p if p.is_absolute() else workdir() / p
 
     @property
     def data_root(self) -> Path:
@@ -238,6 +237,23 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def workdir() -> Path:
+    """Where relative outputs (data, runs, reports) go: ``LVERSE_WORKDIR`` (e.g. a test's tmp dir) or the repo root.
+
+    A relative ``LVERSE_WORKDIR`` is taken against the current directory and written back to the environment as an
+    absolute path, so the notebook kernels and subprocesses started later (with another cwd: the runner starts
+    kernels in the repo root) use the same folder instead of splitting the run in two.
+    """
+    value = os.environ.get("LVERSE_WORKDIR")
+    if not value:
+        return REPO_ROOT
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = p.absolute()
+        os.environ["LVERSE_WORKDIR"] = str(p)
+    return p
 
 
 # Environment variables that override asset paths (they win over the YAML).
@@ -499,6 +515,7 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
     (``augvae_train={"ml_steps": 5}``). Asset paths set in the environment (``ASSET_ENV``) win over the YAML.
     """
     _check_profile_name(name)
+    workdir()  # pin a relative LVERSE_WORKDIR now, before any kernel or worker inherits the environment
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(available_profiles())}")

@@ -132,3 +132,22 @@ def test_a_saved_config_with_a_path_as_profile_is_refused():
     tree["profile"] = "../../elsewhere"  # would put data/, runs/ and reports/ outside the work directory
     with pytest.raises(ConfigError, match="not a plain name"):
         config_from_dict(tree)
+
+
+def test_a_relative_workdir_means_the_same_folder_to_kernels_started_elsewhere(monkeypatch, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from lverse_core.config import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LVERSE_WORKDIR", "rel/work")
+    cfg = load_profile("ci")
+    assert cfg.reports_root == tmp_path / "rel" / "work" / "reports" / "ci"
+    assert os.environ["LVERSE_WORKDIR"] == str(tmp_path / "rel" / "work")  # pinned for child processes
+    # a notebook kernel: another process, started in the repo root (as the runner does), same environment
+    child = subprocess.run([sys.executable, "-c", "from lverse_core import load_profile; "
+                            "print(load_profile('ci').reports_root)"], cwd=REPO_ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True)
+    assert child.stdout.strip() == str(cfg.reports_root)
