@@ -1,6 +1,7 @@
 """Run the kit's notebooks in order with papermill and assemble ``reports/<profile>/``.
 
     python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]
+    python -m lverse_core doctor --profile smoke      (is this machine ready? see lverse_core.pipeline.doctor)
 
 For each selected notebook: check the parameters against ``papermill.inspect_notebook`` (papermill itself only
 logs unknown ones), execute it into ``reports/<profile>/executed/``, convert it to a self-contained HTML page in
@@ -312,8 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="extra notebook parameter (validated against each notebook's parameters cell)")
     sub.add_parser("list", help="list the notebooks and their parameters")
+    d = sub.add_parser("doctor", help="check this machine for a profile (Java, assets, stale artefacts, disk)")
+    d.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
     args = ap.parse_args(argv)
     try:
+        if args.command == "doctor":
+            from lverse_core.pipeline.doctor import doctor
+
+            return doctor(load_profile(args.profile))
         if args.command == "list":
             import papermill
 
