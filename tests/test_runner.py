@@ -86,3 +86,24 @@ def test_cli_exit_status_and_message(workdir):
     out = subprocess.run([sys.executable, "-m", "lverse_core", "run", "--profile", "nope"], capture_output=True,
                          text=True, cwd=REPO_ROOT)
     assert out.returncode == 1 and "unknown profile 'nope'" in out.stderr and "smoke" in out.stderr
+
+
+def test_a_partial_rerun_keeps_the_other_notebooks_in_the_manifest(workdir):
+    # write_manifest / write_index alone (no papermill): what `run --only 01` leaves after a full run
+    from lverse_core.config import load_profile
+
+    cfg = load_profile("ci")
+    full = runner.RunRecord("ci", "2026-01-01T10:00:00", [runner.NotebookResult("00_first", "ok", 1.0),
+                                                           runner.NotebookResult("01_second", "ok", 2.0)])
+    runner.write_manifest(cfg, full, {})
+    rerun = runner.RunRecord("ci", "2026-01-02T10:00:00", [runner.NotebookResult("01_second", "failed", 3.0,
+                                                                                 error="cell 1: boom")])
+    runner.write_manifest(cfg, rerun, {})
+    manifest = json.loads((cfg.reports_root / "manifest.json").read_text())
+    first, second = manifest["notebooks"]
+    assert first["name"] == "00_first" and first["status"] == "ok" and first["from_earlier_run"]
+    assert first["run_started"] == "2026-01-01T10:00:00"
+    assert second["status"] == "failed" and second["run_started"] == "2026-01-02T10:00:00"
+    assert second["earlier"]["status"] == "ok"  # the earlier good run of it is still on record
+    index = runner.write_index(cfg).read_text()
+    assert "00_first" in index and "from an earlier run (2026-01-01T10:00:00)" in index

@@ -180,12 +180,45 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _read_manifest(root: Path) -> dict[str, Any]:
+    try:
+        tree = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: nothing earlier to keep
+        return {}
+    return tree if isinstance(tree, dict) else {}
+
+
+def _merge_notebooks(previous: dict[str, Any], record: RunRecord, commit: str) -> list[dict[str, Any]]:
+    """This run's notebook entries plus the earlier manifest's entries of notebooks this run did not select
+    (``--only``), each saying which run it comes from, so a partial rerun keeps the report's provenance whole.
+    A notebook this run selected replaces its earlier entry, whose status and run are kept under ``earlier``."""
+    this = {n.name: {**vars(n), "run_started": record.started, "commit": commit} for n in record.notebooks}
+    earlier: dict[str, dict] = {}
+    if previous.get("profile") == record.profile:
+        for n in previous.get("notebooks", []):
+            if isinstance(n, dict) and isinstance(n.get("name"), str):
+                earlier[n["name"]] = {"run_started": previous.get("started"), "commit": previous.get("commit"),
+                                      **{k: v for k, v in n.items() if k != "earlier"}}
+    merged = []
+    for name in sorted(set(this) | set(earlier)):
+        if name in this:
+            entry = this[name]
+            if name in earlier:
+                entry["earlier"] = {k: earlier[name].get(k) for k in ("status", "run_started", "commit")}
+        else:
+            entry = {**earlier[name], "from_earlier_run": True}
+        merged.append(entry)
+    return merged
+
+
 def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
+    """``manifest.json`` of this run; entries of notebooks it did not select are kept from the earlier manifest."""
+    commit = git_commit()
     manifest = {
         "profile": record.profile,
         "started": record.started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
@@ -193,8 +226,8 @@ def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
         "seed": cfg.seed,
         "parameters": params,
         "config": cfg.to_dict(),
-        "notebooks": [vars(n) for n in record.notebooks],
-        "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),
+        "notebooks": _merge_notebooks(_read_manifest(cfg.reports_root), record, commit),
+        "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),  # of this run
     }
     return write_json_atomic(cfg.reports_root / "manifest.json", manifest)
 
@@ -223,6 +256,8 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if nb.get("executed"):
             links.append(f"<a href='{esc(nb['executed'])}'>ipynb</a>")
         err = f"<br><small>{esc(nb['error'])}</small>" if nb.get("error") else ""
+        if nb.get("from_earlier_run"):
+            err += f"<br><small>from an earlier run ({esc(str(nb.get('run_started')))})</small>"
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
                      f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
     parts.append("</table>")
