@@ -107,3 +107,41 @@ def test_a_partial_rerun_keeps_the_other_notebooks_in_the_manifest(workdir):
     assert second["earlier"]["status"] == "ok"  # the earlier good run of it is still on record
     index = runner.write_index(cfg).read_text()
     assert "00_first" in index and "from an earlier run (2026-01-01T10:00:00)" in index
+
+
+def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkeypatch):
+    # papermill and nbconvert replaced by stand-ins: this checks the runner's bookkeeping, not the kernels
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    outcome = {"01_second": "ok"}
+
+    def fake_execute(src, dst, **kw):
+        name = src.rsplit("/", 1)[-1][:-6]
+        with open(dst, "w") as f:
+            f.write(json.dumps({"run": outcome.get(name, "ok"), "name": name}))
+        if outcome.get(name) == "fail":
+            raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
+
+    def fake_html(executed, out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(executed.read_text())
+        return out
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", fake_html)
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    root = workdir / "reports" / "ci"
+    for attempt in range(2):  # failing twice in a row still points at the one good run
+        outcome["01_second"] = "fail"
+        with pytest.raises(runner.RunError):
+            runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+        assert json.loads((root / "executed" / "01_second.ipynb").read_text())["run"] == "fail"  # traceback copy
+        assert json.loads((root / "executed" / "last_good" / "01_second.ipynb").read_text())["run"] == "ok"
+        entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
+        assert entry["status"] == "failed" and entry["last_good"] == "html/last_good/01_second.html"
+        assert json.loads((root / entry["last_good"]).read_text())["run"] == "ok"
+        assert "last good run" in (root / "index.html").read_text()
+    outcome["01_second"] = "ok"
+    runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+    assert not (root / "executed" / "last_good" / "01_second.ipynb").exists()  # a good run replaces it

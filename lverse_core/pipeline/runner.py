@@ -45,6 +45,7 @@ class NotebookResult:
     executed: str = ""
     html: str = ""
     error: str = ""
+    last_good: str = ""  # failed notebooks: the previous good executed copy, kept (see run)
 
 
 @dataclass
@@ -256,6 +257,8 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if nb.get("executed"):
             links.append(f"<a href='{esc(nb['executed'])}'>ipynb</a>")
         err = f"<br><small>{esc(nb['error'])}</small>" if nb.get("error") else ""
+        if nb.get("last_good"):
+            err += f"<br><small><a href='{esc(nb['last_good'])}'>last good run</a></small>"
         if nb.get("from_earlier_run"):
             err += f"<br><small>from an earlier run ({esc(str(nb.get('run_started')))})</small>"
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
@@ -290,6 +293,25 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 
+def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
+    """Copy the executed notebook and HTML page of a notebook whose last run was ok to ``last_good/`` before it
+    runs again: papermill writes the new copy in place (a failure keeps its traceback there), and a failed rerun
+    must not destroy the last good result. Returns the copies (executed, then HTML), removed again on success."""
+    import shutil
+
+    if not was_ok:  # the copy in place is not a good one; an earlier set-aside copy (if any) stays the last good
+        return [p for p in (root / "executed" / "last_good" / nb.name, root / "html" / "last_good" / f"{nb.stem}.html")
+                if p.exists()]
+    copies = []
+    for src, dst in ((root / "executed" / nb.name, root / "executed" / "last_good" / nb.name),
+                     (root / "html" / f"{nb.stem}.html", root / "html" / "last_good" / f"{nb.stem}.html")):
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            copies.append(dst)
+    return copies
+
+
 def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
         notebook_dir: Path = NOTEBOOK_DIR, log=print) -> RunRecord:
     """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails."""
@@ -302,12 +324,16 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     per_book = notebook_parameters(books, params)  # all checks before anything runs
     root = cfg.reports_root
     (root / "executed").mkdir(parents=True, exist_ok=True)
+    previous = _read_manifest(root)
+    was_ok = {n.get("name") for n in previous.get("notebooks", []) if isinstance(n, dict) and n.get("status") == "ok"
+              } if previous.get("profile") == profile else set()
     record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
     failure: str | None = None
     for i, nb in enumerate(books):
         res = record.notebooks[i]
         executed = root / "executed" / nb.name
+        good = _set_aside_good_copy(root, nb, nb.stem in was_ok)
         log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
         t0 = time.monotonic()
         try:
@@ -325,6 +351,11 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
                 res.html = _rel(notebook_to_html(executed, root / "html" / f"{nb.stem}.html"), root)
             except Exception as e:  # a page that fails to render must not hide the notebook's own result
                 log(f"    warning: HTML conversion of {nb.name} failed: {e}")
+        if res.status == "ok":
+            for p in good:
+                p.unlink(missing_ok=True)
+        elif good:
+            res.last_good = _rel(good[-1], root)  # the HTML page if there was one, else the executed copy
         if res.status != "ok":
             failure = (f"notebook {nb.name} failed at {res.error}\n"
                        f"    executed copy with the traceback: {executed}")
