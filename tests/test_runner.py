@@ -145,3 +145,31 @@ def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkey
     outcome["01_second"] = "ok"
     runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
     assert not (root / "executed" / "last_good" / "01_second.ipynb").exists()  # a good run replaces it
+
+
+def test_tables_of_a_notebook_that_failed_are_marked_stale(books, workdir, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    fail = set()
+
+    def fake_execute(src, dst, **kw):
+        name = src.rsplit("/", 1)[-1][:-6]
+        with open(dst, "w") as f:
+            f.write("{}")
+        if name in fail:
+            raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
+        if name == "00_first":  # what the real notebook writes through lverse_core.report
+            (root / "tables").mkdir(parents=True, exist_ok=True)
+            (root / "tables" / "toy_table.csv").write_text("model,score\nx,0.5\n")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    root = workdir / "reports" / "ci"
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    assert json.loads((root / "manifest.json").read_text())["notebooks"][0]["outputs"] == ["tables/toy_table.csv"]
+    assert "stale" not in (root / "index.html").read_text()
+    fail.add("00_first")
+    with pytest.raises(runner.RunError):
+        runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
+    assert "stale: written by an earlier run of 00_first failed" in (root / "index.html").read_text()

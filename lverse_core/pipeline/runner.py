@@ -46,6 +46,7 @@ class NotebookResult:
     html: str = ""
     error: str = ""
     last_good: str = ""  # failed notebooks: the previous good executed copy, kept (see run)
+    outputs: list[str] = field(default_factory=list)  # tables/figures/results it wrote, relative to the report
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _merge_notebooks(previous: dict[str, Any], record: RunRecord, commit: str) -
         if name in this:
             entry = this[name]
             if name in earlier:
-                entry["earlier"] = {k: earlier[name].get(k) for k in ("status", "run_started", "commit")}
+                entry["earlier"] = {k: earlier[name].get(k) for k in ("status", "run_started", "commit", "outputs")}
         else:
             entry = {**earlier[name], "from_earlier_run": True}
         merged.append(entry)
@@ -264,6 +265,12 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
                      f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
     parts.append("</table>")
+    # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
+    stale = {}
+    for nb in manifest.get("notebooks", []):
+        if nb.get("status") != "ok":
+            for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
+                stale[out] = f"{nb['name']} {nb.get('status')}"
     tables = sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []
     if tables:
         parts.append("<h2>Tables</h2>")
@@ -271,6 +278,9 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         links = " · ".join(f"<a href='{_rel(t.with_suffix(s), root)}'>{s[1:]}</a>" for s in (".csv", ".md", ".tex")
                            if t.with_suffix(s).exists())
         df = pd.read_csv(t)
+        if _rel(t, root) in stale:
+            links += (f"<br><span class='failed'>stale: written by an earlier run of {esc(stale[_rel(t, root)])} in "
+                      f"the latest run; re-run that notebook</span>")
         parts.append(f"<h3>{esc(t.stem)}</h3><p>{links}</p>{df.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.4g}')}")
     figures = sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []
     if figures:
@@ -292,6 +302,13 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
+
+def _output_files(root: Path) -> dict[str, int]:
+    """{path relative to the report: mtime} of the tables, figures and results: what a notebook wrote is what
+    changed while it ran (notebooks write them through lverse_core.report, which knows no notebook)."""
+    return {_rel(p, root): p.stat().st_mtime_ns for d in ("tables", "figures", "results") if (root / d).is_dir()
+            for p in (root / d).iterdir() if p.is_file()}
+
 
 def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
     """Copy the executed notebook and HTML page of a notebook whose last run was ok to ``last_good/`` before it
@@ -334,6 +351,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         res = record.notebooks[i]
         executed = root / "executed" / nb.name
         good = _set_aside_good_copy(root, nb, nb.stem in was_ok)
+        before = _output_files(root)
         log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
         t0 = time.monotonic()
         try:
@@ -345,6 +363,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         except Exception as e:  # kernel died, notebook unreadable ...
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         res.seconds = round(time.monotonic() - t0, 1)
+        res.outputs = sorted(k for k, v in _output_files(root).items() if before.get(k) != v)
         res.executed = _rel(executed, root) if executed.exists() else ""
         if executed.exists():
             try:
