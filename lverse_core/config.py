@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +207,7 @@ class Config:
     def path(self, template: str) -> Path:
         """A config path template with {profile} filled in, relative paths taken from the repo root."""
         p = Path(template.format(profile=self.profile))
-        # LVERSE_WORKDIR moves every relative output (data, runs, reports) elsewhere, e.g. a test's tmp dir.
-        return p if p.is_absolute() else Path(os.environ.get("LVERSE_WORKDIR") or REPO_ROOT) / p
+        return p if p.is_absolute() else workdir() / p
 
     @property
     def data_root(self) -> Path:
@@ -239,6 +239,23 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def workdir() -> Path:
+    """Where relative outputs (data, runs, reports) go: ``LVERSE_WORKDIR`` (e.g. a test's tmp dir) or the repo root.
+
+    A relative ``LVERSE_WORKDIR`` is taken against the current directory and written back to the environment as an
+    absolute path, so the notebook kernels and subprocesses started later (with another cwd: the runner starts
+    kernels in the repo root) use the same folder instead of splitting the run in two.
+    """
+    value = os.environ.get("LVERSE_WORKDIR")
+    if not value:
+        return REPO_ROOT
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = p.absolute()
+        os.environ["LVERSE_WORKDIR"] = str(p)
+    return p
 
 
 # Environment variables that override asset paths (they win over the YAML).
@@ -292,8 +309,19 @@ def require_asset(cfg: Config, name: str) -> Path:
 
 # -- loading and validation --------------------------------------------------------------------------------------
 
+# A profile name is a plain file stem: it becomes part of paths (configs/<name>.yaml, data/<name>, runs/<name>,
+# reports/<name>), so separators or '..' would read a YAML outside configs/ and write outside the work directory.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if PROFILE_NAME.fullmatch(p.stem))
+
+
+def _check_profile_name(name: Any) -> None:
+    if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+        raise ConfigError(f"profile name {name!r} is not a plain name (letters, digits, '_' and '-' only; it names "
+                          f"configs/<name>.yaml); valid profiles: {', '.join(available_profiles())}")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -367,11 +395,87 @@ def _get(cfg: Config, dotted: str) -> Any:
     return obj
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one number (or of every item of a list of numbers); ``None`` = unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself excluded
+    hi_open: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, lo_open=True)
+FRACTION, OPEN_FRACTION = Range(0, 1), Range(0, 1, hi_open=True)
+
+# The declared range of every number in a profile (tests/test_config.py checks that none is missing). Counts of
+# optimizer steps are at least 1: a non-positive count would write an untrained checkpoint marked finished.
+RANGES: dict[str, Range] = {
+    "seed": AT_LEAST_0,
+    "data.image_size": Range(16), "data.n_train": AT_LEAST_0, "data.n_val": AT_LEAST_0, "data.n_test": AT_LEAST_0,
+    "data.n_restval": AT_LEAST_0, "data.captions_per_image": AT_LEAST_1, "data.max_objects": AT_LEAST_1,
+    "data.ood_images": AT_LEAST_0, "data.min_image_side": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
+    "data.gen_workers": AT_LEAST_0,
+    "augvae.hidden": AT_LEAST_1, "augvae.ch_mult": AT_LEAST_1, "augvae.z_channels": AT_LEAST_1,
+    "augvae.codebook_size": Range(2), "augvae.n_levels": AT_LEAST_1, "augvae.sl_level": AT_LEAST_0,
+    "augvae.enc_res_blocks": AT_LEAST_0, "augvae.dec_res_blocks": AT_LEAST_0, "augvae.mid_res_blocks": AT_LEAST_0,
+    "augvae.norm_groups": AT_LEAST_1, "augvae.decay": OPEN_FRACTION, "augvae.eps": POSITIVE,
+    "augvae.beta": AT_LEAST_0, "augvae.dead_code_threshold": AT_LEAST_0,
+    "augvae_train.batch_size": AT_LEAST_1, "augvae_train.ml_steps": AT_LEAST_1, "augvae_train.sl_steps": AT_LEAST_1,
+    "augvae_train.baseline_steps": AT_LEAST_0,  # 0 = off (no control)
+    "augvae_train.lr": POSITIVE, "augvae_train.weight_decay": AT_LEAST_0,
+    "augvae_train.plateau_factor": Range(0, 1, lo_open=True, hi_open=True), "augvae_train.plateau_patience": AT_LEAST_0,
+    "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,
+    "augvae_train.timeout_s": AT_LEAST_0,
+    "biart.n_layer": AT_LEAST_1, "biart.n_head": AT_LEAST_1, "biart.n_embd": AT_LEAST_1, "biart.dropout": OPEN_FRACTION,
+    "biart.text_len": Range(2),  # at least [SOT] and one token
+    "biart_train.batch_size": AT_LEAST_1, "biart_train.steps": AT_LEAST_1, "biart_train.lr": POSITIVE,
+    "biart_train.warmup_steps": AT_LEAST_0, "biart_train.min_lr_ratio": FRACTION, "biart_train.betas": OPEN_FRACTION,
+    "biart_train.weight_decay": AT_LEAST_0, "biart_train.grad_clip": AT_LEAST_0,  # 0 = no clipping
+    "biart_train.ref_loss_weight": AT_LEAST_0, "biart_train.gen_loss_weight": AT_LEAST_0,
+    "biart_train.log_every": AT_LEAST_1, "biart_train.ckpt_every": AT_LEAST_1, "biart_train.timeout_s": AT_LEAST_0,
+    "sampling.temperature": AT_LEAST_0,  # 0 = greedy
+    "sampling.top_k": AT_LEAST_0, "sampling.top_p": Range(0, 1, lo_open=True), "sampling.n_candidates": AT_LEAST_1,
+    "sampling.n_repeats": AT_LEAST_1, "sampling.caption_tokens": AT_LEAST_1, "sampling.batch_size": AT_LEAST_1,
+    "clip.train_steps": AT_LEAST_0,  # 0 = OpenAI ViT-B/32 from assets.clip_vit_b32
+    "clip.batch_size": AT_LEAST_1, "clip.lr": POSITIVE, "clip.embed_dim": AT_LEAST_1, "clip.vision_width": Range(64),
+    "clip.vision_layers": AT_LEAST_1, "clip.vision_patch_size": AT_LEAST_1, "clip.transformer_width": Range(64),
+    "clip.transformer_heads": AT_LEAST_1, "clip.transformer_layers": AT_LEAST_1, "clip.context_length": Range(2),
+    "eval.t2i_prompts": AT_LEAST_1, "eval.blur_radii": AT_LEAST_0, "eval.human_eval_pool": AT_LEAST_1,
+    "eval.human_eval_form_size": AT_LEAST_1, "eval.human_eval_raters": AT_LEAST_1, "eval.bootstrap": AT_LEAST_1,
+    "eval.judge_steps": AT_LEAST_1, "eval.judge_batch_size": AT_LEAST_1, "eval.judge_lr": POSITIVE,
+    "eval.judge_width": AT_LEAST_1, "eval.judge_feature_dim": AT_LEAST_1,
+    "eval.judge_image_size": AT_LEAST_0,  # 0 = data.image_size
+    "eval.judge_noise": AT_LEAST_0,
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, allowed in RANGES.items():
+        value = _get(cfg, key)
+        for v in value if isinstance(value, list) else [value]:
+            if v != v or v not in allowed:  # v != v: NaN, which compares false with every bound
+                raise ConfigError(f"{key}: {value!r} is out of range; allowed: {allowed}"
+                                  + (" for every item" if isinstance(value, list) else ""))
+
+
 def validate(cfg: Config) -> Config:
+    _check_profile_name(cfg.profile)
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
             raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(allowed)}")
-    if cfg.data.image_size % 8 or cfg.data.image_size < 16:
+    _check_ranges(cfg)  # first: the checks below divide by some of these numbers
+    if cfg.data.image_size % 8:
         raise ConfigError(f"data.image_size: {cfg.data.image_size} must be a multiple of 8 and at least 16")
     a = cfg.augvae
     down = 2 ** (len(a.ch_mult) - 1)
@@ -387,23 +491,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"augvae.norm_groups: {a.norm_groups} does not divide channel count {ch}")
     if cfg.biart.n_embd % cfg.biart.n_head:
         raise ConfigError(f"biart.n_embd ({cfg.biart.n_embd}) must be divisible by biart.n_head ({cfg.biart.n_head})")
-    positive = ["data.image_size", "augvae.codebook_size", "augvae_train.batch_size",
-                "biart_train.batch_size", "biart.text_len", "sampling.n_candidates", "sampling.caption_tokens"]
-    for key in positive:
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
     if cfg.data.source == "shapes" and cfg.data.n_train <= 0:
         raise ConfigError(f"data.n_train: the embedded data set needs a positive size, got {cfg.data.n_train}")
-    for key in ("eval.judge_steps", "eval.judge_batch_size", "eval.judge_width", "eval.judge_feature_dim",
-                "eval.bootstrap"):
-        if _get(cfg, key) <= 0:
-            raise ConfigError(f"{key}: must be positive, got {_get(cfg, key)}")
     for part in cfg.eval.t2i_split.split("+"):
         if part not in ("train", "restval", "val", "test"):
             raise ConfigError(f"eval.t2i_split: {cfg.eval.t2i_split!r}; use train, restval, val or test, or several "
                               f"joined with '+' (e.g. 'val+test')")
-    if not 0.0 < cfg.sampling.top_p <= 1.0:
-        raise ConfigError(f"sampling.top_p: {cfg.sampling.top_p} must be in (0, 1]")
     return cfg
 
 
@@ -423,8 +516,10 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
     Overrides use dotted keys (``load_profile("ci", **{"augvae.ml_steps": 5})``) or whole sections
     (``augvae_train={"ml_steps": 5}``). Asset paths set in the environment (``ASSET_ENV``) win over the YAML.
     """
+    _check_profile_name(name)
+    workdir()  # pin a relative LVERSE_WORKDIR now, before any kernel or worker inherits the environment
     path = CONFIG_DIR / f"{name}.yaml"
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(available_profiles())}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}

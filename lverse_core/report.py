@@ -119,6 +119,42 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return path
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0 and not isinstance(pid, bool)  # exists but is not ours (or an absurd pid)
+    return True
+
+
+def remove_stale_temps(paths, pid_of) -> list[Path]:
+    """Delete the temp files/folders in ``paths`` whose writer is gone: ``pid_of(path)`` is the writer's pid,
+    or None when the name holds none (earlier kit versions). Leftovers of a SIGKILLed write are never reused,
+    only wasted space, so they go the next time the same artefact is written or checked. Returns what was removed."""
+    import shutil
+
+    gone = []
+    for p in paths:
+        pid = pid_of(p)
+        if pid is not None and pid_alive(pid):
+            continue  # a write in progress in another process
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+def pid_suffix(name: str, sep: str) -> int | None:
+    """The pid after the last ``sep`` of a temp name (``.ci.tmp-4242`` -> 4242), None if there is none."""
+    tail = name.rsplit(sep, 1)[-1] if sep in name else ""
+    return int(tail) if tail.isdigit() else None
+
+
 def save_results(cfg: Config, name: str, results: dict[str, Any]) -> Path:
     """Write ``results/<name>.json`` (with the run's provenance added)."""
     return write_json_atomic(report_dir(cfg, "results") / f"{name}.json", {**results, "provenance": provenance(cfg)})

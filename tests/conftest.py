@@ -20,6 +20,17 @@ import synthetic_scenes as syn  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
 
 
+OFFLINE_SITE = Path(__file__).resolve().parent / "offline_site"
+
+
+def offline_env(env: dict) -> dict:
+    """``env`` with the offline guard on: processes started with it (notebook kernels, workers) import
+    tests/offline_site/sitecustomize.py, which blocks every connection but loopback."""
+    env["LVERSE_BLOCK_NETWORK"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(OFFLINE_SITE), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """Point every relative output path of the profiles (data/, runs/, reports/) at a fresh tmp dir."""
@@ -58,7 +69,8 @@ def trained_judge(synth_cfg, synth_data):
 
 @pytest.fixture(scope="session")
 def ci_pipeline(tmp_path_factory):
-    """The whole pipeline on the ci profile, run once by the real runner (papermill) into a tmp workdir.
+    """The whole pipeline on the ci profile, run once by the real runner (papermill) into a tmp workdir, with the
+    network blocked in the notebook kernels (``offline_env``).
 
     Returns (workdir, run record). Tests that check a notebook's outputs read them from here instead of running
     the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
@@ -68,6 +80,8 @@ def ci_pipeline(tmp_path_factory):
     work = tmp_path_factory.mktemp("ci_pipeline")
     mp = pytest.MonkeyPatch()
     mp.setenv("LVERSE_WORKDIR", str(work))
+    for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
+        mp.setenv(key, value)  # the kernels run offline: the pipeline must need no network (tests/test_offline.py)
     try:
         record = runner.run("ci", log=print)
     finally:

@@ -2,6 +2,7 @@
 checkpoint errors and resumable pre-tokenization. Tiny sizes; the whole file runs in well under a minute."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from lverse_core.models.augvae import AugVAE, count_parameters
 from lverse_core.training.augvae_train import checkpoint_path, load_augvae, train_augvae
 from lverse_core.config import MissingAssetError, load_profile
-from lverse_core.training.pretokenize import load_codes, pretokenize_split
+from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
 from lverse_core.models.quantize import EMAVectorQuantizer
 from lverse_core.training.loop import CheckpointError, DistInfo, save_checkpoint
 
@@ -276,22 +277,31 @@ def test_perceptual_loss_without_weights_is_a_clear_error(tmp_path):
 
 # -- pre-tokenization --------------------------------------------------------------------------------------------
 
+def _fake_sl_checkpoint(cfg, content: bytes = b"sl weights") -> str:
+    """Stand-in bytes for runs/<profile>/augvae_sl.pt; returns its checkpoint id (what load_codes compares)."""
+    path = checkpoint_path(cfg, "sl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return checkpoint_id(path)
+
+
 def test_pretokenize_is_resumable_and_not_redone(tmp_path):
     cfg = tiny_cfg(tmp_path)
+    ck1 = _fake_sl_checkpoint(cfg)
     sl = AugVAE.from_config(cfg, "sl").eval()
     images = synthetic_images(10, cfg.data.image_size)
     records = [{"image_id": 100 + i, "path": None, "captions": []} for i in range(10)]
     load = lambda r: images[r["image_id"] - 100]  # noqa: E731
-    pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load, stop_after_batches=1)
+    pretokenize_split(cfg, "val", sl, ck1, batch_size=4, records=records, load_image=load, stop_after_batches=1)
     with pytest.raises(FileNotFoundError, match="interrupted"):
         load_codes(cfg, "val")
-    path = pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load)
+    path = pretokenize_split(cfg, "val", sl, ck1, batch_size=4, records=records, load_image=load)
     codes, ids = load_codes(cfg, "val")
     assert codes.dtype == np.uint16 and codes.shape == (10, cfg.image_grid, cfg.image_grid)
     assert ids == list(range(100, 110))
     assert np.array_equal(codes, sl.encode(images).numpy())
     mtime = path.stat().st_mtime_ns
-    pretokenize_split(cfg, "val", sl, "ck1", batch_size=4, records=records, load_image=load)
+    pretokenize_split(cfg, "val", sl, ck1, batch_size=4, records=records, load_image=load)
     assert path.stat().st_mtime_ns == mtime  # finished: not redone
     with pytest.raises(ValueError, match="expected uint16"):
         load_codes(tiny_cfg(tmp_path, **{"data.image_size": 64}), "val")
@@ -308,3 +318,68 @@ def test_control_steps_zero_means_off(tmp_path):
     assert not checkpoint_path(off, "baseline").exists()
     on = tiny_cfg(tmp_path / "on", **{"augvae_train.baseline_steps": 3})
     assert planned_steps(on, "baseline") == 3 and control_enabled(on)
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for AugVAE-SL in pre-tokenization: remembers the images it is given, returns zero codes."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.w, self.grid, self.seen = torch.nn.Parameter(torch.zeros(1)), grid, []
+        self.quantizer = type("Q", (), {"codebook_size": 16})()
+
+    def encode(self, x):
+        self.seen.append(x.clone())
+        return torch.zeros(x.shape[0], self.grid, self.grid, dtype=torch.long)
+
+
+def _odd_images(tmp_path):
+    """A 16-bit grey, a half-transparent RGBA and a truncated PNG, 32 px, as records."""
+    from PIL import Image
+
+    paths = [tmp_path / "i16.png", tmp_path / "rgba.png", tmp_path / "trunc.png"]
+    Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16)).save(paths[0])  # mid grey in 16 bits
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(paths[1])  # fully transparent: white once composited
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(paths[2])
+    paths[2].write_bytes(paths[2].read_bytes()[:40])
+    return [{"image_id": i, "path": p, "captions": ["x"]} for i, p in enumerate(paths)]
+
+
+def test_pretokenize_decodes_images_with_the_kits_loader_and_bad_input_policy(tmp_path):
+    from lverse_core.data.loaders import BadInputError
+
+    records = _odd_images(tmp_path)
+    cfg = tiny_cfg(tmp_path)
+    ck = _fake_sl_checkpoint(cfg)
+    with pytest.raises(BadInputError, match="trunc.png.*data.bad_input = skip"):
+        pretokenize_split(cfg, "val", _Recorder(cfg.image_grid), ck, records=records)
+    cfg = tiny_cfg(tmp_path, **{"data.bad_input": "skip"})
+    model = _Recorder(cfg.image_grid)
+    pretokenize_split(cfg, "val", model, ck, records=records)
+    seen = torch.cat(model.seen)
+    assert seen.shape[0] == 2  # the truncated image is left out
+    assert abs(seen[0].mean().item()) < 0.02  # 16-bit mid grey stays mid grey (a plain convert gave white)
+    assert seen[1].min().item() > 0.99  # transparency composited on white, as the other loaders do
+    index = json.loads((cfg.runs_root / "codes" / "val_index.json").read_text())
+    assert index["image_ids"] == [0, 1] and index["skipped_ids"] == [2]
+    codes, ids = load_codes(cfg, "val")
+    assert ids == [0, 1] and codes.shape == (2, cfg.image_grid, cfg.image_grid)
+    model.seen.clear()
+    pretokenize_split(cfg, "val", model, ck, records=records)
+    assert model.seen == []  # finished with a skipped image: still not redone
+
+
+def test_codes_of_a_retrained_sl_checkpoint_are_refused(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    old = _fake_sl_checkpoint(cfg, b"first training")
+    pretokenize_split(cfg, "val", _Recorder(cfg.image_grid), old, records=[{"image_id": 1, "path": None}],
+                      load_image=lambda r: torch.zeros(3, 32, 32))
+    assert load_codes(cfg, "val")[1] == [1]
+    os.utime(checkpoint_path(cfg, "sl"), (0, 0))  # touched or copied: the same checkpoint, still accepted
+    assert load_codes(cfg, "val")[1] == [1]
+    _fake_sl_checkpoint(cfg, b"second train")  # SL retrained: same size, other weights
+    with pytest.raises(CheckpointError, match=r"val_codes.npy is stale.*Re-run pre-tokenization.*02_train_biart"):
+        load_codes(cfg, "val")
+    checkpoint_path(cfg, "sl").unlink()
+    with pytest.raises(CheckpointError, match="augvae_sl.pt does not exist"):
+        load_codes(cfg, "val")

@@ -78,3 +78,76 @@ def test_workdir_moves_outputs(monkeypatch, tmp_path):
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     cfg = load_profile("ci")
     assert cfg.reports_root == tmp_path / "reports" / "ci" and cfg.data_root == tmp_path / "data" / "ci"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("augvae_train.ml_steps", -5),  # used to write an untrained checkpoint marked finished
+    ("augvae_train.sl_steps", 0),
+    ("biart_train.steps", -1),
+    ("eval.t2i_prompts", -1),
+    ("eval.human_eval_form_size", 0),
+    ("augvae_train.ckpt_every", 0),  # these three used to raise ZeroDivisionError
+    ("biart_train.log_every", 0),
+    ("biart.n_head", 0),
+    ("augvae.decay", 1.0),
+    ("biart_train.lr", float("nan")),
+    ("biart_train.betas", [0.9, 1.5]),
+    ("eval.blur_radii", [0, -1]),
+])
+def test_numbers_outside_their_declared_range_are_config_errors(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}: .* out of range; allowed: [\[(]"):
+        load_profile("ci", **{key: value})
+
+
+def test_every_number_in_a_profile_has_a_declared_range():
+    import dataclasses
+    import typing
+
+    from lverse_core.config import RANGES, Config, _field_types
+
+    def numbers(cls, prefix=""):
+        for name, typ in _field_types(cls).items():
+            if dataclasses.is_dataclass(typ):
+                yield from numbers(typ, f"{prefix}{name}.")
+            elif typ in (int, float) or typing.get_args(typ) in ((int,), (float,)):
+                yield prefix + name
+
+    assert set(numbers(Config)) == set(RANGES)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil", "/etc/evil", "ci/../ci", "..", "", ".ci", "c i"])
+def test_a_profile_name_is_never_a_path(name, tmp_path):
+    from lverse_core.config import CONFIG_DIR
+
+    evil = tmp_path / "evil.yaml"  # a readable profile outside configs/, reachable by a relative name
+    evil.write_text("profile: evil\\n")
+    rel = "../" * len(CONFIG_DIR.parts) + str(tmp_path / "evil").lstrip("/")
+    for n in (name, rel):
+        with pytest.raises(ConfigError, match="not a plain name"):
+            load_profile(n)
+
+
+def test_a_saved_config_with_a_path_as_profile_is_refused():
+    tree = load_profile("ci").to_dict()
+    tree["profile"] = "../../elsewhere"  # would put data/, runs/ and reports/ outside the work directory
+    with pytest.raises(ConfigError, match="not a plain name"):
+        config_from_dict(tree)
+
+
+def test_a_relative_workdir_means_the_same_folder_to_kernels_started_elsewhere(monkeypatch, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from lverse_core.config import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LVERSE_WORKDIR", "rel/work")
+    cfg = load_profile("ci")
+    assert cfg.reports_root == tmp_path / "rel" / "work" / "reports" / "ci"
+    assert os.environ["LVERSE_WORKDIR"] == str(tmp_path / "rel" / "work")  # pinned for child processes
+    # a notebook kernel: another process, started in the repo root (as the runner does), same environment
+    child = subprocess.run([sys.executable, "-c", "from lverse_core import load_profile; "
+                            "print(load_profile('ci').reports_root)"], cwd=REPO_ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True)
+    assert child.stdout.strip() == str(cfg.reports_root)

@@ -211,6 +211,35 @@ def test_imagefolder_with_a_broken_file(cfg, tmp_path):
     assert len(data.image_dataset(skip, "val", validate=True)) == len(ds) - 1
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda im: im.pop("split"), "missing key 'split'"),
+    (lambda im: im.update(sentences="a red circle."), "'sentences' must be a list, got a string"),
+    (lambda im: im.update(cocoid="12x"), "'cocoid' must be an integer, got a string"),
+    (lambda im: im.update(cocoid=True), "'cocoid' must be an integer"),
+    (lambda im: im.update(filename=7), "'filename' must be a string, got an integer"),
+    (lambda im: im["sentences"].__setitem__(0, "text"), r"sentences\[0\]: a sentence must be an object"),
+    (lambda im: im.update(split="holdout"), "split 'holdout' is not one of"),
+    (lambda im: im.update(filepath="/etc", filename="passwd"), "must be a relative path under the image root"),
+    (lambda im: im.update(filepath="../../../etc"), "must be a relative path under the image root"),
+])
+@pytest.mark.parametrize("policy", ["error", "skip"])  # a broken listing is never skipped silently
+def test_every_karpathy_entry_is_schema_checked(cfg, tmp_path, change, words, policy):
+    c, images, _ = make_coco(cfg, tmp_path, "none", policy)
+    change(images[2])  # not the first entry: the first one is fine
+    json_path = tmp_path / "coco" / "karpathy.json"
+    json_path.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    with pytest.raises(data.BadInputError, match=rf"karpathy.json, images\[2\].*{words}"):
+        data.caption_records(c, "test")
+
+
+def test_duplicate_ids_in_a_karpathy_file_are_refused(cfg, tmp_path):
+    c, images, _ = make_coco(cfg, tmp_path, "none", "error")
+    images[3]["cocoid"] = images[0]["cocoid"]
+    (tmp_path / "coco" / "karpathy.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    with pytest.raises(data.BadInputError, match=r"images\[3\].*is also the id of images\[0\]"):
+        data.caption_records(c, "test")
+
+
 def test_cc3m_tsv_bad_row(cfg, tmp_path):
     tsv = tmp_path / "cc.tsv"
     tsv.write_text("a red circle.\timg/1.png\nno tab here\n")
@@ -218,6 +247,33 @@ def test_cc3m_tsv_bad_row(cfg, tmp_path):
                               "assets.cc3m_tsv": str(tsv)})
     with pytest.raises(data.BadInputError, match="line 2"):
         data.caption_records(c, "train")
+
+
+def test_cc3m_tsv_encoding_bom_blank_lines(tmp_path):
+    from lverse_core.data.loaders import read_cc3m_tsv
+
+    tsv = tmp_path / "cc.tsv"
+    tsv.write_bytes("\ufeffa red circle.\timg/1.png\r\n\ntwo blue squares.\timg/2.png\n\n".encode())
+    recs = read_cc3m_tsv(tsv)
+    assert [r["captions"] for r in recs] == [["a red circle."], ["two blue squares."]]  # no BOM in the caption
+    assert [r["image_id"] for r in recs] == [0, 1] and recs[1]["path"] == tmp_path / "img" / "2.png"
+    tsv.write_bytes(b"a red circle.\timg/1.png\ncaf\xe9 au lait.\timg/2.png\n")  # Latin-1
+    with pytest.raises(data.BadInputError, match=r"cc.tsv, line 2: byte 0xe9 is not UTF-8"):
+        read_cc3m_tsv(tsv)
+
+
+@pytest.mark.parametrize("row, words", [
+    ("a red circle.\timg/1.png\tCC-BY", "expected 2 tab-separated columns.*got 3"),
+    ("a red circle.\t../../etc/passwd", "relative path under the image root"),
+    ("a red circle.\t/etc/passwd", "relative path under the image root"),
+])
+def test_cc3m_tsv_rows_are_schema_checked(tmp_path, row, words):
+    from lverse_core.data.loaders import read_cc3m_tsv
+
+    tsv = tmp_path / "cc.tsv"
+    tsv.write_text(f"fine.\timg/0.png\n{row}\n")
+    with pytest.raises(data.BadInputError, match=f"cc.tsv, line 2: .*{words}"):
+        read_cc3m_tsv(tsv)
 
 
 # -- real assets that are not here ---------------------------------------------------------------------------------

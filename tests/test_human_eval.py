@@ -205,3 +205,54 @@ def test_a_different_study_never_orphans_ingested_answers(tmp_path):
                       {k: torch.zeros(3, 8, 8) for k in range(100, 115)},
                       {k: [f"ground truth {k} a."] for k in range(100, 115)})
     assert len(H.unblind(cfg)) == 5
+
+
+def test_a_torn_last_line_of_the_store_blocks_nothing(tmp_path):
+    cfg, study = _study(tmp_path)
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][0], ["first"] * 5)])
+    with open(H.store_path(cfg), "ab") as fh:  # an append cut off by a kill (stores of earlier kit versions)
+        fh.write(b'{"version": 1, "study": "' + study["study"].encode() + b'", "form_')
+    assert len(H.unblind(cfg)) == 5  # the torn line is left out
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][1], ["second"] * 5)])
+    lines = H.store_path(cfg).read_text().splitlines()
+    assert [json.loads(line)["form_id"] for line in lines] == [study["forms"][0]["form_id"], study["forms"][1]["form_id"]]
+    assert not list(H.store_path(cfg).parent.glob("*.tmp"))
+
+
+def test_a_damaged_line_inside_the_store_is_named(tmp_path):
+    cfg, study = _study(tmp_path)
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][0], ["first"] * 5)])
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][1], ["first"] * 5)])
+    lines = H.store_path(cfg).read_text().splitlines()
+    H.store_path(cfg).write_text(lines[0][:20] + "\n" + lines[1] + "\n")
+    with pytest.raises(H.AnswerFileError, match=r"answers.jsonl, line 1: unreadable"):
+        H.unblind(cfg)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"simulated": "yes"}, "'simulated' must be of JSON type bool"),
+    ({"sha256": "0" * 64}, r"unknown top-level field\(s\) \['sha256'\]"),
+    ({"votes": {"GT": 0}}, "unknown top-level field"),
+    ({"rater": ["a"]}, "'rater' must be of JSON type string"),
+])
+def test_answer_files_hold_only_the_known_fields(tmp_path, extra, words):
+    cfg, study = _study(tmp_path)
+    p = _answer(tmp_path, study, study["forms"][0], ["first"] * 5, **extra)
+    with pytest.raises(H.AnswerFileError, match=words):
+        H.ingest_answers(cfg, [p])
+
+
+def test_huge_and_deeply_nested_answer_files_are_refused_cleanly(tmp_path):
+    cfg, study = _study(tmp_path)
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"study": "' + "x" * (H.MAX_ANSWER_BYTES + 10) + '"}')
+    with pytest.raises(H.AnswerFileError, match="huge.json: is larger than"):
+        H.ingest_answers(cfg, [huge])
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"study": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(H.AnswerFileError, match="deep.json: nests JSON too deeply"):
+        H.ingest_answers(cfg, [deep])
+    p = _answer(tmp_path, study, study["forms"][0], ["first"] * 5)
+    p.write_text(p.read_text().replace('"choice": "first"', '"choice": ["first"]', 1))
+    with pytest.raises(H.AnswerFileError, match="answer 0 must be exactly"):
+        H.ingest_answers(cfg, [p])

@@ -92,3 +92,90 @@ def test_cli_exit_status_and_message(workdir):
     out = subprocess.run([sys.executable, "-m", "lverse_core", "run", "--profile", "nope"], capture_output=True,
                          text=True, cwd=REPO_ROOT)
     assert out.returncode == 1 and "unknown profile 'nope'" in out.stderr and "smoke" in out.stderr
+
+
+def test_a_partial_rerun_keeps_the_other_notebooks_in_the_manifest(workdir):
+    # write_manifest / write_index alone (no papermill): what `run --only 01` leaves after a full run
+    from lverse_core.config import load_profile
+
+    cfg = load_profile("ci")
+    full = runner.RunRecord("ci", "2026-01-01T10:00:00", [runner.NotebookResult("00_first", "ok", 1.0),
+                                                           runner.NotebookResult("01_second", "ok", 2.0)])
+    runner.write_manifest(cfg, full, {})
+    rerun = runner.RunRecord("ci", "2026-01-02T10:00:00", [runner.NotebookResult("01_second", "failed", 3.0,
+                                                                                 error="cell 1: boom")])
+    runner.write_manifest(cfg, rerun, {})
+    manifest = json.loads((cfg.reports_root / "manifest.json").read_text())
+    first, second = manifest["notebooks"]
+    assert first["name"] == "00_first" and first["status"] == "ok" and first["from_earlier_run"]
+    assert first["run_started"] == "2026-01-01T10:00:00"
+    assert second["status"] == "failed" and second["run_started"] == "2026-01-02T10:00:00"
+    assert second["earlier"]["status"] == "ok"  # the earlier good run of it is still on record
+    index = runner.write_index(cfg).read_text()
+    assert "00_first" in index and "from an earlier run (2026-01-01T10:00:00)" in index
+
+
+def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkeypatch):
+    # papermill and nbconvert replaced by stand-ins: this checks the runner's bookkeeping, not the kernels
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    outcome = {"01_second": "ok"}
+
+    def fake_execute(src, dst, **kw):
+        name = src.rsplit("/", 1)[-1][:-6]
+        with open(dst, "w") as f:
+            f.write(json.dumps({"run": outcome.get(name, "ok"), "name": name}))
+        if outcome.get(name) == "fail":
+            raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
+
+    def fake_html(executed, out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(executed.read_text())
+        return out
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", fake_html)
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    root = workdir / "reports" / "ci"
+    for attempt in range(2):  # failing twice in a row still points at the one good run
+        outcome["01_second"] = "fail"
+        with pytest.raises(runner.RunError):
+            runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+        assert json.loads((root / "executed" / "01_second.ipynb").read_text())["run"] == "fail"  # traceback copy
+        assert json.loads((root / "executed" / "last_good" / "01_second.ipynb").read_text())["run"] == "ok"
+        entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
+        assert entry["status"] == "failed" and entry["last_good"] == "html/last_good/01_second.html"
+        assert json.loads((root / entry["last_good"]).read_text())["run"] == "ok"
+        assert "last good run" in (root / "index.html").read_text()
+    outcome["01_second"] = "ok"
+    runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+    assert not (root / "executed" / "last_good" / "01_second.ipynb").exists()  # a good run replaces it
+
+
+def test_tables_of_a_notebook_that_failed_are_marked_stale(books, workdir, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    fail = set()
+
+    def fake_execute(src, dst, **kw):
+        name = src.rsplit("/", 1)[-1][:-6]
+        with open(dst, "w") as f:
+            f.write("{}")
+        if name in fail:
+            raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
+        if name == "00_first":  # what the real notebook writes through lverse_core.report
+            (root / "tables").mkdir(parents=True, exist_ok=True)
+            (root / "tables" / "toy_table.csv").write_text("model,score\nx,0.5\n")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    root = workdir / "reports" / "ci"
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    assert json.loads((root / "manifest.json").read_text())["notebooks"][0]["outputs"] == ["tables/toy_table.csv"]
+    assert "stale" not in (root / "index.html").read_text()
+    fail.add("00_first")
+    with pytest.raises(runner.RunError):
+        runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
+    assert "stale: written by an earlier run of 00_first failed" in (root / "index.html").read_text()

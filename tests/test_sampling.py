@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from lverse_core.models.biart import BiART, BiARTArgs
-from lverse_core.sampling.clip_reranker import build_small_clip, load_reranker, train_clip_reranker
+from lverse_core.sampling.clip_reranker import (build_small_clip, load_reranker, open_clip, reranker_path, tokenize,
+                                               train_clip_reranker)
 from lverse_core.config import ConfigError, MissingAssetError, load_profile
 from lverse_core.models.decoding import filter_logits, sample_next
+from lverse_core.training.loop import CheckpointError, save_checkpoint
 from lverse_core.sampling.candidates import image_to_text, rerank, text_to_image, truncate_at_full_stop
 
 DOT, EOT, PAD = 3, 9, 0
@@ -92,7 +94,7 @@ def test_small_clip_round_trips_through_clip_load_and_ranks(tmp_path):
         img[i % 3] = 1.0
         ds.append({"image": img + 0.1 * torch.randn(3, 32, 32, generator=g), "captions": [f"a {colours[i % 3]} square."]})
     train_clip_reranker(cfg, ds)
-    scorer = load_reranker(cfg)  # through clip.load(path, jit=False) on the CPU
+    scorer = load_reranker(cfg)  # through open_clip(path) on the CPU
     imgs = torch.stack([d["image"] for d in ds[:3]])
     scores = torch.stack([scorer.score(imgs, [f"a {c} square."] * 3) for c in colours])  # (text, image)
     assert rerank(scores.T).tolist() == [0, 1, 2]  # each image prefers its own colour
@@ -106,3 +108,71 @@ def test_reranker_config_and_assets_are_checked(tmp_path):
         load_reranker(cfg)
     with pytest.raises(FileNotFoundError, match="train the CLIP reranker"):
         load_reranker(load_profile("ci", runs_dir=str(tmp_path)))
+
+
+class _Payload:
+    """A pickle that creates a marker file when unpickled: what a crafted weights file could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_reranker_files_are_read_without_running_pickles(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # would make a bare torch.load unpickle anything
+    marker = tmp_path / "pwned"
+    cfg = load_profile("ci", runs_dir=str(tmp_path))
+    torch.save({"visual.proj": torch.zeros(1), "evil": _Payload(marker)}, reranker_path(cfg))
+    with pytest.raises(CheckpointError, match="clip_reranker.pt"):
+        load_reranker(cfg)
+    assert not marker.exists()
+    # the paper profile's OpenAI file (LVERSE_CLIP_WEIGHTS) goes through the same reader
+    monkeypatch.setenv("LVERSE_CLIP_WEIGHTS", str(reranker_path(cfg)))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_reranker(load_profile("paper"))
+    assert not marker.exists()
+
+
+def test_truncated_or_foreign_reranker_files_name_the_file(tmp_path):
+    cfg = load_profile("ci", runs_dir=str(tmp_path))
+    path = reranker_path(cfg)
+    save_checkpoint(path, build_small_clip(cfg).state_dict())
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=f"{path}.*truncated"):
+        load_reranker(cfg)
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_reranker(cfg)
+    with pytest.raises(CheckpointError, match="not a CLIP model"):
+        open_clip(path)
+
+
+def test_openai_style_torchscript_archives_still_load(tmp_path):
+    cfg = load_profile("ci", runs_dir=str(tmp_path))
+    torch.manual_seed(0)
+    model = build_small_clip(cfg).eval()
+    img, txt = torch.randn(1, 3, 32, 32), tokenize(["a red square."], cfg.clip.context_length)
+    torch.jit.save(torch.jit.trace(model, (img, txt), check_trace=False), str(tmp_path / "jit.pt"))
+    loaded = open_clip(tmp_path / "jit.pt")
+    with torch.no_grad():  # build_model stores weights in fp16 (as clip.load does): equal to fp16 rounding
+        cos = torch.cosine_similarity(loaded.encode_image(img), model.encode_image(img))
+    assert cos.item() > 0.999
+
+
+def test_a_reranker_of_another_architecture_is_refused(tmp_path):
+    from lverse_core.sampling.clip_reranker import ensure_reranker
+
+    smoke = load_profile("smoke", runs_dir=str(tmp_path))
+    ci = load_profile("ci", runs_dir=str(tmp_path))  # same runs dir: the smoke file is where ci looks
+    save_checkpoint(reranker_path(ci), build_small_clip(smoke).state_dict())
+    with pytest.raises(CheckpointError, match=r"another architecture.*'ci'.*file \(128,\) vs config \(64,\).*re-run notebooks/02"):
+        load_reranker(ci)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        ensure_reranker(ci)  # not reused as if it were ci's
+    save_checkpoint(reranker_path(ci), build_small_clip(ci).state_dict())
+    assert ensure_reranker(ci) == reranker_path(ci)
+    load_reranker(ci)
+    with pytest.raises(CheckpointError, match="not OpenAI CLIP ViT-B/32"):
+        load_reranker(load_profile("paper", **{"assets.clip_vit_b32": str(reranker_path(ci))}))

@@ -16,11 +16,11 @@ Bad input (an unreadable or truncated image, one smaller than ``data.min_image_s
 missing, an empty caption) follows ``data.bad_input``: ``error`` raises ``BadInputError`` naming the file and the
 problem; ``skip`` drops it and logs how many were dropped with the first few names. Construction checks cheaply
 (file existence, captions); ``validate=True`` also decodes every image. A bad image met while iterating follows
-the same policy (under ``skip`` the next valid item is returned).
+the same policy (under ``skip`` the next valid item is returned). The listings themselves (Karpathy JSON, CC3M
+TSV) are schema-checked entry by entry in ``lverse_core.data.records``; a broken entry is always an error.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from functools import partial
@@ -33,13 +33,10 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from lverse_core.config import Config, require_asset
+from lverse_core.data.records import BadInputError, check_records, entry_error, expect, image_path
 
 log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad input, never silently half-grey
-
-
-class BadInputError(ValueError):
-    """An image or caption that cannot be used; the message names the file and the problem."""
 
 
 # -- images --------------------------------------------------------------------------------------------------------
@@ -146,26 +143,76 @@ def karpathy_source(cfg: Config) -> tuple[Path, Path]:
 
 
 def read_karpathy(json_path: Path) -> list[dict]:
-    """The ``images`` list of a Karpathy split file, with a clear error if the schema is not Karpathy's."""
+    """The ``images`` list of a Karpathy split file, with a clear error if the file is not Karpathy's."""
     try:
         tree = json.loads(Path(json_path).read_text())
-    except (OSError, ValueError) as e:
-        raise BadInputError(f"{json_path}: cannot read a Karpathy split JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise BadInputError(f"{json_path}: cannot read a Karpathy split JSON ({type(e).__name__}: {e})") from None
     if not isinstance(tree, dict) or not isinstance(tree.get("images"), list):
         raise BadInputError(f"{json_path}: not a Karpathy split file (expected {{'images': [...], 'dataset': ...}})")
-    for key in ("filepath", "filename", "split", "sentences"):
-        if tree["images"] and key not in tree["images"][0]:
-            raise BadInputError(f"{json_path}: image entries lack the Karpathy key '{key}'")
     return tree["images"]
+
+
+def karpathy_records(json_path: Path, image_root: Path) -> list[dict]:
+    """Every entry of a Karpathy file as a record {image_id, path, captions, split}, each one schema-checked
+    (``lverse_core.data.records``): an entry that breaks the schema is a BadInputError naming it."""
+    records, entries = [], []
+    for i, im in enumerate(read_karpathy(json_path)):
+        entry = f"images[{i}]"
+        if not isinstance(im, dict):
+            raise entry_error(json_path, entry, f"an image entry must be an object, got {im!r:.60}")
+        id_key = "cocoid" if "cocoid" in im or "imgid" not in im else "imgid"
+        image_id = expect(json_path, entry, im, id_key, int)
+        entry = f"images[{i}] ({id_key} {image_id})"
+        split = expect(json_path, entry, im, "split", str)
+        if split not in SPLITS:
+            raise entry_error(json_path, entry, f"split {split!r} is not one of {', '.join(SPLITS)}")
+        path = image_path(json_path, entry, image_root, expect(json_path, entry, im, "filepath", str, ""),
+                          expect(json_path, entry, im, "filename", str))
+        captions = []
+        for j, sent in enumerate(expect(json_path, entry, im, "sentences", list)):
+            if not isinstance(sent, dict):
+                raise entry_error(json_path, f"{entry}.sentences[{j}]", f"a sentence must be an object, got {sent!r:.60}")
+            captions.append(expect(json_path, f"{entry}.sentences[{j}]", sent, "raw", str, ""))  # "" -> bad_input
+        records.append({"image_id": image_id, "path": path, "captions": captions, "split": split})
+        entries.append(entry)
+    return check_records(json_path, records, entries)
 
 
 def _karpathy_records(cfg: Config, split: str) -> list[dict]:
     json_path, image_root = karpathy_source(cfg)
     wanted = {"train", "restval"} if split == "train" else {split}
-    return [{"image_id": int(im.get("cocoid", im.get("imgid"))),
-             "path": image_root / im.get("filepath", "") / im["filename"],
-             "captions": [s.get("raw", "") for s in im["sentences"]]}
-            for im in read_karpathy(json_path) if im["split"] in wanted]
+    return [{k: r[k] for k in ("image_id", "path", "captions")}
+            for r in karpathy_records(json_path, image_root) if r["split"] in wanted]
+
+
+def read_cc3m_tsv(tsv: Path) -> list[dict]:
+    """Every row of a CC3M TSV (``caption<TAB>image path``, UTF-8, no header) as a schema-checked record.
+
+    A UTF-8 byte-order mark is dropped and blank lines (e.g. a trailing one) are not rows. Non-UTF-8 bytes, a row
+    without exactly two columns or a path outside the TSV's folder is a BadInputError naming the line.
+    Image ids are row numbers (0-based, blank lines not counted).
+    """
+    raw = Path(tsv).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise entry_error(tsv, f"line {line}", f"byte 0x{raw[e.start]:02x} is not UTF-8 (a Latin-1 or other "
+                                               f"encoded file?); re-save the TSV as UTF-8") from None
+    records, entries = [], []
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise entry_error(tsv, f"line {n}", f"expected 2 tab-separated columns 'caption<TAB>image path', got "
+                                                f"{len(cols)}: {line!r:.80}")
+        path = image_path(tsv, f"line {n}", Path(tsv).parent, cols[1])
+        records.append({"image_id": len(records), "path": path, "captions": [cols[0]]})
+        entries.append(f"line {n}")
+    return check_records(tsv, records, entries)
 
 
 def _cc3m_records(cfg: Config, split: str) -> list[dict]:
@@ -175,12 +222,7 @@ def _cc3m_records(cfg: Config, split: str) -> list[dict]:
         tsv = ensure_dataset(cfg) / "cc3m_train.tsv"
     else:
         tsv = require_asset(cfg, "cc3m_tsv")
-    rows = []
-    with open(tsv, newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)):
-            if len(row) < 2:
-                raise BadInputError(f"{tsv}, line {i + 1}: expected 'caption<TAB>image path', got {row!r}")
-            rows.append({"image_id": i, "path": tsv.parent / row[1], "captions": [row[0]]})
+    rows = read_cc3m_tsv(tsv)
     n_test, n_val = cfg.data.n_test, cfg.data.n_val
     if len(rows) <= n_val + n_test:
         raise BadInputError(f"{tsv}: {len(rows)} rows are not enough for n_val={n_val} + n_test={n_test} + train")

@@ -9,6 +9,7 @@ the larger profiles; the files do not depend on how many.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lverse_core.config import Config
+from lverse_core.report import pid_suffix, remove_stale_temps
 from lverse_core.data.ood import write_ood_images
 from lverse_core.data.shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, caption_tokens, make_captions, render_scene,
                      sample_scene, split_ids)
@@ -150,6 +152,16 @@ def _lock(root: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _remove_leftovers(root: Path) -> list[Path]:
+    """The temp folders (``.<name>.tmp-<pid>``, ``.ood.tmp-<pid>``, ``.old-<pid>``) of generations that were
+    killed: SIGKILL skips ensure_dataset's own cleanup. A folder whose process still runs is kept."""
+    if not root.parent.is_dir():
+        return []
+    name = glob.escape(root.name)
+    temps = [p for pat in (f".{name}.tmp-*", f".{name}.ood.tmp-*", f".{name}.old-*") for p in root.parent.glob(pat)]
+    return remove_stale_temps(temps, lambda p: pid_suffix(p.name, "-"))
+
+
 def ensure_dataset(cfg: Config) -> Path:
     """Generate the embedded data set under ``cfg.data_root`` unless an identical one is there; return the root.
 
@@ -157,6 +169,7 @@ def ensure_dataset(cfg: Config) -> Path:
     data itself is read from ``assets.*`` by ``lverse_core.data``.
     """
     root = cfg.data_root
+    _remove_leftovers(root)
     if cfg.data.source != "shapes":
         if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
             with _lock(root):

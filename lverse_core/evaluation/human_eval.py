@@ -14,8 +14,10 @@ Here:
 2. A rater opens the page, answers every set and saves ``answers_<form_id>.json`` (a Blob download):
    {"study": ..., "form_id": ..., "rater": ..., "answers": [{"set_id": ..., "choice": "first"|"second"|"both"}]}.
 3. ``ingest_answers(cfg, files)`` validates every file (malformed JSON, another study or form, unknown or duplicate
-   set ids, missing answers, invalid choices -> ``AnswerFileError`` naming the file) and appends the valid ones to the
-   append-only store ``answers.jsonl``. A call ingests all its files or none; re-ingesting a file is a no-op.
+   set ids, missing answers, invalid choices, unknown top-level fields, files over ``MAX_ANSWER_BYTES`` ->
+   ``AnswerFileError`` naming the file) and adds the valid ones to the store ``answers.jsonl``, whose earlier lines
+   are never changed: the store is rewritten whole (temp file + rename), so a kill leaves the old or the new store,
+   never a torn line. A call ingests all its files or none; re-ingesting a file is a no-op.
 4. ``unblind(cfg)`` maps choices back to GT / Pred / Both; ``vote_shares`` adds bootstrap confidence intervals
    (``eval.bootstrap`` resamples); ``figure7`` plots them beside the paper's 30.4% (labelled as the paper's).
 
@@ -26,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +43,11 @@ from lverse_core.evaluation.human_eval_form import FORMAT_VERSION, image_data_ur
 
 CHOICES = ("first", "second", "both")
 VOTES = ("GT", "Pred", "Both")
+MAX_ANSWER_BYTES = 1 << 20  # a 50-set form's answers take about 3 kB; anything this large is not an answer file
+# The top-level fields an answer file may hold (the form writes all but "simulated", simulate_raters all) and
+# their JSON types; anything else is refused rather than carried into the store.
+ANSWER_FIELDS = {"version": int, "study": str, "form_id": str, "rater": str, "simulated": bool, "answers": list}
+log = logging.getLogger(__name__)
 
 
 class AnswerFileError(ValueError):
@@ -132,17 +141,31 @@ def validate_answer_file(path: Path, study: dict) -> dict:
         return AnswerFileError(f"answer file {path}: {msg}")
 
     try:
-        raw = Path(path).read_bytes()
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_ANSWER_BYTES + 1)  # bounded: a huge file is refused without reading it all
     except FileNotFoundError:
         raise fail("does not exist") from None
+    except OSError as e:
+        raise fail(f"cannot be read ({e})") from None
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise fail(f"is larger than {MAX_ANSWER_BYTES} bytes; an answer file of one form is a few kB")
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as e:
         raise fail(f"is not valid JSON ({e})") from None
+    except RecursionError:
+        raise fail("nests JSON too deeply to be an answer file") from None
     if not isinstance(data, dict):
         raise fail("must be a JSON object with study, form_id and answers")
     for field in ("study", "form_id", "answers"):
         if field not in data:
             raise fail(f"lacks the '{field}' entry")
+    unknown = sorted(set(data) - set(ANSWER_FIELDS))
+    if unknown:
+        raise fail(f"has unknown top-level field(s) {unknown}; an answer file holds only {', '.join(ANSWER_FIELDS)}")
+    for field, typ in ANSWER_FIELDS.items():
+        if field in data and (not isinstance(data[field], typ) or (typ is int and isinstance(data[field], bool))):
+            raise fail(f"'{field}' must be of JSON type {typ.__name__.replace('str', 'string')}, got {data[field]!r:.60}")
     if data["study"] != study["study"]:
         raise fail(f"belongs to another study ({data['study']!r}, this one is {study['study']!r})")
     forms = {f["form_id"]: f for f in study["forms"]}
@@ -153,8 +176,8 @@ def validate_answer_file(path: Path, study: dict) -> dict:
     expected = [s["set_id"] for s in forms[data["form_id"]]["sets"]]
     seen: set[str] = set()
     for i, a in enumerate(data["answers"]):
-        if not isinstance(a, dict) or set(a) != {"set_id", "choice"}:
-            raise fail(f"answer {i} must be exactly {{\"set_id\", \"choice\"}}, got {a!r}")
+        if not isinstance(a, dict) or set(a) != {"set_id", "choice"} or not all(isinstance(v, str) for v in a.values()):
+            raise fail(f"answer {i} must be exactly {{\"set_id\": string, \"choice\": string}}, got {a!r:.100}")
         if a["set_id"] not in expected:
             other = [f["form_id"] for f in study["forms"] if any(s["set_id"] == a["set_id"] for s in f["sets"])]
             where = f" (it belongs to form(s) {other[:3]}: is this the file of another form?)" if other else ""
@@ -176,11 +199,50 @@ def store_path(cfg: Config, root: Path | None = None) -> Path:
     return (root or study_dir(cfg)) / "answers.jsonl"
 
 
-def read_store(cfg: Config, root: Path | None = None) -> list[dict]:
-    path = store_path(cfg, root)
+def _read_store_lines(path: Path) -> tuple[list[dict], bytes]:
+    """(records, the bytes of the whole lines) of the store. A last line without its newline is a torn write of
+    an ingestion that never returned (stores written before the store was replaced atomically): it is left out,
+    with a warning, and the next ingestion drops it. Any other unreadable line is an AnswerFileError."""
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [], b""
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records, good = [], len(raw)
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+            if not isinstance(rec, dict) or not {"form_id", "answers", "sha256"} <= set(rec):
+                raise ValueError("not an answer record")
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            if n == len(lines):  # no newline after it: the append was cut off
+                log.warning("%s: ignoring a torn last line (an interrupted ingestion); re-ingest that file", path)
+                good = len(raw) - len(line)
+                break
+            raise AnswerFileError(f"answer store {path}, line {n}: unreadable ({type(e).__name__}: {e}); the store "
+                                  f"was edited or damaged: restore it from a copy or re-ingest the answer files "
+                                  f"into a fresh store") from None
+        records.append(rec)
+    return records, raw[:good]
+
+
+def read_store(cfg: Config, root: Path | None = None) -> list[dict]:
+    return _read_store_lines(store_path(cfg, root))[0]
+
+
+def _replace_store(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def ingest_answers(cfg: Config, files: Sequence[str | Path], root: Path | None = None) -> dict[str, list[str]]:
@@ -190,7 +252,7 @@ def ingest_answers(cfg: Config, files: Sequence[str | Path], root: Path | None =
     skipped; a different file for a form that already has answers is an error (one form per rater).
     """
     study, _ = load_study(cfg, root)
-    stored = read_store(cfg, root)
+    stored, kept = _read_store_lines(store_path(cfg, root))
     have_sha = {r["sha256"] for r in stored}
     have_form = {r["form_id"]: r["source_file"] for r in stored}
     errors, new, already = [], [], []
@@ -213,14 +275,11 @@ def ingest_answers(cfg: Config, files: Sequence[str | Path], root: Path | None =
     if errors:
         raise AnswerFileError("nothing was ingested from this batch; fix or remove these files:\n  " +
                               "\n  ".join(errors))
-    if new:
-        path = store_path(cfg, root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:  # append-only: earlier answers are never rewritten
-            for rec in new:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    if new:  # earlier lines are copied byte for byte; the whole store is replaced atomically
+        if kept and not kept.endswith(b"\n"):
+            kept += b"\n"
+        _replace_store(store_path(cfg, root),
+                       kept + b"".join((json.dumps(rec, ensure_ascii=False) + "\n").encode() for rec in new))
     return {"ingested": [r["source_file"] for r in new], "already": already}
 
 

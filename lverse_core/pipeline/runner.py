@@ -1,6 +1,7 @@
 """Run the kit's notebooks in order with papermill and assemble ``reports/<profile>/``.
 
     python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]
+    python -m lverse_core doctor --profile smoke      (is this machine ready? see lverse_core.pipeline.doctor)
 
 For each selected notebook: check the parameters against ``papermill.inspect_notebook`` (papermill itself only
 logs unknown ones), execute it into ``reports/<profile>/executed/``, convert it to a self-contained HTML page in
@@ -45,6 +46,8 @@ class NotebookResult:
     executed: str = ""
     html: str = ""
     error: str = ""
+    last_good: str = ""  # failed notebooks: the previous good executed copy, kept (see run)
+    outputs: list[str] = field(default_factory=list)  # tables/figures/results it wrote, relative to the report
 
 
 @dataclass
@@ -188,12 +191,45 @@ def peak_rss_mib() -> float:
     return round(kib / 1024, 1)  # Linux reports KiB
 
 
+def _read_manifest(root: Path) -> dict[str, Any]:
+    try:
+        tree = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: nothing earlier to keep
+        return {}
+    return tree if isinstance(tree, dict) else {}
+
+
+def _merge_notebooks(previous: dict[str, Any], record: RunRecord, commit: str) -> list[dict[str, Any]]:
+    """This run's notebook entries plus the earlier manifest's entries of notebooks this run did not select
+    (``--only``), each saying which run it comes from, so a partial rerun keeps the report's provenance whole.
+    A notebook this run selected replaces its earlier entry, whose status and run are kept under ``earlier``."""
+    this = {n.name: {**vars(n), "run_started": record.started, "commit": commit} for n in record.notebooks}
+    earlier: dict[str, dict] = {}
+    if previous.get("profile") == record.profile:
+        for n in previous.get("notebooks", []):
+            if isinstance(n, dict) and isinstance(n.get("name"), str):
+                earlier[n["name"]] = {"run_started": previous.get("started"), "commit": previous.get("commit"),
+                                      **{k: v for k, v in n.items() if k != "earlier"}}
+    merged = []
+    for name in sorted(set(this) | set(earlier)):
+        if name in this:
+            entry = this[name]
+            if name in earlier:
+                entry["earlier"] = {k: earlier[name].get(k) for k in ("status", "run_started", "commit", "outputs")}
+        else:
+            entry = {**earlier[name], "from_earlier_run": True}
+        merged.append(entry)
+    return merged
+
+
 def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
+    """``manifest.json`` of this run; entries of notebooks it did not select are kept from the earlier manifest."""
+    commit = git_commit()
     manifest = {
         "profile": record.profile,
         "started": record.started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine(),
         "cpu": cpu_info(),
         "platform": platform.platform(),
@@ -202,9 +238,9 @@ def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
         "seed": cfg.seed,
         "parameters": params,
         "config": cfg.to_dict(),
-        "notebooks": [vars(n) for n in record.notebooks],
-        "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),
-        "peak_rss_mib": max([n.peak_rss_mib for n in record.notebooks] + [peak_rss_mib()]),
+        "notebooks": _merge_notebooks(_read_manifest(cfg.reports_root), record, commit),
+        "total_seconds": round(sum(n.seconds for n in record.notebooks), 1),  # of this run
+        "peak_rss_mib": max([n.peak_rss_mib for n in record.notebooks] + [peak_rss_mib()]),  # of this run
     }
     return write_json_atomic(cfg.reports_root / "manifest.json", manifest)
 
@@ -233,9 +269,19 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if nb.get("executed"):
             links.append(f"<a href='{esc(nb['executed'])}'>ipynb</a>")
         err = f"<br><small>{esc(nb['error'])}</small>" if nb.get("error") else ""
+        if nb.get("last_good"):
+            err += f"<br><small><a href='{esc(nb['last_good'])}'>last good run</a></small>"
+        if nb.get("from_earlier_run"):
+            err += f"<br><small>from an earlier run ({esc(str(nb.get('run_started')))})</small>"
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
                      f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
     parts.append("</table>")
+    # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
+    stale = {}
+    for nb in manifest.get("notebooks", []):
+        if nb.get("status") != "ok":
+            for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
+                stale[out] = f"{nb['name']} {nb.get('status')}"
     tables = sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []
     if tables:
         parts.append("<h2>Tables</h2>")
@@ -243,6 +289,9 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         links = " · ".join(f"<a href='{_rel(t.with_suffix(s), root)}'>{s[1:]}</a>" for s in (".csv", ".md", ".tex")
                            if t.with_suffix(s).exists())
         df = pd.read_csv(t)
+        if _rel(t, root) in stale:
+            links += (f"<br><span class='failed'>stale: written by an earlier run of {esc(stale[_rel(t, root)])} in "
+                      f"the latest run; re-run that notebook</span>")
         parts.append(f"<h3>{esc(t.stem)}</h3><p>{links}</p>{df.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.4g}')}")
     figures = sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []
     if figures:
@@ -265,6 +314,32 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
 
 # -- the run -------------------------------------------------------------------------------------------------------
 
+def _output_files(root: Path) -> dict[str, int]:
+    """{path relative to the report: mtime} of the tables, figures and results: what a notebook wrote is what
+    changed while it ran (notebooks write them through lverse_core.report, which knows no notebook)."""
+    return {_rel(p, root): p.stat().st_mtime_ns for d in ("tables", "figures", "results") if (root / d).is_dir()
+            for p in (root / d).iterdir() if p.is_file()}
+
+
+def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
+    """Copy the executed notebook and HTML page of a notebook whose last run was ok to ``last_good/`` before it
+    runs again: papermill writes the new copy in place (a failure keeps its traceback there), and a failed rerun
+    must not destroy the last good result. Returns the copies (executed, then HTML), removed again on success."""
+    import shutil
+
+    if not was_ok:  # the copy in place is not a good one; an earlier set-aside copy (if any) stays the last good
+        return [p for p in (root / "executed" / "last_good" / nb.name, root / "html" / "last_good" / f"{nb.stem}.html")
+                if p.exists()]
+    copies = []
+    for src, dst in ((root / "executed" / nb.name, root / "executed" / "last_good" / nb.name),
+                     (root / "html" / f"{nb.stem}.html", root / "html" / "last_good" / f"{nb.stem}.html")):
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            copies.append(dst)
+    return copies
+
+
 def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
         notebook_dir: Path = NOTEBOOK_DIR, log=print) -> RunRecord:
     """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails."""
@@ -277,12 +352,17 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     per_book = notebook_parameters(books, params)  # all checks before anything runs
     root = cfg.reports_root
     (root / "executed").mkdir(parents=True, exist_ok=True)
+    previous = _read_manifest(root)
+    was_ok = {n.get("name") for n in previous.get("notebooks", []) if isinstance(n, dict) and n.get("status") == "ok"
+              } if previous.get("profile") == profile else set()
     record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
     failure: str | None = None
     for i, nb in enumerate(books):
         res = record.notebooks[i]
         executed = root / "executed" / nb.name
+        good = _set_aside_good_copy(root, nb, nb.stem in was_ok)
+        before = _output_files(root)
         log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
         t0 = time.monotonic()
         try:
@@ -295,12 +375,18 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         res.seconds = round(time.monotonic() - t0, 1)
         res.peak_rss_mib = peak_rss_mib()
+        res.outputs = sorted(k for k, v in _output_files(root).items() if before.get(k) != v)
         res.executed = _rel(executed, root) if executed.exists() else ""
         if executed.exists():
             try:
                 res.html = _rel(notebook_to_html(executed, root / "html" / f"{nb.stem}.html"), root)
             except Exception as e:  # a page that fails to render must not hide the notebook's own result
                 log(f"    warning: HTML conversion of {nb.name} failed: {e}")
+        if res.status == "ok":
+            for p in good:
+                p.unlink(missing_ok=True)
+        elif good:
+            res.last_good = _rel(good[-1], root)  # the HTML page if there was one, else the executed copy
         if res.status != "ok":
             failure = (f"notebook {nb.name} failed at {res.error}\n"
                        f"    executed copy with the traceback: {executed}")
@@ -324,8 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="extra notebook parameter (validated against each notebook's parameters cell)")
     sub.add_parser("list", help="list the notebooks and their parameters")
+    d = sub.add_parser("doctor", help="check this machine for a profile (Java, assets, stale artefacts, disk)")
+    d.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
     args = ap.parse_args(argv)
     try:
+        if args.command == "doctor":
+            from lverse_core.pipeline.doctor import doctor
+
+            return doctor(load_profile(args.profile))
         if args.command == "list":
             import papermill
 

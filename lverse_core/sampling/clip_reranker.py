@@ -4,7 +4,13 @@
   MissingAssetError naming it).
 - embedded profiles: a small ``clip.model.CLIP`` trained here on the embedded training split (config section
   ``clip``) and saved as a plain state dict to ``runs/<profile>/clip_reranker.pt``. Both are opened the same way,
-  ``clip.load(path, device=..., jit=False)``, which rebuilds the model from the state-dict shapes.
+  ``open_clip(path, device)``, which rebuilds the model from the state-dict shapes with
+  ``clip.model.build_model`` (what ``clip.load(path, jit=False)`` does).
+
+``clip.load`` itself is not used: it reads a state dict with ``torch.load`` without ``weights_only``, so with
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment a crafted file would run code. ``open_clip`` reads
+OpenAI's TorchScript archives with ``torch.jit.load`` (TorchScript's own loader, no pickle of arbitrary objects)
+and everything else with ``torch.load(weights_only=True)``, as the kit's ``load_checkpoint`` does.
 
 Because ``clip.model.build_model`` infers the text heads as ``transformer_width // 64`` (and the vision tower uses
 ``vision_width // 64`` heads itself), both widths must be multiples of 64 and ``clip.transformer_heads`` must equal
@@ -20,12 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from lverse_core.config import Config, ConfigError, require_asset
-from lverse_core.training.loop import StepSampler, save_checkpoint
+from lverse_core.training.loop import CheckpointError, StepSampler, save_checkpoint
 
 with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
     warnings.simplefilter("ignore")
     import clip
-    from clip.model import CLIP
+    from clip.model import CLIP, build_model
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's input normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -103,7 +109,7 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
 
 
 class CLIPScorer:
-    """clip-score of (image, caption) pairs with a model opened by ``clip.load``."""
+    """clip-score of (image, caption) pairs with a model opened by ``open_clip``."""
 
     def __init__(self, model, device):
         self.model, self.device = model.eval(), torch.device(device)
@@ -127,6 +133,77 @@ class CLIPScorer:
         return 100 * (self.embed_images(images) * self.embed_texts(texts)).sum(-1)
 
 
+def read_clip_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a CLIP file without unpickling arbitrary objects (see the module docstring).
+
+    A TorchScript archive (OpenAI's released ``ViT-B-32.pt``) is read with ``torch.jit.load``; any other file
+    with ``torch.load(weights_only=True)``, which wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` because it is
+    passed explicitly. Anything unreadable is a CheckpointError naming the file.
+    """
+    path = Path(path)
+    try:
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception:  # not a TorchScript archive: a plain state dict (or junk, reported below)
+        pass
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle of foreign objects, random bytes ...
+        raise CheckpointError(
+            f"CLIP weights {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); the file is truncated, "
+            f"corrupt or not a CLIP state dict. Delete it and re-run notebooks/02_train_biart.ipynb (embedded "
+            f"profiles), or fetch OpenAI's ViT-B-32.pt again (paper profile).") from e
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"CLIP weights {path} do not hold a state dict (name -> tensor); delete the file and "
+                              f"re-run notebooks/02_train_biart.ipynb, or point assets.clip_vit_b32 at ViT-B-32.pt")
+    return state
+
+
+def _build(state: dict[str, torch.Tensor], path: Path, device) -> CLIP:
+    try:
+        model = build_model(dict(state))  # build_model deletes OpenAI's metadata entries from the dict it gets
+    except (KeyError, IndexError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"CLIP weights {path} are not a CLIP model's state dict ({type(e).__name__}: "
+                              f"{str(e)[:200]}); delete the file and re-run notebooks/02_train_biart.ipynb") from e
+    model = model.to(device)
+    if torch.device(device).type == "cpu":
+        model.float()
+    return model
+
+
+def open_clip(path: str | Path, device: str | torch.device = "cpu") -> CLIP:
+    """A CLIP model rebuilt from the weights in ``path`` (fp32 on the CPU, as ``clip.load`` leaves it)."""
+    return _build(read_clip_state(path), Path(path), device)
+
+
+# OpenAI's ViT-B/32: the shapes that tell it apart from the other released CLIPs (the paper profile's reranker)
+VIT_B32_SHAPES = {"visual.conv1.weight": (768, 3, 32, 32), "text_projection": (512, 512),
+                  "visual.positional_embedding": (50, 768)}
+_OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")  # entries of the JIT archive, not weights
+
+
+def check_reranker_architecture(cfg: Config, state: dict[str, torch.Tensor], path: Path) -> None:
+    """CheckpointError unless ``state`` is the reranker this profile asks for: the small CLIP of ``cfg.clip``
+    (every weight's name and shape) on embedded profiles, OpenAI ViT-B/32 on the paper profile."""
+    if cfg.clip.train_steps == 0:
+        wrong = {k: tuple(state[k].shape) if k in state else None for k, v in VIT_B32_SHAPES.items()
+                 if k not in state or tuple(state[k].shape) != v}
+        if wrong:
+            raise CheckpointError(f"{path} is not OpenAI CLIP ViT-B/32 ({', '.join(f'{k}: {v}' for k, v in wrong.items())}"
+                                  f"); point assets.clip_vit_b32 / LVERSE_CLIP_WEIGHTS at ViT-B-32.pt")
+        return
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in build_small_clip(cfg).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if k not in _OPENAI_METADATA}
+    diff = [f"{k}: file {found.get(k)} vs config {expected.get(k)}"
+            for k in sorted(set(found) | set(expected)) if found.get(k) != expected.get(k)]
+    if diff:
+        raise CheckpointError(
+            f"{path} holds a CLIP of another architecture than profile {cfg.profile!r} asks for (config section "
+            f"clip, data.image_size; {len(diff)} weights differ, e.g. {'; '.join(diff[:3])}). It was trained for "
+            f"another profile: delete it and re-run notebooks/02_train_biart.ipynb (or "
+            f"lverse_core.sampling.clip_reranker.ensure_reranker) to train this profile's reranker.")
+
+
 def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer:
     """The run's reranker: OpenAI ViT-B/32 for the paper profile, else runs/<profile>/clip_reranker.pt."""
     if cfg.clip.train_steps == 0:
@@ -136,18 +213,19 @@ def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
                                     f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = clip.load(str(path), device=device, jit=False)
-    return CLIPScorer(model, device)
+    state = read_clip_state(path)
+    check_reranker_architecture(cfg, state, path)
+    return CLIPScorer(_build(state, path, device), device)
 
 
 def ensure_reranker(cfg: Config, dataset=None) -> Path:
-    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path."""
+    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path.
+    An existing file of another architecture (another profile's reranker) is a CheckpointError."""
     if cfg.clip.train_steps == 0:
         return require_asset(cfg, "clip_vit_b32")
     path = reranker_path(cfg)
-    if path.exists():
+    if path.exists():  # reused only if it is this profile's architecture (a CheckpointError says what to do)
+        check_reranker_architecture(cfg, read_clip_state(path), path)
         return path
     if dataset is None:
         from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module

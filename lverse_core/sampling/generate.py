@@ -45,7 +45,7 @@ import torch.distributed as tdist
 from lverse_core.config import Config
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
 from lverse_core.sampling.candidates import rerank, truncate_at_full_stop
-from lverse_core.training.loop import DistInfo, batched, save_checkpoint
+from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
 ImageSource = torch.Tensor | Callable[[list[int]], torch.Tensor]  # images by prompt index
@@ -97,8 +97,21 @@ class ShardStore:
     def parts(self) -> list[Path]:
         return sorted(self.root.glob("part-*.pt"))
 
+    @staticmethod
+    def _read(path: Path) -> dict[int, Any]:
+        """One part's results, or a CheckpointError naming the part and what to do."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # parts are written atomically: only outside damage truncates one
+            raise CheckpointError(f"shard part {path} cannot be read ({type(e).__name__}: {str(e)[:160]}); it is "
+                                  f"truncated or corrupt. Delete that file and rerun with the same shard "
+                                  f"directory: its prompts are generated again") from e
+        if not isinstance(state, dict) or not isinstance(state.get("results"), dict):
+            raise CheckpointError(f"shard part {path} holds no 'results' mapping; delete it and rerun")
+        return state["results"]
+
     def done(self) -> set[int]:
-        return {i for p in self.parts() for i in torch.load(p, weights_only=True)["results"]}
+        return {i for p in self.parts() for i in self._read(p)}
 
     def write(self, results: dict[int, Any]) -> None:
         save_checkpoint(self.root / f"part-{min(results):09d}-r{self.dist.rank}.pt", {"results": results})
@@ -106,7 +119,7 @@ class ShardStore:
     def read_all(self) -> dict[int, Any]:
         out: dict[int, Any] = {}
         for p in self.parts():
-            out.update(torch.load(p, weights_only=True)["results"])
+            out.update(self._read(p))
         return out
 
 

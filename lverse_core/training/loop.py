@@ -11,6 +11,7 @@ Design choices, each so that a killed run resumes exactly where it stopped:
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import random
 import tempfile
@@ -22,6 +23,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from lverse_core.report import remove_stale_temps
 
 
 class CheckpointError(RuntimeError):
@@ -141,11 +144,21 @@ class StepSampler:
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
 
+def _tmp_pid(rest: str) -> int | None:
+    """The pid in the "<pid>.<random>.tmp" tail of a checkpoint temp name; None for earlier kits' names."""
+    head = rest.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    # temp names carry the writer's pid ("<name>.<pid>.<random>.tmp"), so a SIGKILLed writer's leftover can be
+    # told from a write in progress and removed here, the next time this checkpoint is written
+    remove_stale_temps(path.parent.glob(glob.escape(path.name) + ".*.tmp"),
+                       lambda p: _tmp_pid(p.name[len(path.name) + 1:]))
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)

@@ -3,16 +3,20 @@
     runs/<profile>/codes/<split>_codes.npy    uint16 (N, g, g), g = cfg.image_grid, rows in record order
     runs/<profile>/codes/<split>_index.json   {"image_ids": [...], "grid": g, "codebook_size": K, "checkpoint": ...}
 
-Images go through the evaluation transform (resize + centre crop, no augmentation) and the SL encoder in FP32
-(paper §3.5: the quantizer underflows in lower precision), in batches. A run is resumable: codes are written into
-``<split>_codes.partial.npy`` (a memory map) and the count of finished rows into ``<split>_progress.json`` after
-each batch; a killed run continues from there, and a finished split (final files present, same image ids and
-same checkpoint) is not redone. The final files appear by atomic rename only when the split is complete.
+Images are decoded by the kit's one image loader (``data.load_image``, as everywhere else, with the
+``data.bad_input`` policy) and go through the evaluation transform (resize + centre crop, no augmentation) and
+the SL encoder in FP32 (paper §3.5: the quantizer underflows in lower precision), in batches. A run is
+resumable: codes are written into ``<split>_codes.partial.npy`` (a memory map) and the count of finished rows
+into ``<split>_progress.json`` after each batch; a killed run continues from there, and a finished split (final
+files present, same image ids and same checkpoint) is not redone. The final files appear by atomic rename only
+when the split is complete. ``load_codes`` refuses codes whose checkpoint id (a hash of the SL checkpoint file)
+is not that of the current ``augvae_sl.pt``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,8 +25,10 @@ import torch
 
 from lverse_core.config import Config
 from lverse_core.report import write_json_atomic
+from lverse_core.training.loop import CheckpointError
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def codes_dir(cfg: Config) -> Path:
@@ -35,16 +41,32 @@ def _paths(cfg: Config, split: str) -> dict[str, Path]:
             "partial": d / f"{split}_codes.partial.npy", "progress": d / f"{split}_progress.json"}
 
 
-def _checkpoint_id(path: Path) -> str:
-    """A cheap identity of the SL checkpoint (size + mtime + first MiB hash), so stale codes are recomputed."""
-    st = path.stat()
-    with open(path, "rb") as f:
-        head = hashlib.sha1(f.read(1 << 20)).hexdigest()[:16]
-    return f"{path.name}:{st.st_size}:{head}"
+def checkpoint_id(path: Path) -> str:
+    """The identity of a checkpoint file: a hash of its whole content, so a retrained checkpoint (same size,
+    same step count) has another id while a copied or touched one keeps its id. About 1 s per GB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # not hashlib.file_digest: the GPU image's Python may predate 3.11
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:24]
+
+
+def sl_checkpoint_id(cfg: Config) -> str:
+    """The id of this profile's AugVAE-SL checkpoint (``runs/<profile>/augvae_sl.pt``), or a CheckpointError."""
+    from lverse_core.training.augvae_train import checkpoint_path
+
+    path = checkpoint_path(cfg, "sl")
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: train AugVAE-SL first (notebooks/01_train_augvae.ipynb)")
+    return checkpoint_id(path)
 
 
 def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
-    """The code file of ``split``: (uint16 array (N, g, g), image ids in row order); clear errors if absent/bad."""
+    """The code file of ``split``: (uint16 array (N, g, g), image ids in row order); clear errors if absent/bad.
+
+    Codes made by another AugVAE-SL checkpoint than the current ``runs/<profile>/augvae_sl.pt`` (SL retrained
+    since) are refused: BiART would otherwise train on, and generation decode, codes of another codebook.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     p = _paths(cfg, split)
@@ -62,6 +84,13 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
     if len(ids) != codes.shape[0]:
         raise ValueError(f"{p['index']} lists {len(ids)} image ids for {codes.shape[0]} code rows; re-run "
                          f"pre-tokenization")
+    made_by, current = index.get("checkpoint"), sl_checkpoint_id(cfg)
+    if made_by != current:
+        raise CheckpointError(
+            f"{p['codes']} is stale: it was encoded by AugVAE-SL checkpoint {made_by!r}, but the current "
+            f"runs/{cfg.profile}/augvae_sl.pt is {current!r} (retrained since). Re-run pre-tokenization "
+            f"(notebooks/01_train_augvae.ipynb or lverse_core.training.pretokenize.pretokenize(cfg)), then "
+            f"BiART (notebooks/02_train_biart.ipynb), which was trained on the old codes.")
     return np.asarray(codes), [int(i) for i in ids]
 
 
@@ -75,28 +104,36 @@ def encode_images(model, images: torch.Tensor, batch_size: int = 64) -> torch.Te
     return torch.cat(out)
 
 
+def _finished(index: dict, meta: dict) -> bool:
+    """Whether a final index was made from exactly ``meta``'s images, grid, codebook and checkpoint."""
+    listed = index.get("listed_ids", index.get("image_ids"))  # listed_ids is written only when images were skipped
+    rest = {k: v for k, v in index.items() if k not in ("image_ids", "listed_ids", "skipped_ids")}
+    return listed == meta["image_ids"] and rest == {k: v for k, v in meta.items() if k != "image_ids"}
+
+
 def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", batch_size: int = 64,
                       records=None, load_image=None, stop_after_batches: int | None = None) -> Path:
     """Encode all images of ``split``; resumable; returns the codes path. See the module docstring.
 
     ``records`` (default ``data.caption_records(cfg, split)``) and ``load_image(record) -> (3, S, S)`` tensor
-    (default: ``data.eval_transform`` of the image at ``record["path"]``) can be given for tests.
+    (default: the kit's image loader, ``data.load_image``, then ``data.eval_transform``: the same decoding of
+    16-bit, float and transparent images that AugVAE trained on) can be given for tests.
+    An image the loader rejects (``BadInputError``) follows ``data.bad_input``: ``error`` stops with the file
+    named; ``skip`` leaves it out of the code file (its id is listed under ``skipped_ids`` in the index).
     ``stop_after_batches`` stops early without finishing (tests use it to simulate a kill).
     """
+    from lverse_core.data.loaders import BadInputError, eval_transform
+    from lverse_core.data.loaders import load_image as load_rgb
+
     if records is None:
-        from lverse_core import data
+        from lverse_core.data.loaders import caption_records
 
-        records = data.caption_records(cfg, split)
+        records = caption_records(cfg, split)
     if load_image is None:
-        from PIL import Image
-
-        from lverse_core import data
-
-        tf = data.eval_transform(cfg.data.image_size)
+        tf = eval_transform(cfg.data.image_size)
 
         def load_image(rec):
-            with Image.open(rec["path"]) as im:
-                return tf(im.convert("RGB"))
+            return tf(load_rgb(Path(rec["path"]), cfg.data.min_image_side))
 
     ids = [int(r["image_id"]) for r in records]
     n, g, K = len(ids), cfg.image_grid, model.quantizer.codebook_size
@@ -105,14 +142,14 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     meta = {"image_ids": ids, "grid": g, "codebook_size": K, "checkpoint": checkpoint_id}
     p = _paths(cfg, split)
     p["codes"].parent.mkdir(parents=True, exist_ok=True)
-    if p["codes"].exists() and p["index"].exists() and json.loads(p["index"].read_text()) == meta:
+    if p["codes"].exists() and p["index"].exists() and _finished(json.loads(p["index"].read_text()), meta):
         return p["codes"]  # finished with the same images and model: not redone
 
-    done = 0
+    done, skipped = 0, []  # skipped: row numbers of bad images (data.bad_input = skip)
     if p["partial"].exists() and p["progress"].exists():
         prog = json.loads(p["progress"].read_text())
         if prog.get("meta") == meta:
-            done = int(prog["done"])
+            done, skipped = int(prog["done"]), [int(i) for i in prog.get("skipped", [])]
     if done == 0:
         arr = np.lib.format.open_memmap(p["partial"], mode="w+", dtype=np.uint16, shape=(n, g, g))
     else:
@@ -120,19 +157,42 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     batches = 0
     for start in range(done, n, batch_size):
         recs = records[start: start + batch_size]
-        x = torch.stack([load_image(r) for r in recs])
-        codes = encode_images(model, x, batch_size)
-        if codes.shape[1:] != (g, g):
-            raise ValueError(f"model gives {tuple(codes.shape[1:])} code maps, profile expects ({g}, {g})")
-        arr[start: start + len(recs)] = codes.numpy().astype(np.uint16)
-        arr.flush()  # rows on disk before the progress file says they are
-        write_json_atomic(p["progress"], {"meta": meta, "done": start + len(recs)})
+        rows, images = [], []
+        for k, r in enumerate(recs):
+            try:
+                images.append(load_image(r))
+                rows.append(start + k)
+            except BadInputError as e:
+                if cfg.data.bad_input == "error":
+                    raise BadInputError(f"pre-tokenizing split {split!r}: {e}; fix the file or set "
+                                        f"data.bad_input = skip") from None
+                log.warning("pre-tokenization skips a bad image (data.bad_input = skip): %s", e)
+                skipped.append(start + k)
+        if images:
+            codes = encode_images(model, torch.stack(images), batch_size)
+            if codes.shape[1:] != (g, g):
+                raise ValueError(f"model gives {tuple(codes.shape[1:])} code maps, profile expects ({g}, {g})")
+            arr[rows] = codes.numpy().astype(np.uint16)
+            arr.flush()  # rows on disk before the progress file says they are
+        write_json_atomic(p["progress"], {"meta": meta, "done": start + len(recs), "skipped": skipped})
         batches += 1
         if stop_after_batches is not None and batches >= stop_after_batches and start + len(recs) < n:
             return p["partial"]
-    del arr
-    os.replace(p["partial"], p["codes"])
-    write_json_atomic(p["index"], meta)
+    index = dict(meta)
+    if skipped:
+        keep = np.setdiff1d(np.arange(n), skipped)
+        if not len(keep):
+            raise BadInputError(f"pre-tokenizing split {split!r}: every one of its {n} images is bad")
+        compact = p["partial"].with_name(p["partial"].name + ".compact.npy")
+        np.save(compact, np.asarray(arr[keep]))
+        del arr
+        os.replace(compact, p["codes"])
+        p["partial"].unlink()
+        index.update(image_ids=[ids[i] for i in keep], listed_ids=ids, skipped_ids=[ids[i] for i in skipped])
+    else:
+        del arr
+        os.replace(p["partial"], p["codes"])
+    write_json_atomic(p["index"], index)
     p["progress"].unlink(missing_ok=True)
     return p["codes"]
 
@@ -142,5 +202,5 @@ def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_siz
     from lverse_core.training.augvae_train import checkpoint_path, load_augvae
 
     model = load_augvae(cfg, "sl", device or cfg.resolved_device())
-    ckpt = _checkpoint_id(checkpoint_path(cfg, "sl"))
+    ckpt = checkpoint_id(checkpoint_path(cfg, "sl"))
     return {s: pretokenize_split(cfg, s, model, ckpt, batch_size) for s in splits}

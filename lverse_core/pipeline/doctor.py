@@ -1,0 +1,149 @@
+"""``python -m lverse_core doctor --profile P``: is this machine ready to run profile P, and what to do if not.
+
+Checks, each printed as ``[ok]`` or ``[problem]`` with the fix:
+- Java, which METEOR (pycocoevalcap) runs a jar with;
+- the real assets the profile needs (``assets.*`` / their environment variables) exist and are readable;
+- stale artefacts: code files made by another AugVAE-SL checkpoint, a CLIP reranker of another architecture;
+- free disk under the work directory against a rough need per profile.
+Nothing is changed and nothing is downloaded. The exit status is 1 when there is a problem.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
+
+# Rough free space a run writes (data set, checkpoints, codes, generations, reports), GB. The paper profile's data
+# sets are read in place (assets), so its need is checkpoints (AugVAE-ML/SL, BiART with optimizer state) and codes.
+DISK_NEED_GB = {"ci": 1, "smoke": 2, "gpu": 10, "paper": 40}
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"[{'ok' if self.ok else 'problem'}] {self.check}: {self.message}" + (f"\n    -> {self.fix}" if self.fix else "")
+
+
+def needed_assets(cfg: Config) -> list[str]:
+    """The ``assets.*`` entries a run of ``cfg`` reads."""
+    need = []
+    if cfg.data.source != "shapes":
+        need.append("imagenet_root")  # AugVAE trains on ImageNet when the data is real
+        need += ["coco_karpathy_json", "coco_root"] if cfg.data.source == "coco" else ["cc3m_tsv"]
+    if cfg.clip.train_steps == 0:
+        need.append("clip_vit_b32")
+    if cfg.eval.fid_extractor == "inception":
+        need.append("inception_fid")
+    if cfg.augvae_train.lpips_weight > 0:
+        need.append("vgg16_lpips")
+    return need
+
+
+def _java_version() -> str | None:
+    java = shutil.which("java")
+    if java is None:
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stderr or out.stdout).strip().splitlines()[0] if out.returncode == 0 else None
+
+
+def check_java() -> Finding:
+    v = _java_version()
+    if v:
+        return Finding("java", True, v)
+    return Finding("java", False, "no working 'java' on PATH; METEOR in Table 2 runs a Java program",
+                   "install a Java runtime (e.g. apt-get install openjdk-17-jre-headless) and make 'java' available")
+
+
+def check_assets(cfg: Config) -> list[Finding]:
+    out = []
+    for name in needed_assets(cfg):
+        try:
+            path = require_asset(cfg, name)
+        except MissingAssetError as e:
+            out.append(Finding(f"asset {name}", False, str(e).split(". ")[0],
+                               f"set assets.{name} in configs/{cfg.profile}.yaml or {ASSET_ENV[name]} to a local "
+                               f"copy of {ASSET_HELP[name]}"))
+            continue
+        readable = os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0))
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError:
+                readable = False
+        if readable:
+            out.append(Finding(f"asset {name}", True, str(path)))
+        else:
+            out.append(Finding(f"asset {name}", False, f"{path} exists but cannot be read by this user",
+                               f"fix its permissions, or copy it somewhere readable and point {ASSET_ENV[name]} there"))
+    if not out:
+        out.append(Finding("assets", True, f"profile {cfg.profile} reads no external assets (embedded data)"))
+    return out
+
+
+def check_artefacts(cfg: Config) -> list[Finding]:
+    from lverse_core.sampling.clip_reranker import check_reranker_architecture, read_clip_state, reranker_path
+    from lverse_core.training.loop import CheckpointError
+    from lverse_core.training.pretokenize import SPLITS, load_codes
+
+    out = []
+    for split in SPLITS:
+        try:
+            load_codes(cfg, split)
+            out.append(Finding(f"codes {split}", True, "made by the current AugVAE-SL checkpoint"))
+        except FileNotFoundError:
+            pass  # not made yet: the run makes them
+        except (CheckpointError, ValueError) as e:
+            out.append(Finding(f"codes {split}", False, str(e).split(". ")[0],
+                               "re-run notebooks/01_train_augvae.ipynb (pre-tokenization), then 02"))
+    path = reranker_path(cfg)
+    if cfg.clip.train_steps and path.exists():
+        try:
+            check_reranker_architecture(cfg, read_clip_state(path), path)
+            out.append(Finding("CLIP reranker", True, f"{path} matches the profile's clip section"))
+        except CheckpointError as e:
+            out.append(Finding("CLIP reranker", False, str(e).split(". ")[0],
+                               f"delete {path} and re-run notebooks/02_train_biart.ipynb"))
+    return out
+
+
+def check_disk(cfg: Config) -> Finding:
+    where = workdir()
+    while not where.exists():
+        where = where.parent
+    free_gb = shutil.disk_usage(where).free / 1e9
+    need = DISK_NEED_GB.get(cfg.profile, DISK_NEED_GB["smoke"])
+    if free_gb >= need:
+        return Finding("disk", True, f"{free_gb:.1f} GB free under {where} (profile {cfg.profile} needs about {need} GB)")
+    return Finding("disk", False, f"{free_gb:.1f} GB free under {where}; profile {cfg.profile} writes about {need} GB",
+                   "free space there, or set LVERSE_WORKDIR to a folder on a larger disk")
+
+
+def diagnose(cfg: Config) -> list[Finding]:
+    return [check_java(), *check_assets(cfg), *check_artefacts(cfg), check_disk(cfg)]
+
+
+def doctor(cfg: Config, log=print) -> int:
+    """Print every finding; 0 when all are fine, else 1."""
+    findings = diagnose(cfg)
+    for f in findings:
+        log(str(f))
+    problems = [f for f in findings if not f.ok]
+    log(f"{len(problems)} problem(s) for profile {cfg.profile}" if problems else f"ready to run profile {cfg.profile}")
+    return 1 if problems else 0
+
+
+__all__ = ["DISK_NEED_GB", "Finding", "check_artefacts", "check_assets", "check_disk", "check_java", "diagnose",
+           "doctor", "needed_assets"]

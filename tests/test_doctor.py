@@ -1,0 +1,54 @@
+"""`python -m lverse_core doctor`: each problem is found and comes with what to do (issue 12)."""
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+import numpy as np
+
+from lverse_core.config import load_profile
+from lverse_core.pipeline import doctor as D
+from lverse_core.pipeline.runner import main
+from lverse_core.training.augvae_train import checkpoint_path
+
+
+def _problems(cfg):
+    return {f.check: f for f in D.diagnose(cfg) if not f.ok}
+
+
+def test_a_ready_embedded_profile_has_no_problems(workdir, monkeypatch):
+    monkeypatch.setattr(D, "_java_version", lambda: 'openjdk version "17"')
+    assert _problems(load_profile("ci")) == {}
+    assert main(["doctor", "--profile", "ci"]) == 0
+
+
+def test_missing_java_assets_and_disk_are_reported_with_the_fix(workdir, monkeypatch, capsys):
+    for env in D.ASSET_ENV.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr(D, "_java_version", lambda: None)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(D.shutil, "disk_usage", lambda p: usage(10**12, 10**12, 10**9))  # 1 GB free
+    problems = _problems(load_profile("paper"))
+    assert "METEOR" in problems["java"].message and "openjdk" in problems["java"].fix
+    assert "LVERSE_CLIP_WEIGHTS" in problems["asset clip_vit_b32"].fix
+    assert {"asset coco_karpathy_json", "asset coco_root", "asset imagenet_root", "asset inception_fid"} <= set(problems)
+    assert "LVERSE_WORKDIR" in problems["disk"].fix
+    assert main(["doctor", "--profile", "paper"]) == 1
+    out = capsys.readouterr().out
+    assert "[problem] java" in out and "-> install a Java runtime" in out
+
+
+def test_stale_codes_are_reported(workdir, monkeypatch):
+    monkeypatch.setattr(D, "_java_version", lambda: "java 17")
+    cfg = load_profile("ci")
+    sl = checkpoint_path(cfg, "sl")
+    sl.parent.mkdir(parents=True)
+    sl.write_bytes(b"retrained weights")
+    codes = cfg.runs_root / "codes"
+    codes.mkdir()
+    g = cfg.image_grid
+    np.save(codes / "val_codes.npy", np.zeros((2, g, g), dtype=np.uint16))
+    (codes / "val_index.json").write_text(json.dumps({"image_ids": [1, 2], "grid": g, "codebook_size": 128,
+                                                      "checkpoint": "sha256:earlier"}))
+    problems = _problems(cfg)
+    assert "stale" in problems["codes val"].message and "01_train_augvae" in problems["codes val"].fix
