@@ -58,6 +58,10 @@ cfg = load_profile(PROFILE)
 print(f"profile {cfg.profile}: data source {cfg.data.source}, {cfg.data.image_size} px, root {cfg.data_root}")"""
 
 CELLS = [
+    ("Is this machine ready for the profile? The same checks as `python -m lverse_core doctor --profile P`: Java "
+     "for METEOR, the assets the profile reads, stale artefacts, free disk; each problem comes with its fix.",
+     """from lverse_core.pipeline.doctor import doctor
+problems = doctor(cfg)  # prints [ok] / [problem] lines; the notebook goes on, the later cells fail where it matters"""),
     ("Generate the embedded data set (or locate the real one) and read every split through the loaders.",
      """info = data_report.prepare(cfg, validate=VALIDATE_IMAGES)
 records = info["records"]

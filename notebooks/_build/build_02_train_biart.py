@@ -69,7 +69,7 @@ tok = ensure_tokenizer(cfg)
 pd.DataFrame([{"vocabulary": "compact" if tok.compact else "full CLIP BPE", "text ids": tok.vocab_size,
                "text_len": tok.text_len, "pad": tok.pad_id, "eot": tok.eot_id}])"""),
     ("markdown", "The CLIP reranker: trained here on the training split for the embedded profiles (config section "
-                 "`clip`), opened with `clip.load(path, jit=False)` like OpenAI's file."),
+                 "`clip`), opened like OpenAI's file by `open_clip` (weights read without unpickling)."),
     ("code", """from lverse_core.sampling.clip_reranker import ensure_reranker, load_reranker
 t0 = time.perf_counter()
 clip_path = ensure_reranker(cfg)
