@@ -478,8 +478,9 @@ def validate(cfg: Config) -> Config:
     if cfg.data.image_size % 8:
         raise ConfigError(f"data.image_size: {cfg.data.image_size} must be a multiple of 8 and at least 16")
     a = cfg.augvae
-    down = 2 ** (len(a.ch_mult) - 1)
-    if down * 2 ** (a.n_levels - 1) > cfg.data.image_size:
+    # 2 ** halvings > image_size, compared by bit length: 2 ** n_levels itself would not finish for a huge n_levels
+    halvings = len(a.ch_mult) - 1 + a.n_levels - 1
+    if halvings >= cfg.data.image_size.bit_length():
         raise ConfigError(
             f"augvae: {a.n_levels} levels with ch_mult {a.ch_mult} downsample a {cfg.data.image_size}-px image "
             f"below 1x1; use fewer levels or a larger data.image_size"

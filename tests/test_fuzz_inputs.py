@@ -1,67 +1,75 @@
-"""Seeded random inputs for every input kind: the result is valid or the kit's own error type, never another
-exception (issue 12's property tests, without the hypothesis package, which the pinned environment lacks).
-Bounded: a few hundred cases per kind, a few seconds in all."""
+"""Property tests (hypothesis) for every input kind: arbitrary bytes, JSON and strings give a valid result or the
+kit's own error type naming the input, never another exception (issue 12).
+
+Bounded and deterministic: ``derandomize=True`` draws the same examples on every run (no example database
+needed) and each property runs at most ``MAX_EXAMPLES`` examples, a few seconds for the whole file.
+Function-scoped fixtures (``tmp_path``) are shared by the examples of one test: each example overwrites the
+one input file it reads, so nothing carries over between examples.
+"""
 from __future__ import annotations
 
 import io
 import json
-import math
-import random
+from functools import lru_cache
 
 import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lverse_core.config import Config, ConfigError, RANGES, load_profile
 from lverse_core.data.loaders import BadInputError, karpathy_records, load_image, read_cc3m_tsv
-from lverse_core.evaluation.human_eval import AnswerFileError, validate_answer_file
+from lverse_core.data.tokenizer import TextTokenizer
+from lverse_core.evaluation.human_eval import CHOICES, AnswerFileError, validate_answer_file
 
-N = 200
+MAX_EXAMPLES = 150
+pytestmark = pytest.mark.timeout(120)  # a hang (e.g. a huge power in the validator) fails fast, not after 900 s
+FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-
-def _value(rng: random.Random, depth: int = 0):
-    """An arbitrary JSON-like value (with NaN/inf and YAML-ish oddities)."""
-    kinds = ["int", "float", "str", "bool", "none", "list", "dict"] if depth < 3 else ["int", "str", "none"]
-    k = rng.choice(kinds)
-    if k == "int":
-        return rng.choice([0, -1, 1, 2, 7, 64, -2**40, 2**63, rng.randint(-10**6, 10**6)])
-    if k == "float":
-        return rng.choice([0.0, -0.5, 0.5, 1.0, 1.5, math.nan, math.inf, -math.inf, rng.uniform(-1e6, 1e6)])
-    if k == "str":
-        return rng.choice(["", "x", "../../etc", "/etc/passwd", "a\tb", "\x00", "é", "train", "test", "12"])
-    if k == "bool":
-        return rng.random() < 0.5
-    if k == "none":
-        return None
-    if k == "list":
-        return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    return {rng.choice(["split", "filename", "cocoid", "raw", "x"]): _value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+# -- strategies ----------------------------------------------------------------------------------------------------
+# Odd strings the readers must refuse or keep inside their roots: path escapes, NUL, BOM, tabs, non-ASCII.
+ODD = st.sampled_from(["", "x", "../../etc", "/etc/passwd", "C:\\x", "a\tb", "\x00", "\ufeff", "é", "train",
+                       "test", "12", "<|endoftext|>"])
+TEXT = ODD | st.text(max_size=12)
+# Any JSON value, NaN and +-inf included (json.dumps writes them, json.loads reads them back).
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8)
 
 
-def _png_bytes() -> bytes:
+def _png(size=(20, 20), mode="RGB", fmt="PNG") -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (20, 20), (200, 30, 40)).save(buf, "PNG")
+    Image.new(mode, size, 200 if mode in ("L", "P", "I", "I;16", "1", "F") else None).save(buf, fmt)
     return buf.getvalue()
 
 
-def test_image_loader_on_arbitrary_bytes(tmp_path):
-    rng, good = random.Random(0), _png_bytes()
-    path = tmp_path / "x.png"
-    for _ in range(N):
-        b = bytearray(good)
-        how = rng.choice(["cut", "flip", "random"])
-        if how == "cut":
-            b = b[: rng.randint(0, len(b))]
-        elif how == "flip":
-            for _ in range(rng.randint(1, 8)):
-                b[rng.randrange(len(b))] = rng.randrange(256)
-        else:
-            b = bytearray(rng.randbytes(rng.randint(0, 300)))
-        path.write_bytes(bytes(b))
-        try:
-            img = load_image(path, 16)
-            assert img.mode == "RGB"
-        except BadInputError as e:
-            assert str(path) in str(e)
+GOOD_PNG = _png()
+# Image files the decoder accepts (mode, format pairs Pillow can write), of any size down to 1x1.
+IMAGE_KINDS = [("RGB", "PNG"), ("RGBA", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("1", "PNG"),
+               ("I;16", "PNG"), ("I", "TIFF"), ("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("P", "GIF"),
+               ("RGB", "BMP"), ("F", "TIFF"), ("I;16", "TIFF"), ("RGBA", "TIFF"), ("RGB", "WEBP")]
+
+
+@st.composite
+def image_bytes(draw):
+    """(file bytes, size or None): a whole image of any mode and size, a cut or bit-flipped PNG, random bytes."""
+    how = draw(st.sampled_from(["whole", "cut", "flip", "random"]))
+    if how == "whole":
+        mode, fmt = draw(st.sampled_from(IMAGE_KINDS))
+        size = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
+        return _png(size, mode, fmt), size
+    if how == "cut":
+        return GOOD_PNG[: draw(st.integers(0, len(GOOD_PNG)))], None
+    if how == "flip":
+        b = bytearray(GOOD_PNG)
+        for pos, byte in draw(st.lists(st.tuples(st.integers(0, len(b) - 1), st.integers(0, 255)), min_size=1,
+                                       max_size=8)):
+            b[pos] = byte
+        return bytes(b), None
+    return draw(st.binary(max_size=300)), None
 
 
 def _karpathy_entry(i: int) -> dict:
@@ -69,78 +77,182 @@ def _karpathy_entry(i: int) -> dict:
             "sentences": [{"raw": f"caption {i}."}]}
 
 
-def test_karpathy_reader_on_arbitrary_json(tmp_path):
-    rng = random.Random(1)
+KARPATHY_KEYS = st.sampled_from(["filepath", "filename", "split", "cocoid", "sentences", "imgid"]) | TEXT
+
+
+@st.composite
+def karpathy_file(draw):
+    """A Karpathy JSON (bytes): valid entries with some keys replaced by any JSON value or removed; rarely any
+    JSON or any bytes."""
+    rare = draw(st.integers(0, 9))
+    if rare == 0:
+        return json.dumps(draw(JSON)).encode()
+    if rare == 1:
+        return draw(st.binary(max_size=100))
+    images = [_karpathy_entry(i) for i in range(draw(st.integers(0, 3)))]
+    for victim, key, value, drop in draw(st.lists(st.tuples(st.integers(0, 2), KARPATHY_KEYS, JSON | ODD,
+                                                            st.booleans()), max_size=3)):
+        if victim < len(images):
+            if drop:
+                images[victim].pop(key, None)
+            else:
+                images[victim][key] = value
+    return json.dumps({"images": images}).encode()
+
+
+# CC3M rows are built from the pieces that matter to a TSV reader, mixed with any text.
+TSV_PIECES = st.sampled_from(["a cat.", "\t", "img/1.png", "\n", "\r\n", "../x", "/abs", "\ufeff", "é", "\x00", " "])
+TSV_TEXT = st.lists(TSV_PIECES | st.text(max_size=6), max_size=20).map("".join)
+
+CONFIG_KEYS = st.sampled_from(sorted(RANGES) + ["data.source", "device", "augvae.ema_update", "eval.t2i_split",
+                                                "profile", "nope.x", "data", "augvae.nope", "seed.x", ""]) | TEXT
+# Numbers near the range bounds, where off-by-one and NaN bugs live, plus any JSON value.
+CONFIG_VALUES = st.sampled_from([0, 1, 2, -1, 0.5, 1.0, 1.5, 64, 2**63]) | JSON
+
+
+@st.composite
+def answer_file(draw):
+    """An answer file (bytes): a valid one with one field (top level or of one answer) replaced by any JSON value
+    or removed; rarely any JSON or any bytes."""
+    rec = {"version": 1, "study": "abc123", "form_id": "f1", "rater": "r",
+           "answers": [{"set_id": f"s{i}", "choice": "first"} for i in range(3)]}
+    rare = draw(st.integers(0, 9))
+    if rare == 0:
+        return json.dumps(draw(JSON)).encode()
+    if rare == 1:
+        return draw(st.binary(max_size=100))
+    target = draw(st.sampled_from([rec] + rec["answers"]))
+    key = draw(st.sampled_from(sorted(target) + ["simulated", "extra", "set_id", "choice"]) | TEXT)
+    if draw(st.booleans()):
+        target.pop(key, None)
+    else:
+        target[key] = draw(JSON | st.sampled_from(["first", "second", "s1", "s9", "f2", "abc123"]))
+    return json.dumps(rec).encode()
+
+
+STUDY = {"study": "abc123", "forms": [{"form_id": "f1", "sets": [{"set_id": f"s{i}"} for i in range(3)]},
+                                      {"form_id": "f2", "sets": [{"set_id": "s9"}]}]}
+
+
+# -- properties ----------------------------------------------------------------------------------------------------
+@FUZZ
+@given(file=image_bytes(), min_side=st.integers(1, 24))
+def test_image_loader_on_arbitrary_bytes(tmp_path, file, min_side):
+    data, size = file
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    try:
+        img = load_image(path, min_side)
+    except BadInputError as e:
+        assert str(path) in str(e)
+        assert size is None or min(size) < min_side  # a whole image is refused only for being too small
+        return
+    assert img.mode == "RGB" and min(img.size) >= min_side and size in (None, img.size)
+    img.tobytes()  # fully decoded: nothing deferred that could fail later in a data loader
+
+
+@FUZZ
+@given(content=karpathy_file())
+def test_karpathy_reader_on_arbitrary_json(tmp_path, content):
     path = tmp_path / "k.json"
-    for _ in range(N):
-        images = [_karpathy_entry(i) for i in range(3)]
-        victim = images[rng.randrange(3)]
-        key = rng.choice(["filepath", "filename", "split", "cocoid", "sentences", "imgid", "new"])
-        if rng.random() < 0.2:
-            victim.pop(key, None)
-        else:
-            victim[key] = _value(rng)
-        tree = {"images": images} if rng.random() < 0.9 else _value(rng)
-        path.write_text(json.dumps(tree))
-        try:
-            recs = karpathy_records(path, tmp_path)
-            assert all(isinstance(r["image_id"], int) and r["path"].is_relative_to(tmp_path) for r in recs)
-            assert len({r["image_id"] for r in recs}) == len(recs)
-        except BadInputError as e:
-            assert str(path) in str(e)
+    path.write_bytes(content)
+    try:
+        recs = karpathy_records(path, tmp_path)
+    except BadInputError as e:
+        assert str(path) in str(e)
+        return
+    for r in recs:
+        assert isinstance(r["image_id"], int) and not isinstance(r["image_id"], bool) and r["image_id"] >= 0
+        assert r["path"].is_relative_to(tmp_path) and ".." not in r["path"].relative_to(tmp_path).parts
+        assert all(isinstance(c, str) for c in r["captions"])
+    assert len({r["image_id"] for r in recs}) == len(recs)
 
 
-def test_cc3m_reader_on_arbitrary_text(tmp_path):
-    rng = random.Random(2)
+@FUZZ
+@given(content=st.binary(max_size=80) | TSV_TEXT.map(lambda s: s.encode("utf-8")))
+def test_cc3m_reader_on_arbitrary_text(tmp_path, content):
     path = tmp_path / "c.tsv"
-    pieces = ["a cat.", "\t", "img/1.png", "\n", "\r\n", "../x", "/abs", "\ufeff", "é", "\x00", " "]
-    for _ in range(N):
-        if rng.random() < 0.3:
-            path.write_bytes(rng.randbytes(rng.randint(0, 80)))
-        else:
-            path.write_text("".join(rng.choice(pieces) for _ in range(rng.randint(0, 20))), encoding="utf-8")
-        try:
-            for r in read_cc3m_tsv(path):
-                assert r["path"].is_relative_to(tmp_path) and "\ufeff" not in r["captions"][0][:1]
-        except BadInputError as e:
-            assert str(path) in str(e)
+    path.write_bytes(content)
+    try:
+        recs = read_cc3m_tsv(path)
+    except BadInputError as e:
+        assert str(path) in str(e)
+        return
+    assert [r["image_id"] for r in recs] == list(range(len(recs)))
+    for r in recs:
+        assert r["path"].is_relative_to(tmp_path) and ".." not in r["path"].relative_to(tmp_path).parts
+        (caption,) = r["captions"]
+        assert "\t" not in caption and "\n" not in caption and not caption.startswith("\ufeff")
 
 
-def test_config_validator_on_arbitrary_overrides():
-    rng = random.Random(3)
-    keys = sorted(RANGES) + ["data.source", "device", "augvae.ema_update", "eval.t2i_split", "profile", "nope.x",
-                             "data", "augvae.nope"]
-    for _ in range(N):
-        over = {rng.choice(keys): _value(rng) for _ in range(rng.randint(1, 3))}
-        try:
-            cfg = load_profile("ci", **over)
-            assert isinstance(cfg, Config)
-        except ConfigError as e:
-            assert str(e)
+@FUZZ
+@given(over=st.dictionaries(CONFIG_KEYS, CONFIG_VALUES, min_size=1, max_size=3))
+def test_config_validator_on_arbitrary_overrides(over):
+    try:
+        cfg = load_profile("ci", **over)
+    except ConfigError as e:
+        # The message names an overridden key or its section (cross-checks name the partner key, e.g.
+        # biart.n_embd for biart.n_head).
+        assert any(k.split(".")[0] in str(e) for k in over), (over, str(e))
+        return
+    assert isinstance(cfg, Config)
 
 
-@pytest.fixture
-def study():
-    return {"study": "abc123", "forms": [{"form_id": "f1", "sets": [{"set_id": f"s{i}"} for i in range(3)]},
-                                         {"form_id": "f2", "sets": [{"set_id": "s9"}]}]}
+@FUZZ
+@given(key=st.sampled_from(sorted(RANGES)), value=st.integers() | st.floats() | st.sampled_from([2**63, 10**30]))
+@example(key="augvae.n_levels", value=2**63)  # validate() computed 2 ** n_levels: it never returned
+def test_config_validator_on_arbitrary_numbers(key, value):
+    # Any number for a ranged key: a valid config or a ConfigError; one outside the declared range (NaN
+    # included) is a ConfigError that names the key.
+    allowed = RANGES[key]
+    try:
+        load_profile("ci", **{key: value})
+    except ConfigError as e:
+        if value != value or value not in allowed:
+            assert key in str(e)
+        return
+    assert value == value and value in allowed
 
 
-def test_answer_validation_on_arbitrary_json(tmp_path, study):
-    rng = random.Random(4)
+@lru_cache(maxsize=None)
+def _tokenizer(compact: bool, text_len: int) -> TextTokenizer:
+    # Cheap to build: the compact vocabulary comes from two captions, so most words encode to unk there.
+    if not compact:
+        return TextTokenizer(text_len)
+    cfg = load_profile("ci", **{"biart.text_len": text_len, "biart.compact_vocab": True})
+    return TextTokenizer.build(cfg, ["a red circle.", "two blue squares!"])
+
+
+# Any code point, lone surrogates included (a JSON "\ud800" escape decodes to one), plus HTML entities and
+# CLIP's special-token text, which the cleaning in bpe_ids handles.
+ANY_CHAR = st.characters(codec=None, categories=None) | st.sampled_from(list("\ud800\udcff&#;<|"))
+
+
+@FUZZ
+@given(compact=st.booleans(), text_len=st.integers(2, 80),
+       texts=st.lists(st.text(ANY_CHAR, max_size=200) | ODD, min_size=1, max_size=4))
+@example(compact=False, text_len=2, texts=["a\ud800b <|endoftext|> &#xd800; \x00"])  # always tried: the odd cases
+def test_tokenizer_on_arbitrary_strings(compact, text_len, texts):
+    # Strings never raise (encode refuses only non-strings): every row is ids in the vocabulary, eot, padding.
+    tok = _tokenizer(compact, text_len)
+    ids = tok.encode(texts)
+    assert ids.shape == (len(texts), text_len) and ids.dtype == torch.long
+    assert int(ids.min()) >= 0 and int(ids.max()) < tok.vocab_size
+    for row in ids.tolist():
+        n = row.index(tok.eot_id)  # every row holds eot (truncated ones too), then only padding
+        assert tok.pad_id not in row[:n] and all(i == tok.pad_id for i in row[n + 1:])
+    assert all(isinstance(t, str) for t in tok.decode(ids))
+
+
+@FUZZ
+@given(content=answer_file())
+def test_answer_validation_on_arbitrary_json(tmp_path, content):
     path = tmp_path / "answers.json"
-    for _ in range(N):
-        rec = {"version": 1, "study": "abc123", "form_id": "f1", "rater": "r",
-               "answers": [{"set_id": f"s{i}", "choice": "first"} for i in range(3)]}
-        target = rec if rng.random() < 0.5 else rec["answers"][rng.randrange(3)]
-        key = rng.choice(list(target) + ["simulated", "extra", "set_id", "choice"])
-        if rng.random() < 0.2:
-            target.pop(key, None)
-        else:
-            target[key] = _value(rng)
-        text = json.dumps(rec) if rng.random() < 0.9 else json.dumps(_value(rng))
-        path.write_text(text)
-        try:
-            out = validate_answer_file(path, study)
-            assert out["form_id"] == "f1" and len(out["answers"]) == 3
-        except AnswerFileError as e:
-            assert str(path) in str(e)
+    path.write_bytes(content)
+    try:
+        out = validate_answer_file(path, STUDY)
+    except AnswerFileError as e:
+        assert str(path) in str(e)
+        return
+    assert out["form_id"] == "f1" and sorted(a["set_id"] for a in out["answers"]) == ["s0", "s1", "s2"]
+    assert all(a["choice"] in CHOICES for a in out["answers"]) and len(out["sha256"]) == 64
