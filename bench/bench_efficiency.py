@@ -1,0 +1,140 @@
+"""Per-step efficiency of the smoke training steps: achieved FLOP/s beside the measured matmul peak, one run.
+
+For BiART (bf16 autocast, as the smoke profile trains) and AugVAE-ML / -SL (FP32, paper §3.5) this script
+- measures the CPU's matmul peak in the same process (2048^3 fp32 and bf16 matmuls, best of several repeats);
+- counts the FLOPs of one training step (forward + backward) with ``torch.utils.flop_counter.FlopCounterMode``;
+- times the same step (after warm-up), median and spread of several repeats, interleaving the models;
+- prints achieved GFLOP/s and the fraction of the peak of the step's precision, with the peak RSS.
+
+    python bench/bench_efficiency.py            # smoke sizes, torch's default threads
+    python bench/bench_efficiency.py --quick    # fewer repeats (to test the script)
+
+The fraction depends on the CPU (AMX vs AVX512-BF16 vs AVX2 kernels): the output names the CPU model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lverse_core.config import load_profile  # noqa: E402
+from lverse_core.models.augvae import AugVAE  # noqa: E402
+from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
+from lverse_core.report import cpu_info  # noqa: E402
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = min(_time(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def biart_step(cfg):
+    t = cfg.biart_train
+    args = BiARTArgs(n_layer=cfg.biart.n_layer, n_head=cfg.biart.n_head, n_embd=cfg.biart.n_embd,
+                     text_len=cfg.biart.text_len, image_tokens=cfg.image_tokens, text_vocab=64,
+                     image_vocab=cfg.augvae.codebook_size, pad_id=0, dropout=cfg.biart.dropout)
+    model = BiART(args)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(1, 64, (t.batch_size, args.text_len), generator=g)
+    image = torch.randint(0, args.image_vocab, (t.batch_size, args.image_tokens), generator=g)
+    state = {"i": 0}
+
+    def step():
+        direction = T2I if state["i"] % 2 == 0 else I2T  # alternate, as in training
+        state["i"] += 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            parts = model(text, image, direction)
+        (parts["ref"] + parts["gen"]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, torch.bfloat16
+
+
+def augvae_step(cfg, variant: str):
+    model = AugVAE.from_config(cfg, variant).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    s = cfg.data.image_size
+    x = (torch.rand(cfg.augvae_train.batch_size, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
+         ).contiguous(memory_format=torch.channels_last)
+
+    def step():
+        model.train()
+        _, out = model(x)
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, torch.float32
+
+
+def step_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.repeats, a.steps = 2, 1
+    cfg = load_profile(a.profile)
+    peaks = {torch.float32: matmul_peak(torch.float32), torch.bfloat16: matmul_peak(torch.bfloat16)}
+    steps = {"BiART (bf16 autocast)": biart_step(cfg), "AugVAE-ML (fp32)": augvae_step(cfg, "ml"),
+             "AugVAE-SL (fp32)": augvae_step(cfg, "sl")}
+    flops = {}
+    for name, (fn, _) in steps.items():
+        fn()  # warm-up (and the quantizer's data-based init)
+        flops[name] = step_flops(fn)
+        fn()
+    times = {name: [] for name in steps}
+    for _ in range(a.repeats):  # interleaved: a slow spell of the machine hits every model alike
+        for name, (fn, _) in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / a.steps)
+    rows = {}
+    for name, (_, dtype) in steps.items():
+        med = statistics.median(times[name])
+        rate = flops[name] / med
+        rows[name] = {"gflop_per_step": flops[name] / 1e9, "step_s_median": med,
+                      "step_s_range": [min(times[name]), max(times[name])], "achieved_gflops": rate / 1e9,
+                      "peak_gflops": peaks[dtype] / 1e9, "fraction_of_peak": rate / peaks[dtype]}
+    out = {"cpu": cpu_info(), "profile": a.profile, "matmul_peak_gflops": {"fp32": peaks[torch.float32] / 1e9,
+                                                                           "bf16": peaks[torch.bfloat16] / 1e9},
+           "steps": rows, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
+    print(f"matmul peak: fp32 {out['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, bf16 "
+          f"{out['matmul_peak_gflops']['bf16']:.0f} GFLOP/s")
+    for name, r in rows.items():
+        print(f"{name:24s} {r['gflop_per_step']:7.2f} GFLOP/step  {r['step_s_median'] * 1e3:7.1f} ms "
+              f"[{r['step_s_range'][0] * 1e3:.1f}-{r['step_s_range'][1] * 1e3:.1f}]  {r['achieved_gflops']:6.1f} "
+              f"GFLOP/s = {100 * r['fraction_of_peak']:.0f}% of the {r['peak_gflops']:.0f} GFLOP/s peak")
+    print(f"peak RSS {out['peak_rss_mib']:.0f} MiB")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""bench/bench_efficiency.py runs, counts FLOPs like the arithmetic says, and reports a fraction below the peak."""
+import json
+import subprocess
+import sys
+
+from lverse_core.config import REPO_ROOT, load_profile
+
+
+def test_efficiency_bench_on_the_ci_profile():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_efficiency.py"), "--quick", "--profile", "ci"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["cpu"]["model"] and res["matmul_peak_gflops"]["fp32"] > 0
+    for name, row in res["steps"].items():
+        assert row["gflop_per_step"] > 0 and 0 < row["fraction_of_peak"] < 1.0, (name, row)
+    # a transformer step costs about 6 FLOPs per weight per token (forward 2, backward 4): the counter agrees
+    cfg = load_profile("ci")
+    b = cfg.biart
+    block_weights = b.n_layer * 12 * b.n_embd ** 2
+    tokens = cfg.biart_train.batch_size * (b.text_len + cfg.image_tokens + 1)
+    biart = res["steps"]["BiART (bf16 autocast)"]["gflop_per_step"] * 1e9
+    assert 6 * block_weights * tokens <= biart <= 3 * 6 * block_weights * tokens  # + heads, embeddings, attention
