@@ -192,3 +192,40 @@ def test_ranks_without_a_process_group_can_share_a_shard_dir(tiny, tmp_path):
     codes, recs1 = generate_images(cfg, model, tok, captions, image_ids, dist=DistInfo(rank=1, world_size=2),
                                    shard_dir=shards)
     assert torch.equal(codes, full) and recs1 == recs
+
+
+def test_generation_files_are_refused_when_their_checkpoints_changed(tmp_path):
+    import json
+
+    import numpy as np
+
+    from lverse_core.config import load_profile
+    from lverse_core.sampling.generate import load_generated_captions, load_generated_images, made_from
+    from lverse_core.training.loop import CheckpointError
+
+    cfg = load_profile("ci", runs_dir=str(tmp_path / "runs"))
+    cfg.runs_root.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="biart"):
+        made_from(cfg)  # nothing trained yet: says what is missing
+    for name in ("biart.pt", "augvae_sl.pt", "clip_reranker.pt"):
+        (cfg.runs_root / name).write_bytes(name.encode())
+    ids = made_from(cfg)
+    assert set(ids) == {"biart", "augvae_sl", "clip_reranker"} and all(v.startswith("sha256:") for v in ids.values())
+    caps = tmp_path / "captions.json"
+    caps.write_text(json.dumps({"made_from": ids, "records": [{"image_id": 1, "caption": "a red circle."}]}))
+    imgs = tmp_path / "images.npz"
+    np.savez(imgs, codes=np.zeros((1, 1, 2, 2), np.uint16), prompt_ids=np.array([100]), image_ids=np.array([1]),
+             captions=np.array(["a red circle."]), clip_scores=np.zeros((1, 1), np.float32),
+             made_from=np.array(json.dumps(ids)))
+    assert load_generated_captions(caps, cfg)[0]["image_id"] == 1
+    assert load_generated_images(imgs, cfg)["prompt_ids"] == [100]
+    (cfg.runs_root / "biart.pt").write_bytes(b"retrained")  # BiART retrained after the files were generated
+    with pytest.raises(CheckpointError, match="other biart checkpoint"):
+        load_generated_captions(caps, cfg)
+    with pytest.raises(CheckpointError, match="other biart checkpoint"):
+        load_generated_images(imgs, cfg)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"records": []}))  # written before files recorded their checkpoints
+    with pytest.raises(CheckpointError, match="does not record"):
+        load_generated_captions(old, cfg)
+    assert load_generated_captions(old) == []  # without a profile nothing is checked (reading a file as it is)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
-from lverse_core.config import Config
+from lverse_core.config import Config, require_asset
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
 from lverse_core.sampling.candidates import rerank, truncate_at_full_stop
 from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
@@ -355,17 +355,55 @@ def _save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def load_generated_images(path: str | Path) -> dict[str, Any]:
-    """What ``--task images`` wrote: codes (P, k, g, g) long tensor, prompt_ids, image_ids, captions, clip_scores."""
+def made_from(cfg: Config) -> dict[str, str]:
+    """The ids (content hashes) of the checkpoints a generation depends on: BiART, AugVAE-SL (its codes and
+    decoder) and the CLIP reranker. A generation file records them; its loaders refuse it when they changed."""
+    from lverse_core.sampling.clip_reranker import reranker_path
+    from lverse_core.training.augvae_train import checkpoint_path
+    from lverse_core.training.pretokenize import checkpoint_id
+
+    files = {"biart": cfg.runs_root / "biart.pt", "augvae_sl": checkpoint_path(cfg, "sl"),
+             "clip_reranker": (require_asset(cfg, "clip_vit_b32") if cfg.clip.train_steps == 0 else reranker_path(cfg))}
+    missing = [f"{k} ({p})" for k, p in files.items() if not Path(p).exists()]
+    if missing:
+        raise CheckpointError(f"generation needs {', '.join(missing)}: run notebooks 01-02 for profile {cfg.profile}")
+    return {k: checkpoint_id(Path(p)) for k, p in files.items()}
+
+
+def check_made_from(path: str | Path, recorded: Any, cfg: Config) -> None:
+    """Refuse a generation file made from other checkpoints than this profile's current ones (or not saying)."""
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{path} does not record which checkpoints made it (written by an older kit); "
+                              f"re-run python -m lverse_core.sampling.generate for profile {cfg.profile}")
+    now = made_from(cfg)
+    changed = [k for k in now if recorded.get(k) != now[k]]
+    if changed:
+        raise CheckpointError(f"{path} was generated with other {', '.join(changed)} checkpoint(s) than this run's "
+                              f"(retrained since); re-run python -m lverse_core.sampling.generate for profile "
+                              f"{cfg.profile}, or leave GENERATED empty to generate in the notebook")
+
+
+def load_generated_images(path: str | Path, cfg: Config | None = None) -> dict[str, Any]:
+    """What ``--task images`` wrote: codes (P, k, g, g) long tensor, prompt_ids, image_ids, captions, clip_scores.
+
+    With ``cfg``, the file must have been made from this profile's current checkpoints (``check_made_from``)."""
     with np.load(path) as z:
+        if cfg is not None:
+            recorded = json.loads(str(z["made_from"])) if "made_from" in z.files else None
+            check_made_from(path, recorded, cfg)
         return {"codes": torch.from_numpy(z["codes"].astype(np.int64)), "prompt_ids": z["prompt_ids"].tolist(),
                 "image_ids": z["image_ids"].tolist(), "captions": [str(c) for c in z["captions"]],
                 "clip_scores": torch.from_numpy(z["clip_scores"])}
 
 
-def load_generated_captions(path: str | Path) -> list[dict[str, Any]]:
-    """What ``--task captions`` wrote: [{image_id, caption, caption_untruncated, clip_score}]."""
-    return json.loads(Path(path).read_text())["records"]
+def load_generated_captions(path: str | Path, cfg: Config | None = None) -> list[dict[str, Any]]:
+    """What ``--task captions`` wrote: [{image_id, caption, caption_untruncated, clip_score}].
+
+    With ``cfg``, the file must have been made from this profile's current checkpoints (``check_made_from``)."""
+    tree = json.loads(Path(path).read_text())
+    if cfg is not None:
+        check_made_from(path, tree.get("made_from"), cfg)
+    return tree["records"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -394,7 +432,8 @@ def main(argv: list[str] | None = None) -> None:
             if dist.is_main:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 tmp = args.out.with_name(args.out.name + ".tmp")
-                tmp.write_text(json.dumps({"profile": cfg.profile, "split": args.split, "records": records}, indent=1))
+                tmp.write_text(json.dumps({"profile": cfg.profile, "split": args.split, "made_from": made_from(cfg),
+                                           "records": records}, indent=1))
                 os.replace(tmp, args.out)
         else:
             pr = t2i_prompts(cfg, args.limit or None)
@@ -403,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
             if dist.is_main:
                 _save_npz(args.out, codes=codes.numpy().astype(np.uint16), prompt_ids=np.array(pr["prompt_ids"]),
                           image_ids=np.array(pr["image_ids"]), captions=np.array(pr["captions"]),
-                          clip_scores=np.array([r["clip_scores"] for r in records], dtype=np.float32))
+                          clip_scores=np.array([r["clip_scores"] for r in records], dtype=np.float32),
+                          made_from=np.array(json.dumps(made_from(cfg))))
     finally:
         cleanup_distributed()
 

@@ -87,7 +87,7 @@ pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(m
     ("code", """from lverse_core.sampling.generate import generate_captions, load_generated_captions
 t0 = time.perf_counter()
 if GENERATED:
-    generated = load_generated_captions(GENERATED)
+    generated = load_generated_captions(GENERATED, cfg)  # refused if made from other checkpoints
     assert [r["image_id"] for r in generated] == [int(i) for i in ids], \\
         f"{GENERATED} does not hold captions for these {len(ids)} {SPLIT} images, in this order"
 else:

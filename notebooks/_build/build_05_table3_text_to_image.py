@@ -78,7 +78,7 @@ pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["re
     ("code", """from lverse_core.sampling.generate import generate_images, load_generated_images
 t0 = time.perf_counter()
 if GENERATED:
-    loaded = load_generated_images(GENERATED)
+    loaded = load_generated_images(GENERATED, cfg)  # refused if made from other checkpoints
     assert loaded["prompt_ids"] == prompts["prompt_ids"], f"{GENERATED} was generated for other prompts"
     codes, clip_scores = loaded["codes"], loaded["clip_scores"]
 else:
