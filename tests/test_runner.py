@@ -179,3 +179,34 @@ def test_tables_of_a_notebook_that_failed_are_marked_stale(books, workdir, monke
     with pytest.raises(runner.RunError):
         runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
     assert "stale: written by an earlier run of 00_first failed" in (root / "index.html").read_text()
+
+
+def test_tables_made_from_retrained_checkpoints_are_marked_stale(books, workdir, monkeypatch):
+    import papermill
+
+    from lverse_core.config import load_profile
+    from lverse_core.sampling.generate import made_from
+
+    cfg = load_profile("ci")
+    cfg.runs_root.mkdir(parents=True, exist_ok=True)
+    for name in ("biart.pt", "augvae_sl.pt", "clip_reranker.pt"):
+        (cfg.runs_root / name).write_bytes(name.encode())
+    root = cfg.reports_root
+
+    def fake_execute(src, dst, **kw):  # notebook 00 stands in for 04/05: a table and results saying made_from
+        with open(dst, "w") as f:
+            f.write("{}")
+        if src.endswith("00_first.ipynb"):
+            for sub in ("tables", "results"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / "tables" / "toy_table.csv").write_text("model,score\nx,0.5\n")
+            (root / "results" / "toy.json").write_text(json.dumps({"made_from": made_from(cfg)}))
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    assert "stale" not in (root / "index.html").read_text()
+    (cfg.runs_root / "biart.pt").write_bytes(b"retrained")  # BiART retrained; the table was not regenerated
+    runner.write_index(cfg)
+    page = (root / "index.html").read_text()
+    assert "stale: made from other biart checkpoint(s) than the current ones (00_first)" in page

@@ -249,6 +249,32 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str]:
+    """Outputs of notebooks whose results JSON records ``made_from`` checkpoint ids (notebooks 04/05) that differ
+    from this profile's current checkpoints: a table made from a BiART, AugVAE-SL or reranker retrained since."""
+    from lverse_core.sampling.generate import made_from
+
+    try:
+        now = made_from(cfg)
+    except Exception:  # no trained models (yet): nothing to compare with
+        return {}
+    stale = {}
+    for nb in manifest.get("notebooks", []):
+        outputs = nb.get("outputs") or []
+        for out in outputs:
+            if not (out.startswith("results/") and out.endswith(".json")):
+                continue
+            try:
+                recorded = json.loads((cfg.reports_root / out).read_text()).get("made_from")
+            except (OSError, ValueError, AttributeError):
+                continue
+            changed = [k for k in now if isinstance(recorded, dict) and recorded.get(k) != now[k]]
+            if changed:
+                stale.update({o: f"made from other {', '.join(changed)} checkpoint(s) than the current ones "
+                                 f"({nb['name']})" for o in outputs})
+    return stale
+
+
 def write_index(cfg, record: RunRecord | None = None) -> Path:
     """``index.html``: every notebook page, table and figure of the report, with the run's provenance."""
     import pandas as pd
@@ -282,6 +308,7 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if nb.get("status") != "ok":
             for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
                 stale[out] = f"{nb['name']} {nb.get('status')}"
+    stale.update(_made_from_other_checkpoints(cfg, manifest))
     tables = sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []
     if tables:
         parts.append("<h2>Tables</h2>")
@@ -290,8 +317,10 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
                            if t.with_suffix(s).exists())
         df = pd.read_csv(t)
         if _rel(t, root) in stale:
-            links += (f"<br><span class='failed'>stale: written by an earlier run of {esc(stale[_rel(t, root)])} in "
-                      f"the latest run; re-run that notebook</span>")
+            why = stale[_rel(t, root)]
+            links += (f"<br><span class='failed'>stale: {esc(why)}; re-run that notebook</span>" if why.startswith("made")
+                      else f"<br><span class='failed'>stale: written by an earlier run of {esc(why)} in "
+                           f"the latest run; re-run that notebook</span>")
         parts.append(f"<h3>{esc(t.stem)}</h3><p>{links}</p>{df.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.4g}')}")
     figures = sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []
     if figures:

@@ -84,7 +84,7 @@ pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(m
     ("markdown", "Captions: `n_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the "
                  "first full stop; CLIP keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun "
                  "ranks for the paper's 5,000 images)."),
-    ("code", """from lverse_core.sampling.generate import generate_captions, load_generated_captions
+    ("code", """from lverse_core.sampling.generate import generate_captions, load_generated_captions, made_from
 t0 = time.perf_counter()
 if GENERATED:
     generated = load_generated_captions(GENERATED, cfg)  # refused if made from other checkpoints
@@ -151,6 +151,7 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n
            "baselines": {k: v for k, v in scores.items() if k not in ours_names},
            "attribute_accuracy": accuracy, "acceptance_5x_most_frequent": check,
            "caption_files": {k: str(p) for k, p in files.items()}, "generated_from": GENERATED or "this notebook",
+           "made_from": made_from(cfg),
            "timings_s": timings}
 save_results(cfg, "table2", results)
 print(check["verdict"])

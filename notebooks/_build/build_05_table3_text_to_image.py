@@ -75,7 +75,7 @@ pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["re
                "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens}])"""),
     ("markdown", "Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by "
                  "CLIP (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts)."),
-    ("code", """from lverse_core.sampling.generate import generate_images, load_generated_images
+    ("code", """from lverse_core.sampling.generate import generate_images, load_generated_images, made_from
 t0 = time.perf_counter()
 if GENERATED:
     loaded = load_generated_images(GENERATED, cfg)  # refused if made from other checkpoints
@@ -174,7 +174,7 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(c
            "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,
-           "generated_from": GENERATED or "this notebook", "timings_s": timings}
+           "generated_from": GENERATED or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
 save_results(cfg, "table3", results)
 print(check["verdict"])
 pd.Series(timings, name="seconds")"""),
