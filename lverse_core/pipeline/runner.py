@@ -187,7 +187,8 @@ def peak_rss_mib() -> float:
     """Peak resident memory (MiB) of this process and of the largest finished child (the notebook kernels)."""
     import resource
 
-    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return round(kib / 1024, 1)  # Linux reports KiB
 
 

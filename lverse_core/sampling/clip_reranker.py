@@ -42,6 +42,12 @@ def reranker_path(cfg: Config) -> Path:
     return cfg.runs_root / "clip_reranker.pt"
 
 
+def reranker_file(cfg: Config) -> Path:
+    """The file the run's reranker is read from: OpenAI ViT-B/32 (``assets.clip_vit_b32``) when
+    ``clip.train_steps`` is 0 (paper profile), else the small CLIP trained here (``reranker_path``)."""
+    return require_asset(cfg, "clip_vit_b32") if cfg.clip.train_steps == 0 else reranker_path(cfg)
+
+
 def check_clip_config(cfg: Config) -> None:
     c = cfg.clip
     for name in ("vision_width", "transformer_width"):
@@ -206,13 +212,10 @@ def check_reranker_architecture(cfg: Config, state: dict[str, torch.Tensor], pat
 
 def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer:
     """The run's reranker: OpenAI ViT-B/32 for the paper profile, else runs/<profile>/clip_reranker.pt."""
-    if cfg.clip.train_steps == 0:
-        path = require_asset(cfg, "clip_vit_b32")
-    else:
-        path = reranker_path(cfg)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
-                                    f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
+    path = reranker_file(cfg)
+    if cfg.clip.train_steps and not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: train the CLIP reranker first "
+                                f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
     state = read_clip_state(path)
     check_reranker_architecture(cfg, state, path)
     return CLIPScorer(_build(state, path, device), device)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
-from lverse_core.config import Config, require_asset
+from lverse_core.config import Config
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
 from lverse_core.sampling.candidates import rerank, truncate_at_full_stop
 from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
@@ -358,12 +358,12 @@ def _save_npz(path: Path, **arrays) -> None:
 def made_from(cfg: Config) -> dict[str, str]:
     """The ids (content hashes) of the checkpoints a generation depends on: BiART, AugVAE-SL (its codes and
     decoder) and the CLIP reranker. A generation file records them; its loaders refuse it when they changed."""
-    from lverse_core.sampling.clip_reranker import reranker_path
+    from lverse_core.sampling.clip_reranker import reranker_file
     from lverse_core.training.augvae_train import checkpoint_path
     from lverse_core.training.pretokenize import checkpoint_id
 
     files = {"biart": cfg.runs_root / "biart.pt", "augvae_sl": checkpoint_path(cfg, "sl"),
-             "clip_reranker": (require_asset(cfg, "clip_vit_b32") if cfg.clip.train_steps == 0 else reranker_path(cfg))}
+             "clip_reranker": reranker_file(cfg)}
     missing = [f"{k} ({p})" for k, p in files.items() if not Path(p).exists()]
     if missing:
         raise CheckpointError(f"generation needs {', '.join(missing)}: run notebooks 01-02 for profile {cfg.profile}")
