@@ -88,6 +88,8 @@ class AugVAETrainConfig:
     # decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it (ImageNet)
     decode: str = "per_step"
     channels_last: bool = True  # NHWC convolutions: 1.12-1.27x per step measured on a 2-core CPU (issue notes)
+    # fp32 (the paper, §3.5) | bf16: convolutions under bf16 autocast, the quantizer and the loss stay FP32
+    precision: str = "fp32"
     log_every: int = 20
     ckpt_every: int = 200
     timeout_s: float = 0.0  # wall-clock safety net only; runs are fixed by step counts. 0 = none
@@ -382,6 +384,7 @@ CHOICES = {
     "data.bad_input": ("error", "skip"),
     "augvae.ema_update": ("per_level", "pooled"),
     "augvae_train.decode": ("per_step", "once"),
+    "augvae_train.precision": ("fp32", "bf16"),
     "biart_train.direction": ("alternate", "mixed"),
     "biart_train.precision": ("auto", "fp32", "bf16", "fp16"),
     "eval.fid_extractor": ("kit", "inception"),

@@ -181,6 +181,31 @@ def test_loss_falls_when_overfitting_one_batch(tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
+def test_quantizer_stays_fp32_inside_a_bf16_autocast_region():
+    torch.manual_seed(0)
+    q = EMAVectorQuantizer(64, 8, data_init=False)
+    # nearly tied codes: a bf16 distance would pick the wrong one for some vectors
+    q.embed.copy_(torch.randn(64, 8) + 100.0)
+    z = (q.embed[torch.randint(0, 64, (200,))] + 1e-3 * torch.randn(200, 8)).t().reshape(1, 8, 200, 1)
+    ref_q, ref_codes, ref_loss, _ = q(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z_q, codes, loss, flat = q(z.to(torch.bfloat16).float())
+    assert z_q.dtype == torch.float32 and loss.dtype == torch.float32 and flat.dtype == torch.float32
+    assert torch.equal(codes, ref_codes)
+
+
+def test_bf16_training_precision_trains_and_keeps_fp32_weights(tmp_path):
+    cfg = _train_cfg(tmp_path, "bf16", **{"augvae_train.precision": "bf16"})
+    path = train_augvae(cfg, "ml", dataset=ImageSet(synthetic_images(16, cfg.data.image_size)), progress=False)
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["step"] == cfg.augvae_train.ml_steps
+    assert all(v.dtype in (torch.float32, torch.bool) for v in ckpt["model"].values())
+    log = (cfg.runs_root / "logs" / "augvae_ml.csv").read_text().splitlines()
+    assert len(log) == 1 + cfg.augvae_train.ml_steps and "nan" not in log[-1]
+    with pytest.raises(ValueError, match="augvae_train.precision"):
+        tiny_cfg(tmp_path, **{"augvae_train.precision": "fp16"})
+
+
 # -- training, resume, DDP, checkpoints --------------------------------------------------------------------------
 
 def _train_cfg(tmp_path, name, **over):

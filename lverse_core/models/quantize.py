@@ -73,6 +73,12 @@ class EMAVectorQuantizer(nn.Module):
         B, D, H, W = z.shape
         if D != self.dim:
             raise ValueError(f"quantizer expects {self.dim} channels, got a map of shape {tuple(z.shape)}")
+        # FP32 always (paper §3.5: the quantizer underflows in lower precision), also inside a bf16 autocast region
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(z.float())
+
+    def _quantize(self, z: torch.Tensor):
+        B, D, H, W = z.shape
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D)  # (B*H*W, D)
         if self.training and not bool(self.initted):
             self._init_from_data_(flat)

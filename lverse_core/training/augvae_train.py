@@ -19,6 +19,7 @@ position is the step itself); re-running a killed run continues from it, a finis
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ import torch
 
 from lverse_core.models.augvae import AugVAE
 from lverse_core.config import Config, load_profile
-from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint, rng_state,
-                    run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, autocast, check_model_args,
+                                       cpu_has_native_bf16, load_checkpoint, rng_state, run_steps, save_checkpoint,
+                                       seed_everything, set_rng_state, setup_distributed)
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
 VARIANTS = {
@@ -143,7 +145,10 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         expected = _model_args(_initial_model_shape(cfg, variant))
         check_model_args(path, resume["model_args"], expected)
         model.load_state_dict(resume["model"])
-    model = model.to(di.device).float()  # FP32 for the VAE (paper §3.5)
+    model = model.to(di.device).float()  # FP32 weights (paper §3.5); augvae_train.precision bf16 autocasts the convs
+    if t.precision == "bf16" and di.device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("augvae_train.precision is bf16 but this CPU has no native bf16 (avx512_bf16/amx_bf16): the "
+                      "convolutions will be emulated and slower; set augvae_train.precision: fp32 for this machine")
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
@@ -181,8 +186,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             x = torch.stack([dataset[i][0] for i in sampler.indices(step)]).to(di.device)
         x = x.contiguous(memory_format=fmt)
         model.train()
-        recon, out = net(x)
-        loss = out["loss"]
+        with autocast(t.precision, di.device):  # fp32 by default; bf16 keeps the quantizer in FP32 (quantize.py)
+            recon, out = net(x)
+        recon, loss = recon.float(), out["loss"].float()
         p_loss = x.new_zeros(())
         if perceptual is not None:
             p_loss = perceptual(recon, x)

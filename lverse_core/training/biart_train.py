@@ -15,7 +15,6 @@ killed run resumes bit-exactly (the learning rate is a pure function of the step
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -26,7 +25,8 @@ import torch
 
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs
 from lverse_core.config import Config
-from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, check_model_args, load_checkpoint,
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, autocast, check_model_args,
+                    cpu_has_native_bf16, load_checkpoint,
                     rng_state, run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
 
 CKPT_KIND = "biart"
@@ -110,21 +110,6 @@ def resolve_precision(cfg: Config, device: torch.device) -> str:
         warnings.warn("biart_train.precision is bf16 but this CPU has no native bf16 matmul (avx512_bf16/amx_bf16): "
                       "bf16 will be emulated and slower than fp32; set biart_train.precision: fp32 for this machine")
     return p
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 autocast is then ~2x faster than fp32 here)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, text_vocab_size: int | None = None,

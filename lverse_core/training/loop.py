@@ -10,6 +10,7 @@ Design choices, each so that a killed run resumes exactly where it stopped:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import os
@@ -47,6 +48,22 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 autocast is then ~2x faster than fp32 here)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast region of a training step: none for fp32, bf16 or fp16 otherwise."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:
