@@ -160,3 +160,15 @@ def test_paper_config_parameter_count():
     assert 470e6 < m.num_params("blocks") < 475e6  # DESIGN.md: 472M block parameters
     assert m.num_params() == m.num_params("blocks") + m.num_params("embeddings") + m.num_params("heads")
     assert math.isclose(m.num_params("heads"), d * (49408 + 8192))
+
+
+def test_cpu_attention_under_bf16_autocast_runs_in_fp32():
+    from lverse_core.models.biart import _causal_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 89, 16, generator=g).to(torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = _causal_attention(q, k, v, 0.0)
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, want.to(torch.bfloat16))

@@ -57,6 +57,20 @@ class KVCache:
         self.length = 0  # positions already written
 
 
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal SDPA; on the CPU under bf16 autocast it runs in FP32.
+
+    The CPU flash-attention kernel's bf16 backward is several times slower than its FP32 one (measured on a 2-core
+    Xeon with AMX: 34% of a smoke training step for ~5% of its FLOPs); at these sequence lengths the FP32 attention
+    costs little, so the step gets 1.3x faster with the same loss curve. GPUs keep bf16 flash attention.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p,
+                                                  is_causal=True).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__()
@@ -70,8 +84,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=True)
+            y = _causal_attention(q, k, v, self.dropout if self.training else 0.0)
         else:
             start = cache.length
             cache.k[layer][:, :, start:start + T] = k
@@ -97,7 +110,9 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        # exact (erf) GELU, as nanoGPT's nn.GELU(): in bf16 on the CPU its forward + backward took 4.7 ms against
+        # 13.6 ms for the tanh approximation (2848 x 1024 activations, 2-core Xeon)
+        return self.drop(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
