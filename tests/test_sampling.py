@@ -8,7 +8,8 @@ from lverse_core.sampling.clip_reranker import (build_small_clip, load_reranker,
 from lverse_core.config import ConfigError, MissingAssetError, load_profile
 from lverse_core.models.decoding import filter_logits, sample_next
 from lverse_core.training.loop import CheckpointError, save_checkpoint
-from lverse_core.sampling.candidates import image_to_text, rerank, text_to_image, truncate_at_full_stop
+from lverse_core.sampling.candidates import (full_length_text, image_to_text, rerank, text_to_image,
+                                            truncate_at_full_stop)
 
 DOT, EOT, PAD = 3, 9, 0
 
@@ -82,6 +83,23 @@ def test_image_to_text_keeps_truncated_and_full_caption_of_the_same_candidate():
     for p in range(2):
         assert out["truncated"][p] == max(out["candidates"][p], key=len)
         assert out["full"][p].startswith(out["truncated"][p])
+
+
+def test_untruncated_caption_is_the_full_length_sample_not_the_text_before_eot():
+    ids = torch.tensor([[5, 6, DOT, EOT, 5, 6, DOT, PAD], [EOT, PAD, 7, 8, PAD, PAD, PAD, PAD]])
+    assert full_length_text(ids, {EOT, PAD}) == [[5, 6, DOT, 5, 6, DOT], [7, 8]]
+    m = tiny_model()  # text_len 6
+    codes = torch.randint(0, 10, (3, 4), generator=torch.Generator().manual_seed(0))
+    short = image_to_text(m, FakeTokenizer(), codes, n_candidates=2, n_tokens=3, seed=4)
+    long = image_to_text(m, FakeTokenizer(), codes, n_candidates=2, n_tokens=6, seed=4)
+    # the full row always runs to text_len; the truncated row sees only the first n_tokens of the same draw
+    assert short["full"] == long["full"]
+    assert all(len(f.split()) > len(t.split()) for f, t in zip(short["full"], short["truncated"]) if t.split())
+    sample = m.generate_text(codes.repeat_interleave(2, 0), 6, generator=torch.Generator().manual_seed(4))
+    want = [" ".join(map(str, r)) for r in full_length_text(sample, {EOT, PAD})]
+    assert short["full"] == [want[0], want[2], want[4]]  # no scorer: candidate 0 of each prompt
+    with pytest.raises(ValueError, match="caption_tokens"):
+        image_to_text(m, FakeTokenizer(), codes, n_candidates=2, n_tokens=7)
 
 
 def test_small_clip_round_trips_through_clip_load_and_ranks(tmp_path):

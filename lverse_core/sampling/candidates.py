@@ -1,8 +1,12 @@
 """Sampling from BiART and CLIP reranking (paper §3.6).
 
 - Token sampling itself (temperature, top-k, top-p) is ``lverse_core.models.decoding``.
-- ``truncate_at_full_stop``: image->text samples ``sampling.caption_tokens`` tokens and keeps the text up to and
-  including the first full stop (§3.6); the untruncated text is kept too (Table 2 row "*L-Verse").
+- ``truncate_at_full_stop``: image->text keeps the first ``sampling.caption_tokens`` tokens of a sample up to and
+  including the first full stop (§3.6). ``full_length_text``: the untruncated caption of Table 2's row "*L-Verse" is
+  the whole sample to the full text length (``biart.text_len``, the paper's 64 tokens) with only [EOT]/[PAD]
+  dropped, so it keeps whatever follows the first sentence (the paper: "a repeated sequence of same sentence and
+  [PAD] tokens"). Sampling is auto-regressive, so the first ``caption_tokens`` tokens of that one sample are
+  exactly a ``caption_tokens``-token sample: both rows come from the same draw.
 - ``rerank``: N candidates per prompt, top-1 by CLIP score; ``text_to_image`` / ``image_to_text`` repeat it k
   times with different seeds (§3.6: "we repeat this process k times with different random seeds").
 - ``load_augvae_decoder``: AugVAE-SL's decoder (codes -> images) in FP32, what the image reranker scores;
@@ -34,6 +38,20 @@ def truncate_at_full_stop(ids: torch.Tensor, full_stop_ids: set[int], stop_ids: 
                 break
         out.append(cut)
     return out
+
+
+def full_length_text(ids: torch.Tensor, special_ids: set[int]) -> list[list[int]]:
+    """Each row of ``ids`` (B, T) whole, without its special tokens ([EOT]/[PAD]): the untruncated caption."""
+    return [[t for t in row if t not in special_ids] for row in ids.tolist()]
+
+
+def caption_sample_length(model, caption_tokens: int) -> int:
+    """Tokens to sample per caption candidate: the model's full text length (for the untruncated row), which
+    ``caption_tokens`` (the truncated row's sample length) may not exceed."""
+    text_len = model.args.text_len
+    if not 1 <= caption_tokens <= text_len:
+        raise ValueError(f"sampling.caption_tokens = {caption_tokens} must be in 1..biart.text_len = {text_len}")
+    return text_len
 
 
 def rerank(scores: torch.Tensor) -> torch.Tensor:
@@ -82,21 +100,23 @@ def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: 
                   score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None, seed: int = 0,
                   batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0) -> dict[str, list]:
-    """One caption per image: ``n_candidates`` samples of ``n_tokens`` tokens, cut at the first full stop, and the
-    CLIP-best truncated one kept (§3.6: only the first split is scored). ``score_fn(image_index (M,), texts (M,))
-    -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full`` captions (the full
-    text of the same chosen candidate), the candidates and their scores.
+    """One caption per image: ``n_candidates`` samples, each cut after ``n_tokens`` tokens at the first full stop,
+    and the CLIP-best truncated one kept (§3.6: only the first split is scored). ``score_fn(image_index (M,),
+    texts (M,)) -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full``
+    captions (``full``: the same chosen sample to the full text length, see ``full_length_text``), the candidates
+    and their scores.
     """
     P = image_codes.size(0)
     device = image_codes.device
     rows = image_codes.reshape(P, -1).repeat_interleave(n_candidates, dim=0)
     g = _seeded(seed, device)
-    ids = torch.cat([model.generate_text(rows[i:i + batch_size], n_tokens, temperature=temperature, top_k=top_k,
+    n_sample = caption_sample_length(model, n_tokens)
+    ids = torch.cat([model.generate_text(rows[i:i + batch_size], n_sample, temperature=temperature, top_k=top_k,
                                          top_p=top_p, generator=g) for i in range(0, len(rows), batch_size)])
     stop = {tokenizer.eot_id, tokenizer.pad_id}
-    cut = truncate_at_full_stop(ids, set(tokenizer.full_stop_ids), stop)
+    cut = truncate_at_full_stop(ids[:, :n_tokens], set(tokenizer.full_stop_ids), stop)
     truncated = [_decode(tokenizer, c) for c in cut]
-    full = [_decode(tokenizer, truncate_at_full_stop(ids[i:i + 1], set(), stop)[0]) for i in range(len(ids))]
+    full = [_decode(tokenizer, c) for c in full_length_text(ids, stop)]
     owner = torch.arange(P, device=device).repeat_interleave(n_candidates)
     scores = score_fn(owner, truncated) if score_fn is not None else torch.zeros(len(truncated))
     best = rerank(scores.view(P, n_candidates).cpu())

@@ -2,7 +2,8 @@
 
 Paper §3.6, §4.2-4.3: every prompt gets ``sampling.n_candidates`` samples and CLIP keeps the best one (top-1);
 text->image repeats this ``sampling.n_repeats`` times with other seeds; captions are sampled for
-``sampling.caption_tokens`` tokens and cut at the first full stop (the untruncated text is kept too). The paper
+``sampling.caption_tokens`` tokens and cut at the first full stop (the untruncated row is the same sample run to
+the full text length, ``candidates.full_length_text``). The paper
 does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Table 3), 64 candidates each.
 
 - Reproducible whatever the layout: every sampled row draws from its own random stream keyed by (cfg.seed, task,
@@ -44,7 +45,7 @@ import torch.distributed as tdist
 
 from lverse_core.config import Config
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
-from lverse_core.sampling.candidates import rerank, truncate_at_full_stop
+from lverse_core.sampling.candidates import caption_sample_length, full_length_text, rerank, truncate_at_full_stop
 from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
@@ -160,6 +161,7 @@ def _settings(cfg: Config, task: str, n_repeats: int) -> dict[str, Any]:
            "top_k": s.top_k, "top_p": s.top_p}
     if task == "captions":
         out["caption_tokens"] = s.caption_tokens
+        out["untruncated"] = "full text_len sample"  # shards written before this rule are not reused
     else:
         out["n_repeats"] = n_repeats
     return out
@@ -198,6 +200,7 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
                 "codes_sum": int(codes.sum()), "model_fingerprint": model_fingerprint(model)}
         store = ShardStore(shard_dir, meta, dist)
     stop, full_stop = {tokenizer.eot_id, tokenizer.pad_id}, set(tokenizer.full_stop_ids)
+    n_sample = caption_sample_length(model, s.caption_tokens)  # the untruncated row is the full-length sample
     rows_per_batch = batch_size or s.batch_size
     local: dict[int, Any] = {}
     for chunk in batched(_todo(P, dist, store), max(1, rows_per_batch // n)):
@@ -207,10 +210,10 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
         with _precision(model):
             for a in range(0, len(rows), rows_per_batch):
                 sampler = RowSampler(keys[a:a + rows_per_batch], s.temperature, s.top_k, s.top_p)
-                ids.append(model.generate_text(rows[a:a + rows_per_batch], s.caption_tokens, sampler=sampler).cpu())
+                ids.append(model.generate_text(rows[a:a + rows_per_batch], n_sample, sampler=sampler).cpu())
         ids = torch.cat(ids)
-        cut = [_decode(tokenizer, c) for c in truncate_at_full_stop(ids, full_stop, stop)]
-        full = [_decode(tokenizer, c) for c in truncate_at_full_stop(ids, set(), stop)]
+        cut = [_decode(tokenizer, c) for c in truncate_at_full_stop(ids[:, :s.caption_tokens], full_stop, stop)]
+        full = [_decode(tokenizer, c) for c in full_length_text(ids, stop)]
         if scorer is not None:
             imgs = images[chunk] if torch.is_tensor(images) else images(list(chunk))
             scores = scorer.score(imgs.to(device).repeat_interleave(n, dim=0), cut).float().cpu().view(len(chunk), n)
