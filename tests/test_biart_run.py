@@ -39,3 +39,33 @@ def test_heldout_nll_matches_the_model_loss_on_one_batch():
     assert got[("text->image", "[GEN]")] == pytest.approx(float(t2i["gen"]), rel=1e-5)
     assert got[("image->text", "[REF]")] == pytest.approx(float(i2t["ref"]), rel=1e-5)
     assert set(table["modality"]) == {"text", "image"} and len(table) == 4
+
+
+def test_clip_score_fns_never_score_more_than_a_batch_at_once():
+    import torch
+
+    from lverse_core.pipeline.biart_run import clip_score_fns
+
+    class Recorder:
+        def __init__(self):
+            self.sizes = []
+
+        def score(self, images, texts):
+            assert len(images) == len(texts)
+            self.sizes.append(len(texts))
+            return images.float().flatten(1).mean(1) + torch.tensor([float(len(t)) for t in texts])
+
+    images = torch.randn(5, 3, 4, 4)
+    owner = torch.arange(5).repeat_interleave(8)  # 5 images x 8 candidates
+    texts = [f"caption {'x' * (i % 7)}" for i in range(40)]
+    rec = Recorder()
+    _, i2t = clip_score_fns(rec, None, 2, images, batch_size=16)
+    got = i2t(owner, texts)
+    assert max(rec.sizes) <= 16 and sum(rec.sizes) == 40
+    want = images[owner].flatten(1).mean(1) + torch.tensor([float(len(t)) for t in texts])
+    assert torch.allclose(got, want)
+    decoded = []
+    t2i, _ = clip_score_fns(rec, lambda c: decoded.append(len(c)) or torch.zeros(len(c), 3, 4, 4), 2,
+                            batch_size=16)
+    assert t2i(torch.zeros(40, 4, dtype=torch.long), texts).shape == (40,)
+    assert max(decoded) <= 16

@@ -15,17 +15,27 @@ from lverse_core.sampling.candidates import (Decoder, image_to_text, load_augvae
                                              sampling_precision, text_to_image)
 
 
-def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tensor | None = None):
-    """Reranking scores: codes -> decoded image vs caption (text->image); image index -> image vs caption."""
+def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tensor | None = None,
+                   batch_size: int = 64):
+    """Reranking scores: codes -> decoded image vs caption (text->image); image index -> image vs caption.
+
+    Both score at most ``batch_size`` pairs per CLIP call (and decode at most that many code maps at once), so
+    memory does not grow with the number of candidates: at paper scale one call would otherwise hold 5,000 test
+    images x 64 candidates = 320,000 images.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    b = batch_size
     t2i = None
     if scorer is not None and decode is not None:
         def t2i(codes: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-            return torch.cat([scorer.score(decode(codes[i:i + 256].view(-1, grid, grid)), captions[i:i + 256])
-                              for i in range(0, len(codes), 256)])
+            return torch.cat([scorer.score(decode(codes[i:i + b].view(-1, grid, grid)), captions[i:i + b])
+                              for i in range(0, len(codes), b)])
     i2t = None
     if scorer is not None and images is not None:
         def i2t(owner: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-            return scorer.score(images[owner.cpu()], texts)
+            owner = owner.cpu()
+            return torch.cat([scorer.score(images[owner[i:i + b]], texts[i:i + b]) for i in range(0, len(owner), b)])
     return t2i, i2t
 
 
