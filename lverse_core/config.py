@@ -81,8 +81,13 @@ class AugVAETrainConfig:
     lr: float = 4.5e-6  # base rate; effective lr = lr * world_size * batch_size when lr_scaling is on
     lr_scaling: bool = True  # the official rule: lr * world * batch
     weight_decay: float = 1e-5
-    plateau_factor: float = 0.5  # ReduceLROnPlateau
-    plateau_patience: int = 10  # in log intervals
+    # ReduceLROnPlateau on the mean training loss, as the official code: checked once per epoch (plateau_every 0)
+    # or every plateau_every optimizer steps; never tied to log_every, so logging does not change training
+    plateau_every: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10  # in checks (epochs in the official code)
+    plateau_cooldown: int = 10  # checks to wait after a reduction (official: 10)
+    plateau_min_lr: float = 1e-6  # floor (official: 1e-6)
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
     # once: decode the training split to one uint8 tensor and crop batches on the device (lverse_core/data/
     # decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it (ImageNet)
@@ -438,6 +443,8 @@ RANGES: dict[str, Range] = {
     "augvae_train.baseline_steps": AT_LEAST_0,  # 0 = off (no control)
     "augvae_train.lr": POSITIVE, "augvae_train.weight_decay": AT_LEAST_0,
     "augvae_train.plateau_factor": Range(0, 1, lo_open=True, hi_open=True), "augvae_train.plateau_patience": AT_LEAST_0,
+    "augvae_train.plateau_every": AT_LEAST_0,  # 0 = once per epoch
+    "augvae_train.plateau_cooldown": AT_LEAST_0, "augvae_train.plateau_min_lr": AT_LEAST_0,
     "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,
     "augvae_train.timeout_s": AT_LEAST_0,
     "biart.n_layer": AT_LEAST_1, "biart.n_head": AT_LEAST_1, "biart.n_embd": AT_LEAST_1, "biart.dropout": OPEN_FRACTION,

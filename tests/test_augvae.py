@@ -218,6 +218,27 @@ def _assert_same_state(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_logging_interval_does_not_change_training_and_the_plateau_floor_holds(tmp_path):
+    from lverse_core.training.augvae_train import plateau_interval
+
+    data = ImageSet(synthetic_images(16, 32))
+    states = []
+    for name, every in (("log1", 1), ("log3", 3)):
+        cfg = _train_cfg(tmp_path, name, **{"augvae_train.log_every": every, "augvae_train.plateau_every": 2,
+                                            "augvae_train.plateau_patience": 0, "augvae_train.plateau_cooldown": 0})
+        states.append(torch.load(train_augvae(cfg, "ml", dataset=data, progress=False), weights_only=False))
+    _assert_same_state(states[0]["model"], states[1]["model"])
+    assert states[0]["optimizer"]["param_groups"][0]["lr"] == states[1]["optimizer"]["param_groups"][0]["lr"]
+    # cooldown and floor reach the scheduler (official: cooldown 10, min_lr 1e-6)
+    cfg = _train_cfg(tmp_path, "floor", **{"augvae_train.plateau_cooldown": 3, "augvae_train.plateau_min_lr": 2e-5})
+    sched = torch.load(train_augvae(cfg, "ml", dataset=data, progress=False), weights_only=False)["scheduler"]
+    assert sched["cooldown"] == 3 and sched["min_lrs"] == [2e-5]
+    # 0 = once per epoch: the images over the global batch, rounded up
+    cfg = tiny_cfg(tmp_path, **{"augvae_train.plateau_every": 0, "augvae_train.batch_size": 4})
+    assert plateau_interval(cfg, 10, 1) == 3 and plateau_interval(cfg, 10, 2) == 2
+    assert plateau_interval(tiny_cfg(tmp_path, **{"augvae_train.plateau_every": 7}), 10, 1) == 7
+
+
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     data = ImageSet(synthetic_images(24, 32))
     cfg_a, cfg_b = _train_cfg(tmp_path, "a"), _train_cfg(tmp_path, "b")

@@ -142,3 +142,22 @@ def test_bf16_autocast_on_the_cpu_trains(tmp_path):
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         train_biart(cfg_for(tmp_path / "x", **{"biart_train.precision": "fp16"}), data_for(cfg),
                     text_vocab_size=VT, pad_id=PAD)
+
+
+def test_resume_restores_each_ranks_own_stream_and_refuses_another_world_size(tmp_path):
+    from lverse_core.training.loop import DistInfo, all_rng_states, restore_rng_states, rng_state
+
+    torch.manual_seed(1)
+    a = rng_state()
+    torch.manual_seed(2)
+    b = rng_state()
+    restore_rng_states("ck.pt", [a, b], DistInfo(rank=1, world_size=2))
+    assert torch.equal(torch.get_rng_state(), b["torch"])  # rank 1 gets its own stream, not rank 0's
+    restore_rng_states("ck.pt", [a, b], DistInfo(rank=0, world_size=2))
+    assert torch.equal(torch.get_rng_state(), a["torch"])
+    restore_rng_states("ck.pt", a, DistInfo())  # an older checkpoint's single state, one process
+    with pytest.raises(CheckpointError, match=r"written by 1 process\(es\) and this run has 2.*nproc_per_node=1"):
+        restore_rng_states("ck.pt", [a], DistInfo(rank=1, world_size=2))
+    with pytest.raises(CheckpointError, match="written by 2 process"):
+        restore_rng_states("ck.pt", [a, b], DistInfo())
+    assert len(all_rng_states(DistInfo())) == 1

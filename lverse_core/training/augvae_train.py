@@ -19,6 +19,7 @@ position is the step itself); re-running a killed run continues from it, a finis
 from __future__ import annotations
 
 import argparse
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ import torch
 
 from lverse_core.models.augvae import AugVAE
 from lverse_core.config import Config, load_profile
-from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, autocast, check_model_args,
-                                       cpu_has_native_bf16, load_checkpoint, rng_state, run_steps, save_checkpoint,
-                                       seed_everything, set_rng_state, setup_distributed)
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
+                                       check_model_args, cpu_has_native_bf16, load_checkpoint, restore_rng_states,
+                                       run_steps, save_checkpoint, seed_everything, setup_distributed)
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
 VARIANTS = {
@@ -57,6 +58,15 @@ def planned_steps(cfg: Config, variant: str) -> int:
 def control_enabled(cfg: Config) -> bool:
     """Whether this profile trains the plain VQ-VAE control (``augvae_train.baseline_steps`` > 0)."""
     return cfg.augvae_train.baseline_steps > 0
+
+
+def plateau_interval(cfg: Config, n_images: int, world_size: int) -> int:
+    """Optimizer steps between two ReduceLROnPlateau checks: ``augvae_train.plateau_every``, or one epoch (the
+    official code's rule: ``n_images`` over the global batch) when it is 0."""
+    t = cfg.augvae_train
+    if t.plateau_every:
+        return t.plateau_every
+    return max(1, math.ceil(n_images / (t.batch_size * world_size)))
 
 
 def effective_lr(cfg: Config, world_size: int) -> float:
@@ -153,13 +163,15 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
                             weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.plateau_factor, patience=t.plateau_patience)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.plateau_factor, patience=t.plateau_patience,
+                                                       cooldown=t.plateau_cooldown, min_lr=t.plateau_min_lr)
+    plateau_every = plateau_interval(cfg, len(dataset), di.world_size)
     start, plateau = 0, {"sum": 0.0, "n": 0}
     if resume:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         start, plateau = resume["step"], dict(resume["plateau"])
-        set_rng_state(resume["rng"][di.rank] if isinstance(resume["rng"], list) else resume["rng"])
+        restore_rng_states(path, resume["rng"], di)
 
     perceptual = None
     if t.lpips_weight > 0:
@@ -198,7 +210,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         opt.step()
         plateau["sum"] += float(loss.detach())
         plateau["n"] += 1
-        if plateau["n"] == t.log_every:
+        if plateau["n"] >= plateau_every:
             mean = torch.tensor(plateau["sum"] / plateau["n"], dtype=torch.float64, device=di.device)
             if di.distributed:  # every process must see the same loss, or their learning rates drift apart
                 torch.distributed.all_reduce(mean)
@@ -211,11 +223,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                 "lr": opt.param_groups[0]["lr"], **stats}
 
     def save_fn(step: int) -> None:
-        rng = rng_state()
-        if di.distributed:
-            gathered: list[Any] = [None] * di.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
+        rng = all_rng_states(di)  # every rank's stream (a collective under DDP)
         if di.is_main:
             save_checkpoint(path, {
                 "kind": kind, "model_args": _model_args(model), "config": cfg.to_dict(), "step": step,

@@ -25,9 +25,9 @@ import torch
 
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs
 from lverse_core.config import Config
-from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, autocast, check_model_args,
-                    cpu_has_native_bf16, load_checkpoint,
-                    rng_state, run_steps, save_checkpoint, seed_everything, set_rng_state, setup_distributed)
+from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
+                                       check_model_args, cpu_has_native_bf16, load_checkpoint, restore_rng_states,
+                                       run_steps, save_checkpoint, seed_everything, setup_distributed)
 
 CKPT_KIND = "biart"
 LOG_FIELDS = ["loss", "t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen", "lr", "tokens_per_s"]
@@ -160,7 +160,7 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        restore_rng_states(path, state["rng"], info)
         start = int(state["step"])
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if info.distributed else model
@@ -199,10 +199,11 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
         return {"loss": total, **metrics, "lr": lr, "tokens_per_s": tokens / (time.perf_counter() - t0)}
 
     def save_fn(next_step: int) -> None:
+        rngs = all_rng_states(info)  # every rank's stream (a collective under DDP)
         if info.is_main:
             save_checkpoint(path, {"kind": CKPT_KIND, "model_args": {**model.args.arch(), "dropout": model.args.dropout},
                                    "config": cfg.to_dict(), "step": next_step, "model": model.state_dict(),
-                                   "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()})
+                                   "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs})
 
     if start >= t.steps:
         return model.eval()

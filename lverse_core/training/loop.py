@@ -122,6 +122,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def all_rng_states(info: "DistInfo") -> list[dict[str, Any]]:
+    """Every process's generator states, indexed by rank (a collective under DDP: call it on every rank)."""
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def restore_rng_states(path: str | os.PathLike, saved: Any, info: "DistInfo") -> None:
+    """Give this process its own saved generator states; refuse a checkpoint written by another number of processes.
+
+    ``saved`` is what ``all_rng_states`` returned (a list by rank) or, in older checkpoints, one state. Resuming on
+    another world size would change every process's data order and random stream, so it is refused, naming both.
+    """
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) != info.world_size:
+        raise CheckpointError(
+            f"checkpoint {path} was written by {len(states)} process(es) and this run has {info.world_size}: "
+            f"resuming on another number of processes would change the data order and the random streams. "
+            f"Resume with the same number (torchrun --nproc_per_node={len(states)}), or move the checkpoint away "
+            f"to start a fresh run")
+    set_rng_state(states[info.rank])
+
+
 # -- data order ----------------------------------------------------------------------------------------------------
 
 class StepSampler:
