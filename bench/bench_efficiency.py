@@ -1,6 +1,7 @@
 """Per-step efficiency of the smoke training steps: achieved FLOP/s beside the measured matmul peak, one run.
 
-For BiART (bf16 autocast, as the smoke profile trains) and AugVAE-ML / -SL (FP32, paper §3.5) this script
+For BiART (bf16 autocast, as the smoke profile trains) and AugVAE-ML / -SL (in the profile's
+``augvae_train.precision``: bf16 autocast with the quantizer in FP32 on smoke, FP32 as the paper elsewhere) this script
 - measures the CPU's matmul peak in the same process (2048^3 fp32 and bf16 matmuls, best of several repeats);
 - counts the FLOPs of one training step (forward + backward) with ``torch.utils.flop_counter.FlopCounterMode``;
 - times the same step (after warm-up), median and spread of several repeats, interleaving the models;
@@ -68,19 +69,24 @@ def biart_step(cfg):
 
 
 def augvae_step(cfg, variant: str):
-    model = AugVAE.from_config(cfg, variant).to(memory_format=torch.channels_last)
+    """One AugVAE step as the profile trains it: its precision (bf16 autocast, quantizer FP32) and memory format."""
+    t = cfg.augvae_train
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = AugVAE.from_config(cfg, variant).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     s = cfg.data.image_size
-    x = (torch.rand(cfg.augvae_train.batch_size, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
-         ).contiguous(memory_format=torch.channels_last)
+    x = (torch.rand(t.batch_size, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
+         ).contiguous(memory_format=fmt)
+    dtype = torch.bfloat16 if t.precision == "bf16" else torch.float32
 
     def step():
         model.train()
-        _, out = model(x)
-        out["loss"].backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            _, out = model(x)
+        out["loss"].float().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return step, torch.float32
+    return step, dtype
 
 
 def step_flops(step) -> int:
@@ -100,8 +106,9 @@ def main() -> dict:
         a.repeats, a.steps = 2, 1
     cfg = load_profile(a.profile)
     peaks = {torch.float32: matmul_peak(torch.float32), torch.bfloat16: matmul_peak(torch.bfloat16)}
-    steps = {"BiART (bf16 autocast)": biart_step(cfg), "AugVAE-ML (fp32)": augvae_step(cfg, "ml"),
-             "AugVAE-SL (fp32)": augvae_step(cfg, "sl")}
+    p = cfg.augvae_train.precision
+    steps = {"BiART (bf16 autocast)": biart_step(cfg), f"AugVAE-ML ({p})": augvae_step(cfg, "ml"),
+             f"AugVAE-SL ({p})": augvae_step(cfg, "sl")}
     flops = {}
     for name, (fn, _) in steps.items():
         fn()  # warm-up (and the quantizer's data-based init)

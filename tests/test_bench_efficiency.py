@@ -20,3 +20,16 @@ def test_efficiency_bench_on_the_ci_profile():
     tokens = cfg.biart_train.batch_size * (b.text_len + cfg.image_tokens + 1)
     biart = res["steps"]["BiART (bf16 autocast)"]["gflop_per_step"] * 1e9
     assert 6 * block_weights * tokens <= biart <= 3 * 6 * block_weights * tokens  # + heads, embeddings, attention
+
+
+def test_biart_step_variants_bench_runs_every_variant_from_the_same_weights():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_step_variants.py"), "--rounds", "1",
+                          "--steps", "1", "--batch", "2"],
+                         capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = res["variants"]
+    assert len(rows) == 4 and res["cpu"]["model"]
+    losses = [r["loss_after"] for r in rows.values()]
+    # same weights, same batch, same number of steps: the variants differ only in rounding, never in what they learn
+    assert max(losses) - min(losses) < 0.05 * max(losses), losses
+    assert all(r["step_ms_median"] > 0 for r in rows.values())
