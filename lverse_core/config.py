@@ -112,7 +112,7 @@ class BiARTConfig:
 
 @dataclass
 class BiARTTrainConfig:
-    batch_size: int = 32
+    batch_size: int = 32  # sequences per process; the global batch is batch_size x world size (as AugVAE's)
     steps: int = 1000
     lr: float = 3e-4
     warmup_steps: int = 100

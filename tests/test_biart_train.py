@@ -90,8 +90,8 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     worker = str(REPO_ROOT / "tests" / "_ddp_biart_worker.py")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    worker, str(tmp_path / "ddp")], check=True, env=env, capture_output=True, timeout=240)
-    subprocess.run([sys.executable, worker, str(tmp_path / "one")], check=True, env=env, capture_output=True,
+                    worker, str(tmp_path / "ddp"), "4"], check=True, env=env, capture_output=True, timeout=240)
+    subprocess.run([sys.executable, worker, str(tmp_path / "one"), "8"], check=True, env=env, capture_output=True,
                    timeout=240)
     a = load_checkpoint(tmp_path / "ddp" / "biart.pt", "biart")["model"]
     b = load_checkpoint(tmp_path / "one" / "biart.pt", "biart")["model"]

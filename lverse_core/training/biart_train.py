@@ -2,16 +2,17 @@
 
 No VAE in the loop: the images were encoded once by AugVAE-SL (``lverse_core.training.pretokenize``), the captions by the
 run's ``TextTokenizer``. Each optimizer step takes one global batch of (caption, image) pairs from ``StepSampler``
-and trains one direction, text->image on even steps and image->text on odd steps (§3.4: "alternately for each
-iteration"); ``biart_train.direction: mixed`` instead trains both directions on every batch (two forward passes,
-one optimizer step). The loss is ``ref_loss_weight * NLL[REF] + gen_loss_weight * NLL[GEN]``, logged per
-direction and part.
+(``biart_train.batch_size`` per process, as AugVAE's batch) and trains one direction, text->image on even steps
+and image->text on odd steps (§3.4: "alternately for each iteration"); ``biart_train.direction: mixed`` instead
+trains both directions on every batch (two forward passes, one optimizer step). The loss is
+``ref_loss_weight * NLL[REF] + gen_loss_weight * NLL[GEN]``, logged per direction and part.
 
 Optimisation follows minGPT (AdamW(0.9, 0.95), weight decay 0.1 on Linear weights only, grad-norm clip 1.0) with
 linear warmup and cosine decay; bf16 autocast on GPUs, or fp16 with a GradScaler (the paper trains in FP16, §3.5),
 FP32 on the CPU by default (``precision: auto``); the smoke profile asks for bf16 on the CPU, which is ~2x faster
-on CPUs with native bf16 matmuls (AMX / AVX512-BF16; see bench/README.md) and warns elsewhere. DDP under torchrun. Checkpoints are atomic and hold the optimizer, scaler and RNG states, so a
-killed run resumes bit-exactly (the learning rate is a pure function of the step).
+on CPUs with native bf16 matmuls (AMX / AVX512-BF16; see bench/README.md) and warns elsewhere. DDP under
+torchrun. Checkpoints are atomic and hold the optimizer, scaler and every rank's RNG states, so a killed run resumes
+bit-exactly on the same number of processes (the learning rate is a pure function of the step).
 """
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
         start = int(state["step"])
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if info.distributed else model
-    sampler = StepSampler(len(data.text), t.batch_size, cfg.seed, info.rank, info.world_size)
+    # batch_size is per process, as AugVAE's: the global batch is batch_size x world size
+    sampler = StepSampler(len(data.text), t.batch_size * info.world_size, cfg.seed, info.rank, info.world_size)
     log = CSVLog(cfg.runs_root / "logs" / f"{log_name}.csv", LOG_FIELDS, resume_step=start if start else None) \
         if info.is_main else None
     seq_len = model.args.text_len + model.args.image_tokens + 1
