@@ -157,7 +157,7 @@ def test_paper_config_parameter_count():
     assert m.args.text_len == 64 and m.args.image_tokens == 1024 and m.args.image_vocab == 8192
     d, layers = 1280, 24
     assert m.num_params("blocks") == layers * (12 * d * d + 13 * d) + 2 * d  # GPT-2 block formula + final LN
-    assert 470e6 < m.num_params("blocks") < 475e6  # DESIGN.md: 472M block parameters
+    assert 470e6 < m.num_params("blocks") < 475e6  # the design brief's count: 472M block parameters
     assert m.num_params() == m.num_params("blocks") + m.num_params("embeddings") + m.num_params("heads")
     assert math.isclose(m.num_params("heads"), d * (49408 + 8192))
 

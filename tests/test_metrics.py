@@ -8,7 +8,7 @@ import pytest
 from lverse_core.evaluation import metrics as M
 
 PREDS = {1: "A man riding a horse on a beach.", 2: "Two cats sleeping on a couch.", 3: "A bowl of soup on a table."}
-# Our own references: the ones behind DESIGN.md's regression values (METEOR 0.290813, ROUGE-L 0.645405,
+# Our own references: the ones behind the design brief's regression values (METEOR 0.290813, ROUGE-L 0.645405,
 # CIDEr 1.576690) were not recorded, so these values are pinned from this case, computed once.
 REFS = {1: ["A man rides a horse along the beach.", "A person on horseback at the seashore."],
         2: ["Two cats are asleep on a sofa.", "A pair of cats napping on the couch."],

@@ -14,8 +14,8 @@ the ci data (256 training images), this one well above (see tests/test_judge.py)
 The FID features are the penultimate map averaged over the grid: (B, feature_dim).
 
 Trained on REAL embedded training images (``data.CaptionImageDataset`` + ``data.load_attributes``, which give
-each object's centre); its accuracy on real test images is the ceiling any generated image can reach (DESIGN.md:
-100% on real, 86% on VQ reconstructions for the CPU prototype's judge).
+each object's centre); its accuracy on real test images is the ceiling any generated image can reach (a throwaway
+CPU prototype's judge scored 100% on real images and 86% on VQ reconstructions of them).
 
     judge, metrics = train_judge(cfg)          # writes runs/<profile>/judge.pt (kind "judge")
     judge = load_judge(cfg)

@@ -1,7 +1,8 @@
 """Training infrastructure shared by AugVAE and BiART: processes, data order, checkpoints, logs, the step loop.
 
 Design choices, each so that a killed run resumes exactly where it stopped:
-- Runs are fixed by step counts; a wall-clock ``timeout_s`` is only a safety net (DESIGN.md: budgets stalled).
+- Runs are fixed by step counts; a wall-clock ``timeout_s`` is only a safety net (wall-clock budgets proved unreliable: a
+  prototype run lost 100 s to a stall).
 - The data order is a pure function of (seed, step): ``StepSampler`` draws epoch permutations from a seeded
   generator, so a resumed run sees exactly the batches the uninterrupted run would have seen, and each of the
   ``world_size`` processes takes its own slice of the same global batch (DDP with torchrun).
