@@ -130,7 +130,7 @@ table = table2(cfg, scores, descriptions, split=SPLIT)
 save_table(cfg, "table2_image_to_text", table, "Table 2: image-to-text, the paper's rows (MS-COCO Karpathy test) "
            "and this run's (x100); SPICE only with local CoreNLP")
 table.round(2)"""),
-    ("markdown", "Attribute accuracy and the issue's acceptance check (ours at least 5x the most frequent caption)."),
+    ("markdown", "Attribute accuracy and the kit's minimum bar (ours at least 5x the most frequent caption)."),
     ("code", """from lverse_core.pipeline.eval_run import acceptance
 accuracy = {name: sc.get("attribute_accuracy") for name, sc in scores.items()}
 check = acceptance(accuracy.get(TRUNCATED), accuracy.get("most frequent training caption"), 5,

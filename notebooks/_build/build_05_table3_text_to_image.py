@@ -28,7 +28,7 @@ values are **not** Inception FIDs and are not comparable with the paper's, only 
 
 **Embedded profiles.** The judge (a small CNN trained on real embedded images) says whether a generated image shows
 what its caption names. In the same run it also scores the real images behind the captions (its ceiling) and images
-generated from shuffled captions (the floor). Issue 5 asks for at least 2× the floor on `smoke`.
+generated from shuffled captions (the floor). The kit's minimum bar on `smoke` is 2× the floor.
 
 **What to look for.** The FID-$k$ curve; generated images judged right far above the floor and below the ceiling;
 sample grids whose shapes, colours and sizes follow their captions."""
@@ -135,7 +135,7 @@ from lverse_core.report import reference_table, save_figure
 fig = fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), ours["fid"], fid_label(cfg))
 save_figure(cfg, "table3_fid_vs_blur", fig)"""),
     ("markdown", "The judge on generated images, with its ceiling (real images) and floor (images generated from "
-                 "shuffled captions) from this run, and the issue's acceptance check (at least 2x the floor). The "
+                 "shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The "
                  "reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image."),
     ("code", """from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
