@@ -8,8 +8,8 @@ the package, so nothing is downloaded). On top of it this module adds what BiART
 - ``decode`` that stops at eot/pad and restores natural spacing ("a red circle." rather than "a red circle . ");
 - an optional compact vocabulary (``biart.compact_vocab``): only the BPE ids the training captions use, renumbered
   after three specials (0 pad, 1 eot, 2 unk). On the embedded data set this shrinks the embedding and output head
-  from 49408 rows to a few dozen, which a CPU prototype measured as a 2.6-3.2x per-step cost on the CPU. Any other BPE
-  id encodes to ``unk``.
+  from 49408 rows to a few dozen, which a CPU prototype measured as a 2.6-3.2x per-step cost on the CPU. Any other
+  BPE id encodes to ``unk``.
 
 With the full vocabulary the ids are CLIP's own (0..49407, eot 49407). CLIP's ``<|startoftext|>`` slot (49406)
 serves as ``pad``: this encoding never emits it (BiART marks the start of each part itself), so the vocabulary

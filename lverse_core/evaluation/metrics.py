@@ -2,7 +2,8 @@
 
 The scorers are pycocoevalcap's (the coco-caption code behind nlg-eval, which the paper used), each called on
 its own on PTB-tokenized text, exactly as ``COCOEvalCap.evaluate()`` does, except that SPICE is never constructed
-unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would download it, and the kit never reaches the network at run time.
+unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would download it, and the kit never
+reaches the network at run time.
 Without it the SPICE value is None with a reason string "not computed: ...". The PTB tokenizer and METEOR run
 Java (Java 17 is enough).
 

@@ -18,7 +18,8 @@ holds the same codebook and N processes equal one process with the same global b
 
 Two options for short runs (off in the paper profile, as in the official code): initialising the codebook from
 encoder outputs of the first training batch, and restarting codes whose EMA count falls below a threshold with
-random encoder outputs of the current batch (without either, a short CPU prototype run collapsed to a single code within 100 steps).
+random encoder outputs of the current batch (without either, a short CPU prototype run collapsed to a single code
+within 100 steps).
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 builders: caption variants, the minimum bars below, the judge's ceiling and floor, decoding to uint8, and
 the figures (Figure 6 analogue, FID against blur radius, sample grids as in Figures 1/8).
 
-Minimum bars (smoke profile; an early acceptance check of the kit): captions must name the right objects at least 5x as often as the most frequent
-training caption does; generated images must be judged right at least 2x as often as images generated from
-shuffled captions. The verdicts are computed, never tuned for: a shortfall is reported as such.
+Minimum bars (smoke profile; an early acceptance check of the kit): captions must name the right objects at least
+5x as often as the most frequent training caption does; generated images must be judged right at least 2x as often
+as images generated from shuffled captions. The verdicts are computed, never tuned for: a shortfall is reported as
+such.
 """
 from __future__ import annotations
 
