@@ -65,3 +65,14 @@ def test_table3_outputs(ci_run):
     assert t3["acceptance_2x_floor"]["factor"] == 2
     for fig in ("table3_fid_vs_blur", "figure8_text_to_image_samples"):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_table1_says_when_n_eval_is_capped_at_the_split(ci_run):
+    root, _ = ci_run
+    manifest = json.loads((root / "manifest.json").read_text())
+    entry = next(n for n in manifest["notebooks"] if n["name"].startswith("03_"))
+    nb = json.loads((root / entry["executed"]).read_text())
+    outputs = [o.get("text", "") for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    text = "".join(t if isinstance(t, str) else "".join(t) for t in outputs)
+    n_test = json.loads((root / "results" / "table1_reconstruction.json").read_text())["n_eval"]
+    assert f"N_EVAL = 1000, but the test split holds {n_test} images" in text
