@@ -101,3 +101,21 @@ def test_bootstrap_interval_shrinks_with_more_images():
     assert E.bootstrap_interval([1, 1, 1], 100, 0) == (1.0, 1.0)
     with pytest.raises(ValueError, match="at least one"):
         E.bootstrap_interval([], 10, 0)
+
+
+def test_truncation_reading_compares_directions_with_the_papers_rows():
+    import pandas as pd
+
+    from lverse_core.pipeline.eval_run import TRUNCATED, UNTRUNCATED, truncation_reading
+
+    paper = pd.DataFrame([
+        {"model": "L-Verse", "BLEU-4": 39.9, "METEOR": 31.4, "ROUGE-L": 60.4, "CIDEr": 102.2, "SPICE": 23.3},
+        {"model": "L-Verse (untruncated)", "BLEU-4": 27.6, "METEOR": 23.6, "ROUGE-L": 43.9, "CIDEr": 181.6,
+         "SPICE": 28.9}])
+    scores = {TRUNCATED: {"BLEU-4": 0.45, "METEOR": 0.30, "ROUGE-L": 0.60, "CIDEr": 2.6, "SPICE": None},
+              UNTRUNCATED: {"BLEU-4": 0.33, "METEOR": 0.35, "ROUGE-L": 0.50, "CIDEr": 1.4, "SPICE": None}}
+    r = truncation_reading(scores, paper)
+    assert r["agree"] == ["BLEU-4", "ROUGE-L"] and r["differ"] == ["METEOR", "CIDEr"] and r["skipped"] == ["SPICE"]
+    assert r["sentence"] == ("truncation moves BLEU-4, ROUGE-L the way it does in the paper; METEOR, CIDEr move the "
+                             "other way; not compared: SPICE (missing on one side).")
+    assert r["rows"][0]["ours truncated"] == 45.0 and r["rows"][0]["paper untruncated"] == 27.6

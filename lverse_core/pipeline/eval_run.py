@@ -9,6 +9,7 @@ such.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -23,6 +24,43 @@ def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int
     """Generated records -> the paper's two L-Verse rows: cut at the first full stop, and the whole sample."""
     return {TRUNCATED: {int(r["image_id"]): r["caption"] for r in records},
             UNTRUNCATED: {int(r["image_id"]): r["caption_untruncated"] for r in records}}
+
+
+CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+
+
+def truncation_reading(scores: Mapping[str, Mapping[str, Any]], paper: pd.DataFrame) -> dict[str, Any]:
+    """Does cutting captions at the first full stop move each metric the way the paper's Table 2 does?
+
+    ``scores``: this run's metrics by caption set (needs ``TRUNCATED`` and ``UNTRUNCATED``); ``paper``: the
+    paper's Table 2 (``report.reference_table``), whose rows "L-Verse" and "L-Verse (untruncated)" give the
+    paper's direction. Metrics that either side lacks (SPICE without CoreNLP) are left out, and said so. Returns
+    per-metric rows and a sentence computed from them (nothing typed in advance).
+    """
+    ours_t, ours_u = scores[TRUNCATED], scores[UNTRUNCATED]
+    ref = paper.set_index("model")
+    rows, skipped = [], []
+    for m in CAPTION_METRICS:
+        a, b = ours_t.get(m), ours_u.get(m)
+        pa, pb = float(ref.at["L-Verse", m]), float(ref.at["L-Verse (untruncated)", m])
+        if a is None or b is None or math.isnan(pa) or math.isnan(pb):
+            skipped.append(m)
+            continue
+        ours_dir, paper_dir = (a > b) - (a < b), (pa > pb) - (pa < pb)
+        rows.append({"metric": m, "ours truncated": 100 * a, "ours untruncated": 100 * b,
+                     "paper truncated": pa, "paper untruncated": pb,
+                     "same direction as the paper": ours_dir == paper_dir})
+    agree = [r["metric"] for r in rows if r["same direction as the paper"]]
+    differ = [r["metric"] for r in rows if not r["same direction as the paper"]]
+    parts = []
+    if agree:
+        parts.append(f"truncation moves {', '.join(agree)} the way it does in the paper")
+    if differ:
+        parts.append(f"{', '.join(differ)} {'moves' if len(differ) == 1 else 'move'} the other way")
+    if skipped:
+        parts.append(f"not compared: {', '.join(skipped)} (missing on one side)")
+    return {"rows": rows, "agree": agree, "differ": differ, "skipped": skipped,
+            "sentence": ("; ".join(parts) or "nothing to compare") + "."}
 
 
 def acceptance(ours: float | None, baseline: float | None, factor: float, what: str, n: int | None = None
