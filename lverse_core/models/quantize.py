@@ -71,8 +71,7 @@ class EMAVectorQuantizer(nn.Module):
         long, the commitment loss ``beta * mse(z, sg(z_q))`` and the (B*H*W, D) detached encoder vectors, which
         the caller hands to :meth:`update_` (once per level or pooled, see the module docstring).
         """
-        B, D, H, W = z.shape
-        if D != self.dim:
+        if z.dim() != 4 or z.shape[1] != self.dim:
             raise ValueError(f"quantizer expects {self.dim} channels, got a map of shape {tuple(z.shape)}")
         # FP32 always (paper §3.5: the quantizer underflows in lower precision), also inside a bf16 autocast region
         with torch.autocast(z.device.type, enabled=False):

@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from lverse_core.pipeline.eval_tables import TABLE2_METRICS
+
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
 TRUNCATED = "L-Verse kit (cut at the first full stop)"
 UNTRUNCATED = "*L-Verse kit (untruncated)"
@@ -24,9 +26,6 @@ def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int
     """Generated records -> the paper's two L-Verse rows: cut at the first full stop, and the whole sample."""
     return {TRUNCATED: {int(r["image_id"]): r["caption"] for r in records},
             UNTRUNCATED: {int(r["image_id"]): r["caption_untruncated"] for r in records}}
-
-
-CAPTION_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
 
 def truncation_reading(scores: Mapping[str, Mapping[str, Any]], paper: pd.DataFrame) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def truncation_reading(scores: Mapping[str, Mapping[str, Any]], paper: pd.DataFr
     ours_t, ours_u = scores[TRUNCATED], scores[UNTRUNCATED]
     ref = paper.set_index("model")
     rows, skipped = [], []
-    for m in CAPTION_METRICS:
+    for m in TABLE2_METRICS:
         a, b = ours_t.get(m), ours_u.get(m)
         pa, pb = float(ref.at["L-Verse", m]), float(ref.at["L-Verse (untruncated)", m])
         if a is None or b is None or math.isnan(pa) or math.isnan(pb):
