@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 ONLY ?=
 
-.PHONY: setup reproduce test bench lab clean-reports
+.PHONY: setup reproduce test bench lab notebooks clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: setup
 bench: setup
 	$(PY) -m pip install -q -r bench/requirements.txt  # the peers measured beside the kit
 	$(PY) -m bench
+
+notebooks: setup  # rewrite notebooks/*.ipynb from their sources notebooks/*.py
+	$(PY) -m lverse_core notebooks
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

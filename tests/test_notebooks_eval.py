@@ -1,6 +1,5 @@
 """Notebooks 04-06 on the ci profile (they need notebooks 01 and 02's checkpoints), and their committed form."""
 import json
-import sys
 
 import pytest
 
@@ -18,26 +17,6 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(name):
     assert "parameters" in code[0]["metadata"].get("tags", [])
     assert "".join(code[0]["source"]).startswith('PROFILE = "smoke"')
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
-
-
-BUILDERS = {"04_table2_image_to_text": ("build_04_table2_image_to_text", "CELLS"),
-            "05_table3_text_to_image": ("build_05_table3_text_to_image", "CELLS"),
-            "06_human_eval": ("build_04_05_06_eval", "NB06")}
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_builder_reproduces_the_committed_notebooks(name):
-    import importlib
-
-    module, attr = BUILDERS[name]
-    sys.path.insert(0, str(REPO_ROOT / "notebooks" / "_build"))
-    try:
-        cells = getattr(importlib.import_module(module), attr)
-    finally:
-        sys.path.pop(0)
-    committed = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())
-    sources = ["".join(c["source"]) for c in committed["cells"]]
-    assert sources == [src for _, src in cells], f"{name}.ipynb is stale: re-run its builder ({module}.py)"
 
 
 @pytest.mark.slow

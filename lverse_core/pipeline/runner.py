@@ -27,6 +27,7 @@ from typing import Any
 
 from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile
 from lverse_core.report import cpu_info, git_commit, machine, write_json_atomic
+from lverse_core.pipeline import notebook_sources
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ["torch", "torchvision", "clip-anytorch", "torch-fidelity", "pycocoevalcap", "papermill", "nbconvert",
@@ -380,6 +381,10 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     params = dict(params or {})
     books = select_notebooks(only, notebook_dir)
     per_book = notebook_parameters(books, params)  # all checks before anything runs
+    try:
+        notebook_sources.check(notebook_dir, books)
+    except notebook_sources.NotebookDriftError as e:
+        raise RunError(str(e)) from None
     root = cfg.reports_root
     (root / "executed").mkdir(parents=True, exist_ok=True)
     previous = _read_manifest(root)
@@ -440,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="extra notebook parameter (validated against each notebook's parameters cell)")
     sub.add_parser("list", help="list the notebooks and their parameters")
+    n = sub.add_parser("notebooks", help="rewrite notebooks/*.ipynb from their sources notebooks/*.py")
+    n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
     d = sub.add_parser("doctor", help="check this machine for a profile (Java, assets, stale artefacts, disk)")
     d.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
     args = ap.parse_args(argv)
@@ -448,6 +455,14 @@ def main(argv: list[str] | None = None) -> int:
             from lverse_core.pipeline.doctor import doctor
 
             return doctor(load_profile(args.profile))
+        if args.command == "notebooks":
+            if args.check:
+                notebook_sources.check()
+                print("every notebook matches its source")
+                return 0
+            for path in notebook_sources.write_all():
+                print(f"wrote {path.relative_to(REPO_ROOT)}")
+            return 0
         if args.command == "list":
             import papermill
 
@@ -455,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(nb.name, ", ".join(papermill.inspect_notebook(str(nb))))
             return 0
         run(args.profile, args.only, {k: coerce(v) for k, v in args.param})
-    except (RunError, ConfigError) as e:
+    except (RunError, ConfigError, notebook_sources.NotebookDriftError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,44 +1,52 @@
-"""Writes notebooks/05_table3_text_to_image.ipynb (no outputs). Run from the repo root:
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-    python notebooks/_build/build_05_table3_text_to_image.py
-"""
-from pathlib import Path
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbbuild import make_notebook, write  # noqa: E402
+# %% [markdown]
+# # 05 · Table 3: text → image (paper §4.3, §3.6, Table 3, Figures 1 and 8)
+#
+# **What the paper reports.** Images for 30,000 MS-COCO validation captions, compared with the real images by FID
+# after a Gaussian blur of radius $k$ on both sides (FID-$k$, $k \in \{0, 1, 2, 4, 8\}$): L-Verse 45.8 / 41.9 / 35.5 /
+# 30.2 / 29.8. Blurring removes fine detail, so a falling curve says the images get the layout and colours right even
+# where texture is off.
+#
+# **How an image is made** (§3.6). BiART reads the caption's BPE tokens $y$ and samples the $N = g^2$ AugVAE-SL codes
+#
+# $$p(x \mid y) = \prod_{t=1}^{N} p(x_t \mid x_{<t}, y),$$
+#
+# `sampling.n_candidates` times; AugVAE-SL decodes each candidate (in FP32) and CLIP keeps the best,
+# $\hat x = \arg\max_i 100\cos(E_I(D(x^{(i)})), E_T(y))$, `sampling.n_repeats` times with other seeds.
+# **FID**: $\lVert \mu_r - \mu_g \rVert^2 + \mathrm{tr}(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2})$ over features of
+# real and generated images, computed by torch-fidelity. The `paper` profile uses Inception-v3 from a local file;
+# the embedded profiles use the kit's own judge network as feature extractor (named in every column header): those
+# values are **not** Inception FIDs and are not comparable with the paper's, only the shape of the curve is.
+#
+# **Embedded profiles.** The judge (a small CNN trained on real embedded images) says whether a generated image shows
+# what its caption names. In the same run it also scores the real images behind the captions (its ceiling) and images
+# generated from shuffled captions (the floor). The kit's minimum bar on `smoke` is 2× the floor.
+#
+# **What to look for.** The FID-$k$ curve; generated images judged right far above the floor and below the ceiling;
+# sample grids whose shapes, colours and sizes follow their captions.
 
-
-HEADER = r"""# 05 · Table 3: text → image (paper §4.3, §3.6, Table 3, Figures 1 and 8)
-
-**What the paper reports.** Images for 30,000 MS-COCO validation captions, compared with the real images by FID
-after a Gaussian blur of radius $k$ on both sides (FID-$k$, $k \in \{0, 1, 2, 4, 8\}$): L-Verse 45.8 / 41.9 / 35.5 /
-30.2 / 29.8. Blurring removes fine detail, so a falling curve says the images get the layout and colours right even
-where texture is off.
-
-**How an image is made** (§3.6). BiART reads the caption's BPE tokens $y$ and samples the $N = g^2$ AugVAE-SL codes
-
-$$p(x \mid y) = \prod_{t=1}^{N} p(x_t \mid x_{<t}, y),$$
-
-`sampling.n_candidates` times; AugVAE-SL decodes each candidate (in FP32) and CLIP keeps the best,
-$\hat x = \arg\max_i 100\cos(E_I(D(x^{(i)})), E_T(y))$, `sampling.n_repeats` times with other seeds.
-**FID**: $\lVert \mu_r - \mu_g \rVert^2 + \mathrm{tr}(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2})$ over features of
-real and generated images, computed by torch-fidelity. The `paper` profile uses Inception-v3 from a local file;
-the embedded profiles use the kit's own judge network as feature extractor (named in every column header): those
-values are **not** Inception FIDs and are not comparable with the paper's, only the shape of the curve is.
-
-**Embedded profiles.** The judge (a small CNN trained on real embedded images) says whether a generated image shows
-what its caption names. In the same run it also scores the real images behind the captions (its ceiling) and images
-generated from shuffled captions (the floor). The kit's minimum bar on `smoke` is 2× the floor.
-
-**What to look for.** The FID-$k$ curve; generated images judged right far above the floor and below the ceiling;
-sample grids whose shapes, colours and sizes follow their captions."""
-
-PARAMS = """PROFILE = "smoke"  # ci|smoke|gpu|paper
+# %% tags=["parameters"]
+PROFILE = "smoke"  # ci|smoke|gpu|paper
 N_GRID = 6  # captions in the sample grid (Figures 1/8), 1..16
 GRID_IMAGES = 4  # reranked images per caption in the sample grid, 1..8
-GENERATED = \"\"  # path of an images .npz written by lverse_core.sampling.generate under torchrun; empty: generate here"""
+GENERATED = ""  # path of an images .npz written by lverse_core.sampling.generate under torchrun; empty: generate here
 
-VALIDATE = """import time
+# %%
+import time
 import pandas as pd
 import torch
 from IPython.display import display
@@ -53,15 +61,13 @@ device = cfg.resolved_device()
 embedded = cfg.data.source == "shapes"
 timings = {}
 print(f"profile {cfg.profile}: {cfg.eval.t2i_prompts} prompts from {cfg.eval.t2i_split}, {cfg.sampling.n_candidates} "
-      f"candidates each, {cfg.sampling.n_repeats} round(s), on {device}")"""
+      f"candidates each, {cfg.sampling.n_repeats} round(s), on {device}")
 
-CELLS = [
-    ("markdown", HEADER),
-    ("parameters", PARAMS),
-    ("code", VALIDATE),
-    ("markdown", "Inputs: the Table 3 prompts (`eval.t2i_prompts` captions of `eval.t2i_split`, round-robin over "
-                 "each image's captions), the models of notebooks 01-02 and, on embedded data, the judge."),
-    ("code", """from lverse_core.sampling.generate import load_models, real_images, t2i_prompts
+# %% [markdown]
+# Inputs: the Table 3 prompts (`eval.t2i_prompts` captions of `eval.t2i_split`, round-robin over each image's captions), the models of notebooks 01-02 and, on embedded data, the judge.
+
+# %%
+from lverse_core.sampling.generate import load_models, real_images, t2i_prompts
 if embedded:
     from lverse_core.evaluation.judge import ensure_judge
     from lverse_core.data.shapes_dataset import ensure_dataset
@@ -72,10 +78,13 @@ prompts = t2i_prompts(cfg)
 captions = prompts["captions"]
 pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["real_ids"]),
                "split": cfg.eval.t2i_split, "candidates": cfg.sampling.n_candidates,
-               "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens}])"""),
-    ("markdown", "Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by "
-                 "CLIP (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts)."),
-    ("code", """from lverse_core.sampling.generate import generate_images, load_generated_images, made_from
+               "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens}])
+
+# %% [markdown]
+# Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by CLIP (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts).
+
+# %%
+from lverse_core.sampling.generate import generate_images, load_generated_images, made_from
 t0 = time.perf_counter()
 if GENERATED:
     loaded = load_generated_images(GENERATED, cfg)  # refused if made from other checkpoints
@@ -87,22 +96,26 @@ else:
     clip_scores = torch.tensor([r["clip_scores"] for r in records])
 timings["generate_s"] = time.perf_counter() - t0
 print(f"{codes.shape[0]} prompts x {codes.shape[1]} image(s) in {timings['generate_s']:.1f} s; "
-      f"mean CLIP score of the chosen images {float(clip_scores.mean()):.2f}")"""),
-    ("markdown", "Decode the first image of every prompt (one image per caption, as in the paper) and load the "
-                 "real images: FID's real set (the distinct images behind the prompts) and the image of each prompt."),
-    ("code", """from lverse_core.pipeline.eval_run import decode_to_uint8, load_uint8
+      f"mean CLIP score of the chosen images {float(clip_scores.mean()):.2f}")
+
+# %% [markdown]
+# Decode the first image of every prompt (one image per caption, as in the paper) and load the real images: FID's real set (the distinct images behind the prompts) and the image of each prompt.
+
+# %%
+from lverse_core.pipeline.eval_run import decode_to_uint8, load_uint8
 t0 = time.perf_counter()
 fake = decode_to_uint8(m["decode"], codes[:, 0])
 real = load_uint8(real_images(cfg, cfg.eval.t2i_split, prompts["real_ids"]), len(prompts["real_ids"]))
 per_prompt = real_images(cfg, cfg.eval.t2i_split, prompts["image_ids"])  # the image behind each prompt
 real_per_prompt = load_uint8(per_prompt, len(captions)) if embedded else None  # the judge's ceiling needs them
 timings["decode_s"] = time.perf_counter() - t0
-pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}])"""),
-    ("markdown", "Table 3: FID-k for every blur radius k in `eval.blur_radii` (both sides blurred alike) and, on "
-                 "embedded data, the share of images the judge finds right. Two reference rows of this run: AugVAE-SL "
-                 "reconstructions of the real images (the best any BiART sample can be) and a random real image per "
-                 "caption (the real distribution with the wrong content: FID 0, judged right only by chance)."),
-    ("code", """from lverse_core.pipeline.eval_run import codes_of, derangement
+pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}])
+
+# %% [markdown]
+# Table 3: FID-k for every blur radius k in `eval.blur_radii` (both sides blurred alike) and, on embedded data, the share of images the judge finds right. Two reference rows of this run: AugVAE-SL reconstructions of the real images (the best any BiART sample can be) and a random real image per caption (the real distribution with the wrong content: FID 0, judged right only by chance).
+
+# %%
+from lverse_core.pipeline.eval_run import codes_of, derangement
 from lverse_core.pipeline.eval_tables import table3, text_to_image_scores
 from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
@@ -128,16 +141,22 @@ table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captio
                              "a random real image per caption": "baseline: right distribution, wrong content"})
 save_table(cfg, "table3_text_to_image", table, f"Table 3: text-to-image FID-k; ours in {fid_label(cfg)}")
 ours = scored[OURS]
-table.round(2)"""),
-    ("markdown", "FID against blur radius: the paper's curves (left) beside ours (right, our feature space)."),
-    ("code", """from lverse_core.pipeline.eval_run import fid_curve_figure
+table.round(2)
+
+# %% [markdown]
+# FID against blur radius: the paper's curves (left) beside ours (right, our feature space).
+
+# %%
+from lverse_core.pipeline.eval_run import fid_curve_figure
 from lverse_core.report import reference_table, save_figure
 fig = fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), ours["fid"], fid_label(cfg))
-save_figure(cfg, "table3_fid_vs_blur", fig)"""),
-    ("markdown", "The judge on generated images, with its ceiling (real images) and floor (images generated from "
-                 "shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The "
-                 "reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image."),
-    ("code", """from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
+save_figure(cfg, "table3_fid_vs_blur", fig)
+
+# %% [markdown]
+# The judge on generated images, with its ceiling (real images) and floor (images generated from shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image.
+
+# %%
+from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
     bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=cfg.eval.bootstrap)
@@ -155,10 +174,13 @@ if embedded:
     fl = bounds["images generated from shuffled captions (floor)"]
     print(f"floor: {fl['matches']} matches in {fl['n_pairs']} shuffled (image, caption) pairs "
           f"({fl['floor_rounds']} derangements of {fl['n_images']} prompts)")
-print(check["verdict"])"""),
-    ("markdown", "Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` "
-                 "reranked images (round 1 is the image scored above; further rounds use other seeds)."),
-    ("code", """from lverse_core.pipeline.biart_run import image_grid_figure
+print(check["verdict"])
+
+# %% [markdown]
+# Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).
+
+# %%
+from lverse_core.pipeline.biart_run import image_grid_figure
 from lverse_core.pipeline.eval_run import grid_rows, uint8_to_unit
 n = min(N_GRID, len(captions))
 grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], prompts["prompt_ids"][:n],
@@ -166,9 +188,13 @@ grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], p
 g = cfg.image_grid
 drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g))).view(n, GRID_IMAGES, *fake.shape[1:])
 fig = image_grid_figure(grid_rows(uint8_to_unit(load_uint8(per_prompt, n)), drawn), captions[:n], GRID_IMAGES + 1)
-save_figure(cfg, "figure8_text_to_image_samples", fig)"""),
-    ("markdown", "What this run measured (`reports/<profile>/results/table3.json`; tests read it)."),
-    ("code", """from lverse_core.report import provenance, save_results
+save_figure(cfg, "figure8_text_to_image_samples", fig)
+
+# %% [markdown]
+# What this run measured (`reports/<profile>/results/table3.json`; tests read it).
+
+# %%
+from lverse_core.report import provenance, save_results
 results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(captions),
            "n_real_images": len(real), "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
            "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
@@ -177,13 +203,4 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(c
            "generated_from": GENERATED or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
 save_results(cfg, "table3", results)
 print(check["verdict"])
-pd.Series(timings, name="seconds")"""),
-]
-
-
-def build():
-    return make_notebook(CELLS, "nb05")
-
-
-if __name__ == "__main__":
-    write(build(), "05_table3_text_to_image")
+pd.Series(timings, name="seconds")

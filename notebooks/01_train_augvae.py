@@ -1,0 +1,149 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Train AugVAE-ML, finetune AugVAE-SL, pre-tokenize (paper §3.3, §3.5, Figure 3)
+#
+# **What the paper does.** AugVAE is a VQ-VAE whose codebook is *augmented across feature levels*. The multi-level
+# model (AugVAE-ML) encodes a $256\times256$ image into four latent maps of side 64, 32, 16 and 8
+# ($h_0 = E(4, 256)(x)$, $h_k = E(2, 256)(h_{k-1})$), and quantizes **all four with one shared codebook** of
+# $d_Z = 8192$ vectors, so patterns seen at every scale fill the same codebook. Each vector is replaced by its
+# nearest code, $k(z) = \arg\min_j \lVert z - e_j \rVert^2$, and the codebook follows the encoder by an exponential
+# moving average (decay $\gamma = 0.99$, Laplace smoothing $\epsilon = 10^{-5}$):
+#
+# $$N_j \leftarrow \gamma N_j + (1-\gamma)\, n_j, \qquad m_j \leftarrow \gamma m_j + (1-\gamma) \sum_{k(z)=j} z,
+# \qquad e_j = \frac{m_j}{\tilde N_j}.$$
+#
+# The decoders work from coarse to fine, $d_k = G(\mathrm{cat}(\hat z_k, d_{k+1}))$, and training minimises
+#
+# $$\mathcal{L} = \lVert x - \hat x \rVert^2 + \beta \sum_k \lVert z_k - \mathrm{sg}(e_{k(z_k)}) \rVert^2
+# \;(+\,0.1\,\mathrm{LPIPS}), \qquad \beta = 0.25.$$
+#
+# AugVAE-SL keeps only the $32\times32$ map (1024 codes per image): the 16/8 encoders and decoders are dropped,
+# each concatenation becomes a $1\times1$ conv that doubles the channels, and the model is finetuned from ML.
+# Finally every image of the caption data set is encoded once (FP32) into a compact code file for BiART.
+#
+# **On the embedded profiles** the same code runs at small sizes (64 px: levels 16/8/4/2, SL grid 8×8); dead-code
+# restarts and a data-based codebook init are on, because short runs otherwise collapse to a few codes.
+#
+# **What to look for.** PSNR rising during training; every level using many codes (perplexity well above 1 —
+# a collapsed codebook shows perplexity near 1 and flat grey reconstructions); the reconstruction grid (inputs,
+# ML, SL: paper Figure 3 layout); the code files written for train/val/test.
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # ci|smoke|gpu|paper
+N_SHOW = 8  # images in the reconstruction grid, 1..16
+N_USAGE = 256  # held-out images for the code-usage table, 1..10000
+PRETOKENIZE = True  # True|False: encode train/val/test into runs/<profile>/codes/
+
+# %%
+import json
+import time
+
+from lverse_core import report
+from lverse_core.pipeline import recon_eval
+from lverse_core.models.augvae import count_parameters
+from lverse_core.training.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
+from lverse_core.config import available_profiles, load_profile
+from lverse_core.training.pretokenize import load_codes, pretokenize
+from lverse_core.data.shapes_dataset import ensure_dataset
+
+assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
+assert isinstance(N_SHOW, int) and 1 <= N_SHOW <= 16, f"N_SHOW must be an integer in 1..16, got {N_SHOW!r}"
+assert isinstance(N_USAGE, int) and N_USAGE >= 1, f"N_USAGE must be a positive integer, got {N_USAGE!r}"
+assert isinstance(PRETOKENIZE, bool), f"PRETOKENIZE must be True or False, got {PRETOKENIZE!r}"
+cfg = load_profile(PROFILE)
+if cfg.data.source == "shapes":
+    ensure_dataset(cfg)
+t = cfg.augvae_train
+print(f"profile {cfg.profile}: {cfg.data.image_size} px, codebook {cfg.augvae.codebook_size} x {cfg.augvae.z_channels}, "
+      f"ML {planned_steps(cfg, 'ml')} steps + SL {planned_steps(cfg, 'sl')} steps at batch {t.batch_size}, "
+      f"lr {effective_lr(cfg, 1):.2e} (one process), EMA update {cfg.augvae.ema_update}")
+timings = {}
+
+# %% [markdown]
+# Train AugVAE-ML (resumes from `runs/<profile>/augvae_ml.pt` if a run was interrupted; skipped if finished).
+
+# %%
+t0 = time.monotonic()
+train_augvae(cfg, "ml")
+timings["ml_s"] = time.monotonic() - t0
+ml = load_augvae(cfg, "ml")
+print(f"AugVAE-ML: {count_parameters(ml) / 1e6:.2f}M parameters, {timings['ml_s']:.0f} s")
+
+# %% [markdown]
+# Build AugVAE-SL from ML (`AugVAE.ml_to_sl`: shared weights kept, 1x1 connectors added) and finetune it.
+
+# %%
+t0 = time.monotonic()
+train_augvae(cfg, "sl")
+timings["sl_s"] = time.monotonic() - t0
+sl = load_augvae(cfg, "sl")
+print(f"AugVAE-SL: {count_parameters(sl) / 1e6:.2f}M parameters, {timings['sl_s']:.0f} s")
+
+# %% [markdown]
+# Training curves: PSNR of each training batch and the perplexity of the codes each level uses.
+
+# %%
+fig = recon_eval.training_curves_figure(cfg, ("ml", "sl"))
+_ = report.save_figure(cfg, "augvae_training_curves", fig)
+
+# %% [markdown]
+# Code usage per level on held-out (validation) images: the shared codebook serves every level.
+
+# %%
+val = recon_eval.split_images(cfg, "val", N_USAGE)
+usage = recon_eval.usage_table({"AugVAE-ML": ml, "AugVAE-SL": sl}, val)
+report.save_table(cfg, "augvae_code_usage", usage.assign(source=report.provenance(cfg)),
+                  caption=f"Code usage on {len(val)} validation images (codebook of {cfg.augvae.codebook_size})")
+usage.round(3)
+
+# %% [markdown]
+# Reconstructions of validation images through the codes (paper Figure 3: input, ML, SL).
+
+# %%
+rec_ml, _ = recon_eval.reconstruct(ml, val[:N_SHOW])
+rec_sl, _ = recon_eval.reconstruct(sl, val[:N_SHOW])
+fig = recon_eval.recon_grid_figure({"input": val[:N_SHOW], "AugVAE-ML": rec_ml, "AugVAE-SL": rec_sl}, N_SHOW)
+_ = report.save_figure(cfg, "augvae_reconstructions", fig)
+print(f"PSNR on these images: ML {recon_eval.psnr(val[:N_SHOW], rec_ml).mean():.2f} dB, "
+      f"SL {recon_eval.psnr(val[:N_SHOW], rec_sl).mean():.2f} dB")
+
+# %% [markdown]
+# Pre-tokenize train/val/test with AugVAE-SL (resumable; a finished split is not redone).
+
+# %%
+t0 = time.monotonic()
+if PRETOKENIZE:
+    pretokenize(cfg)
+timings["pretokenize_s"] = time.monotonic() - t0
+codes_summary = {}
+for split in ("train", "val", "test") if PRETOKENIZE else ():
+    codes, ids = load_codes(cfg, split)
+    codes_summary[split] = {"images": len(ids), "grid": list(codes.shape[1:]),
+                            "distinct_codes": int(len(set(codes.reshape(-1).tolist())))}
+print(json.dumps(codes_summary, indent=1), f"\n{timings['pretokenize_s']:.0f} s")
+
+# %% [markdown]
+# The summary that tests and the report index read: `results/augvae_training.json`.
+
+# %%
+logs = {v: recon_eval.training_log(cfg, v).iloc[-1].to_dict() for v in ("ml", "sl")}
+summary = {"params": {"ml": count_parameters(ml), "sl": count_parameters(sl)},
+           "steps": {"ml": planned_steps(cfg, "ml"), "sl": planned_steps(cfg, "sl")},
+           "final_train_log": logs, "code_usage": usage.to_dict(orient="records"), "codes": codes_summary,
+           "timings_s": timings}
+report.save_results(cfg, "augvae_training", summary)
+print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, indent=1))

@@ -1,0 +1,186 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Training BiART and sampling both directions (paper §3.4–3.6)
+#
+# This notebook trains the **bidirectional auto-regressive transformer** (BiART) of L-Verse on the pre-tokenized
+# images of notebook 01 (AugVAE-SL codes) and the BPE-tokenized captions, then samples captions for held-out images
+# and images for held-out captions, both reranked by CLIP. It first trains the small CLIP reranker that the embedded
+# profiles use in place of OpenAI's ViT-B/32 (the `paper` profile loads that file from `assets.clip_vit_b32`).
+#
+# **One transformer, two sequences** (§3.4). With $L$ text tokens $y$ and $N = g^2$ image codes $x$:
+#
+# $$\text{text}\to\text{image}:\ [\mathrm{SOC}]\, y_1..y_L\, [\mathrm{SOI}]\, x_1..x_N \qquad
+#   \text{image}\to\text{text}:\ [\mathrm{SOI}]\, x_1..x_N\, [\mathrm{SOC}]\, y_1..y_L$$
+#
+# Every input is token + position + **segment** embedding, the segment being [REF] (the condition) or [GEN] (the
+# target). Directions alternate per iteration and both parts are learned:
+#
+# $$\mathcal{L} = w_\mathrm{ref}\,\underbrace{\big(-\tfrac{1}{|R|}\textstyle\sum_{t\in R}\log p(s_t\mid s_{<t})\big)}_{\text{NLL of [REF]}}
+#   + w_\mathrm{gen}\,\underbrace{\big(-\tfrac{1}{|G|}\textstyle\sum_{t\in G}\log p(s_t\mid s_{<t})\big)}_{\text{NLL of [GEN]}}$$
+#
+# with [PAD] targets excluded. **Sampling** (§3.6) draws $n$ candidates per prompt with a KV cache and keeps the one
+# with the highest clip-score $100\cos(E_I(x), E_T(y))$, $k$ times with different seeds; captions are sampled for
+# `sampling.caption_tokens` tokens and cut at the first full stop (the untruncated text is kept too).
+#
+# **What to look for**: all four NLL curves fall (the [REF] text part falls fastest: captions are templates); on the
+# embedded data the share of held-out captions that name every object correctly (`correct`); generated images whose
+# shapes and colours follow the caption. The `ci` profile is a plumbing check only.
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # ci|smoke|gpu|paper
+N_EXAMPLES = 8  # held-out images to caption and captions to draw (shown and saved)
+IMAGES_PER_CAPTION = 4  # reranked images drawn per held-out caption (k in §3.6)
+RETRAIN = False  # True: delete this profile's clip_reranker.pt and biart.pt first and train from scratch
+
+# %%
+import time
+import torch
+import pandas as pd
+from IPython.display import display
+from lverse_core.config import load_profile, available_profiles
+
+assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
+assert isinstance(N_EXAMPLES, int) and N_EXAMPLES > 0, "N_EXAMPLES must be a positive integer"
+assert isinstance(IMAGES_PER_CAPTION, int) and IMAGES_PER_CAPTION > 0, "IMAGES_PER_CAPTION must be a positive integer"
+assert isinstance(RETRAIN, bool), "RETRAIN must be True or False"
+cfg = load_profile(PROFILE)
+device = cfg.resolved_device()
+print(f"profile {cfg.profile}: BiART {cfg.biart.n_layer} layers x {cfg.biart.n_embd}, text_len {cfg.biart.text_len}, "
+      f"{cfg.image_tokens} image tokens, {cfg.biart_train.steps} steps on {device}")
+
+# %% [markdown]
+# The data set and the run's text tokenizer (built from the training captions on first use; with `biart.compact_vocab` only the BPE ids the captions use).
+
+# %%
+from lverse_core.data.shapes_dataset import ensure_dataset
+from lverse_core.pipeline.biart_run import ensure_tokenizer
+if cfg.data.source == "shapes":
+    ensure_dataset(cfg)
+if RETRAIN:
+    for name in ("clip_reranker.pt", "biart.pt"):
+        (cfg.runs_root / name).unlink(missing_ok=True)
+tok = ensure_tokenizer(cfg)
+pd.DataFrame([{"vocabulary": "compact" if tok.compact else "full CLIP BPE", "text ids": tok.vocab_size,
+               "text_len": tok.text_len, "pad": tok.pad_id, "eot": tok.eot_id}])
+
+# %% [markdown]
+# The CLIP reranker: trained here on the training split for the embedded profiles (config section `clip`), opened like OpenAI's file by `open_clip` (weights read without unpickling).
+
+# %%
+from lverse_core.sampling.clip_reranker import ensure_reranker, load_reranker
+t0 = time.perf_counter()
+clip_path = ensure_reranker(cfg)
+scorer = load_reranker(cfg, device)
+clip_seconds = time.perf_counter() - t0
+print(f"{clip_path} ready in {clip_seconds:.1f} s")
+
+# %% [markdown]
+# Training pairs: every caption with the AugVAE-SL codes of its image (written by notebook 01).
+
+# %%
+from lverse_core.training.biart_train import paired_tokens
+train = paired_tokens(cfg, tok, "train")
+pd.DataFrame([{"captions": len(train.text), "images": len(train.codes), "codes per image": train.codes.shape[1],
+               "mean caption tokens": float((train.text != tok.pad_id).sum(1).float().mean())}])
+
+# %% [markdown]
+# Train BiART (resumes from `runs/<profile>/biart.pt`; a finished run is loaded, not retrained).
+
+# %%
+from lverse_core.training.biart_train import train_biart
+t0 = time.perf_counter()
+model = train_biart(cfg, train, text_vocab_size=tok.vocab_size, pad_id=tok.pad_id).to(device)
+train_seconds = time.perf_counter() - t0
+pd.DataFrame([{"parameters": model.num_params(), "transformer blocks": model.num_params("blocks"),
+               "embeddings": model.num_params("embeddings"), "heads": model.num_params("heads"),
+               "steps": cfg.biart_train.steps, "seconds (this call)": round(train_seconds, 1)}])
+
+# %% [markdown]
+# Loss curves per direction and per part ([REF] = the condition, [GEN] = the target).
+
+# %%
+from lverse_core.pipeline.biart_run import loss_curves, plot_loss_curves
+from lverse_core.report import save_figure, save_table, save_results, provenance
+curves = loss_curves(cfg)
+fig = plot_loss_curves(curves)
+save_figure(cfg, "02_biart_loss_curves", fig)
+final = curves.groupby(["direction", "part"])["nll"].last().unstack()
+final.columns.name = None
+final = final.reset_index().assign(source=provenance(cfg))
+save_table(cfg, "02_biart_final_nll", final, "BiART training NLL at the last logged step, per direction and part")
+final
+
+# %% [markdown]
+# **Is the condition used?** The same NLL on held-out test pairs (teacher forcing, both directions). Image tokens are the [GEN] part of text->image (the caption comes first) and the [REF] part of image->text (nothing comes first), so the difference between the two is what the caption tells the model about the image; the text rows measure the same for the image. Paper §3.4 trains both parts; only the gap shows that the [GEN] part learned to read its condition.
+
+# %%
+from lverse_core.pipeline.biart_run import conditioning_gap, heldout_nll
+held = heldout_nll(model, paired_tokens(cfg, tok, "test"), device)
+gap = conditioning_gap(held)
+save_table(cfg, "02_biart_heldout_nll", held.assign(source=provenance(cfg)),
+           "BiART NLL on held-out test pairs per direction and part ([REF] condition, [GEN] target)")
+print(gap["sentence"])
+held
+
+# %% [markdown]
+# Captions for the held-out test images: `sampling.n_candidates` samples each, cut at the first full stop, the CLIP-best kept (and its untruncated text); the first `N_EXAMPLES` are shown.
+
+# %%
+from lverse_core.pipeline.biart_run import caption_table, clip_score_fns
+from lverse_core.data import CaptionImageDataset, caption_records
+from lverse_core.training.pretokenize import load_codes
+codes, ids = load_codes(cfg, "test")
+records = {r["image_id"]: r for r in caption_records(cfg, "test")}
+test_ds = CaptionImageDataset(cfg, "test")
+by_id = {test_ds[i]["image_id"]: i for i in range(len(test_ds))}
+images = torch.stack([test_ds[by_id[int(i)]]["image"] for i in ids]).to(device)  # in the order of the codes
+_, i2t_score = clip_score_fns(scorer, None, cfg.image_grid, images)
+captions = caption_table(cfg, model, tok, torch.as_tensor(codes.astype("int64")).to(device), [int(i) for i in ids],
+                         references=[records[int(i)]["captions"] for i in ids], score_fn=i2t_score)
+pick = list(range(min(N_EXAMPLES, len(ids))))
+save_table(cfg, "02_biart_caption_examples", captions.iloc[pick].assign(source=provenance(cfg)),
+           "BiART captions for held-out images (first N_EXAMPLES of the test split)")
+if "correct" in captions:
+    print(f"{captions['correct'].mean():.1%} of {len(captions)} test captions name every object correctly")
+captions.iloc[pick]
+
+# %% [markdown]
+# Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the CLIP-best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32); the real test image comes first.
+
+# %%
+from lverse_core.pipeline.biart_run import image_samples, image_grid_figure, load_augvae_decoder
+decode = load_augvae_decoder(cfg, device)
+t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)
+prompts = [records[int(ids[i])]["captions"][0] for i in pick]
+drawn = image_samples(cfg, model, tok, prompts, score_fn=t2i_score, n_repeats=IMAGES_PER_CAPTION)
+rows = [torch.cat([images[j:j + 1].cpu(), decode(drawn["codes"][j]).cpu()]) for j in range(len(prompts))]
+fig = image_grid_figure(rows, prompts, IMAGES_PER_CAPTION + 1)
+save_figure(cfg, "02_biart_image_examples", fig)
+
+# %% [markdown]
+# What this run measured (saved to `reports/<profile>/results/02_biart.json`).
+
+# %%
+summary = {"profile": cfg.profile, "source": provenance(cfg), "parameters": model.num_params(),
+           "steps": cfg.biart_train.steps, "train_seconds_this_call": train_seconds, "clip_seconds": clip_seconds,
+           "final_nll": {f"{r.direction} {p}": r[p] for _, r in final.iterrows() for p in ("[REF]", "[GEN]")},
+           "heldout_nll": held.to_dict(orient="records"), "conditioning_gap": gap,
+           "test_images_captioned": len(captions), "image_examples": len(pick),
+           "caption_correct_fraction": float(captions["correct"].mean()) if "correct" in captions else None,
+           "mean_clip_score_chosen_images": float(drawn["scores"].max(-1).values.mean())}
+save_results(cfg, "02_biart", summary)
+summary

@@ -1,0 +1,116 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Human evaluation of captions (paper §4.2, Figure 7)
+#
+# The paper showed 150 people 50 random sets each (from a pool of 500) of an image, its ground-truth caption (GT) and
+# L-Verse's caption (Pred), in random order, and asked "Which caption well describes the given image?" — the first,
+# the second, or both. L-Verse received **30.4%** of votes (Pred + Both). With $v_i\in\{\mathrm{GT},\mathrm{Pred},
+# \mathrm{Both}\}$ the $n$ votes,
+#
+# $$\hat s_c = \tfrac1n\textstyle\sum_i [v_i = c],\qquad \text{95\% CI: percentiles 2.5 and 97.5 of } \hat s_c
+# \text{ over bootstrap resamples of the votes.}$$
+#
+# This notebook builds the same study from notebook 04's captions: one self-contained HTML form per rater
+# (`reports/<profile>/human_eval/forms/`, images embedded, no network), the blinding key in a separate file, and an
+# append-only store of validated answer files. On embedded profiles a **simulated** rater answers from the ground-truth
+# attributes (a caption is good when it names exactly the image's objects); every number from it says "simulated".
+# For real raters, collect their `answers_<form>.json` files in `ANSWERS_DIR` and re-run.
+#
+# **What to look for**: the Pred + Both share beside the paper's 30.4% (different data and raters: a shape, not a
+# replication), and how wide the confidence intervals are for the number of votes.
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # ci|smoke|gpu|paper
+SIMULATE = True  # True|False: answer the forms with the simulated rater (embedded profiles only)
+ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox
+
+# %%
+import time
+import torch
+import pandas as pd
+from IPython.display import display
+from lverse_core.config import load_profile, available_profiles
+
+assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
+from pathlib import Path
+assert isinstance(SIMULATE, bool), "SIMULATE must be True or False"
+assert isinstance(ANSWERS_DIR, str), "ANSWERS_DIR must be a folder path (a string)"
+cfg = load_profile(PROFILE)
+assert not (SIMULATE and cfg.data.source != "shapes"), "the simulated rater needs the embedded data (ground truth)"
+print(f"profile {cfg.profile}: pool {cfg.eval.human_eval_pool}, {cfg.eval.human_eval_form_size} sets per form, "
+      f"{cfg.eval.human_eval_raters} forms")
+
+# %% [markdown]
+# The captions of notebook 04 (truncated at the first full stop) and the test references.
+
+# %%
+from lverse_core.pipeline.eval_run import TRUNCATED
+from lverse_core.pipeline.eval_tables import slug
+from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
+cap_dir = cfg.reports_root / "results" / "captions"
+path = cap_dir / f"captions_{slug(TRUNCATED)}_test.json"
+assert path.exists(), f"{path} is missing: run notebooks/04_table2_image_to_text.ipynb with PROFILE={PROFILE!r} first"
+preds = read_caption_results(path)
+refs = read_coco_references(cap_dir / "references_test.json")
+print(f"{len(preds)} generated captions, {len(refs)} images with references")
+
+# %% [markdown]
+# Build the study: pool, blinded forms (one HTML page per rater) and the separate key.
+
+# %%
+from lverse_core.evaluation import human_eval as H
+from lverse_core.data import caption_records
+paths = {int(r["image_id"]): r["path"] for r in caption_records(cfg, "test")}
+study = H.build_study(cfg, preds, paths, refs)
+forms = sorted((H.study_dir(cfg) / "forms").glob("*.html"))
+print(f"study {study['study']}: {len(study['pool'])} sets, {len(forms)} forms, e.g. {forms[0].relative_to(cfg.reports_root)}")
+
+# %% [markdown]
+# Answers: simulated raters (embedded profiles) and/or real answer files, validated and appended.
+
+# %%
+inbox = Path(ANSWERS_DIR) if ANSWERS_DIR else H.study_dir(cfg) / "inbox"
+files = sorted(inbox.glob("answers_*.json")) if inbox.exists() else []
+if SIMULATE:
+    from lverse_core.data import load_attributes
+    files += H.simulate_raters(cfg, load_attributes(cfg), H.study_dir(cfg) / "simulated")
+report = H.ingest_answers(cfg, files)
+votes = H.unblind(cfg)
+print(f"ingested {len(report['ingested'])} new file(s), {len(report['already'])} already in the store; "
+      f"{len(votes)} votes in all")
+
+# %% [markdown]
+# Vote shares with bootstrap 95% intervals (`eval.bootstrap` resamples), and Figure 7 beside the paper.
+
+# %%
+from lverse_core.report import save_figure, save_table, save_results, provenance
+simulated = bool(len(votes)) and bool(votes["simulated"].all())
+shares = H.vote_shares(votes["vote"], cfg.eval.bootstrap, seed=cfg.seed)
+who = "simulated raters (ground-truth attributes)" if simulated else "human raters"
+shares_t = shares.assign(raters=who, source=provenance(cfg))
+save_table(cfg, "06_human_eval_vote_shares", shares_t, f"Figure 7 data: vote shares with 95% bootstrap CIs ({who})")
+fig = H.figure7(shares, simulated=simulated)
+save_figure(cfg, "06_figure7_human_eval", fig)
+shares_t
+
+# %%
+row = shares.set_index("vote").loc["Pred + Both"]
+save_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
+                                   "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
+                                   "ci": [float(row["ci_low"]), float(row["ci_high"])],
+                                   "paper_pred_plus_both_percent": 30.4})
+print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] ({who}); paper: 30.4% (human)")
