@@ -557,3 +557,53 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a Config saved with ``to_dict`` (e.g. from a checkpoint), validated."""
     return validate(_build(Config, dict(tree), ""))
+
+
+# keys whose change alters the data set itself (not only what is trained on it)
+_DATA_KEYS = ("seed", "data.")
+_FOLDER_KEYS = ("reports_dir", "runs_dir", "data.root")
+
+
+def overrides_tag(overrides: dict[str, Any]) -> str:
+    """A short, stable name for a set of overrides: the first 8 hex digits of their canonical JSON's SHA-1."""
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def load_run_config(name: str, overrides: dict[str, Any] | None = None) -> Config:
+    """The configuration a notebook runs with: profile ``name`` plus the notebook parameter ``OVERRIDES``.
+
+    ``OVERRIDES`` maps dotted keys to values (``{"augvae_train.sl_steps": 2600}``). A run with overrides never
+    reuses or overwrites the default run's checkpoints and reports: it gets its own ``runs/<profile>+<tag>/`` and
+    ``reports/<profile>+<tag>/`` (``tag`` = ``overrides_tag``), and its own ``data/<profile>+<tag>/`` when it changes
+    ``seed`` or a ``data.`` key; ``overrides.json`` in the run folder says what the tag stands for. Overrides that
+    set those folders themselves are taken as given.
+    """
+    if overrides is None or overrides == {}:
+        return load_profile(name)
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"OVERRIDES must be a dict of dotted config keys to values, e.g. "
+                          f"{{\"augvae_train.sl_steps\": 2600}}; got {overrides!r}")
+    flat = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and "." not in key:
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    tag = overrides_tag(flat)
+    folders = {"runs_dir": f"runs/{{profile}}+{tag}", "reports_dir": f"reports/{{profile}}+{tag}"}
+    if any(k == "seed" or k.startswith("data.") for k in flat):
+        folders["data.root"] = f"data/{{profile}}+{tag}"
+    cfg = load_profile(name, **{**folders, **flat})
+    runs = cfg.runs_root
+    runs.mkdir(parents=True, exist_ok=True)
+    record = runs / "overrides.json"
+    if not record.exists():
+        import json
+
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps({"profile": name, "overrides": flat, "tag": tag}, indent=1, sort_keys=True, default=str))
+        tmp.replace(record)
+    return cfg

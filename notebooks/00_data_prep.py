@@ -43,6 +43,7 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 N_SAMPLES = 16  # images in the sample grid, 1..64
 SAMPLE_SPLIT = "val"  # train|val|test: split shown in the sample grid
 VALIDATE_IMAGES = False  # True: decode every image of every split (slow on the paper's data)
@@ -55,14 +56,14 @@ from IPython.display import display
 
 from lverse_core import data, report
 from lverse_core.pipeline import data_report
-from lverse_core.config import available_profiles, load_profile
+from lverse_core.config import available_profiles, load_run_config
 from lverse_core.data.tokenizer import TextTokenizer
 
 assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
 assert isinstance(N_SAMPLES, int) and 1 <= N_SAMPLES <= 64, f"N_SAMPLES must be an integer in 1..64, got {N_SAMPLES!r}"
 assert SAMPLE_SPLIT in ("train", "val", "test"), f"SAMPLE_SPLIT must be train|val|test, got {SAMPLE_SPLIT!r}"
 assert isinstance(VALIDATE_IMAGES, bool), f"VALIDATE_IMAGES must be True or False, got {VALIDATE_IMAGES!r}"
-cfg = load_profile(PROFILE)
+cfg = load_run_config(PROFILE, OVERRIDES)
 print(f"profile {cfg.profile}: data source {cfg.data.source}, {cfg.data.image_size} px, root {cfg.data_root}")
 
 # %% [markdown]

@@ -44,6 +44,7 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 N_SHOW = 8  # images in the reconstruction grid, 1..16
 N_USAGE = 256  # held-out images for the code-usage table, 1..10000
 PRETOKENIZE = True  # True|False: encode train/val/test into runs/<profile>/codes/
@@ -56,7 +57,7 @@ from lverse_core import report
 from lverse_core.pipeline import recon_eval
 from lverse_core.models.augvae import count_parameters
 from lverse_core.training.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
-from lverse_core.config import available_profiles, load_profile
+from lverse_core.config import available_profiles, load_run_config
 from lverse_core.training.pretokenize import load_codes, pretokenize
 from lverse_core.data.shapes_dataset import ensure_dataset
 
@@ -64,7 +65,7 @@ assert PROFILE in available_profiles(), f"PROFILE must be one of {available_prof
 assert isinstance(N_SHOW, int) and 1 <= N_SHOW <= 16, f"N_SHOW must be an integer in 1..16, got {N_SHOW!r}"
 assert isinstance(N_USAGE, int) and N_USAGE >= 1, f"N_USAGE must be a positive integer, got {N_USAGE!r}"
 assert isinstance(PRETOKENIZE, bool), f"PRETOKENIZE must be True or False, got {PRETOKENIZE!r}"
-cfg = load_profile(PROFILE)
+cfg = load_run_config(PROFILE, OVERRIDES)
 if cfg.data.source == "shapes":
     ensure_dataset(cfg)
 t = cfg.augvae_train
@@ -101,7 +102,9 @@ fig = recon_eval.training_curves_figure(cfg, ("ml", "sl"))
 _ = report.save_figure(cfg, "augvae_training_curves", fig)
 
 # %% [markdown]
-# Code usage per level on held-out (validation) images: the shared codebook serves every level.
+# Code usage per level on held-out (validation) images: how many entries of the one codebook each level's map uses
+# (perplexity: the effective number of entries, from the histogram). Whether the levels *share* entries is the next
+# question; the look-inside cells below answer it.
 
 # %%
 val = recon_eval.split_images(cfg, "val", N_USAGE)
@@ -120,6 +123,52 @@ fig = recon_eval.recon_grid_figure({"input": val[:N_SHOW], "AugVAE-ML": rec_ml, 
 _ = report.save_figure(cfg, "augvae_reconstructions", fig)
 print(f"PSNR on these images: ML {recon_eval.psnr(val[:N_SHOW], rec_ml).mean():.2f} dB, "
       f"SL {recon_eval.psnr(val[:N_SHOW], rec_sl).mean():.2f} dB")
+
+# %% [markdown]
+# ## Look inside: one image through the shared codebook
+#
+# Below, one validation image and the code map of every ML level, then AugVAE-SL's single map. Each cell of a map is
+# one codebook entry, drawn in a colour fixed by its id, so **a colour that appears in two panels is the same entry
+# serving two levels** — the weight sharing of §3.3 made visible.
+
+# %%
+_, ml_maps = recon_eval.reconstruct(ml, val[:1])
+_, sl_map = recon_eval.reconstruct(sl, val[:1])
+maps = {f"ML level {k}": m[0] for k, m in enumerate(ml_maps)}
+maps["SL (BiART's tokens)"] = sl_map[0]
+fig = recon_eval.code_maps_figure(val[0], maps)
+_ = report.save_figure(cfg, "01_code_maps_one_image", fig)
+in_common = set(ml_maps[0][0].unique().tolist()) & set(sl_map[0].unique().tolist())
+print(f"On this image the finest ML level uses {len(ml_maps[0][0].unique())} distinct entries and SL "
+      f"{len(sl_map[0].unique())}; {len(in_common)} entries appear in both maps.")
+
+# %% [markdown]
+# **How much is really shared?** The paper's argument (Figure 4) is that similar patches recur across scales, so one
+# codebook filled from every level holds fewer duplicates. The matrix counts, over the `N_USAGE` validation images,
+# the codebook entries that two levels both use (the diagonal: the entries each level uses at all).
+
+# %%
+_, ml_codes_val = recon_eval.reconstruct(ml, val)
+shared = recon_eval.shared_code_matrix(ml_codes_val, cfg.augvae.codebook_size)
+sharing = recon_eval.sharing_summary(shared, ml_codes_val, cfg.augvae.codebook_size)
+report.save_table(cfg, "01_shared_code_matrix", shared.reset_index(names="level").assign(source=report.provenance(cfg)),
+                  caption=f"Codebook entries used by both levels on {len(val)} validation images (paper Figure 4 "
+                          f"analogue; diagonal: entries the level uses)")
+_ = report.save_figure(cfg, "01_shared_code_matrix", recon_eval.shared_code_figure(shared))
+print(recon_eval.sharing_sentence(sharing))
+
+# %% [markdown]
+# **What the ML → SL surgery changes** (`AugVAE.ml_to_sl`, §3.3): the deeper levels' encoders and decoders are
+# dropped, 1×1 connectors replace the concatenations, everything else is copied from ML and then fine-tuned. The table
+# compares the trained ML and SL weights module by module.
+
+# %%
+surgery = recon_eval.ml_to_sl_diff(ml, sl)
+report.save_table(cfg, "01_ml_to_sl_surgery", surgery.assign(source=report.provenance(cfg)),
+                  caption="AugVAE-ML -> AugVAE-SL per module: dropped, added, kept, and how far SL fine-tuning "
+                          "moved the kept weights (relative L2 change)")
+print(recon_eval.surgery_sentence(surgery))
+surgery.round(3)
 
 # %% [markdown]
 # Pre-tokenize train/val/test with AugVAE-SL (resumable; a finished split is not redone).
@@ -147,3 +196,28 @@ summary = {"params": {"ml": count_parameters(ml), "sl": count_parameters(sl)},
            "timings_s": timings}
 report.save_results(cfg, "augvae_training", summary)
 print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, indent=1))
+
+# %% [markdown]
+# ## Summary (computed from this run) and exercises
+
+# %%
+ml_psnr = float(recon_eval.psnr(val[:N_SHOW], rec_ml).mean())
+sl_psnr = float(recon_eval.psnr(val[:N_SHOW], rec_sl).mean())
+sl_row = usage[usage.model == "AugVAE-SL"].iloc[0]
+print(f"- AugVAE-ML ({count_parameters(ml) / 1e6:.2f}M parameters, {planned_steps(cfg, 'ml')} steps) reconstructs the "
+      f"shown validation images at {ml_psnr:.1f} dB; AugVAE-SL ({count_parameters(sl) / 1e6:.2f}M, "
+      f"{planned_steps(cfg, 'sl')} more steps) at {sl_psnr:.1f} dB, from one {sl_row['map']} map per image.")
+print(f"- SL uses {int(sl_row['codes_used'])} of {cfg.augvae.codebook_size} entries (perplexity "
+      f"{sl_row['perplexity']:.0f}): that is the vocabulary BiART's image tokens come from.")
+print(f"- {recon_eval.sharing_sentence(sharing)}")
+print(f"- {recon_eval.surgery_sentence(surgery)}")
+
+# %% [markdown]
+# **Exercises** (each changes one parameter of this notebook; a run with `OVERRIDES` trains into its own folders,
+# `runs/<profile>+<tag>/` and `reports/<profile>+<tag>/`, and leaves the default run alone):
+# 1. Pool the EMA update over the levels (`OVERRIDES={"augvae.ema_update": "pooled"}`): does the shared-code matrix
+#    fill in, and does PSNR move?
+# 2. Halve the codebook (`OVERRIDES={"augvae.codebook_size": 256}`): how many entries does each level use now, and
+#    what happens to the SL reconstructions?
+# 3. Give SL twice the fine-tuning (`OVERRIDES={"augvae_train.sl_steps": 2600}` on `smoke`): which modules move
+#    further in the surgery table?

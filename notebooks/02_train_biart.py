@@ -42,6 +42,7 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 N_EXAMPLES = 8  # held-out images to caption and captions to draw (shown and saved)
 IMAGES_PER_CAPTION = 4  # reranked images drawn per held-out caption (k in §3.6)
 RETRAIN = False  # True: delete this profile's clip_reranker.pt and biart.pt first and train from scratch
@@ -51,13 +52,13 @@ import time
 import torch
 import pandas as pd
 from IPython.display import display
-from lverse_core.config import load_profile, available_profiles
+from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert isinstance(N_EXAMPLES, int) and N_EXAMPLES > 0, "N_EXAMPLES must be a positive integer"
 assert isinstance(IMAGES_PER_CAPTION, int) and IMAGES_PER_CAPTION > 0, "IMAGES_PER_CAPTION must be a positive integer"
 assert isinstance(RETRAIN, bool), "RETRAIN must be True or False"
-cfg = load_profile(PROFILE)
+cfg = load_run_config(PROFILE, OVERRIDES)
 device = cfg.resolved_device()
 print(f"profile {cfg.profile}: BiART {cfg.biart.n_layer} layers x {cfg.biart.n_embd}, text_len {cfg.biart.text_len}, "
       f"{cfg.image_tokens} image tokens, {cfg.biart_train.steps} steps on {device}")

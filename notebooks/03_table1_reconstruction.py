@@ -37,7 +37,8 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
-N_EVAL = 1000  # held-out (test split) images for PSNR / SSIM / FID, 2..50000 (capped at the split size, said)
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
+N_EVAL = 0  # held-out (test split) images for PSNR, SSIM and FID; 0 for the whole split, else 2..split size
 N_SHOW = 8  # images in the reconstruction grid, 1..16
 
 # %%
@@ -50,14 +51,18 @@ import torch
 from lverse_core import report
 from lverse_core.pipeline import recon_eval
 from lverse_core.training.augvae_train import load_augvae, planned_steps, train_augvae
-from lverse_core.config import available_profiles, load_profile
+from lverse_core.config import available_profiles, load_run_config
 from lverse_core.data import ood_images
 from lverse_core.evaluation.fid import fid_label
 
 assert PROFILE in available_profiles(), f"PROFILE must be one of {available_profiles()}, got {PROFILE!r}"
-assert isinstance(N_EVAL, int) and 2 <= N_EVAL <= 50000, f"N_EVAL must be an integer in 2..50000, got {N_EVAL!r}"
+assert isinstance(N_EVAL, int) and (N_EVAL == 0 or N_EVAL >= 2), f"N_EVAL must be 0 (whole split) or >= 2, got {N_EVAL!r}"
 assert isinstance(N_SHOW, int) and 1 <= N_SHOW <= 16, f"N_SHOW must be an integer in 1..16, got {N_SHOW!r}"
-cfg = load_profile(PROFILE)
+cfg = load_run_config(PROFILE, OVERRIDES)
+n_test = recon_eval.split_size(cfg, "test")
+if N_EVAL > n_test:  # an error, never a silent cap
+    raise ValueError(f"N_EVAL = {N_EVAL}, but the test split holds {n_test} images: set N_EVAL to 0 (the whole "
+                     f"split) or to at most {n_test}")
 ml, sl = load_augvae(cfg, "ml"), load_augvae(cfg, "sl")  # trained by notebook 01
 print(f"profile {cfg.profile}; FID feature space: {fid_label(cfg)}")
 timings = {}
@@ -98,9 +103,8 @@ print(fid_label(cfg))
 
 # %%
 t0 = time.monotonic()
-test = recon_eval.split_images(cfg, "test", N_EVAL)
-if len(test) < N_EVAL:  # said, never silent: Table 1 reports len(test) as n_eval
-    print(f"N_EVAL = {N_EVAL}, but the test split holds {len(test)} images: all {len(test)} are evaluated")
+test = recon_eval.split_images(cfg, "test", N_EVAL or None)
+print(f"evaluating {len(test)} of the {n_test} test images")
 models = {"AugVAE-ML": ml, "AugVAE-SL": sl, **({CONTROL: baseline} if baseline is not None else {})}
 ours = {name: recon_eval.evaluate_reconstruction(cfg, m, test) for name, m in models.items()}
 timings["eval_s"] = time.monotonic() - t0

@@ -49,24 +49,25 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 SPLIT = "test"  # test|val: the images to caption (paper: Karpathy test, 5,000 images)
 MAX_IMAGES = 0  # caption only the first N images of SPLIT; 0 means all
 N_FIGURE = 6  # rows of the Figure 6 analogue, 1..20
-GENERATED = ""  # path of a captions JSON written by lverse_core.sampling.generate under torchrun; empty: generate here
+GENERATED_CAPTIONS = ""  # path of a captions JSON written by lverse_core.sampling.generate under torchrun; empty: generate here
 
 # %%
 import time
 import pandas as pd
 import torch
 from IPython.display import display
-from lverse_core.config import available_profiles, load_profile
+from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert SPLIT in ("test", "val"), f"SPLIT must be 'test' or 'val', got {SPLIT!r}"
 assert isinstance(MAX_IMAGES, int) and MAX_IMAGES >= 0, "MAX_IMAGES must be an integer >= 0 (0 = all)"
 assert isinstance(N_FIGURE, int) and 1 <= N_FIGURE <= 20, "N_FIGURE must be an integer in 1..20"
-assert isinstance(GENERATED, str), "GENERATED must be a path string or empty"
-cfg = load_profile(PROFILE)
+assert isinstance(GENERATED_CAPTIONS, str), "GENERATED_CAPTIONS must be a path string or empty"
+cfg = load_run_config(PROFILE, OVERRIDES)
 device = cfg.resolved_device()
 timings = {}
 print(f"profile {cfg.profile}: {cfg.sampling.n_candidates} candidates per image, {cfg.sampling.caption_tokens} "
@@ -98,10 +99,10 @@ pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(m
 # %%
 from lverse_core.sampling.generate import generate_captions, load_generated_captions, made_from
 t0 = time.perf_counter()
-if GENERATED:
-    generated = load_generated_captions(GENERATED, cfg)  # refused if made from other checkpoints
+if GENERATED_CAPTIONS:
+    generated = load_generated_captions(GENERATED_CAPTIONS, cfg)  # refused if made from other checkpoints
     assert [r["image_id"] for r in generated] == [int(i) for i in ids], \
-        f"{GENERATED} does not hold captions for these {len(ids)} {SPLIT} images, in this order"
+        f"{GENERATED_CAPTIONS} does not hold captions for these {len(ids)} {SPLIT} images, in this order"
 else:
     generated = generate_captions(cfg, m["model"], m["tokenizer"], codes, ids, m["scorer"], images=images)
 timings["generate_s"] = time.perf_counter() - t0
@@ -190,7 +191,7 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n
            "ours": {k: scores[k] for k in ours_names},
            "baselines": {k: v for k, v in scores.items() if k not in ours_names},
            "attribute_accuracy": accuracy, "acceptance_5x_most_frequent": check, "truncation": truncation,
-           "caption_files": {k: str(p) for k, p in files.items()}, "generated_from": GENERATED or "this notebook",
+           "caption_files": {k: str(p) for k, p in files.items()}, "generated_from": GENERATED_CAPTIONS or "this notebook",
            "made_from": made_from(cfg),
            "timings_s": timings}
 save_results(cfg, "table2", results)

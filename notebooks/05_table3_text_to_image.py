@@ -41,22 +41,23 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 N_GRID = 6  # captions in the sample grid (Figures 1/8), 1..16
 GRID_IMAGES = 4  # reranked images per caption in the sample grid, 1..8
-GENERATED = ""  # path of an images .npz written by lverse_core.sampling.generate under torchrun; empty: generate here
+GENERATED_IMAGES = ""  # path of an images .npz written by lverse_core.sampling.generate under torchrun; empty: generate here
 
 # %%
 import time
 import pandas as pd
 import torch
 from IPython.display import display
-from lverse_core.config import available_profiles, load_profile
+from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert isinstance(N_GRID, int) and 1 <= N_GRID <= 16, "N_GRID must be an integer in 1..16"
 assert isinstance(GRID_IMAGES, int) and 1 <= GRID_IMAGES <= 8, "GRID_IMAGES must be an integer in 1..8"
-assert isinstance(GENERATED, str), "GENERATED must be a path string or empty"
-cfg = load_profile(PROFILE)
+assert isinstance(GENERATED_IMAGES, str), "GENERATED_IMAGES must be a path string or empty"
+cfg = load_run_config(PROFILE, OVERRIDES)
 device = cfg.resolved_device()
 embedded = cfg.data.source == "shapes"
 timings = {}
@@ -86,9 +87,9 @@ pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["re
 # %%
 from lverse_core.sampling.generate import generate_images, load_generated_images, made_from
 t0 = time.perf_counter()
-if GENERATED:
-    loaded = load_generated_images(GENERATED, cfg)  # refused if made from other checkpoints
-    assert loaded["prompt_ids"] == prompts["prompt_ids"], f"{GENERATED} was generated for other prompts"
+if GENERATED_IMAGES:
+    loaded = load_generated_images(GENERATED_IMAGES, cfg)  # refused if made from other checkpoints
+    assert loaded["prompt_ids"] == prompts["prompt_ids"], f"{GENERATED_IMAGES} was generated for other prompts"
     codes, clip_scores = loaded["codes"], loaded["clip_scores"]
 else:
     codes, records = generate_images(cfg, m["model"], m["tokenizer"], captions, prompts["prompt_ids"], m["scorer"],
@@ -200,7 +201,7 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(c
            "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,
-           "generated_from": GENERATED or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
+           "generated_from": GENERATED_IMAGES or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
 save_results(cfg, "table3", results)
 print(check["verdict"])
 pd.Series(timings, name="seconds")

@@ -35,6 +35,7 @@
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 SIMULATE = True  # True|False: answer the forms with the simulated rater (embedded profiles only)
 ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox
 
@@ -43,13 +44,13 @@ import time
 import torch
 import pandas as pd
 from IPython.display import display
-from lverse_core.config import load_profile, available_profiles
+from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 from pathlib import Path
 assert isinstance(SIMULATE, bool), "SIMULATE must be True or False"
 assert isinstance(ANSWERS_DIR, str), "ANSWERS_DIR must be a folder path (a string)"
-cfg = load_profile(PROFILE)
+cfg = load_run_config(PROFILE, OVERRIDES)
 assert not (SIMULATE and cfg.data.source != "shapes"), "the simulated rater needs the embedded data (ground truth)"
 print(f"profile {cfg.profile}: pool {cfg.eval.human_eval_pool}, {cfg.eval.human_eval_form_size} sets per form, "
       f"{cfg.eval.human_eval_raters} forms")

@@ -151,3 +151,26 @@ def test_a_relative_workdir_means_the_same_folder_to_kernels_started_elsewhere(m
                             "print(load_profile('ci').reports_root)"], cwd=REPO_ROOT, capture_output=True,
                            text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=True)
     assert child.stdout.strip() == str(cfg.reports_root)
+
+
+def test_a_run_with_overrides_gets_its_own_folders_and_says_what_they_hold(tmp_path, monkeypatch):
+    import json
+
+    from lverse_core.config import load_run_config, overrides_tag
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    default = load_run_config("ci", {})
+    assert default.runs_root == tmp_path / "runs" / "ci" and default.reports_root == tmp_path / "reports" / "ci"
+    cfg = load_run_config("ci", {"augvae_train": {"sl_steps": 7}})
+    tag = overrides_tag({"augvae_train.sl_steps": 7})
+    assert cfg.augvae_train.sl_steps == 7
+    assert cfg.runs_root == tmp_path / "runs" / f"ci+{tag}" and cfg.reports_root == tmp_path / "reports" / f"ci+{tag}"
+    assert cfg.data_root == default.data_root  # training overrides share the data set
+    assert json.loads((cfg.runs_root / "overrides.json").read_text())["overrides"] == {"augvae_train.sl_steps": 7}
+    assert load_run_config("ci", {"augvae_train.sl_steps": 7}).runs_root == cfg.runs_root  # same overrides, same run
+    seeded = load_run_config("ci", {"seed": 3})
+    assert seeded.seed == 3 and seeded.data_root == tmp_path / "data" / f"ci+{overrides_tag({'seed': 3})}"
+    with pytest.raises(ConfigError, match="OVERRIDES must be a dict"):
+        load_run_config("ci", ["seed", 3])
+    with pytest.raises(ConfigError, match="unknown key 'augvae_train.nope'"):
+        load_run_config("ci", {"augvae_train.nope": 1})

@@ -72,3 +72,21 @@ def test_the_runner_refuses_a_drifted_notebook_before_running_anything(copy_of_n
 def test_notebooks_command_check(capsys):
     assert main(["notebooks", "--check"]) == 0
     assert "every notebook matches its source" in capsys.readouterr().out
+
+
+def test_a_parameter_name_means_the_same_in_every_notebook():
+    """A name two notebooks share has one type, one default and one help text (the runner's -p sends it to both)."""
+    import papermill
+
+    from lverse_core.pipeline.runner import list_notebooks
+
+    seen: dict[str, list] = {}
+    for nb in list_notebooks():
+        params = papermill.inspect_notebook(str(nb))
+        assert params, f"{nb.name}: papermill found no parameters"
+        for name, p in params.items():
+            assert p["help"], f"{nb.name}: {name} has no help comment"
+            seen.setdefault(name, []).append((nb.name, p["inferred_type_name"], p["default"], p["help"]))
+    for name, uses in seen.items():
+        assert len({u[1:] for u in uses}) == 1, f"{name} means different things: {uses}"
+    assert {"PROFILE", "OVERRIDES"} <= {n for n, u in seen.items() if len(u) == len(list_notebooks())}

@@ -67,7 +67,7 @@ def test_table3_outputs(ci_run):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
 
 
-def test_table1_says_when_n_eval_is_capped_at_the_split(ci_run):
+def test_table1_evaluates_the_whole_split_by_default_and_says_so(ci_run):
     root, _ = ci_run
     manifest = json.loads((root / "manifest.json").read_text())
     entry = next(n for n in manifest["notebooks"] if n["name"].startswith("03_"))
@@ -75,4 +75,18 @@ def test_table1_says_when_n_eval_is_capped_at_the_split(ci_run):
     outputs = [o.get("text", "") for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     text = "".join(t if isinstance(t, str) else "".join(t) for t in outputs)
     n_test = json.loads((root / "results" / "table1_reconstruction.json").read_text())["n_eval"]
-    assert f"N_EVAL = 1000, but the test split holds {n_test} images" in text
+    assert f"evaluating {n_test} of the {n_test} test images" in text
+
+
+@pytest.mark.slow
+def test_table1_refuses_n_eval_beyond_the_split_before_any_work(ci_pipeline, tmp_path, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from lverse_core.config import REPO_ROOT
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(ci_pipeline[0]))
+    with pytest.raises(PapermillExecutionError, match="N_EVAL = 1000, but the test split holds"):
+        papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "03_table1_reconstruction.ipynb"),
+                                   str(tmp_path / "03.ipynb"), parameters={"PROFILE": "ci", "N_EVAL": 1000},
+                                   kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)

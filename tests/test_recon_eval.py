@@ -50,3 +50,44 @@ def test_table1_keeps_paper_rows_apart_from_ours(tmp_path):
     assert ours_fid_col and paper[ours_fid_col[0]].isna().all()  # the paper has no number in our feature space
     assert mine["rFID, paper (Inception, ImageNet val)"].isna().all()  # ours never sits in the paper's column
     assert mine["latent maps"].iloc[0] == f"{cfg.image_grid}x{cfg.image_grid}"
+
+
+# -- look-inside helpers of notebook 01 ---------------------------------------------------------------------------
+def test_shared_code_matrix_counts_entries_two_levels_both_use():
+    levels = [torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[1, 2], [3, 3]]]), torch.tensor([[[2]]])]
+    m = recon_eval.shared_code_matrix(levels, codebook_size=8)
+    assert m.values.tolist() == [[3, 2, 1], [2, 3, 1], [1, 1, 1]]
+    assert list(m.index) == ["level 0 (2x2)", "level 1 (2x2)", "level 2 (1x1)"]
+    s = recon_eval.sharing_summary(m, levels, 8)
+    assert s["per_level"] == [3, 3, 1] and s["union"] == 4 and s["shared_by_2_or_more"] == 2 and s["shared_by_all"] == 1
+    text = recon_eval.sharing_sentence(s)
+    assert "4 of 8 entries" in text and "2 (50%) used by two or more levels" in text
+
+
+def test_ml_to_sl_diff_names_dropped_added_kept_and_what_fine_tuning_moved():
+    from lverse_core.models.augvae import AugVAE
+
+    cfg = load_profile("ci")
+    ml = AugVAE.from_config(cfg, "ml")
+    sl = AugVAE.ml_to_sl(ml)
+    with torch.no_grad():
+        for p in sl.decoders[0].parameters():
+            p.mul_(1.5)
+    d = recon_eval.ml_to_sl_diff(ml, sl).set_index("module")
+    n = cfg.augvae.n_levels
+    assert set(d.index[d.status == "dropped"]) == {f"{p}.{k}" for p in ("encoders", "decoders") for k in range(2, n)}
+    assert set(d.index[d.status == "added"]) == {"connectors.0", "connectors.1"}
+    change = d["relative change in SL fine-tuning"]
+    assert change["decoders.0"] == pytest.approx(0.5, rel=1e-4)
+    assert (change.drop("decoders.0").dropna() == 0).all()
+    assert d.loc["connectors.0", "SL weights"] == sum(p.numel() for p in sl.connectors[0].parameters())
+    text = recon_eval.surgery_sentence(d.reset_index())
+    assert "2 added" in text and f"{2 * (n - 2)} modules dropped" in text and "most in decoders.0 (50%)" in text
+
+
+def test_code_maps_figure_colours_a_code_the_same_everywhere():
+    a = recon_eval.code_colours(torch.tensor([[5, 7], [5, 5]]))
+    assert a.shape == (2, 2, 3) and (a[0, 0] == a[1, 1]).all() and not (a[0, 0] == a[0, 1]).all()
+    fig = recon_eval.code_maps_figure(torch.zeros(3, 16, 16), {"a": torch.tensor([[1, 2], [2, 1]]),
+                                                               "b": torch.zeros(4, 4, dtype=torch.long)})
+    assert len(fig.axes) == 3 and "2 distinct codes" in fig.axes[1].get_title()

@@ -55,6 +55,13 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 128) -> tuple[tor
     return torch.cat(recons), codes
 
 
+def split_size(cfg: Config, split: str = "test") -> int:
+    """Number of images in ``split`` (as ``split_images`` sees them)."""
+    from lverse_core.data.loaders import image_dataset
+
+    return len(image_dataset(cfg, split, train=False))
+
+
 def split_images(cfg: Config, split: str = "test", n: int | None = None) -> torch.Tensor:
     """``n`` images of ``split`` spread evenly over it (eval transform), (N, 3, S, S) in [-1, 1].
 
@@ -218,3 +225,136 @@ def claim_verdict(augmented: dict[str, Any], plain: dict[str, Any]) -> str:
     else:
         outcome = "is mixed: neither model wins on every metric"
     return f"On this run the comparison {outcome}. AugVAE-SL vs plain VQ-VAE: " + "; ".join(parts) + "."
+
+
+# -- look inside AugVAE (notebook 01) ---------------------------------------------------------------------------------
+def code_colours(codes: torch.Tensor) -> np.ndarray:
+    """An RGB colour per code id, the same for a code wherever it appears (golden-ratio hues): (..., 3) in [0, 1]."""
+    import colorsys
+
+    ids = codes.long().numpy()
+    hue = (ids * 0.6180339887) % 1.0
+    light = 0.45 + 0.25 * ((ids * 7) % 3) / 2  # three lightness steps separate neighbouring hues
+    flat = [colorsys.hls_to_rgb(h, l, 0.75) for h, l in zip(hue.reshape(-1), light.reshape(-1))]
+    return np.asarray(flat, dtype=np.float32).reshape(*ids.shape, 3)
+
+
+def code_maps_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], annotate_up_to: int = 8):
+    """One image and its code maps ({label: (h, w) long}), each code drawn in its own colour (``code_colours``):
+    a colour that recurs across panels is one codebook entry serving several maps. Maps no larger than
+    ``annotate_up_to`` on a side also print the code ids."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.3 * (len(maps) + 1), 2.6))
+    axes[0].imshow(to_unit(image).permute(1, 2, 0).numpy())
+    axes[0].set_title(f"input ({image.shape[-1]} px)", fontsize=9)
+    for ax, (label, m) in zip(axes[1:], maps.items()):
+        ax.imshow(code_colours(m), interpolation="nearest")
+        h, w = m.shape
+        ax.set_title(f"{label}\n{h}x{w}, {len(torch.unique(m))} distinct codes", fontsize=9)
+        if max(h, w) <= annotate_up_to:
+            for (r, c), v in np.ndenumerate(m.numpy()):
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=5 if max(h, w) > 4 else 7, color="black")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("One image through the shared codebook: colour = code id (same colour, same codebook entry)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def shared_code_matrix(level_codes: list[torch.Tensor], codebook_size: int) -> pd.DataFrame:
+    """Level x level counts of codebook entries used by both levels (diagonal: entries used by that level), from
+    per-level code maps of the same images: how much the one codebook is really shared (paper Figure 4)."""
+    used = [torch.bincount(c.reshape(-1).long(), minlength=codebook_size) > 0 for c in level_codes]
+    names = [f"level {k} ({c.shape[-2]}x{c.shape[-1]})" for k, c in enumerate(level_codes)]
+    m = [[int((a & b).sum()) for b in used] for a in used]
+    return pd.DataFrame(m, index=names, columns=names)
+
+
+def sharing_summary(matrix: pd.DataFrame, level_codes: list[torch.Tensor], codebook_size: int) -> dict[str, Any]:
+    """Numbers behind the sentence under the matrix: per-level use, the union, entries used by 2+ levels."""
+    used = torch.stack([torch.bincount(c.reshape(-1).long(), minlength=codebook_size) > 0 for c in level_codes])
+    per_code = used.sum(0)
+    return {"codebook_size": codebook_size, "per_level": [int(x) for x in used.sum(1)],
+            "union": int((per_code > 0).sum()), "shared_by_2_or_more": int((per_code >= 2).sum()),
+            "shared_by_all": int((per_code == len(level_codes)).sum()),
+            "levels": list(matrix.index)}
+
+
+def sharing_sentence(s: dict[str, Any]) -> str:
+    per = ", ".join(f"{n.split(' (')[0]} {u}" for n, u in zip(s["levels"], s["per_level"]))
+    share = s["shared_by_2_or_more"] / max(s["union"], 1)
+    verdict = ("most entries serve more than one level" if share > 0.5 else
+               "the levels mostly use their own entries: the codebook is shared in principle, partitioned in practice"
+               if share < 0.2 else "a minority of entries serve more than one level")
+    return (f"Codes used per level: {per}; {s['union']} of {s['codebook_size']} entries in all, "
+            f"{s['shared_by_2_or_more']} ({share:.0%}) used by two or more levels and {s['shared_by_all']} by all: "
+            f"{verdict}.")
+
+
+def shared_code_figure(matrix: pd.DataFrame):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(matrix) + 2.5, 1.0 * len(matrix) + 1.5))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar_kws={"label": "codebook entries"}, ax=ax)
+    ax.set(title="Codebook entries used by both levels (diagonal: by the level)", xlabel="level", ylabel="level")
+    fig.tight_layout()
+    return fig
+
+
+def _module_group(key: str) -> str:
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("encoders", "decoders", "connectors") else parts[0]
+
+
+def ml_to_sl_diff(ml, sl) -> pd.DataFrame:
+    """What the ML -> SL surgery (``AugVAE.ml_to_sl``, paper §3.3) did, per module: dropped (ML only), added (SL
+    only: the 1x1 connectors), kept (copied from ML), with their weights (parameters and float buffers such as the
+    EMA codebook); for kept modules, how far SL fine-tuning moved the weights
+    (relative L2 change of the parameters and EMA codebook, ||w_SL - w_ML|| / ||w_ML||)."""
+    a, b = ml.state_dict(), sl.state_dict()
+    rows: dict[str, dict[str, Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        g = rows.setdefault(_module_group(key), {"module": _module_group(key), "ML weights": 0,
+                                                  "SL weights": 0, "diff2": 0.0, "norm2": 0.0})
+        if key in a and a[key].is_floating_point():
+            g["ML weights"] += a[key].numel()
+        if key in b and b[key].is_floating_point():
+            g["SL weights"] += b[key].numel()
+        if key in a and key in b and a[key].is_floating_point():
+            g["diff2"] += float((b[key].float() - a[key].float()).pow(2).sum())
+            g["norm2"] += float(a[key].float().pow(2).sum())
+    out = []
+    for g in rows.values():
+        status = "kept" if g["ML weights"] and g["SL weights"] else (
+            "dropped" if g["ML weights"] else "added")
+        change = math.sqrt(g["diff2"] / g["norm2"]) if status == "kept" and g["norm2"] > 0 else float("nan")
+        out.append({"module": g["module"], "status": status, "ML weights": g["ML weights"],
+                    "SL weights": g["SL weights"], "relative change in SL fine-tuning": change})
+    order = {"encoders": 0, "quant_conv": 1, "quantizer": 2, "post_quant_conv": 3, "connectors": 4, "decoders": 5}
+    return pd.DataFrame(out).sort_values("module", key=lambda s: s.map(
+        lambda m: (order.get(m.split(".")[0], 9), m))).reset_index(drop=True)
+
+
+def surgery_sentence(diff: pd.DataFrame) -> str:
+    count = {s: (int((diff.status == s).sum()),
+                 int(diff.loc[diff.status == s, "SL weights" if s == "added" else "ML weights"].sum()))
+             for s in ("dropped", "added", "kept")}
+    kept = diff[diff.status == "kept"].dropna(subset=["relative change in SL fine-tuning"])
+    moved = kept.sort_values("relative change in SL fine-tuning", ascending=False)
+    most = moved.iloc[0] if len(moved) else None
+    least = moved.iloc[-1] if len(moved) else None
+    parts = [f"{count['dropped'][0]} modules dropped ({count['dropped'][1]:,} weights: the deeper levels' encoders "
+             f"and decoders)",
+             f"{count['added'][0]} added ({count['added'][1]:,} weights: the 1x1 connectors that replace the "
+             f"concatenations)",
+             f"{count['kept'][0]} kept ({count['kept'][1]:,} weights copied from ML)"]
+    text = "The surgery: " + "; ".join(parts) + "."
+    if most is not None:
+        text += (f" Fine-tuning moved the kept weights most in {most['module']} "
+                 f"({most['relative change in SL fine-tuning']:.0%}) and least in {least['module']} "
+                 f"({least['relative change in SL fine-tuning']:.0%}).")
+    return text

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile
+from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile, load_run_config
 from lverse_core.report import cpu_info, git_commit, machine, write_json_atomic
 from lverse_core.pipeline import notebook_sources
 
@@ -377,10 +377,10 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    cfg = load_profile(profile)
     params = dict(params or {})
     books = select_notebooks(only, notebook_dir)
     per_book = notebook_parameters(books, params)  # all checks before anything runs
+    cfg = load_run_config(profile, params.get("OVERRIDES"))  # with overrides: runs/ and reports/<profile>+<tag>/
     try:
         notebook_sources.check(notebook_dir, books)
     except notebook_sources.NotebookDriftError as e:

@@ -28,7 +28,7 @@ Command line (one process, or K processes with torchrun; the output is written b
 writes a JSON {"records": [{image_id, caption, caption_untruncated, clip_score}, ...]}; ``--task images`` draws
 images for the Table 3 prompts (``t2i_prompts``) and writes an .npz with ``codes`` (P, k, g, g) uint16,
 ``prompt_ids``, ``image_ids``, ``captions`` and ``clip_scores`` (P, k). Notebooks 04/05 read both
-(``GENERATED`` parameter) instead of generating in their own process.
+(``GENERATED_CAPTIONS`` / ``GENERATED_IMAGES`` parameters) instead of generating in their own process.
 """
 from __future__ import annotations
 
@@ -383,7 +383,7 @@ def check_made_from(path: str | Path, recorded: Any, cfg: Config) -> None:
     if changed:
         raise CheckpointError(f"{path} was generated with other {', '.join(changed)} checkpoint(s) than this run's "
                               f"(retrained since); re-run python -m lverse_core.sampling.generate for profile "
-                              f"{cfg.profile}, or leave GENERATED empty to generate in the notebook")
+                              f"{cfg.profile}, or leave GENERATED_CAPTIONS / GENERATED_IMAGES empty to generate in the notebook")
 
 
 def load_generated_images(path: str | Path, cfg: Config | None = None) -> dict[str, Any]:
