@@ -167,14 +167,55 @@ def load_results(cfg: Config, name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def save_table(cfg: Config, name: str, df, caption: str = "") -> dict[str, Path]:
-    """Write a pandas table as CSV, Markdown and LaTeX under ``tables/``; returns the paths."""
+CAPTIONS_FILE = "captions.json"
+
+
+def format_number(v: float) -> str:
+    """A measured number at the precision it carries: 4 significant digits, no exponent for everyday magnitudes,
+    and float noise around zero (|v| < 5e-7, e.g. an FID of -9.6e-13 between identical sets) shown as 0."""
+    if v != v:  # NaN
+        return "—"
+    if abs(v) < 5e-7:
+        return "0"
+    if 1e-3 <= abs(v) < 1e7:
+        text = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+        return text if "e" not in text else f"{v:.4f}"
+    return f"{v:.3g}"
+
+
+def record_caption(cfg: Config, rel_path: str, caption: str = "", verdict: str = "") -> None:
+    """Remember an artefact's caption and its one-line verdict (computed by the notebook) for ``index.html``."""
+    if not caption and not verdict:
+        return
+    path = report_dir(cfg) / CAPTIONS_FILE
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        known = {}  # a damaged registry only loses captions; the next notebooks write theirs again
+    known[rel_path] = {"caption": caption, "verdict": verdict}
+    write_json_atomic(path, dict(sorted(known.items())))
+
+
+def read_captions(cfg: Config) -> dict[str, dict[str, str]]:
+    path = cfg.reports_root / CAPTIONS_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def save_table(cfg: Config, name: str, df, caption: str = "", verdict: str = "") -> dict[str, Path]:
+    """Write a pandas table as CSV, Markdown and LaTeX under ``tables/``; returns the paths. ``caption`` heads the
+    Markdown, LaTeX and the report index; ``verdict``, a sentence the notebook computed from the numbers, follows
+    it in the index."""
     d = report_dir(cfg, "tables")
     paths = {"csv": d / f"{name}.csv", "md": d / f"{name}.md", "tex": d / f"{name}.tex"}
     df.to_csv(paths["csv"], index=False)
     md = df.to_markdown(index=False) if _has_tabulate() else _markdown(df)
     paths["md"].write_text((f"{caption}\n\n" if caption else "") + md + "\n")
-    paths["tex"].write_text(df.to_latex(index=False, caption=caption or None, na_rep="--", float_format="%.4g"))
+    paths["tex"].write_text(df.to_latex(index=False, caption=caption or None, na_rep="--",
+                                        float_format=format_number))
+    record_caption(cfg, f"tables/{name}.csv", caption, verdict)
     return paths
 
 
@@ -189,7 +230,7 @@ def _has_tabulate() -> bool:
 def _markdown(df) -> str:
     def fmt(v):
         if isinstance(v, float):
-            return "--" if math.isnan(v) else f"{v:.4g}"
+            return "--" if math.isnan(v) else format_number(v)
         return str(v).replace("|", "\\|")
 
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -198,9 +239,11 @@ def _markdown(df) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def save_figure(cfg: Config, name: str, fig, dpi: int = 110) -> Path:
+def save_figure(cfg: Config, name: str, fig, dpi: int = 110, caption: str = "", verdict: str = "") -> Path:
+    """Write ``figures/<name>.png``; ``caption`` and ``verdict`` go to the report index (see ``save_table``)."""
     path = report_dir(cfg, "figures") / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    record_caption(cfg, f"figures/{name}.png", caption, verdict)
     return path
 
 

@@ -98,7 +98,7 @@ print("decoded:", tokenizer.decode(ids)[0])
 
 # %%
 fig = data_report.sample_figure(records[SAMPLE_SPLIT], n=N_SAMPLES, seed=cfg.seed)
-report.save_figure(cfg, "data_samples", fig)
+report.save_figure(cfg, "data_samples", fig, caption=f"{N_SAMPLES} {SAMPLE_SPLIT} images with their first caption")
 
 # %% [markdown]
 # Images and captions per split (`train` includes Karpathy's restval).
@@ -116,7 +116,7 @@ counts
 
 # %%
 fig = data_report.length_figure(captions, cfg.biart.text_len)
-report.save_figure(cfg, "data_caption_lengths", fig)
+report.save_figure(cfg, "data_caption_lengths", fig, caption="Caption lengths in words and BPE tokens, per split")
 captions.groupby("split")[["words", "bpe_tokens"]].describe().round(2)
 
 # %% [markdown]
@@ -125,7 +125,7 @@ captions.groupby("split")[["words", "bpe_tokens"]].describe().round(2)
 # %%
 if len(objects):
     fig = data_report.frequency_figure(objects)
-    report.save_figure(cfg, "data_object_statistics", fig)
+    report.save_figure(cfg, "data_object_statistics", fig, caption="Objects per image and their attributes (embedded data)")
     display(pd.crosstab(objects["shape"], objects["colour"], margins=True))
 else:
     print("real data: no ground-truth objects")
@@ -137,7 +137,7 @@ else:
 photos = data.ood_images(cfg)
 if photos:
     fig = data_report.ood_figure(photos)
-    report.save_figure(cfg, "data_ood_photos", fig)
+    report.save_figure(cfg, "data_ood_photos", fig, caption="Out-of-domain photographs shipped with scikit-image / scikit-learn (Figure 5 inputs)")
 else:
     print("data.ood_images is 0")
 

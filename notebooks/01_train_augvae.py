@@ -99,7 +99,7 @@ print(f"AugVAE-SL: {count_parameters(sl) / 1e6:.2f}M parameters, {timings['sl_s'
 
 # %%
 fig = recon_eval.training_curves_figure(cfg, ("ml", "sl"))
-_ = report.save_figure(cfg, "augvae_training_curves", fig)
+_ = report.save_figure(cfg, "augvae_training_curves", fig, caption="AugVAE training: batch PSNR and per-level code perplexity (ML, then SL fine-tuning)")
 
 # %% [markdown]
 # Code usage per level on held-out (validation) images: how many entries of the one codebook each level's map uses
@@ -120,7 +120,7 @@ usage.round(3)
 rec_ml, _ = recon_eval.reconstruct(ml, val[:N_SHOW])
 rec_sl, _ = recon_eval.reconstruct(sl, val[:N_SHOW])
 fig = recon_eval.recon_grid_figure({"input": val[:N_SHOW], "AugVAE-ML": rec_ml, "AugVAE-SL": rec_sl}, N_SHOW)
-_ = report.save_figure(cfg, "augvae_reconstructions", fig)
+_ = report.save_figure(cfg, "augvae_reconstructions", fig, caption="Validation images and their reconstructions through the codes: input, AugVAE-ML, AugVAE-SL (Figure 3 layout)")
 print(f"PSNR on these images: ML {recon_eval.psnr(val[:N_SHOW], rec_ml).mean():.2f} dB, "
       f"SL {recon_eval.psnr(val[:N_SHOW], rec_sl).mean():.2f} dB")
 
@@ -137,7 +137,7 @@ _, sl_map = recon_eval.reconstruct(sl, val[:1])
 maps = {f"ML level {k}": m[0] for k, m in enumerate(ml_maps)}
 maps["SL (BiART's tokens)"] = sl_map[0]
 fig = recon_eval.code_maps_figure(val[0], maps)
-_ = report.save_figure(cfg, "01_code_maps_one_image", fig)
+_ = report.save_figure(cfg, "01_code_maps_one_image", fig, caption="One image's code maps per ML level and SL, coloured by code id")
 in_common = set(ml_maps[0][0].unique().tolist()) & set(sl_map[0].unique().tolist())
 print(f"On this image the finest ML level uses {len(ml_maps[0][0].unique())} distinct entries and SL "
       f"{len(sl_map[0].unique())}; {len(in_common)} entries appear in both maps.")
@@ -154,7 +154,9 @@ sharing = recon_eval.sharing_summary(shared, ml_codes_val, cfg.augvae.codebook_s
 report.save_table(cfg, "01_shared_code_matrix", shared.reset_index(names="level").assign(source=report.provenance(cfg)),
                   caption=f"Codebook entries used by both levels on {len(val)} validation images (paper Figure 4 "
                           f"analogue; diagonal: entries the level uses)")
-_ = report.save_figure(cfg, "01_shared_code_matrix", recon_eval.shared_code_figure(shared))
+_ = report.save_figure(cfg, "01_shared_code_matrix", recon_eval.shared_code_figure(shared),
+                       caption="Codebook entries shared between ML levels (Figure 4 analogue)",
+                       verdict=recon_eval.sharing_sentence(sharing))
 print(recon_eval.sharing_sentence(sharing))
 
 # %% [markdown]
@@ -166,7 +168,7 @@ print(recon_eval.sharing_sentence(sharing))
 surgery = recon_eval.ml_to_sl_diff(ml, sl)
 report.save_table(cfg, "01_ml_to_sl_surgery", surgery.assign(source=report.provenance(cfg)),
                   caption="AugVAE-ML -> AugVAE-SL per module: dropped, added, kept, and how far SL fine-tuning "
-                          "moved the kept weights (relative L2 change)")
+                          "moved the kept weights (relative L2 change)", verdict=recon_eval.surgery_sentence(surgery))
 print(recon_eval.surgery_sentence(surgery))
 surgery.round(3)
 

@@ -87,7 +87,7 @@ t0 = time.perf_counter()
 clip_path = ensure_reranker(cfg)
 scorer = load_reranker(cfg, device)
 clip_seconds = time.perf_counter() - t0
-print(f"{clip_path} ready in {clip_seconds:.1f} s")
+print(f"CLIP reranker {clip_path.name} ready in {clip_seconds:.1f} s")
 
 # %% [markdown]
 # Training pairs: every caption with the AugVAE-SL codes of its image (written by notebook 01).
@@ -97,6 +97,28 @@ from lverse_core.training.biart_train import paired_tokens
 train = paired_tokens(cfg, tok, "train")
 pd.DataFrame([{"captions": len(train.text), "images": len(train.codes), "codes per image": train.codes.shape[1],
                "mean caption tokens": float((train.text != tok.pad_id).sum(1).float().mean())}])
+
+# %% [markdown]
+# ## Look inside: what BiART is trained on
+#
+# The same (caption, image) pair is written as two sequences. The table shows one training pair of each direction
+# token by token: what the token is, its position id, its segment, and whether it is a target of the loss (the
+# first rows of every run of similar tokens; `…` stands for the rest). This is the whole of the paper's §3.4 in
+# one table: the condition comes first as [REF], the target follows as [GEN], and both are learned.
+
+# %%
+from lverse_core.models.biart import I2T, T2I
+from lverse_core.models.biart import BiART
+from lverse_core.pipeline.biart_run import condense, layout_sentence, layout_table
+from lverse_core.report import provenance, save_table
+_shape_model = BiART.from_config(cfg, tokenizer=tok)  # the layout needs only the sizes, not trained weights
+layouts = {d: layout_table(_shape_model, tok, d, train.text[0], train.codes[0]) for d in (T2I, I2T)}
+for d, table in layouts.items():
+    save_table(cfg, f"02_sequence_layout_{d}", table.assign(source=provenance(cfg)),
+               f"One {d} training sequence token by token: position id, segment, loss target (paper §3.4)",
+               verdict=layout_sentence(table, d))
+    print(layout_sentence(table, d))
+    display(condense(table))
 
 # %% [markdown]
 # Train BiART (resumes from `runs/<profile>/biart.pt`; a finished run is loaded, not retrained).
@@ -118,7 +140,7 @@ from lverse_core.pipeline.biart_run import loss_curves, plot_loss_curves
 from lverse_core.report import save_figure, save_table, save_results, provenance
 curves = loss_curves(cfg)
 fig = plot_loss_curves(curves)
-save_figure(cfg, "02_biart_loss_curves", fig)
+save_figure(cfg, "02_biart_loss_curves", fig, caption="BiART training NLL per direction and part ([REF] condition, [GEN] target)")
 final = curves.groupby(["direction", "part"])["nll"].last().unstack()
 final.columns.name = None
 final = final.reset_index().assign(source=provenance(cfg))
@@ -133,7 +155,8 @@ from lverse_core.pipeline.biart_run import conditioning_gap, heldout_nll
 held = heldout_nll(model, paired_tokens(cfg, tok, "test"), device)
 gap = conditioning_gap(held)
 save_table(cfg, "02_biart_heldout_nll", held.assign(source=provenance(cfg)),
-           "BiART NLL on held-out test pairs per direction and part ([REF] condition, [GEN] target)")
+           "BiART NLL on held-out test pairs per direction and part ([REF] condition, [GEN] target)",
+           verdict=gap["sentence"])
 print(gap["sentence"])
 held
 
@@ -160,6 +183,20 @@ if "correct" in captions:
 captions.iloc[pick]
 
 # %% [markdown]
+# **Look inside the caption reranking** (§3.6): every candidate sampled for the first test image, cut at its first
+# full stop, with its clip-score; the highest is kept.
+
+# %%
+from lverse_core.pipeline.biart_run import i2t_candidates, reranking_sentence
+one_caption = i2t_candidates(cfg, model, tok, torch.as_tensor(codes[:1].astype("int64")).to(device), int(ids[0]),
+                             i2t_score)
+save_table(cfg, "02_caption_candidates_one_image", one_caption.assign(source=provenance(cfg)),
+           f"All {len(one_caption)} sampled captions for test image {int(ids[0])}, their clip-scores and the one kept",
+           verdict=reranking_sentence(one_caption["clip-score"], one_caption.get("names every object")))
+print(reranking_sentence(one_caption["clip-score"], one_caption.get("names every object")))
+one_caption
+
+# %% [markdown]
 # Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the CLIP-best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32); the real test image comes first.
 
 # %%
@@ -170,7 +207,30 @@ prompts = [records[int(ids[i])]["captions"][0] for i in pick]
 drawn = image_samples(cfg, model, tok, prompts, score_fn=t2i_score, n_repeats=IMAGES_PER_CAPTION)
 rows = [torch.cat([images[j:j + 1].cpu(), decode(drawn["codes"][j]).cpu()]) for j in range(len(prompts))]
 fig = image_grid_figure(rows, prompts, IMAGES_PER_CAPTION + 1)
-save_figure(cfg, "02_biart_image_examples", fig)
+save_figure(cfg, "02_biart_image_examples", fig, caption=f"Held-out captions: the real image, then {IMAGES_PER_CAPTION} reranked BiART images")
+
+# %% [markdown]
+# **Look inside the image reranking**: all candidates drawn for the first held-out caption, their clip-scores, and
+# the one kept (framed).
+
+# %%
+from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
+from lverse_core.report import record_caption
+one_prompt = t2i_candidates(cfg, model, tok, prompts[0], t2i_score, decode)
+save_figure(cfg, "02_image_candidates_one_caption",
+            candidates_figure(one_prompt["images"], one_prompt["scores"], one_prompt["chosen"], prompts[0]),
+            caption="Every image candidate for one caption with its clip-score; the kept one framed")
+one_prompt_ok = None
+if cfg.data.source == "shapes":
+    from lverse_core.evaluation.judge import ensure_judge, image_matches, to_uint8, to_unit_range
+    judge = ensure_judge(cfg)
+    verdicts = judge.judge_image(to_unit_range(to_uint8(one_prompt["images"])))
+    one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
+t2i_reading = reranking_sentence(one_prompt["scores"].tolist(), one_prompt_ok).replace(
+    "name every object", "are judged right by the kit's judge")
+record_caption(cfg, "figures/02_image_candidates_one_caption.png",
+               "Every image candidate for one caption with its clip-score; the kept one framed", t2i_reading)
+print(t2i_reading)
 
 # %% [markdown]
 # What this run measured (saved to `reports/<profile>/results/02_biart.json`).
@@ -185,3 +245,23 @@ summary = {"profile": cfg.profile, "source": provenance(cfg), "parameters": mode
            "mean_clip_score_chosen_images": float(drawn["scores"].max(-1).values.mean())}
 save_results(cfg, "02_biart", summary)
 summary
+
+# %% [markdown]
+# ## Summary (computed from this run) and exercises
+
+# %%
+print(f"- BiART ({model.num_params() / 1e6:.2f}M parameters) trained {cfg.biart_train.steps} steps, alternating "
+      f"text->image and image->text sequences.")
+print(f"- Held-out conditioning: {gap['sentence']}")
+if "correct" in captions:
+    print(f"- {captions['correct'].mean():.1%} of the {len(captions)} test captions name every object right "
+          f"(reranked among {cfg.sampling.n_candidates} candidates, temperature {cfg.sampling.temperature}).")
+print(f"- Reranking, one caption: {reranking_sentence(one_caption['clip-score'], one_caption.get('names every object'))}")
+
+# %% [markdown]
+# **Exercises** (each one parameter; `OVERRIDES` runs train into their own folders):
+# 1. Turn the condition's loss off (`OVERRIDES={"biart_train.ref_loss_weight": 0.0}`): do the [GEN] NLLs and the
+#    caption accuracy move? The paper trains both parts.
+# 2. Rerank among more candidates (`OVERRIDES={"sampling.n_candidates": 16}`): how often does the kept caption
+#    change, and does the share of right captions rise?
+# 3. Train longer (`OVERRIDES={"biart_train.steps": 2200}`): which of the four NLL curves was still falling?

@@ -133,6 +133,8 @@ table
 verdict = (recon_eval.claim_verdict(ours["AugVAE-SL"], ours[CONTROL]) if CONTROL in ours else
            "not tested in this run: the plain VQ-VAE control is off (augvae_train.baseline_steps = 0)")
 print(verdict)
+report.record_caption(cfg, "tables/table1_reconstruction.csv", f"Table 1. Reconstruction. Our FID column: "
+                      f"{fid_label(cfg)}; never comparable with the paper's Inception FID.", verdict)
 
 # %% [markdown]
 # Reconstructions of test images: input, ML, SL and the plain VQ-VAE (paper Figure 3 layout).
@@ -141,7 +143,7 @@ print(verdict)
 rows = {"input": test[:N_SHOW]}
 rows.update({name: recon_eval.reconstruct(m, test[:N_SHOW])[0] for name, m in models.items()})
 fig = recon_eval.recon_grid_figure(rows, N_SHOW)
-_ = report.save_figure(cfg, "table1_reconstruction_grid", fig)
+_ = report.save_figure(cfg, "table1_reconstruction_grid", fig, caption="Test images and their reconstructions by each model (Figure 3 layout)")
 
 # %% [markdown]
 # Out-of-domain real photographs (paper Figure 5) through AugVAE-SL, never seen in training.
@@ -153,7 +155,7 @@ ood_x = torch.stack([x for _, x in ood]) if ood else None
 ood_rec = recon_eval.reconstruct(sl, ood_x)[0]
 ood_psnr = recon_eval.psnr(ood_x, ood_rec)
 fig = recon_eval.ood_figure(names, ood_x, ood_rec)
-_ = report.save_figure(cfg, "figure5_ood_reconstructions", fig)
+_ = report.save_figure(cfg, "figure5_ood_reconstructions", fig, caption="Figure 5 analogue: real photographs (never seen in training) through AugVAE-SL, with PSNR")
 ood_table = pd.DataFrame({"image": names, "PSNR dB (AugVAE-SL)": ood_psnr.numpy().round(2)})
 report.save_table(cfg, "figure5_ood_psnr", ood_table.assign(source=report.provenance(cfg)),
                   caption="Out-of-domain reconstructions (paper Figure 5)")

@@ -117,7 +117,7 @@ pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}]
 
 # %%
 from lverse_core.pipeline.eval_run import codes_of, derangement
-from lverse_core.pipeline.eval_tables import table3, text_to_image_scores
+from lverse_core.pipeline.eval_tables import table3, table3_paper, text_to_image_scores
 from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
 t0 = time.perf_counter()
@@ -140,9 +140,14 @@ s = cfg.sampling
 table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {len(real)} real images",
                              "AugVAE-SL reconstructions of the real images": "ceiling for generated images",
                              "a random real image per caption": "baseline: right distribution, wrong content"})
-save_table(cfg, "table3_text_to_image", table, f"Table 3: text-to-image FID-k; ours in {fid_label(cfg)}")
+save_table(cfg, "table3_text_to_image", table, f"Table 3 (this run): text-to-image FID-k in {fid_label(cfg)}, "
+                                                f"and images judged right for their caption")
+paper_table3 = table3_paper()
+save_table(cfg, "table3_paper_reference", paper_table3,
+           "Table 3 as printed in the paper (Inception FID-k, MS-COCO val 30k): not comparable with the rows above")
 ours = scored[OURS]
-table.round(2)
+display(table.round(2))
+paper_table3
 
 # %% [markdown]
 # FID against blur radius: the paper's curves (left) beside ours (right, our feature space).
@@ -151,13 +156,14 @@ table.round(2)
 from lverse_core.pipeline.eval_run import fid_curve_figure
 from lverse_core.report import reference_table, save_figure
 fig = fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), ours["fid"], fid_label(cfg))
-save_figure(cfg, "table3_fid_vs_blur", fig)
+save_figure(cfg, "table3_fid_vs_blur", fig, caption="FID-k against blur radius k: the paper's curves (Inception, MS-COCO) and ours (kit feature space)")
 
 # %% [markdown]
 # The judge on generated images, with its ceiling (real images) and floor (images generated from shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image.
 
 # %%
 from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
+from lverse_core.report import record_caption
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
     bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=cfg.eval.bootstrap)
@@ -176,6 +182,9 @@ if embedded:
     print(f"floor: {fl['matches']} matches in {fl['n_pairs']} shuffled (image, caption) pairs "
           f"({fl['floor_rounds']} derangements of {fl['n_images']} prompts)")
 print(check["verdict"])
+if embedded:
+    record_caption(cfg, "tables/table3_judge.csv", "Images judged right for their caption (95% bootstrap intervals "
+                   "over images): ours, ceiling and floor", check["verdict"])
 
 # %% [markdown]
 # Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).
@@ -189,7 +198,7 @@ grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], p
 g = cfg.image_grid
 drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g))).view(n, GRID_IMAGES, *fake.shape[1:])
 fig = image_grid_figure(grid_rows(uint8_to_unit(load_uint8(per_prompt, n)), drawn), captions[:n], GRID_IMAGES + 1)
-save_figure(cfg, "figure8_text_to_image_samples", fig)
+save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 analogue: for {n} test captions the real image, then {GRID_IMAGES} reranked generated images")
 
 # %% [markdown]
 # What this run measured (`reports/<profile>/results/table3.json`; tests read it).

@@ -69,3 +69,47 @@ def test_clip_score_fns_never_score_more_than_a_batch_at_once():
                             batch_size=16)
     assert t2i(torch.zeros(40, 4, dtype=torch.long), texts).shape == (40,)
     assert max(decoded) <= 16
+
+
+class _Tok:
+    """Ids 0 pad, 1 eot, others words."""
+    pad_id, eot_id = 0, 1
+
+    def token_text(self, i):
+        return {0: "<pad>", 1: "<eot>"}.get(int(i), f"w{int(i)}")
+
+
+def test_layout_table_marks_segments_positions_and_loss_targets():
+    from lverse_core.pipeline.biart_run import condense, layout_sentence, layout_table
+
+    args = BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=20, image_vocab=8,
+                     pad_id=0, dropout=0.0)
+    model = BiART(args)
+    text = torch.tensor([5, 6, 7, 1, 0, 0])  # three words, eot, two pads
+    codes = torch.tensor([3, 1, 4, 1])
+    t2i = layout_table(model, _Tok(), T2I, text, codes)
+    assert len(t2i) == 6 + 4 + 2
+    assert t2i["token"].tolist()[:5] == ["[SOC]", "'w5'", "'w6'", "'w7'", "'<eot>'"] and t2i["token"][7] == "[SOI]"
+    assert t2i["token"].tolist()[8:] == ["code 3", "code 1", "code 4", "code 1"]
+    assert t2i["segment"].tolist() == ["[REF]"] * 7 + ["[GEN]"] * 5
+    assert t2i["position id"].tolist() == list(range(7)) + list(range(5))  # restarts for the second part
+    loss = t2i["trained to predict it"].tolist()
+    assert loss[1:5] == ["yes, [REF] NLL"] * 4 and loss[5:7] == ["no ([PAD] targets are excluded)"] * 2
+    assert loss[0].startswith("no") and loss[7].startswith("no") and loss[8:] == ["yes, [GEN] NLL"] * 4
+    i2t = layout_table(model, _Tok(), I2T, text, codes)
+    assert i2t["token"][0] == "[SOI]" and i2t["token"][5] == "[SOC]"
+    assert (i2t["trained to predict it"][1:5] == "yes, [REF] NLL").all()
+    assert (i2t["trained to predict it"][6:10] == "yes, [GEN] NLL").all()
+    assert "4 tokens are trained as [REF] and 4 as [GEN]; 2 [PAD]" in layout_sentence(t2i, T2I)
+    short = condense(i2t, head=1, tail=1)
+    assert len(short) < len(i2t) and short["token"].str.contains("more").any()
+    assert short["token"].iloc[0] == "[SOI]" and short["token"].iloc[-1] == "'<pad>'"
+
+
+def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
+    from lverse_core.pipeline.biart_run import reranking_sentence
+
+    text = reranking_sentence([1.0, 3.0, 2.0], [True, False, False])
+    assert "the highest, candidate 1, was kept" in text and "1 of 3 candidates" in text
+    assert "preferred a wrong caption" in text
+    assert reranking_sentence([1.0, 3.0], None).endswith("was kept.")

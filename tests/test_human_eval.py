@@ -164,6 +164,39 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
         H.vote_shares([], 10)
 
 
+def test_bootstrap_by_set_widens_the_interval_when_raters_agree_on_each_set():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    per_set = rng.choice(["GT", "Both"], size=40)  # 40 sets, each voted the same way by all 10 raters
+    df = pd.DataFrame([{"set_id": f"s{i}", "rater": f"r{r}", "vote": v} for i, v in enumerate(per_set)
+                       for r in range(10)])
+    naive = H.vote_shares(df["vote"].tolist(), 2000, seed=0).set_index("vote")
+    clustered = H.vote_shares(df, 2000, seed=0).set_index("vote")
+    width = lambda t: t.loc["Both", "ci_high"] - t.loc["Both", "ci_low"]  # noqa: E731
+    # 400 votes but only 40 independent sets: the honest interval is about sqrt(10) ~ 3.2x wider
+    assert 2.3 < width(clustered) / width(naive) < 4.5
+    assert clustered.loc["Both", "share"] == naive.loc["Both", "share"]
+    assert clustered.loc["Both", "n_sets"] == 40 and clustered.loc["Both", "n_raters"] == 10
+
+
+def test_caption_score_and_the_simulated_choice():
+    import random
+
+    objs = [{"size": "small", "colour": "red", "shape": "circle"}, {"size": "large", "colour": "blue", "shape": "square"}]
+    assert H.caption_score("a small red circle and a large blue square.", objs) == 1.0
+    assert H.caption_score("a small red circle and a large green square.", objs) == 0.5
+    assert H.caption_score("a small red circle.", objs) == 0.5
+    assert H.caption_score("nothing here.", objs) == 0.0
+    rng = random.Random(0)
+    assert H.simulated_choice([1.0, 0.5], strictness=0.5, lapse=0.0, rng=rng) == "both"
+    assert H.simulated_choice([1.0, 0.5], strictness=0.9, lapse=0.0, rng=rng) == "first"
+    assert H.simulated_choice([0.5, 1.0], strictness=0.9, lapse=0.0, rng=rng) == "second"
+    assert H.simulated_choice([0.0, 0.5], strictness=0.9, lapse=0.0, rng=rng) == "second"  # neither: the better
+    lapses = [H.simulated_choice([1.0, 0.0], strictness=0.9, lapse=1.0, rng=rng) for _ in range(300)]
+    assert set(lapses) == set(H.CHOICES)
+
+
 def test_simulated_raters_end_to_end(tmp_path, synth_cfg):
     from lverse_core import data
 
@@ -176,17 +209,19 @@ def test_simulated_raters_end_to_end(tmp_path, synth_cfg):
     images = {r["image_id"]: r["path"] for r in recs}
     cfg = load_profile("ci", reports_dir=str(tmp_path / "reports"), data={"root": str(synth_cfg.data_root)})
     study = H.build_study(cfg, preds, images, refs)
-    files = H.simulate_raters(cfg, attrs, tmp_path / "inbox")
+    files = H.simulate_raters(cfg, attrs, tmp_path / "inbox", lapse=0.3)  # 24 votes: lapses often enough to see
     assert len(files) == cfg.eval.human_eval_raters
     assert all(json.loads(f.read_text())["simulated"] for f in files)
     H.ingest_answers(cfg, files)
     df = H.unblind(cfg)
     assert df["simulated"].all() and len(df) == cfg.eval.human_eval_raters * cfg.eval.human_eval_form_size
-    shares = H.vote_shares(df["vote"], cfg.eval.bootstrap).set_index("vote")
-    # GT captions are always right, so the only votes are Both (pred right too) or GT (pred wrong).
-    assert shares.loc["Pred", "share"] == 0
-    assert 0.2 < shares.loc["Both", "share"] < 0.8
-    fig = H.figure7(H.vote_shares(df["vote"], 100), simulated=True)
+    shares = H.vote_shares(df, cfg.eval.bootstrap).set_index("vote")
+    # GT captions are always right: Pred alone comes only from lapses; Both needs a prediction that (nearly) names
+    # the scene
+    assert set(df["vote"]) == {"GT", "Pred", "Both"}
+    assert 0 < shares.loc["Pred", "share"] < shares.loc["GT", "share"] and 0.2 < shares.loc["Both", "share"] < 0.8
+    assert shares.loc["Pred + Both", "n_sets"] == len(set(df["set_id"]))
+    fig = H.figure7(H.vote_shares(df, 100), simulated=True)
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()] + [fig.axes[0].get_title()]
     assert any("L-Verse paper" in t and "30.4" in t for t in texts)
     assert any("simulated" in t for t in texts)

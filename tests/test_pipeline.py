@@ -90,3 +90,30 @@ def test_table1_refuses_n_eval_beyond_the_split_before_any_work(ci_pipeline, tmp
         papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "03_table1_reconstruction.ipynb"),
                                    str(tmp_path / "03.ipynb"), parameters={"PROFILE": "ci", "N_EVAL": 1000},
                                    kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False)
+
+
+def test_look_inside_cells_ran_and_wrote_their_figures_and_tables(ci_run):
+    root, _ = ci_run
+    for fig in ("01_code_maps_one_image", "01_shared_code_matrix", "02_image_candidates_one_caption"):
+        assert (root / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    for table in ("01_shared_code_matrix", "01_ml_to_sl_surgery", "02_sequence_layout_t2i", "02_sequence_layout_i2t",
+                  "02_caption_candidates_one_image"):
+        assert (root / "tables" / f"{table}.csv").exists(), table
+    page = (root / "html" / "02_train_biart.html").read_text()
+    assert "trained as [REF]" in page and "candidates scored" in page
+
+
+def test_pages_have_no_progress_bars_and_no_local_paths(ci_run, ci_pipeline):
+    import re
+
+    from lverse_core.config import REPO_ROOT
+
+    root, _ = ci_run
+    work = str(ci_pipeline[0])
+    pages = [root / "index.html", *sorted((root / "html").glob("*.html"))]
+    assert len(pages) >= 8
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"\d+%\|[^|]*\| \d+/\d+ \[", text), f"{page.name} holds tqdm progress lines"
+        for local in (work, str(REPO_ROOT), "site-packages/"):
+            assert local not in text, f"{page.name} shows the local path {local}"

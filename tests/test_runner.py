@@ -210,3 +210,44 @@ def test_tables_made_from_retrained_checkpoints_are_marked_stale(books, workdir,
     runner.write_index(cfg)
     page = (root / "index.html").read_text()
     assert "stale: made from other biart checkpoint(s) than the current ones (00_first)" in page
+
+
+def test_index_reads_like_the_paper_headlines_captions_verdicts_forms(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from lverse_core import report
+    from lverse_core.config import load_profile
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    cfg = load_profile("ci")
+    # written out of paper order on purpose
+    report.save_table(cfg, "table3_text_to_image", pd.DataFrame({"model": ["ours"], "FID-0": [-9.57e-13]}),
+                      "Table 3 (this run)", verdict="generated images beat the floor 3x")
+    report.save_table(cfg, "data_split_counts", pd.DataFrame({"split": ["train"], "images": [26]}), "Split sizes")
+    report.save_table(cfg, "table2_image_to_text", pd.DataFrame({"model": ["ours"], "BLEU-4": [43.41234]}))
+    fig, _ = plt.subplots()
+    report.save_figure(cfg, "06_figure7_human_eval", fig, caption="Figure 7 analogue")
+    report.save_figure(cfg, "table1_reconstruction_grid", fig)
+    report.save_figure(cfg, "mystery_plot", fig)
+    forms = cfg.reports_root / "human_eval" / "forms"
+    forms.mkdir(parents=True)
+    (forms / "f000.html").write_text("<html></html>")
+    report.save_results(cfg, "table3", {"n_prompts": 200, "judge": {
+        "generated images": {"judged_correct": 0.05, "ci95": [0.025, 0.085]},
+        "images generated from shuffled captions (floor)": {"judged_correct": 0.005, "ci95": [0.0025, 0.0072]}}})
+    page = runner.write_index(cfg).read_text()
+    order = [page.index(f"id='{a}'") for a in ("headline", "data", "augvae", "table2", "table3", "figure7", "other",
+                                                 "notebooks")]
+    assert order == sorted(order), "sections out of the paper's order"
+    assert "5.0% judged right [2.5, 8.5], against a shuffled-caption floor of 0.5% [0.2, 0.7]" in page
+    assert "<h3>Table 3 (this run)</h3><p class='verdict'>generated images beat the floor 3x</p>" in page
+    assert "<h3>Split sizes</h3>" in page and "<h3>table2 image to text</h3>" in page  # no caption: its name
+    assert "e-13" not in page and "43.41" in page and "43.41234" not in page
+    for rel in ("tables/table3_text_to_image.csv", "tables/data_split_counts.md", "figures/06_figure7_human_eval.png",
+                "figures/mystery_plot.png", "human_eval/forms/f000.html", "results/table3.json"):
+        assert f"href='{rel}'" in page, rel
+    assert str(tmp_path) not in page

@@ -65,6 +65,11 @@ def test_text_to_image_returns_the_best_candidate_of_each_prompt():
     assert not torch.equal(out["scores"][:, 0], out["scores"][:, 1])  # repeats use different seeds
     again = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, n_repeats=2, score_fn=score, seed=4, batch_size=4)
     assert torch.equal(again["codes"], out["codes"])  # reproducible for a seed
+    kept = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, n_repeats=2, score_fn=score, seed=4, batch_size=4,
+                         keep_candidates=True)
+    assert kept["candidates"].shape == (3, 2, 5, 4) and torch.equal(kept["codes"], out["codes"])
+    picked = kept["candidates"].gather(2, kept["chosen"][..., None, None].expand(3, 2, 1, 4)).squeeze(2)
+    assert torch.equal(picked, out["codes"]) and torch.equal(kept["chosen"], kept["scores"].argmax(-1))
 
 
 class FakeTokenizer:

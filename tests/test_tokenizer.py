@@ -108,3 +108,14 @@ def test_save_load(captions, tmp_path):
         TextTokenizer.load(tmp_path / "absent.json")
     with pytest.raises(ValueError, match="text_len"):
         TextTokenizer(1)
+
+
+def test_token_text_names_specials_and_bpe_pieces():
+    from lverse_core.data.tokenizer import TextTokenizer
+
+    tok = TextTokenizer(8, bpe_ids=None)
+    ids = tok.encode("a red circle.")[0].tolist()
+    words = [tok.token_text(i) for i in ids]
+    assert words[:5] == ["a ", "red ", "circle ", ". ", "<eot>"] and words[-1] == "<pad>"
+    compact = TextTokenizer(8, bpe_ids=tok.bpe_encode("a red circle."))
+    assert [compact.token_text(i) for i in compact.encode("a red square")[0].tolist()][:3] == ["a ", "red ", "<unk>"]

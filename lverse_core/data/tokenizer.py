@@ -156,6 +156,21 @@ class TextTokenizer:
             ids = [ids]
         return [self._decode_one(row) for row in ids]
 
+    def token_text(self, i: int) -> str:
+        """One id as text: its BPE piece (a leading space marks a word start), or <pad>, <eot>, <unk>."""
+        i = int(i)
+        if i == self.pad_id:
+            return "<pad>"
+        if i == self.eot_id:
+            return "<eot>"
+        if self.compact:
+            if i not in self._to_bpe:
+                return "<unk>"
+            i = self._to_bpe[i]
+        elif not 0 <= i < FULL_VOCAB - 2:
+            return "<unk>"
+        return self.bpe.decode([i])
+
     def _decode_one(self, row: Sequence[int]) -> str:
         parts, bpe_run = [], []
         for i in row:

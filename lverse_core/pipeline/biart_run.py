@@ -180,3 +180,135 @@ def conditioning_gap(nll: pd.DataFrame) -> dict:
                      f"them ([REF]), {gap:+.3f} nats ({100 * gap / ref:+.1f}%): {verdict}")
     out["sentence"] = "; ".join(parts) + "."
     return out
+
+
+# -- look inside BiART (notebook 02) ----------------------------------------------------------------------------------
+def layout_table(model, tokenizer, direction: str, text: torch.Tensor, codes: torch.Tensor) -> pd.DataFrame:
+    """One training sequence of ``direction`` token by token (paper §3.4): what the token is, its position id (text
+    and image count from 0 separately), its segment ([REF] condition / [GEN] target), and whether the model is
+    trained to predict it and in which loss part. ``text`` (L,) ids, ``codes`` (N,) or (g, g) image codes."""
+    from lverse_core.models.biart import GEN, I2T, T2I
+
+    seq = model.build_sequence(text.reshape(1, -1), codes.reshape(1, -1), direction)[0].tolist()
+    lay = model.layout(direction)
+    L, V_t = model.args.text_len, model.args.text_vocab
+    targets = {int(j) + 1: "text" for j in lay["text_out"]} | {int(j) + 1: "image" for j in lay["image_out"]}
+    rows = []
+    for j, tid in enumerate(seq):
+        if tid == model.soc_id:
+            kind, token = "start", "[SOC]"
+        elif tid == model.soi_id:
+            kind, token = "start", "[SOI]"
+        elif tid < V_t:
+            kind, token = "text", repr(tokenizer.token_text(tid))
+        else:
+            kind, token = "image", f"code {tid - V_t}"
+        seg = "[GEN]" if int(lay["seg"][j]) == GEN else "[REF]"
+        part = targets.get(j)
+        if part is None:
+            loss = "no (nothing predicts it)" if j == 0 else "no (the first token of a part is given)"
+        elif part == "text" and tid == tokenizer.pad_id:
+            loss = "no ([PAD] targets are excluded)"
+        else:
+            loss = f"yes, {seg} NLL"
+        rows.append({"index": j, "token": token, "kind": kind, "position id": int(lay["pos"][j]), "segment": seg,
+                     "trained to predict it": loss})
+    assert direction in (T2I, I2T) and len(rows) == L + model.args.image_tokens + 2
+    return pd.DataFrame(rows)
+
+
+def condense(table: pd.DataFrame, head: int = 2, tail: int = 1) -> pd.DataFrame:
+    """The first ``head`` and last ``tail`` rows of every run of rows with the same kind, segment and loss role,
+    with one '…' row for what is left out: a 90-token sequence read at a glance."""
+    key = table[["kind", "segment", "trained to predict it"]].astype(str).agg("|".join, axis=1)
+    run = (key != key.shift()).cumsum()
+    parts = []
+    for _, g in table.groupby(run, sort=False):
+        if len(g) <= head + tail + 1:
+            parts.append(g)
+            continue
+        gap = pd.DataFrame([{c: "…" for c in table.columns}])
+        gap["token"] = f"… {len(g) - head - tail} more"
+        parts += [g.iloc[:head], gap, g.iloc[-tail:]]
+    return pd.concat(parts, ignore_index=True)
+
+
+def layout_sentence(table: pd.DataFrame, direction: str) -> str:
+    trained = table["trained to predict it"].str.startswith("yes")
+    by = table[trained].groupby("segment").size().to_dict()
+    pads = int(table["trained to predict it"].str.contains("PAD").sum())
+    first = table.loc[table.kind != "start", "kind"].iloc[0]
+    return (f"{direction}: {len(table)} tokens; the {first} comes first as [REF]. {by.get('[REF]', 0)} tokens are "
+            f"trained as [REF] and {by.get('[GEN]', 0)} as [GEN]; {pads} [PAD] positions are not trained. Position "
+            f"ids restart at 0 for the second part, so only the segment embedding and the start token tell the model "
+            f"which part it is in.")
+
+
+def candidates_figure(images: torch.Tensor, scores: torch.Tensor, chosen: int, caption: str):
+    """Every candidate image drawn for one caption with its CLIP score; the kept one (highest score) framed."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(1.5 * n, 2.1), squeeze=False)
+    for c in range(n):
+        ax = axes[0][c]
+        ax.imshow(((images[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+        ax.set_title(f"{'chosen ' if c == chosen else ''}{float(scores[c]):.1f}", fontsize=8,
+                     fontweight="bold" if c == chosen else "normal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_linewidth(3 if c == chosen else 0.5)
+            side.set_edgecolor("crimson" if c == chosen else "grey")
+    fig.suptitle(f"{n} candidates for {caption!r} (title: clip-score)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def t2i_candidates(cfg: Config, model, tokenizer, caption: str, score_fn, decode, seed: int = 0) -> dict:
+    """All ``sampling.n_candidates`` images drawn for one caption, their CLIP scores and the one kept."""
+    s = cfg.sampling
+    device = next(model.parameters()).device
+    with sampling_precision(model):
+        out = text_to_image(model, tokenizer.encode([caption]).to(device), [caption], n_candidates=s.n_candidates,
+                            score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
+                            top_k=s.top_k, top_p=s.top_p, keep_candidates=True)
+    g = cfg.image_grid
+    codes = out["candidates"][0, 0].view(-1, g, g)
+    return {"images": decode(codes).cpu(), "scores": out["scores"][0, 0].cpu(), "chosen": int(out["chosen"][0, 0])}
+
+
+def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id: int, score_fn, seed: int = 0
+                   ) -> pd.DataFrame:
+    """All ``sampling.n_candidates`` captions sampled for one image (``codes`` (1, g, g)), truncated at the first full
+    stop, with their CLIP scores, which one is kept, and (embedded data) whether it names every object."""
+    s = cfg.sampling
+    with sampling_precision(model):
+        out = image_to_text(model, tokenizer, codes, n_candidates=s.n_candidates, n_tokens=s.caption_tokens,
+                            score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
+                            top_k=s.top_k, top_p=s.top_p)
+    scores = out["scores"][0]
+    df = pd.DataFrame({"candidate": out["candidates"][0], "clip-score": scores.tolist()})
+    df["kept"] = ["yes" if i == int(scores.argmax()) else "" for i in range(len(df))]
+    if cfg.data.source == "shapes":
+        from lverse_core.data.loaders import load_attributes
+        from lverse_core.data.shapes import caption_correct
+
+        objects = load_attributes(cfg)[int(image_id)]
+        df["names every object"] = [caption_correct(c, objects) for c in df["candidate"]]
+    return df
+
+
+def reranking_sentence(scores: Sequence[float], correct: Sequence[bool] | None = None) -> str:
+    """What reranking did for one prompt: the spread of the scores, and (if known) whether it kept a right one."""
+    scores = list(map(float, scores))
+    best = max(range(len(scores)), key=scores.__getitem__)
+    text = (f"{len(scores)} candidates scored {min(scores):.1f} to {max(scores):.1f}; the highest, candidate {best}, "
+            f"was kept")
+    if correct is not None:
+        n_ok = sum(bool(c) for c in correct)
+        text += (f". {n_ok} of {len(scores)} candidates name every object; the kept one "
+                 f"{'does' if correct[best] else 'does not'}")
+        if n_ok and not correct[best]:
+            text += " (the reranker preferred a wrong caption here)"
+    return text + "."

@@ -152,6 +152,23 @@ def _offline_loader():
                                           "{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}\n"})
 
 
+def scrub_local_paths(text: str) -> str:
+    """``text`` without the building machine's folders: files under the work directory or the repo become relative
+    paths, installed packages ``<site-packages>/...``, the standard library ``<stdlib>/...``, the home folder ``~``.
+    Pages are shared; where a user keeps the kit is not theirs to publish."""
+    import sysconfig
+
+    from lverse_core.config import workdir
+
+    paths = sysconfig.get_paths()
+    names = {paths["purelib"]: "<site-packages>", paths["platlib"]: "<site-packages>", paths["stdlib"]: "<stdlib>",
+             str(workdir()): "", str(REPO_ROOT): "", str(Path.home()): "~"}
+    for prefix in sorted((p for p in names if p and p != "/"), key=len, reverse=True):
+        for variant in {prefix, str(Path(prefix).resolve())}:
+            text = text.replace(variant + "/", names[prefix] + "/" if names[prefix] else "")
+    return text
+
+
 def notebook_to_html(executed: Path, out: Path) -> Path:
     """A self-contained HTML page: embedded images, equations as MathML, no scripts fetched from the network."""
     import nbformat
@@ -167,6 +184,7 @@ def notebook_to_html(executed: Path, out: Path) -> Path:
     body, _ = exporter.from_notebook_node(nb)
     body = _CDN_SCRIPT.sub("", body)  # belt and braces: no <script src="http..."> survives
     body = re.sub(r"LVERSEMATH(\d+)X", lambda m: maths[int(m.group(1))], body)
+    body = scrub_local_paths(body)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
     return out
@@ -277,19 +295,157 @@ def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str
     return stale
 
 
+# The report in the paper's order: (anchor, title, artefact-name prefixes). Unmatched artefacts go to "Other".
+SECTIONS = (
+    ("data", "1 · Data (paper §4)", ("data_",)),
+    ("augvae", "2 · AugVAE and Table 1: reconstruction (§3.3, §4.1; Figures 3–5)",
+     ("augvae_", "01_", "table1", "figure3", "figure5")),
+    ("biart", "3 · BiART: training and sampling (§3.4–3.6)", ("02_",)),
+    ("table2", "4 · Table 2: image-to-text (§4.2; Figure 6)", ("table2", "figure6", "04_")),
+    ("table3", "5 · Table 3: text-to-image (§4.3; Figures 1 and 8)", ("table3", "figure8", "05_")),
+    ("figure7", "6 · Figure 7: human evaluation (§4.2)", ("06_", "figure7")),
+    ("claims", "7 · The paper's claims, checked", ("claims", "07_")),
+)
+
+
+def section_of(name: str) -> str:
+    for anchor, _, prefixes in SECTIONS:
+        if name.startswith(prefixes):
+            return anchor
+    return "other"
+
+
+def _result(root: Path, name: str) -> dict:
+    try:
+        return json.loads((root / "results" / f"{name}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def headline_numbers(root: Path) -> list[str]:
+    """The run's headline numbers, one sentence each, read from the results files (missing ones are skipped)."""
+    lines = []
+    t1 = _result(root, "table1_reconstruction")
+    t3 = _result(root, "table3")
+    judge = t3.get("judge") or {}
+    ceiling = next((v for k, v in judge.items() if "decoder ceiling" in k), {})
+    sl = (t1.get("models") or {}).get("AugVAE-SL") or {}
+    if sl.get("psnr_db") is not None:
+        lines.append(f"AugVAE-SL reconstructs the {t1.get('n_eval', '?')} test images at {sl['psnr_db']:.1f} dB PSNR"
+                     + (f"; the attribute judge finds {100 * ceiling['judged_correct']:.1f}% of its reconstructions "
+                        f"right (the ceiling for generated images)" if ceiling.get("judged_correct") is not None
+                        else "") + ".")
+    b = _result(root, "02_biart")
+    if (b.get("conditioning_gap") or {}).get("sentence"):
+        lines.append("BiART held-out NLL: " + b["conditioning_gap"]["sentence"])
+    t2 = _result(root, "table2")
+    ours2 = next(iter((t2.get("ours") or {}).values()), None)
+    if ours2:
+        acc = ours2.get("attribute_accuracy")
+        lines.append(f"Captions (Table 2, {t2.get('n_images', '?')} images): BLEU-4 {100 * ours2['BLEU-4']:.1f}, "
+                     f"CIDEr {100 * ours2['CIDEr']:.1f}"
+                     + (f"; {100 * acc:.1f}% name every object right" if acc is not None else "") + ".")
+    gen, floor = judge.get("generated images") or {}, judge.get("images generated from shuffled captions (floor)") or {}
+    if gen.get("judged_correct") is not None:
+        text = f"Images (Table 3, {t3.get('n_prompts', '?')} prompts): {100 * gen['judged_correct']:.1f}% judged right"
+        if gen.get("ci95"):
+            text += f" [{100 * gen['ci95'][0]:.1f}, {100 * gen['ci95'][1]:.1f}]"
+        if floor.get("judged_correct") is not None:
+            text += f", against a shuffled-caption floor of {100 * floor['judged_correct']:.1f}%"
+            if floor.get("ci95"):
+                text += f" [{100 * floor['ci95'][0]:.1f}, {100 * floor['ci95'][1]:.1f}]"
+        lines.append(text + ".")
+    h = _result(root, "06_human_eval")
+    if h.get("pred_plus_both") is not None:
+        lines.append(f"Human-evaluation protocol ({h.get('raters', 'raters')}): Pred + Both "
+                     f"{100 * h['pred_plus_both']:.1f}% [{100 * h['ci'][0]:.1f}, {100 * h['ci'][1]:.1f}] of "
+                     f"{h.get('n_votes', '?')} votes; the paper's human raters gave L-Verse 30.4% on MS-COCO.")
+    return lines
+
+
+def _table_html(df) -> str:
+    from lverse_core.report import format_number
+
+    return df.to_html(index=False, na_rep="—", float_format=format_number, border=0, classes="data")
+
+
+def _humane(stem: str) -> str:
+    return re.sub(r"^\d\d_", "", stem).replace("_", " ")
+
+
 def write_index(cfg, record: RunRecord | None = None) -> Path:
-    """``index.html``: every notebook page, table and figure of the report, with the run's provenance."""
+    """``index.html``: the report in the paper's order (data, Table 1, BiART, Table 2, Table 3, Figure 7, claims),
+    headline numbers first, every table and figure under its caption with the verdict its notebook computed, the
+    rater forms linked, then the notebook pages and the run's provenance."""
     import pandas as pd
+
+    from lverse_core.report import read_captions
 
     root = cfg.reports_root
     manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
+    captions = read_captions(cfg)
     esc = html.escape
     parts = [f"<h1>L-Verse kit report — profile <code>{esc(cfg.profile)}</code></h1>"]
     if manifest:
-        parts.append(f"<p>commit <code>{esc(str(manifest.get('commit')))}</code> · {esc(str(manifest.get('machine')))}"
-                     f" · started {esc(str(manifest.get('started')))} · total "
-                     f"{manifest.get('total_seconds', 0):.0f} s · <a href='manifest.json'>manifest.json</a></p>")
-    parts.append("<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>wall time</th><th>pages</th></tr>")
+        parts.append(f"<p class='meta'>commit <code>{esc(str(manifest.get('commit')))}</code> · "
+                     f"{esc(str(manifest.get('machine')))} · started {esc(str(manifest.get('started')))} · total "
+                     f"{manifest.get('total_seconds', 0):.0f} s · <a href='manifest.json'>manifest.json</a> · "
+                     f"<a href='#notebooks'>notebook pages</a></p>")
+    heads = headline_numbers(root)
+    if heads:
+        parts.append("<h2 id='headline'>Headline numbers of this run</h2><ul class='headline'>"
+                     + "".join(f"<li>{esc(x)}</li>" for x in heads) + "</ul>")
+    # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
+    stale = {}
+    for nb in manifest.get("notebooks", []):
+        if nb.get("status") != "ok":
+            for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
+                stale[out] = f"{nb['name']} {nb.get('status')}"
+    stale.update(_made_from_other_checkpoints(cfg, manifest))
+
+    def stale_note(rel: str) -> str:
+        if rel not in stale:
+            return ""
+        why = stale[rel]
+        return (f"<p class='failed'>stale: {esc(why)}; re-run that notebook</p>" if why.startswith("made")
+                else f"<p class='failed'>stale: written by an earlier run of {esc(why)} in the latest run; "
+                     f"re-run that notebook</p>")
+
+    def heading(rel: str, stem: str) -> str:
+        c = captions.get(rel, {})
+        text = f"<h3>{esc(c.get('caption') or _humane(stem))}</h3>"
+        if c.get("verdict"):
+            text += f"<p class='verdict'>{esc(c['verdict'])}</p>"
+        return text
+
+    items: dict[str, list[str]] = {}
+    for t in sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []:
+        rel = _rel(t, root)
+        links = " · ".join(f"<a href='{_rel(t.with_suffix(x), root)}'>{x[1:]}</a>" for x in (".csv", ".md", ".tex")
+                           if t.with_suffix(x).exists())
+        df = pd.read_csv(t)
+        items.setdefault(section_of(t.stem), []).append(
+            f"<div class='item'>{heading(rel, t.stem)}{stale_note(rel)}{_table_html(df)}<p class='links'>{links}</p>"
+            f"</div>")
+    for f in sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []:
+        rel = _rel(f, root)
+        items.setdefault(section_of(f.stem), []).append(
+            f"<div class='item'>{heading(rel, f.stem)}{stale_note(rel)}<figure><a href='{rel}'><img src='{rel}' "
+            f"alt='{esc(_humane(f.stem))}'></a><figcaption>{esc(f.name)}</figcaption></figure></div>")
+    forms = sorted((root / "human_eval" / "forms").glob("*.html")) if (root / "human_eval").exists() else []
+    if forms:
+        items.setdefault("figure7", []).append(
+            "<div class='item'><h3>The rater forms (one self-contained page per rater)</h3><p>"
+            + " · ".join(f"<a href='{_rel(p, root)}'>{esc(p.stem)}</a>" for p in forms) + "</p></div>")
+    order = [*SECTIONS, ("other", "Other outputs", ())]
+    parts.append("<nav>" + " · ".join(f"<a href='#{a}'>{esc(title.split(' (')[0])}</a>" for a, title, _ in order
+                                      if items.get(a)) + "</nav>")
+    for anchor, title, _ in order:
+        if items.get(anchor):
+            parts.append(f"<h2 id='{anchor}'>{esc(title)}</h2>" + "".join(items[anchor]))
+
+    parts.append("<h2 id='notebooks'>Notebooks</h2><table class='data'><tr><th>notebook</th><th>status</th>"
+                 "<th>wall time</th><th>pages</th></tr>")
     for nb in manifest.get("notebooks", []):
         links = []
         if nb.get("html"):
@@ -304,42 +460,19 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
                      f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
     parts.append("</table>")
-    # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
-    stale = {}
-    for nb in manifest.get("notebooks", []):
-        if nb.get("status") != "ok":
-            for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
-                stale[out] = f"{nb['name']} {nb.get('status')}"
-    stale.update(_made_from_other_checkpoints(cfg, manifest))
-    tables = sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []
-    if tables:
-        parts.append("<h2>Tables</h2>")
-    for t in tables:
-        links = " · ".join(f"<a href='{_rel(t.with_suffix(s), root)}'>{s[1:]}</a>" for s in (".csv", ".md", ".tex")
-                           if t.with_suffix(s).exists())
-        df = pd.read_csv(t)
-        if _rel(t, root) in stale:
-            why = stale[_rel(t, root)]
-            links += (f"<br><span class='failed'>stale: {esc(why)}; re-run that notebook</span>" if why.startswith("made")
-                      else f"<br><span class='failed'>stale: written by an earlier run of {esc(why)} in "
-                           f"the latest run; re-run that notebook</span>")
-        parts.append(f"<h3>{esc(t.stem)}</h3><p>{links}</p>{df.to_html(index=False, na_rep='—', float_format=lambda v: f'{v:.4g}')}")
-    figures = sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []
-    if figures:
-        parts.append("<h2>Figures</h2>")
-    for f in figures:
-        parts.append(f"<figure><a href='{_rel(f, root)}'><img src='{_rel(f, root)}' style='max-width:900px'></a>"
-                     f"<figcaption>{esc(f.stem)}</figcaption></figure>")
     results = sorted((root / "results").glob("*.json")) if (root / "results").exists() else []
     if results:
-        parts.append("<h2>Results (JSON)</h2><ul>" + "".join(
+        parts.append("<h2 id='results'>Results (JSON)</h2><ul>" + "".join(
             f"<li><a href='{_rel(r, root)}'>{esc(r.name)}</a></li>" for r in results) + "</ul>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px}.failed{color:#b00}.ok{color:#070}")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table.data{border-collapse:collapse;font-size:90%}table.data td,table.data th{border:1px solid #ccc;"
+             "padding:3px 8px}.failed{color:#b00}.ok{color:#070}.verdict{background:#f3f6fa;border-left:4px solid "
+             "#4c72b0;padding:4px 10px}.meta{color:#555}.item{margin:1.2em 0 2em}img{max-width:900px}"
+             "h2{border-bottom:1px solid #ccc;margin-top:2em}nav{margin:1em 0}.links{font-size:85%}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>L-Verse kit — {esc(cfg.profile)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     out = root / "index.html"
-    out.write_text(page)
+    out.write_text(scrub_local_paths(page))
     return out
 
 

@@ -71,18 +71,19 @@ def _seeded(seed: int, device) -> torch.Generator:
 def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, n_candidates: int, n_repeats: int = 1,
                   score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None,
                   seed: int = 0, batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0) -> dict[str, torch.Tensor]:
+                  top_p: float = 1.0, keep_candidates: bool = False) -> dict[str, torch.Tensor]:
     """For each of P prompts, ``n_repeats`` images, each the CLIP-best of ``n_candidates`` samples.
 
     ``score_fn(codes (M, N), captions (M,)) -> (M,)`` scores candidate code maps against their caption (it decodes
     them with AugVAE-SL and runs CLIP); without it the first candidate is kept. Candidates of several prompts share
-    one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N) and ``scores`` (P, k, n_candidates).
+    one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N) and ``scores`` (P, k, n_candidates);
+    with ``keep_candidates`` also every candidate, ``candidates`` (P, k, n_candidates, N), and ``chosen`` (P, k).
     """
     P = text_tokens.size(0)
     device = text_tokens.device
     rows = text_tokens.repeat_interleave(n_candidates, dim=0)  # (P*n, L): prompt p's candidates are adjacent
     row_caps = [c for c in captions for _ in range(n_candidates)]
-    all_codes, all_scores = [], []
+    all_codes, all_scores, all_candidates, all_best = [], [], [], []
     for r in range(n_repeats):
         g = _seeded(seed + r, device)
         codes = torch.cat([model.generate_image(rows[i:i + batch_size], temperature=temperature, top_k=top_k,
@@ -92,7 +93,13 @@ def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, 
         best = rerank(scores)
         all_codes.append(codes.view(P, n_candidates, -1)[torch.arange(P, device=device), best])
         all_scores.append(scores)
-    return {"codes": torch.stack(all_codes, 1), "scores": torch.stack(all_scores, 1)}
+        if keep_candidates:
+            all_candidates.append(codes.view(P, n_candidates, -1))
+            all_best.append(best)
+    out = {"codes": torch.stack(all_codes, 1), "scores": torch.stack(all_scores, 1)}
+    if keep_candidates:
+        out.update(candidates=torch.stack(all_candidates, 1), chosen=torch.stack(all_best, 1))
+    return out
 
 
 @torch.no_grad()

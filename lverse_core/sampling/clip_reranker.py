@@ -148,7 +148,9 @@ def read_clip_state(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     try:
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        with warnings.catch_warnings():  # torch >= 2.10 deprecates jit.load; it is still OpenAI's file format
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning)
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     except Exception:  # not a TorchScript archive: a plain state dict (or junk, reported below)
         pass
     try:

@@ -16,6 +16,7 @@ import csv
 import glob
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -270,6 +271,16 @@ class CSVLog:
 
 # -- the step loop ---------------------------------------------------------------------------------------------------
 
+def progress_enabled() -> bool:
+    """Whether training loops draw a progress bar: ``LVERSE_PROGRESS=1``/``0`` decides when set; otherwise on,
+    except inside a Jupyter kernel, where the bar's redraws would become hundreds of lines in the executed notebook
+    (papermill, the runner and nbconvert pages alike); the CSV log is written either way."""
+    value = os.environ.get("LVERSE_PROGRESS", "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return "ipykernel" not in sys.modules
+
+
 def run_steps(
     step_fn: Callable[[int], dict[str, float]],
     *,
@@ -291,10 +302,11 @@ def run_steps(
     ``stop_after`` ends the loop after that many steps of this call (tests use it to simulate a kill).
     ``progress=False`` hides the progress bar (the log is still written).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: without ipywidgets it only warns, with a local path, in notebooks
 
     t0 = time.monotonic()
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not (is_main and progress), mininterval=2.0)
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not (is_main and progress and progress_enabled()),
+               mininterval=2.0)
     step = start
     acc: dict[str, float] = {}
     cnt: dict[str, int] = {}  # per key: a metric logged on alternate steps only (BiART directions) is averaged
