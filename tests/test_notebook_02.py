@@ -22,7 +22,10 @@ def test_loss_curves_are_read_per_direction_and_part(tmp_path):
     last = df[df["step"] == 20].set_index(["direction", "part"])["nll"]
     assert last[("text->image", "[REF]")] == 2.0 and last[("image->text", "[GEN]")] == 1.5
     assert len(plot_loss_curves(df).axes) == 2
-    assert image_grid_figure([torch.zeros(3, 3, 8, 8)] * 2, ["a", "b"], 3).axes[0].get_title(loc="left") == "a"
+    fig = image_grid_figure([torch.zeros(3, 3, 8, 8)] * 2, ["a", "b"], 3)
+    assert fig.axes[3].get_title(loc="left") == "a"  # row 1 under the header row
+    headers = [t.get_text() for ax in fig.axes[:3] for t in ax.texts]
+    assert headers[0] == "real image" and headers[1].startswith("generated #1")
 
 
 @pytest.mark.slow

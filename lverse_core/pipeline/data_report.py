@@ -110,6 +110,7 @@ def sample_figure(records: list[dict], n: int = 16, seed: int = 0, cols: int = 4
         r = records[i]
         ax.imshow(data.load_image(r["path"]), interpolation="nearest")
         ax.set_title("\n".join(textwrap.wrap(r["captions"][0], 34)), fontsize=7.5)
+    fig.suptitle(f"{len(pick)} images of the split with their first caption", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -124,7 +125,9 @@ def length_figure(captions: pd.DataFrame, text_len: int):
         sns.histplot(captions, x=col, hue="split", discrete=True, stat="density", common_norm=False,
                      element="step", ax=ax)
         ax.set_xlabel(label)
-    axes[1].axvline(text_len - 1, ls="--", c="k", lw=1)
+        ax.set_ylabel("share of the split's captions")
+        ax.set_title(f"{label.capitalize()}, by split (each split sums to 1)", fontsize=9)
+    axes[1].axvline(text_len - 1, ls="--", c="k", lw=1, label=f"text_len - 1 = {text_len - 1}")
     fig.tight_layout()
     return fig
 
@@ -134,17 +137,24 @@ def frequency_figure(objects: pd.DataFrame):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
     per_image = objects.drop_duplicates("image_id")
-    sns.countplot(per_image, x="n_objects", hue="split", ax=axes[0])
-    axes[0].set_xlabel("objects per image")
+    # splits differ in size: compare their shares, not their counts
+    shares = (per_image.groupby("split")["n_objects"].value_counts(normalize=True).rename("share of images")
+              .reset_index())
+    sns.barplot(shares, x="n_objects", y="share of images", hue="split", ax=axes[0])
+    axes[0].set(xlabel="objects per image", title="Objects per image, by split")
     palette = {c: tuple(v / 255 for v in shapes.RGB[c]) for c in shapes.COLOURS}
     sns.countplot(objects, x="colour", order=list(shapes.COLOURS), hue="colour", palette=palette, legend=False,
                   ax=axes[1])
     sns.countplot(objects, x="shape", order=list(shapes.SHAPES), ax=axes[2])
     sns.countplot(objects, x="size", order=list(shapes.SIZES), ax=axes[3])
-    for ax in axes[1:]:
+    for ax, what in zip(axes[1:], ("Colour", "Shape", "Size")):
         ax.tick_params(axis="x", rotation=30)
+        ax.set(ylabel="objects (all splits)", title=f"{what} of the objects")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 
@@ -158,5 +168,6 @@ def ood_figure(photos: list[tuple[str, "torch.Tensor"]]):
         ax.imshow(data.to_pil(x), interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
+    fig.suptitle("Out-of-domain photographs (inputs of the Figure 5 analogue)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -210,6 +210,7 @@ def caption_figure(images: torch.Tensor, references: Sequence[str], ours: Sequen
         axes[i][1].text(0, 0.5, text, va="center", fontsize=8, family="monospace")
         for ax in axes[i]:
             ax.axis("off")
+    fig.suptitle("Test images: a reference caption and ours", fontsize=9)
     fig.tight_layout()
     return fig
 

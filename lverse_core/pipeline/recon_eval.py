@@ -185,6 +185,7 @@ def recon_grid_figure(rows: dict[str, torch.Tensor], n: int = 8):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
+    fig.suptitle("Reconstructions through the codes (rows: input, then each model)", fontsize=9)
     fig.tight_layout()
     return fig
 

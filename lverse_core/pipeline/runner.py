@@ -295,24 +295,28 @@ def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str
     return stale
 
 
-# The report in the paper's order: (anchor, title, artefact-name prefixes). Unmatched artefacts go to "Other".
+# The report in the paper's order: (anchor, title, artefact-name prefixes in the order they are shown: the paper's
+# table or figure first, then how it was made, then the look-inside). Unmatched artefacts go to "Other".
 SECTIONS = (
-    ("data", "1 · Data (paper §4)", ("data_",)),
+    ("data", "1 · Data (paper §4)", ("data_samples", "data_split", "data_")),
     ("augvae", "2 · AugVAE and Table 1: reconstruction (§3.3, §4.1; Figures 3–5)",
-     ("augvae_", "01_", "table1", "figure3", "figure5")),
-    ("biart", "3 · BiART: training and sampling (§3.4–3.6)", ("02_",)),
+     ("table1_reconstruction.", "table1", "figure3", "figure5", "augvae_", "01_")),
+    ("biart", "3 · BiART: training and sampling (§3.4–3.6)", ("02_biart", "02_")),
     ("table2", "4 · Table 2: image-to-text (§4.2; Figure 6)", ("table2", "figure6", "04_")),
-    ("table3", "5 · Table 3: text-to-image (§4.3; Figures 1 and 8)", ("table3", "figure8", "05_")),
-    ("figure7", "6 · Figure 7: human evaluation (§4.2)", ("06_", "figure7")),
+    ("table3", "5 · Table 3: text-to-image (§4.3; Figures 1 and 8)",
+     ("table3_text_to_image", "table3_judge", "figure8", "table3", "05_")),
+    ("figure7", "6 · Figure 7: human evaluation (§4.2)", ("06_figure7", "06_", "figure7")),
     ("claims", "7 · The paper's claims, checked", ("claims", "07_")),
 )
 
 
-def section_of(name: str) -> str:
+def section_of(name: str) -> tuple[str, int]:
+    """(section anchor, rank within the section) of an artefact file name."""
     for anchor, _, prefixes in SECTIONS:
-        if name.startswith(prefixes):
-            return anchor
-    return "other"
+        for rank, prefix in enumerate(prefixes):
+            if name.startswith(prefix):
+                return anchor, rank
+    return "other", 0
 
 
 def _result(root: Path, name: str) -> dict:
@@ -418,31 +422,34 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
             text += f"<p class='verdict'>{esc(c['verdict'])}</p>"
         return text
 
-    items: dict[str, list[str]] = {}
+    items: dict[str, list[tuple[int, str, str]]] = {}
+
+    def add(name: str, body: str) -> None:
+        anchor, rank = section_of(name)
+        items.setdefault(anchor, []).append((rank, name, body))
+
     for t in sorted((root / "tables").glob("*.csv")) if (root / "tables").exists() else []:
         rel = _rel(t, root)
         links = " · ".join(f"<a href='{_rel(t.with_suffix(x), root)}'>{x[1:]}</a>" for x in (".csv", ".md", ".tex")
                            if t.with_suffix(x).exists())
         df = pd.read_csv(t)
-        items.setdefault(section_of(t.stem), []).append(
-            f"<div class='item'>{heading(rel, t.stem)}{stale_note(rel)}{_table_html(df)}<p class='links'>{links}</p>"
+        add(t.name, f"<div class='item'>{heading(rel, t.stem)}{stale_note(rel)}{_table_html(df)}<p class='links'>{links}</p>"
             f"</div>")
     for f in sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []:
         rel = _rel(f, root)
-        items.setdefault(section_of(f.stem), []).append(
-            f"<div class='item'>{heading(rel, f.stem)}{stale_note(rel)}<figure><a href='{rel}'><img src='{rel}' "
+        add(f.name, f"<div class='item'>{heading(rel, f.stem)}{stale_note(rel)}<figure><a href='{rel}'><img src='{rel}' "
             f"alt='{esc(_humane(f.stem))}'></a><figcaption>{esc(f.name)}</figcaption></figure></div>")
     forms = sorted((root / "human_eval" / "forms").glob("*.html")) if (root / "human_eval").exists() else []
     if forms:
-        items.setdefault("figure7", []).append(
+        items.setdefault("figure7", []).append((99, "forms",
             "<div class='item'><h3>The rater forms (one self-contained page per rater)</h3><p>"
-            + " · ".join(f"<a href='{_rel(p, root)}'>{esc(p.stem)}</a>" for p in forms) + "</p></div>")
+            + " · ".join(f"<a href='{_rel(p, root)}'>{esc(p.stem)}</a>" for p in forms) + "</p></div>"))
     order = [*SECTIONS, ("other", "Other outputs", ())]
     parts.append("<nav>" + " · ".join(f"<a href='#{a}'>{esc(title.split(' (')[0])}</a>" for a, title, _ in order
                                       if items.get(a)) + "</nav>")
     for anchor, title, _ in order:
         if items.get(anchor):
-            parts.append(f"<h2 id='{anchor}'>{esc(title)}</h2>" + "".join(items[anchor]))
+            parts.append(f"<h2 id='{anchor}'>{esc(title)}</h2>" + "".join(b for _, _, b in sorted(items[anchor])))
 
     parts.append("<h2 id='notebooks'>Notebooks</h2><table class='data'><tr><th>notebook</th><th>status</th>"
                  "<th>wall time</th><th>pages</th></tr>")
