@@ -148,3 +148,19 @@ else:
 summary = data_report.summary(cfg, info, captions, objects, tokenizer)
 report.save_results(cfg, "data_summary", summary)
 print(json.dumps({k: summary[k] for k in ("splits", "bytes_on_disk", "lengths", "vocab_size")}, indent=1))
+
+# %% [markdown]
+# ## Summary (computed from this run) and exercises
+
+# %%
+sp = summary["splits"]
+print("- " + "; ".join(f"{k}: {v['images']} images, {v['captions']} captions" for k, v in sp.items()) + ".")
+print(f"- Captions: {summary['lengths']['bpe_tokens']['max']} BPE tokens at most (text_len {cfg.biart.text_len} holds "
+      f"{1 - summary['lengths']['truncated_fraction']:.1%} of them whole); vocabulary {summary['vocab_size']} ids.")
+
+# %% [markdown]
+# **Exercises**:
+# 1. Look at the test split (`SAMPLE_SPLIT="test"`): are its scenes drawn from the same distribution as training?
+# 2. Draw a different data set (`OVERRIDES={"seed": 1}`, written to its own `data/<profile>+<tag>/`): which counts
+#    change, and which stay fixed by the generator's design?
+

@@ -119,3 +119,15 @@ def test_truncation_reading_compares_directions_with_the_papers_rows():
     assert r["sentence"] == ("truncation moves BLEU-4, ROUGE-L the way it does in the paper; METEOR, CIDEr move the "
                              "other way; not compared: SPICE (missing on one side).")
     assert r["rows"][0]["ours truncated"] == 45.0 and r["rows"][0]["paper untruncated"] == 27.6
+
+
+def test_fid_ceiling_reading_separates_biart_error_from_the_decoder():
+    from lverse_core.pipeline.eval_run import fid_ceiling_reading
+
+    fine = fid_ceiling_reading({"FID-0": 10.0, "FID-8": 4.0}, {"FID-0": 5.0, "FID-8": 3.0})
+    assert [r["excess over the ceiling"] for r in fine["rows"]] == [5.0, 1.0]
+    assert "fine detail" in fine["sentence"] and "10 -> 4 (-60%)" in fine["sentence"]
+    coarse = fid_ceiling_reading({"FID-0": 10.0, "FID-8": 8.0}, {"FID-0": 5.0, "FID-8": 3.0})
+    assert "coarse content" in coarse["sentence"]  # both curves fall, yet the excess stays
+    none = fid_ceiling_reading({"FID-0": -1e-12}, {"FID-0": 0.0})
+    assert "none measurable" in none["sentence"] and none["rows"][0]["generated"] == 0.0
