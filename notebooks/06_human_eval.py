@@ -139,9 +139,10 @@ print(f"- {len(votes)} votes on {int(row['n_sets'])} sets by {int(row['n_raters'
       f"Pred {by.loc['Pred', 'share']:.1%}, Both {by.loc['Both', 'share']:.1%}.")
 print(f"- Pred + Both {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]; the paper's L-Verse got 30.4% "
       f"from human raters on MS-COCO (other data, other raters: a shape to compare, not a replication).")
-print(f"- Treating the votes as independent would have given [{naive['ci_low']:.1%}, {naive['ci_high']:.1%}], "
-      f"{(naive['ci_high'] - naive['ci_low']) / max(row['ci_high'] - row['ci_low'], 1e-9):.0%} of the width of the "
-      f"interval that resamples sets and raters.")
+width, naive_width = row["ci_high"] - row["ci_low"], naive["ci_high"] - naive["ci_low"]
+print(f"- Treating the votes as independent would have given [{naive['ci_low']:.1%}, {naive['ci_high']:.1%}]"
+      + (f", {naive_width / width:.0%} of the width of the interval that resamples sets and raters." if width > 0
+         else ": every vote agrees, so neither interval has any width."))
 
 # %% [markdown]
 # **Exercises**:

@@ -131,3 +131,5 @@ def test_fid_ceiling_reading_separates_biart_error_from_the_decoder():
     assert "coarse content" in coarse["sentence"]  # both curves fall, yet the excess stays
     none = fid_ceiling_reading({"FID-0": -1e-12}, {"FID-0": 0.0})
     assert "none measurable" in none["sentence"] and none["rows"][0]["generated"] == 0.0
+    tiny = fid_ceiling_reading({"FID-0": 7.35, "FID-8": 0.563}, {"FID-0": 7.34, "FID-8": 0.565})
+    assert "none measurable" in tiny["sentence"]  # both curves fall alike: nothing is BiART's

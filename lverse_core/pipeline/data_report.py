@@ -110,7 +110,6 @@ def sample_figure(records: list[dict], n: int = 16, seed: int = 0, cols: int = 4
         r = records[i]
         ax.imshow(data.load_image(r["path"]), interpolation="nearest")
         ax.set_title("\n".join(textwrap.wrap(r["captions"][0], 34)), fontsize=7.5)
-    fig.suptitle(f"{len(pick)} images of the split with their first caption", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -126,7 +125,7 @@ def length_figure(captions: pd.DataFrame, text_len: int):
                      element="step", ax=ax)
         ax.set_xlabel(label)
         ax.set_ylabel("share of the split's captions")
-        ax.set_title(f"{label.capitalize()}, by split (each split sums to 1)", fontsize=9)
+        ax.set_title(f"{label[0].upper()}{label[1:]}, by split (each split sums to 1)", fontsize=9)
     axes[1].axvline(text_len - 1, ls="--", c="k", lw=1, label=f"text_len - 1 = {text_len - 1}")
     fig.tight_layout()
     return fig

@@ -257,7 +257,7 @@ def fid_ceiling_reading(generated: Mapping[str, float], reconstructed: Mapping[s
     A falling FID-k curve alone does not show that BiART drew the layout right: blur also shrinks the decoder's own
     error, so the reconstructions' curve falls too. The excess over the ceiling (generated - reconstructed) is the
     part BiART adds; if it stays as blur grows, BiART's error is in coarse content (layout, colours), if it shrinks,
-    in fine detail. Returns the rows and a sentence computed from them.
+    in fine detail; an excess under 5% of the unblurred FID counts as none. Returns the rows and a sentence.
     """
     ks = [k for k in generated if k in reconstructed]
     if not ks:
@@ -270,9 +270,10 @@ def fid_ceiling_reading(generated: Mapping[str, float], reconstructed: Mapping[s
         return f"{a:.3g} -> {b:.3g}" + (f" ({(b - a) / a:+.0%})" if a > 0 else "")
 
     e0, e1 = first["excess over the ceiling"], last["excess over the ceiling"]
-    where = ("mostly fine detail: blur removes most of it" if e0 > 0 and e1 < 0.5 * e0 else
-             "coarse content (layout, colours, shapes): it survives the blur" if e0 > 0 else
-             "none measurable: generated images are as close as the reconstructions")
+    negligible = e0 <= 0.05 * max(first["generated"], 1e-12)  # within 5% of the FID itself: no excess to place
+    where = ("none measurable: the generated images are as close to the real ones as the reconstructions"
+             if negligible else "mostly fine detail: blur removes most of it" if e1 < 0.5 * e0 else
+             "coarse content (layout, colours, shapes): it survives the blur")
     sentence = (f"From {first['blur']} to {last['blur']}: generated {change(first['generated'], last['generated'])}, "
                 f"reconstructions {change(first['reconstructed (ceiling)'], last['reconstructed (ceiling)'])}; "
                 f"BiART's excess over the decoder's ceiling {change(e0, e1)}, so the error BiART adds is {where}.")

@@ -161,11 +161,15 @@ def scrub_local_paths(text: str) -> str:
     from lverse_core.config import workdir
 
     paths = sysconfig.get_paths()
-    names = {paths["purelib"]: "<site-packages>", paths["platlib"]: "<site-packages>", paths["stdlib"]: "<stdlib>",
-             str(workdir()): "", str(REPO_ROOT): "", str(Path.home()): "~"}
+    # prefix -> (what a path under it becomes, what the bare folder becomes)
+    names = {paths["purelib"]: ("<site-packages>/", "<site-packages>"),
+             paths["platlib"]: ("<site-packages>/", "<site-packages>"), paths["stdlib"]: ("<stdlib>/", "<stdlib>"),
+             str(workdir()): ("", "<workdir>"), str(REPO_ROOT): ("", "<repo>"), str(Path.home()): ("~/", "~")}
     for prefix in sorted((p for p in names if p and p != "/"), key=len, reverse=True):
+        under, bare = names[prefix]
         for variant in {prefix, str(Path(prefix).resolve())}:
-            text = text.replace(variant + "/", names[prefix] + "/" if names[prefix] else "")
+            text = text.replace(variant + "/", under)
+            text = re.sub(re.escape(variant) + r"(?![\w-]|\.\w)", bare, text)
     return text
 
 
