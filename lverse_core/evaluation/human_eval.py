@@ -349,16 +349,21 @@ def vote_shares(votes, n_boot: int, seed: int = 0, level: float = 0.95):
     return pd.DataFrame(rows)
 
 
+def paper_pred_plus_both_percent() -> float:
+    """The paper's Pred + Both share (percent, Figure 7), from the kit's labelled reference table."""
+    from lverse_core.report import reference_table
+
+    ref = reference_table("figure7_human_eval")
+    return float(ref.loc[ref["quantity"] == "pred_plus_both_vote_share_percent", "value"].iloc[0])
+
+
 def figure7(shares, simulated: bool, paper_pred_plus_both: float | None = None):
     """Bar chart of vote shares with CIs, beside the paper's Pred + Both share (percent)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if paper_pred_plus_both is None:
-        from lverse_core.report import reference_table
-
-        ref = reference_table("figure7_human_eval")
-        paper_pred_plus_both = float(ref.loc[ref["quantity"] == "pred_plus_both_vote_share_percent", "value"].iloc[0])
+        paper_pred_plus_both = paper_pred_plus_both_percent()
     df = shares.copy()
     df["percent"] = 100 * df["share"]
     fig, ax = plt.subplots(figsize=(6.5, 3.8))

@@ -367,7 +367,9 @@ def headline_numbers(root: Path) -> list[str]:
     if h.get("pred_plus_both") is not None:
         lines.append(f"Human-evaluation protocol ({h.get('raters', 'raters')}): Pred + Both "
                      f"{100 * h['pred_plus_both']:.1f}% [{100 * h['ci'][0]:.1f}, {100 * h['ci'][1]:.1f}] of "
-                     f"{h.get('n_votes', '?')} votes; the paper's human raters gave L-Verse 30.4% on MS-COCO.")
+                     f"{h.get('n_votes', '?')} votes"
+                     + (f"; the paper's human raters gave L-Verse {h['paper_pred_plus_both_percent']:.1f}% on MS-COCO"
+                        if h.get("paper_pred_plus_both_percent") is not None else "") + ".")
     return lines
 
 
