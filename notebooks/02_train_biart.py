@@ -107,11 +107,13 @@ pd.DataFrame([{"captions": len(train.text), "images": len(train.codes), "codes p
 # one table: the condition comes first as [REF], the target follows as [GEN], and both are learned.
 
 # %%
-from lverse_core.models.biart import I2T, T2I
-from lverse_core.models.biart import BiART
+import dataclasses
+from lverse_core.models.biart import BiART, I2T, T2I
 from lverse_core.pipeline.biart_run import condense, layout_sentence, layout_table
 from lverse_core.report import provenance, save_table
-_shape_model = BiART.from_config(cfg, tokenizer=tok)  # the layout needs only the sizes, not trained weights
+# the layout needs only the sequence sizes and vocabularies, not trained weights: a 1-layer, 8-wide stand-in
+_shape_model = BiART(dataclasses.replace(BiART.args_from_config(cfg, tok.vocab_size, tok.pad_id), n_layer=1,
+                                         n_head=1, n_embd=8))
 layouts = {d: layout_table(_shape_model, tok, d, train.text[0], train.codes[0]) for d in (T2I, I2T)}
 for d, table in layouts.items():
     save_table(cfg, f"02_sequence_layout_{d}", table.assign(source=provenance(cfg)),
