@@ -58,8 +58,6 @@ GENERATED_CAPTIONS = ""  # path of a captions JSON written by lverse_core.sampli
 # %%
 import time
 import pandas as pd
-import torch
-from IPython.display import display
 from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"

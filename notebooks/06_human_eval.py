@@ -49,10 +49,6 @@ SIMULATE = True  # True|False: answer the forms with the simulated rater (embedd
 ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox
 
 # %%
-import time
-import torch
-import pandas as pd
-from IPython.display import display
 from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
