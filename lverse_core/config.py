@@ -559,10 +559,6 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     return validate(_build(Config, dict(tree), ""))
 
 
-# keys whose change alters the data set itself (not only what is trained on it)
-_DATA_KEYS = ("seed", "data.")
-_FOLDER_KEYS = ("reports_dir", "runs_dir", "data.root")
-
 
 def overrides_tag(overrides: dict[str, Any]) -> str:
     """A short, stable name for a set of overrides: the first 8 hex digits of their canonical JSON's SHA-1."""

@@ -251,3 +251,39 @@ def test_index_reads_like_the_paper_headlines_captions_verdicts_forms(tmp_path, 
                 "figures/mystery_plot.png", "human_eval/forms/f000.html", "results/table3.json"):
         assert f"href='{rel}'" in page, rel
     assert str(tmp_path) not in page
+
+
+def test_scrub_local_paths_hides_the_machines_folders(tmp_path, monkeypatch):
+    import sysconfig
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    site = sysconfig.get_paths()["purelib"]
+    text = (f"free under {tmp_path} (1 GB); figure {tmp_path}/reports/ci/x.png; {site}/tqdm/auto.py:21; "
+            f"{REPO_ROOT}/notebooks/02_train_biart.ipynb and {REPO_ROOT}.")
+    out = runner.scrub_local_paths(text)
+    assert str(tmp_path) not in out and str(REPO_ROOT) not in out and site not in out
+    assert "free under <workdir> (1 GB)" in out and "figure reports/ci/x.png" in out
+    assert "<site-packages>/tqdm/auto.py:21" in out and "notebooks/02_train_biart.ipynb and <repo>." in out
+    assert runner.scrub_local_paths(f"{tmp_path}x/y") == f"{tmp_path}x/y"  # another folder that merely starts alike
+
+
+def test_progress_bars_are_off_in_kernels_unless_asked(monkeypatch):
+    from lverse_core.training.loop import progress_enabled
+
+    monkeypatch.delenv("LVERSE_PROGRESS", raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert progress_enabled()  # the command line
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert not progress_enabled()  # a notebook kernel
+    monkeypatch.setenv("LVERSE_PROGRESS", "1")
+    assert progress_enabled()
+    monkeypatch.setenv("LVERSE_PROGRESS", "0")
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    assert not progress_enabled()
+
+
+def test_format_number_prints_what_a_number_carries():
+    from lverse_core.report import format_number
+
+    assert [format_number(v) for v in (-9.57e-13, 0.97, 43.41234, 266.1234, 12345.6, 1.5e9, float("nan"), 3.0)] == \
+        ["0", "0.97", "43.41", "266.1", "12346", "1.5e+09", "—", "3"]
