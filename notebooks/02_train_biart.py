@@ -228,8 +228,8 @@ if cfg.data.source == "shapes":
     judge = ensure_judge(cfg)
     verdicts = judge.judge_image(to_unit_range(to_uint8(one_prompt["images"])))
     one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
-t2i_reading = reranking_sentence(one_prompt["scores"].tolist(), one_prompt_ok).replace(
-    "name every object", "are judged right by the kit's judge")
+t2i_reading = reranking_sentence(one_prompt["scores"].tolist(), one_prompt_ok,
+                                 criterion="judged right for the caption by the kit's judge")
 record_caption(cfg, "figures/02_image_candidates_one_caption.png",
                "Every image candidate for one caption with its clip-score; the kept one framed", t2i_reading)
 print(t2i_reading)

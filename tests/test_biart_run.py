@@ -110,6 +110,6 @@ def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
     from lverse_core.pipeline.biart_run import reranking_sentence
 
     text = reranking_sentence([1.0, 3.0, 2.0], [True, False, False])
-    assert "the highest, candidate 1, was kept" in text and "1 of 3 candidates" in text
-    assert "preferred a wrong caption" in text
+    assert "the highest, candidate 1, was kept" in text and "1 of 3 candidates are right (naming every object)" in text
+    assert "the kept one is not (the reranker preferred a wrong one here)" in text
     assert reranking_sentence([1.0, 3.0], None).endswith("was kept.")

@@ -197,11 +197,11 @@ def layout_table(model, tokenizer, direction: str, text: torch.Tensor, codes: to
     """One training sequence of ``direction`` token by token (paper §3.4): what the token is, its position id (text
     and image count from 0 separately), its segment ([REF] condition / [GEN] target), and whether the model is
     trained to predict it and in which loss part. ``text`` (L,) ids, ``codes`` (N,) or (g, g) image codes."""
-    from lverse_core.models.biart import GEN, I2T, T2I
+    from lverse_core.models.biart import GEN
 
+    lay = model.layout(direction)  # checks the direction
     seq = model.build_sequence(text.reshape(1, -1), codes.reshape(1, -1), direction)[0].tolist()
-    lay = model.layout(direction)
-    L, V_t = model.args.text_len, model.args.text_vocab
+    V_t = model.args.text_vocab
     targets = {int(j) + 1: "text" for j in lay["text_out"]} | {int(j) + 1: "image" for j in lay["image_out"]}
     rows = []
     for j, tid in enumerate(seq):
@@ -223,7 +223,6 @@ def layout_table(model, tokenizer, direction: str, text: torch.Tensor, codes: to
             loss = f"yes, {seg} NLL"
         rows.append({"index": j, "token": token, "kind": kind, "position id": int(lay["pos"][j]), "segment": seg,
                      "trained to predict it": loss})
-    assert direction in (T2I, I2T) and len(rows) == L + model.args.image_tokens + 2
     return pd.DataFrame(rows)
 
 
@@ -309,16 +308,18 @@ def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id:
     return df
 
 
-def reranking_sentence(scores: Sequence[float], correct: Sequence[bool] | None = None) -> str:
-    """What reranking did for one prompt: the spread of the scores, and (if known) whether it kept a right one."""
+def reranking_sentence(scores: Sequence[float], correct: Sequence[bool] | None = None,
+                       criterion: str = "naming every object") -> str:
+    """What reranking did for one prompt: the spread of the scores, and (if known, ``correct`` by ``criterion``)
+    whether it kept a right candidate."""
     scores = list(map(float, scores))
     best = max(range(len(scores)), key=scores.__getitem__)
     text = (f"{len(scores)} candidates scored {min(scores):.1f} to {max(scores):.1f}; the highest, candidate {best}, "
             f"was kept")
     if correct is not None:
         n_ok = sum(bool(c) for c in correct)
-        text += (f". {n_ok} of {len(scores)} candidates name every object; the kept one "
-                 f"{'does' if correct[best] else 'does not'}")
+        text += (f". {n_ok} of {len(scores)} candidates are right ({criterion}); the kept one is "
+                 f"{'right' if correct[best] else 'not'}")
         if n_ok and not correct[best]:
-            text += " (the reranker preferred a wrong caption here)"
+            text += " (the reranker preferred a wrong one here)"
     return text + "."
