@@ -14,6 +14,7 @@ Paths to real assets (data roots, weight files) can also come from environment v
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import typing
@@ -563,7 +564,6 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
 def overrides_tag(overrides: dict[str, Any]) -> str:
     """A short, stable name for a set of overrides: the first 8 hex digits of their canonical JSON's SHA-1."""
     import hashlib
-    import json
 
     return hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -597,8 +597,6 @@ def load_run_config(name: str, overrides: dict[str, Any] | None = None) -> Confi
     runs.mkdir(parents=True, exist_ok=True)
     record = runs / "overrides.json"
     if not record.exists():
-        import json
-
         tmp = record.with_name(record.name + ".tmp")
         tmp.write_text(json.dumps({"profile": name, "overrides": flat, "tag": tag}, indent=1, sort_keys=True, default=str))
         tmp.replace(record)

@@ -183,25 +183,28 @@ def format_number(v: float) -> str:
     return f"{v:.3g}"
 
 
-def record_caption(cfg: Config, rel_path: str, caption: str = "", verdict: str = "") -> None:
-    """Remember an artefact's caption and its one-line verdict (computed by the notebook) for ``index.html``."""
-    if not caption and not verdict:
-        return
-    path = report_dir(cfg) / CAPTIONS_FILE
-    try:
-        known = json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        known = {}  # a damaged registry only loses captions; the next notebooks write theirs again
-    known[rel_path] = {"caption": caption, "verdict": verdict}
-    write_json_atomic(path, dict(sorted(known.items())))
-
-
 def read_captions(cfg: Config) -> dict[str, dict[str, str]]:
+    """{artefact path under reports/<profile>/: {"caption", "verdict"}}, as ``index.html`` shows them."""
     path = cfg.reports_root / CAPTIONS_FILE
     try:
         return json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:
-        return {}
+        return {}  # a damaged registry only loses captions; the next notebooks write theirs again
+
+
+def record_caption(cfg: Config, rel_path: str, caption: str = "", verdict: str = "") -> None:
+    """Set an artefact's caption and one-line verdict (computed by the notebook) for ``index.html``, replacing what
+    an earlier run recorded for it; ``save_table``/``save_figure`` call it."""
+    known = read_captions(cfg)
+    if not caption and not verdict and rel_path not in known:
+        return
+    known[rel_path] = {"caption": caption, "verdict": verdict}
+    write_json_atomic(report_dir(cfg) / CAPTIONS_FILE, dict(sorted(known.items())))
+
+
+def record_verdict(cfg: Config, rel_path: str, verdict: str) -> None:
+    """Add the verdict a notebook computed after saving the artefact, keeping the caption it was saved with."""
+    record_caption(cfg, rel_path, read_captions(cfg).get(rel_path, {}).get("caption", ""), verdict)
 
 
 def save_table(cfg: Config, name: str, df, caption: str = "", verdict: str = "") -> dict[str, Path]:

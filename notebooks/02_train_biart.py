@@ -217,11 +217,7 @@ save_figure(cfg, "02_biart_image_examples", fig, caption=f"Held-out captions: th
 
 # %%
 from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
-from lverse_core.report import record_caption
 one_prompt = t2i_candidates(cfg, model, tok, prompts[0], t2i_score, decode)
-save_figure(cfg, "02_image_candidates_one_caption",
-            candidates_figure(one_prompt["images"], one_prompt["scores"], one_prompt["chosen"], prompts[0]),
-            caption="Every image candidate for one caption with its clip-score; the kept one framed")
 one_prompt_ok = None
 if cfg.data.source == "shapes":
     from lverse_core.evaluation.judge import ensure_judge, image_matches, to_uint8, to_unit_range
@@ -230,8 +226,10 @@ if cfg.data.source == "shapes":
     one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
 t2i_reading = reranking_sentence(one_prompt["scores"].tolist(), one_prompt_ok,
                                  criterion="judged right for the caption by the kit's judge")
-record_caption(cfg, "figures/02_image_candidates_one_caption.png",
-               "Every image candidate for one caption with its clip-score; the kept one framed", t2i_reading)
+save_figure(cfg, "02_image_candidates_one_caption",
+            candidates_figure(one_prompt["images"], one_prompt["scores"], one_prompt["chosen"], prompts[0]),
+            caption="Every image candidate for one caption with its clip-score; the kept one framed",
+            verdict=t2i_reading)
 print(t2i_reading)
 
 # %% [markdown]

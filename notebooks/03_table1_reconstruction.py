@@ -133,8 +133,7 @@ table
 verdict = (recon_eval.claim_verdict(ours["AugVAE-SL"], ours[CONTROL]) if CONTROL in ours else
            "not tested in this run: the plain VQ-VAE control is off (augvae_train.baseline_steps = 0)")
 print(verdict)
-report.record_caption(cfg, "tables/table1_reconstruction.csv", f"Table 1. Reconstruction. Our FID column: "
-                      f"{fid_label(cfg)}; never comparable with the paper's Inception FID.", verdict)
+report.record_verdict(cfg, "tables/table1_reconstruction.csv", verdict)
 
 # %% [markdown]
 # Reconstructions of test images: input, ML, SL and the plain VQ-VAE (paper Figure 3 layout).

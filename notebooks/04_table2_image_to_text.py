@@ -150,7 +150,6 @@ table.round(2)
 
 # %%
 from lverse_core.pipeline.eval_run import truncation_reading
-from lverse_core.report import record_caption
 from lverse_core.report import reference_table
 truncation = truncation_reading(scores, reference_table("table2_captioning_coco_karpathy_test"))
 print(truncation["sentence"])
@@ -161,13 +160,12 @@ pd.DataFrame(truncation["rows"]).round(2)
 
 # %%
 from lverse_core.pipeline.eval_run import acceptance
+from lverse_core.report import record_verdict
 accuracy = {name: sc.get("attribute_accuracy") for name, sc in scores.items()}
 check = acceptance(accuracy.get(TRUNCATED), accuracy.get("most frequent training caption"), 5,
                    "captions naming the right objects, ours vs the most frequent training caption", n=len(ids))
 print(check["verdict"])
-record_caption(cfg, "tables/table2_image_to_text.csv", "Table 2: image-to-text, the paper's rows (MS-COCO Karpathy "
-               "test) and this run's (x100); SPICE only with local CoreNLP",
-               f"{check['verdict']} Truncation: {truncation['sentence']}")
+record_verdict(cfg, "tables/table2_image_to_text.csv", f"{check['verdict']} Truncation: {truncation['sentence']}")
 pd.DataFrame([{"caption set": k, "naming the right objects (%)": None if v is None else 100 * v}
               for k, v in accuracy.items()])
 

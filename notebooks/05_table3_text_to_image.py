@@ -174,7 +174,7 @@ pd.DataFrame(ceiling_reading["rows"]).round(3)
 
 # %%
 from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
-from lverse_core.report import record_caption
+from lverse_core.report import record_verdict
 bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
     bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=cfg.eval.bootstrap)
@@ -194,8 +194,7 @@ if embedded:
           f"({fl['floor_rounds']} derangements of {fl['n_images']} prompts)")
 print(check["verdict"])
 if embedded:
-    record_caption(cfg, "tables/table3_judge.csv", "Images judged right for their caption (95% bootstrap intervals "
-                   "over images): ours, ceiling and floor", check["verdict"])
+    record_verdict(cfg, "tables/table3_judge.csv", check["verdict"])
 
 # %% [markdown]
 # Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).

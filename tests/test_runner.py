@@ -287,3 +287,20 @@ def test_format_number_prints_what_a_number_carries():
 
     assert [format_number(v) for v in (-9.57e-13, 0.97, 43.41234, 266.1234, 12345.6, 1.5e9, float("nan"), 3.0)] == \
         ["0", "0.97", "43.41", "266.1", "12346", "1.5e+09", "—", "3"]
+
+
+def test_a_verdict_added_later_keeps_the_caption_and_a_resave_drops_a_stale_one(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from lverse_core import report
+    from lverse_core.config import load_profile
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    cfg = load_profile("ci")
+    df = pd.DataFrame({"model": ["ours"], "score": [1.0]})
+    report.save_table(cfg, "table1_reconstruction", df, "Table 1 (this run)")
+    report.record_verdict(cfg, "tables/table1_reconstruction.csv", "SL beats the control")
+    assert report.read_captions(cfg)["tables/table1_reconstruction.csv"] == {
+        "caption": "Table 1 (this run)", "verdict": "SL beats the control"}
+    report.save_table(cfg, "table1_reconstruction", df)  # rewritten by a later run that computed no verdict
+    assert report.read_captions(cfg)["tables/table1_reconstruction.csv"] == {"caption": "", "verdict": ""}

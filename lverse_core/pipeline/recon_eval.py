@@ -265,10 +265,15 @@ def code_maps_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], annotat
     return fig
 
 
+def _entries_used(level_codes: list[torch.Tensor], codebook_size: int) -> torch.Tensor:
+    """(levels, codebook_size) bool: which codebook entries each level's maps use."""
+    return torch.stack([torch.bincount(c.reshape(-1).long(), minlength=codebook_size) > 0 for c in level_codes])
+
+
 def shared_code_matrix(level_codes: list[torch.Tensor], codebook_size: int) -> pd.DataFrame:
     """Level x level counts of codebook entries used by both levels (diagonal: entries used by that level), from
     per-level code maps of the same images: how much the one codebook is really shared (paper Figure 4)."""
-    used = [torch.bincount(c.reshape(-1).long(), minlength=codebook_size) > 0 for c in level_codes]
+    used = _entries_used(level_codes, codebook_size)
     names = [f"level {k} ({c.shape[-2]}x{c.shape[-1]})" for k, c in enumerate(level_codes)]
     m = [[int((a & b).sum()) for b in used] for a in used]
     return pd.DataFrame(m, index=names, columns=names)
@@ -276,7 +281,7 @@ def shared_code_matrix(level_codes: list[torch.Tensor], codebook_size: int) -> p
 
 def sharing_summary(matrix: pd.DataFrame, level_codes: list[torch.Tensor], codebook_size: int) -> dict[str, Any]:
     """Numbers behind the sentence under the matrix: per-level use, the union, entries used by 2+ levels."""
-    used = torch.stack([torch.bincount(c.reshape(-1).long(), minlength=codebook_size) > 0 for c in level_codes])
+    used = _entries_used(level_codes, codebook_size)
     per_code = used.sum(0)
     return {"codebook_size": codebook_size, "per_level": [int(x) for x in used.sum(1)],
             "union": int((per_code > 0).sum()), "shared_by_2_or_more": int((per_code >= 2).sum()),
