@@ -33,3 +33,18 @@ def test_biart_step_variants_bench_runs_every_variant_from_the_same_weights():
     # same weights, same batch, same number of steps: the variants differ only in rounding, never in what they learn
     assert max(losses) - min(losses) < 0.05 * max(losses), losses
     assert all(r["step_ms_median"] > 0 for r in rows.values())
+
+
+def test_biart_sizes_bench_covers_the_smoke_model_and_reports_consistent_rates():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_sizes.py"), "--rounds", "1",
+                          "--steps", "1"], capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    cfg = load_profile("smoke")
+    assert res["codes"] == cfg.augvae.codebook_size and res["cpu"]["model"]
+    rows = {(r["batch"], r["n_layer"], r["n_embd"]): r for r in res["variants"]}
+    # the benchmark must time the configuration the smoke profile ships, beside the wider peers it was chosen over
+    assert (cfg.biart_train.batch_size, cfg.biart.n_layer, cfg.biart.n_embd) in rows
+    for (batch, _, _), r in rows.items():
+        assert abs(r["sequences_per_s"] - batch / (r["step_ms_median"] / 1e3)) < 1e-6 * r["sequences_per_s"]
+    params = {w: r["params"] for (_, _, w), r in rows.items()}
+    assert params[128] < params[192] < params[256]
