@@ -159,6 +159,10 @@ class CLIPConfig:
 @dataclass
 class EvalConfig:
     fid_extractor: str = "kit"  # kit (the kit's own registered extractor) | inception (needs assets.inception_fid)
+    # Table 2's scoring pipeline (lverse_core/evaluation/metrics.py): coco-caption (PTB tokenizer, every reference)
+    # or nlg-eval (the paper's tool: raw stripped text, the first caption_refs references of every image)
+    caption_metrics: str = "coco-caption"
+    caption_refs: int = 5  # references per image under nlg-eval (it needs the same number for every image)
     t2i_prompts: int = 200  # captions for Table 3 (paper: 30000)
     # split(s) the Table 3 prompts and FID's real images come from: train | restval | val | test, or several joined
     # with "+" (paper: "val+test", 10,000 Karpathy images, 3 captions each; Karpathy restval is training data here)
@@ -394,6 +398,7 @@ CHOICES = {
     "biart_train.direction": ("alternate", "mixed"),
     "biart_train.precision": ("auto", "fp32", "bf16", "fp16"),
     "eval.fid_extractor": ("kit", "inception"),
+    "eval.caption_metrics": ("coco-caption", "nlg-eval"),
 }
 
 
@@ -467,7 +472,7 @@ RANGES: dict[str, Range] = {
     "eval.judge_steps": AT_LEAST_1, "eval.judge_batch_size": AT_LEAST_1, "eval.judge_lr": POSITIVE,
     "eval.judge_width": AT_LEAST_1, "eval.judge_feature_dim": AT_LEAST_1,
     "eval.judge_image_size": AT_LEAST_0,  # 0 = data.image_size
-    "eval.judge_noise": AT_LEAST_0,
+    "eval.judge_noise": AT_LEAST_0, "eval.caption_refs": AT_LEAST_1,
 }
 
 

@@ -131,3 +131,58 @@ def test_several_sets_score_as_if_alone(scores):
     for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
         assert both["a"][k] == pytest.approx(scores[k], abs=1e-12), k
     assert both["b"]["CIDEr"] < both["a"]["CIDEr"]
+
+
+# -- the nlg-eval pipeline (issue 10 #7) ----------------------------------------------------------------------------
+
+def test_nlg_eval_scores_raw_text_where_coco_caption_tokenizes(monkeypatch_module):
+    preds = {1: "a red circle", 2: "a blue square"}
+    refs = {1: ["a red circle.", "a red disc."], 2: ["a blue square.", "a blue box."]}
+    coco = M.score_captions(preds, refs, tool="coco-caption")
+    nlg = M.score_captions(preds, refs, tool="nlg-eval", n_refs=2)
+    # PTB tokenization drops the full stops, so the predictions match a reference word for word; nlg-eval only
+    # strips white space, so "circle." is another word than "circle"
+    assert coco["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
+    assert nlg["BLEU-1"] < 0.9
+    assert (coco["tool"], coco["references"]) == ("coco-caption", "all")
+    assert (nlg["tool"], nlg["references"]) == ("nlg-eval", 2)
+
+
+def test_nlg_eval_uses_the_same_number_of_references_for_every_image(monkeypatch_module):
+    preds = {1: "a red circle.", 2: "a blue square."}
+    refs = {1: ["a big red circle.", "a red disc.", "a red circle."], 2: ["a small blue square.", "a blue box.", "x"]}
+    first_two = M.score_captions(preds, refs, tool="nlg-eval", n_refs=2)
+    all_three = M.score_captions(preds, refs, tool="nlg-eval", n_refs=3)
+    assert first_two["BLEU-4"] < all_three["BLEU-4"]  # image 1's exact reference is its third
+    gts, res = M.nlg_eval_inputs({"ours": {1: "  a b. \n", 2: "c"}}, {1: [" r1 ", "r2", "r3"], 2: ["s1", "s2"]}, 2)
+    assert gts == {1: ["r1", "r2"], 2: ["s1", "s2"]} and res[("ours", 1)] == ["a b."]
+    with pytest.raises(ValueError, match=r"eval.caption_refs.*\[2\]|\[2\].*eval.caption_refs"):
+        M.nlg_eval_inputs({"ours": {1: "a", 2: "b"}}, {1: ["r1", "r2", "r3"], 2: ["s1", "s2"]}, 3)
+
+
+def test_the_tool_comes_from_the_profile_and_is_checked():
+    from lverse_core.config import ConfigError, load_profile
+
+    assert load_profile("paper").eval.caption_metrics == "nlg-eval"
+    assert load_profile("smoke").eval.caption_metrics == "coco-caption"
+    cfg = load_profile("smoke", **{"eval.caption_metrics": "nlg-eval", "eval.caption_refs": 4})
+    assert M.resolve_tool(cfg) == ("nlg-eval", 4)
+    assert M.resolve_tool(cfg, "coco-caption") == ("coco-caption", 4)
+    with pytest.raises(ConfigError, match="caption_metrics"):
+        load_profile("smoke", **{"eval.caption_metrics": "bleu-only"})
+    with pytest.raises(ValueError, match="not one of"):
+        M.resolve_tool(None, "bleu-only")
+
+
+def test_table2_rows_name_their_scoring_pipeline():
+    from lverse_core.config import load_profile
+    from lverse_core.pipeline.eval_tables import table2
+
+    cfg = load_profile("smoke")
+    row = {"BLEU-4": 0.1, "METEOR": 0.1, "ROUGE-L": 0.1, "CIDEr": 0.1, "SPICE": None, "n_images": 3}
+    t = table2(cfg, {"a": {**row, "tool": "nlg-eval", "references": 5}, "b": {**row, "tool": "coco-caption",
+                                                                             "references": "all"}})
+    ours = t[t["model"].isin(["a", "b"])].set_index("model")["source"]
+    assert "nlg-eval pipeline" in ours["a"] and "first 5 references" in ours["a"]
+    assert "coco-caption pipeline" in ours["b"]
+    assert t[~t["model"].isin(["a", "b"])]["source"].str.contains("nlg-eval").all()

@@ -1,8 +1,15 @@
 """Caption metrics for Table 2 (paper §4.2): BLEU-1..4, METEOR, ROUGE-L, CIDEr, optional SPICE; result files.
 
-The scorers are pycocoevalcap's (the coco-caption code behind nlg-eval, which the paper used), each called on
-its own on PTB-tokenized text, exactly as ``COCOEvalCap.evaluate()`` does, except that SPICE is never constructed
-unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would download it, and the kit never
+The scorers are pycocoevalcap's (the coco-caption code, which nlg-eval vendors), each called on its own. Two
+pipelines feed them, chosen by ``eval.caption_metrics`` (``TOOLS``) and named in every Table 2 row:
+
+- ``coco-caption``: PTB-tokenized text (lower-cased, punctuation removed) against every reference of an image,
+  exactly as ``COCOEvalCap.evaluate()`` does;
+- ``nlg-eval``: the paper's tool (Maluuba's ``compute_metrics``): raw text only stripped of surrounding white
+  space, against the same number of references for every image (the first ``eval.caption_refs``; nlg-eval reads one
+  reference file per reference). Punctuation stays glued to words ("circle." is not "circle"), so its scores differ.
+
+SPICE is never constructed unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would download it, and the kit never
 reaches the network at run time.
 Without it the SPICE value is None with a reason string "not computed: ...". The PTB tokenizer and METEOR run
 Java (Java 17 is enough).
@@ -30,6 +37,7 @@ from lverse_core.config import Config
 from lverse_core.report import write_json_atomic as _write_json
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+TOOLS = ("coco-caption", "nlg-eval")
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
 
@@ -94,40 +102,81 @@ def _spice(gts: dict, res: dict, corenlp: Path) -> float:
     return sum(scores) / len(scores)
 
 
-def score_captions(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], cfg: Config | None = None) -> dict:
-    """Corpus-level caption metrics, pycocoevalcap's scorers one by one on PTB-tokenized text.
+def score_captions(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], cfg: Config | None = None, *,
+                   tool: str | None = None, n_refs: int | None = None) -> dict:
+    """Corpus-level caption metrics, pycocoevalcap's scorers one by one (``tool``: see the module docstring).
 
     ``preds``: image id -> one generated caption; ``refs``: image id -> reference captions (same ids).
-    Returns {"BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "SPICE_reason", "n_images"};
-    values on pycocoevalcap's 0-1 scale (the paper prints x100). SPICE is None unless ``cfg.assets.corenlp_dir``
-    holds CoreNLP 3.6.0, and "SPICE_reason" then says why.
+    Returns {"BLEU-1".."BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "SPICE_reason", "n_images", "tool",
+    "references"}; values on pycocoevalcap's 0-1 scale (the paper prints x100). SPICE is None unless
+    ``cfg.assets.corenlp_dir`` holds CoreNLP 3.6.0, and "SPICE_reason" then says why.
     """
-    return score_caption_sets({"": preds}, refs, cfg)[""]
+    return score_caption_sets({"": preds}, refs, cfg, tool=tool, n_refs=n_refs)[""]
+
+
+def resolve_tool(cfg: Config | None, tool: str | None = None, n_refs: int | None = None) -> tuple[str, int]:
+    """(pipeline, references per image under nlg-eval): the arguments, else the profile's ``eval`` settings, else
+    coco-caption."""
+    tool = tool or (cfg.eval.caption_metrics if cfg is not None else "coco-caption")
+    if tool not in TOOLS:
+        raise ValueError(f"caption metrics tool {tool!r} is not one of {', '.join(TOOLS)} (eval.caption_metrics)")
+    n_refs = n_refs if n_refs is not None else (cfg.eval.caption_refs if cfg is not None else 5)
+    if n_refs < 1:
+        raise ValueError(f"references per image must be >= 1, got {n_refs} (eval.caption_refs)")
+    return tool, n_refs
+
+
+def tool_label(tool: str, n_refs: int) -> str:
+    """How a Table 2 row was scored, in words."""
+    if tool == "nlg-eval":
+        return f"nlg-eval pipeline (raw stripped text, the first {n_refs} references per image)"
+    return "coco-caption pipeline (PTB-tokenized, every reference)"
+
+
+def nlg_eval_inputs(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any, Sequence[str]], n_refs: int
+                    ) -> tuple[dict, dict]:
+    """(references, predictions keyed (set, image id)) as nlg-eval's ``compute_metrics`` builds them: each string
+    only stripped, exactly ``n_refs`` references per image (nlg-eval reads one file per reference)."""
+    short = sorted((k for k, v in refs.items() if len(v) < n_refs), key=str)
+    if short:
+        raise ValueError(f"nlg-eval scores every image against the same number of references, {n_refs} "
+                         f"(eval.caption_refs), but {len(short)} images have fewer (first: {short[:5]}, "
+                         f"{len(refs[short[0]])} references); lower eval.caption_refs or set eval.caption_metrics: "
+                         f"coco-caption")
+    gts = {k: [r.strip() for r in list(refs[k])[:n_refs]] for k in refs}
+    return gts, {(name, k): [preds[k].strip()] for name, preds in sets.items() for k in refs}
 
 
 def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any, Sequence[str]],
-                       cfg: Config | None = None) -> dict[str, dict]:
+                       cfg: Config | None = None, *, tool: str | None = None, n_refs: int | None = None
+                       ) -> dict[str, dict]:
     """``score_captions`` for several prediction sets on the same references (e.g. the rows of Table 2).
 
-    The Java parts run once for all sets: one PTB tokenizer call and one METEOR process, so the result for a set
-    is identical to scoring it alone (the scorers are per-image, then averaged) at a fraction of the time.
+    The Java parts run once for all sets: one PTB tokenizer call (coco-caption) and one METEOR process, so the
+    result for a set is identical to scoring it alone (the scorers are per-image, then averaged) at a fraction of
+    the time.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
+    tool, n_refs = resolve_tool(cfg, tool, n_refs)
     for preds in sets.values():
         _check_inputs(preds, refs)
-    gts = ptb_tokenize({k: list(refs[k]) for k in refs})
-    tokenized = ptb_tokenize({(name, k): [preds[k]] for name, preds in sets.items() for k in refs})
+    if tool == "nlg-eval":
+        gts, tokenized = nlg_eval_inputs(sets, refs, n_refs)
+    else:
+        gts = ptb_tokenize({k: list(refs[k]) for k in refs})
+        tokenized = ptb_tokenize({(name, k): [preds[k]] for name, preds in sets.items() for k in refs})
     corenlp, reason = spice_status(cfg)
     results: dict[str, dict] = {}
     meteor = Meteor()  # a Java subprocess, ended by Meteor.__del__
     try:
         for name in sets:
             res = {k: tokenized[(name, k)] for k in refs}
-            out: dict[str, Any] = {"n_images": len(res)}
+            out: dict[str, Any] = {"n_images": len(res), "tool": tool,
+                                   "references": n_refs if tool == "nlg-eval" else "all"}
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
             out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
             out["METEOR"] = float(meteor.compute_score(gts, res)[0])

@@ -62,7 +62,7 @@ def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: M
     paper = ref[["model", *TABLE2_METRICS]].copy()
     paper["captions naming the right objects (%)"] = np.nan
     paper["note"] = ref["note"].fillna("")
-    paper["source"] = "L-Verse paper Table 2 (MS-COCO Karpathy test)"
+    paper["source"] = "L-Verse paper Table 2 (MS-COCO Karpathy test; scored with nlg-eval, paper §4)"
     rows = []
     for name, s in scores.items():
         note = (descriptions or {}).get(name, "")
@@ -71,8 +71,19 @@ def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: M
         acc = s.get("attribute_accuracy")
         rows.append({"model": name, **{m: (np.nan if s.get(m) is None else 100 * s[m]) for m in TABLE2_METRICS},
                      "captions naming the right objects (%)": np.nan if acc is None else 100 * acc,
-                     "note": note, "source": f"{provenance(cfg)}, {split} split ({s['n_images']} images)"})
+                     "note": note, "source": f"{provenance(cfg)}, {split} split ({s['n_images']} images), "
+                                             f"{_scored_with(s)}"})
     return pd.concat([paper, pd.DataFrame(rows)], ignore_index=True)
+
+
+def _scored_with(scores: Mapping[str, Any]) -> str:
+    """The caption-metrics pipeline a row was scored with (``metrics.tool_label``); older results say nothing."""
+    from lverse_core.evaluation.metrics import tool_label
+
+    tool = scores.get("tool")
+    if tool is None:
+        return "scoring pipeline not recorded"
+    return tool_label(tool, scores.get("references") if tool == "nlg-eval" else 0)
 
 
 # -- Table 3: text -> image ------------------------------------------------------------------------------------------
