@@ -9,8 +9,8 @@ pipelines feed them, chosen by ``eval.caption_metrics`` (``TOOLS``) and named in
   space, against the same number of references for every image (the first ``eval.caption_refs``; nlg-eval reads one
   reference file per reference). Punctuation stays glued to words ("circle." is not "circle"), so its scores differ.
 
-SPICE is never constructed unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would download it, and the kit never
-reaches the network at run time.
+SPICE is never constructed unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would
+download it, and the kit never reaches the network at run time.
 Without it the SPICE value is None with a reason string "not computed: ...". The PTB tokenizer and METEOR run
 Java (Java 17 is enough).
 
