@@ -11,8 +11,6 @@ shared machine hits all of them alike. Median and range of the rounds, sequences
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
 import sys
 import time
@@ -23,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
+from bench import finish  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
 
 # (batch, layers, width, heads)
@@ -75,10 +74,7 @@ def main() -> dict:
         out["variants"].append(row)
         span = f"{med * 1e3:.0f} [{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}]"
         print(f"{batch:>5} {f'{layers} x {width}':>14} {n / 1e6:>7.2f}M {span:>20} {batch / med:>12.0f}")
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {out['peak_rss_mib']:.0f} MiB")
-    print(json.dumps(out))
-    return out
+    return finish(out)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ the output names it.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.models import biart as B  # noqa: E402
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
+from bench import finish  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
 
 VARIANTS = {  # name -> (attention, gelu approximation)
@@ -112,10 +111,7 @@ def main() -> dict:
                                  "speedup_vs_before": base / med, "loss_after": r["last_loss"]}
         print(f"{name:34s} {med * 1e3:6.0f} ms [{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}]  "
               f"x{base / med:.2f}  loss {r['last_loss']:.3f}")
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {out['peak_rss_mib']:.0f} MiB")
-    print(json.dumps(out))
-    return out
+    return finish(out)
 
 
 if __name__ == "__main__":
