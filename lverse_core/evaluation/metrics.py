@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lverse_core.config import Config
+from lverse_core.config import Config, EvalConfig
 from lverse_core.report import write_json_atomic as _write_json
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
@@ -116,11 +116,12 @@ def score_captions(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]], 
 
 def resolve_tool(cfg: Config | None, tool: str | None = None, n_refs: int | None = None) -> tuple[str, int]:
     """(pipeline, references per image under nlg-eval): the arguments, else the profile's ``eval`` settings, else
-    coco-caption."""
-    tool = tool or (cfg.eval.caption_metrics if cfg is not None else "coco-caption")
+    ``EvalConfig``'s defaults."""
+    settings = cfg.eval if cfg is not None else EvalConfig()
+    tool = tool or settings.caption_metrics
     if tool not in TOOLS:
         raise ValueError(f"caption metrics tool {tool!r} is not one of {', '.join(TOOLS)} (eval.caption_metrics)")
-    n_refs = n_refs if n_refs is not None else (cfg.eval.caption_refs if cfg is not None else 5)
+    n_refs = n_refs if n_refs is not None else settings.caption_refs
     if n_refs < 1:
         raise ValueError(f"references per image must be >= 1, got {n_refs} (eval.caption_refs)")
     return tool, n_refs
