@@ -391,15 +391,16 @@ def _odd_images(tmp_path):
     return [{"image_id": i, "path": p, "captions": ["x"]} for i, p in enumerate(paths)]
 
 
-def test_pretokenize_decodes_images_with_the_kits_loader_and_bad_input_policy(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pretokenize_decodes_images_with_the_kits_loader_and_bad_input_policy(tmp_path, workers):
     from lverse_core.data.loaders import BadInputError
 
     records = _odd_images(tmp_path)
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_cfg(tmp_path, **{"data.num_workers": workers})
     ck = _fake_sl_checkpoint(cfg)
-    with pytest.raises(BadInputError, match="trunc.png.*data.bad_input = skip"):
+    with pytest.raises(BadInputError, match="trunc.png.*data.bad_input = skip"):  # raised in a worker: still named
         pretokenize_split(cfg, "val", _Recorder(cfg.image_grid), ck, records=records)
-    cfg = tiny_cfg(tmp_path, **{"data.bad_input": "skip"})
+    cfg = tiny_cfg(tmp_path, **{"data.bad_input": "skip", "data.num_workers": workers})
     model = _Recorder(cfg.image_grid)
     pretokenize_split(cfg, "val", model, ck, records=records)
     seen = torch.cat(model.seen)
@@ -413,6 +414,25 @@ def test_pretokenize_decodes_images_with_the_kits_loader_and_bad_input_policy(tm
     model.seen.clear()
     pretokenize_split(cfg, "val", model, ck, records=records)
     assert model.seen == []  # finished with a skipped image: still not redone
+
+
+def test_pretokenize_decodes_in_data_num_workers_processes_in_record_order(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"data.num_workers": 2})
+    ck = _fake_sl_checkpoint(cfg)
+    main_pid, size = os.getpid(), cfg.data.image_size
+    records = [{"image_id": i, "path": None} for i in range(10)]
+
+    def load(r):  # the image says which process decoded it, and which record it is
+        x = torch.zeros(3, size, size)
+        x[0], x[1] = float(os.getpid() != main_pid), r["image_id"] / 10
+        return x
+
+    model = _Recorder(cfg.image_grid)
+    pretokenize_split(cfg, "val", model, ck, batch_size=4, records=records, load_image=load)
+    seen = torch.cat(model.seen)
+    assert seen[:, 0].min().item() == 1.0  # every image decoded in a worker, none in the main process
+    assert torch.allclose(seen[:, 1, 0, 0], torch.arange(10) / 10)  # rows in record order
+    assert load_codes(cfg, "val")[1] == list(range(10))
 
 
 def test_codes_of_a_retrained_sl_checkpoint_are_refused(tmp_path):

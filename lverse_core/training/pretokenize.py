@@ -5,7 +5,9 @@
 
 Images are decoded by the kit's one image loader (``data.load_image``, as everywhere else, with the
 ``data.bad_input`` policy) and go through the evaluation transform (resize + centre crop, no augmentation) and
-the SL encoder in FP32 (paper §3.5: the quantizer underflows in lower precision), in batches. A run is
+the SL encoder in FP32 (paper §3.5: the quantizer underflows in lower precision), in batches. Decoding runs in
+``data.num_workers`` DataLoader worker processes (0: in the main process), in record order, so the GPU is not left
+waiting on JPEG decoding at ImageNet/COCO scale; a bad image is reported back from the worker. A run is
 resumable: codes are written into ``<split>_codes.partial.npy`` (a memory map) and the count of finished rows
 into ``<split>_progress.json`` after each batch; a killed run continues from there, and a finished split (final
 files present, same image ids and same checkpoint) is not redone. The final files appear by atomic rename only
@@ -155,19 +157,19 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     else:
         arr = np.load(p["partial"], mmap_mode="r+")
     batches = 0
-    for start in range(done, n, batch_size):
+    for start, loaded in _decoded_batches(records, load_image, done, batch_size, cfg.data.num_workers):
         recs = records[start: start + batch_size]
         rows, images = [], []
-        for k, r in enumerate(recs):
-            try:
-                images.append(load_image(r))
+        for k, (image, error) in enumerate(loaded):
+            if error is None:
+                images.append(image)
                 rows.append(start + k)
-            except BadInputError as e:
-                if cfg.data.bad_input == "error":
-                    raise BadInputError(f"pre-tokenizing split {split!r}: {e}; fix the file or set "
-                                        f"data.bad_input = skip") from None
-                log.warning("pre-tokenization skips a bad image (data.bad_input = skip): %s", e)
-                skipped.append(start + k)
+                continue
+            if cfg.data.bad_input == "error":
+                raise BadInputError(f"pre-tokenizing split {split!r}: {error}; fix the file or set "
+                                    f"data.bad_input = skip") from None
+            log.warning("pre-tokenization skips a bad image (data.bad_input = skip): %s", error)
+            skipped.append(start + k)
         if images:
             codes = encode_images(model, torch.stack(images), batch_size)
             if codes.shape[1:] != (g, g):
@@ -195,6 +197,35 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     write_json_atomic(p["index"], index)
     p["progress"].unlink(missing_ok=True)
     return p["codes"]
+
+
+class _RecordImages(torch.utils.data.Dataset):
+    """Records ``offset``.. decoded by ``load_image``; a bad image comes back as its message, not an exception, so a
+    worker process reports it (with the file named) instead of killing the loader."""
+
+    def __init__(self, records, load_image, offset: int):
+        self.records, self.load_image, self.offset = records, load_image, offset
+
+    def __len__(self) -> int:
+        return len(self.records) - self.offset
+
+    def __getitem__(self, i: int):
+        from lverse_core.data.loaders import BadInputError
+
+        try:
+            return self.load_image(self.records[self.offset + i]), None
+        except BadInputError as e:
+            return None, str(e)
+
+
+def _decoded_batches(records, load_image, done: int, batch_size: int, num_workers: int):
+    """Yield ``(start row, [(image or None, error or None), ...])`` for rows ``done``.. in order, ``batch_size`` at a
+    time, decoded by ``num_workers`` DataLoader workers (0: in this process)."""
+    loader = torch.utils.data.DataLoader(_RecordImages(records, load_image, done), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers, collate_fn=list,
+                                         prefetch_factor=4 if num_workers else None)
+    for b, batch in enumerate(loader):
+        yield done + b * batch_size, batch
 
 
 def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_size: int = 64) -> dict[str, Path]:
