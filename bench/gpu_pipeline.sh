@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A profile end to end on one GPU machine, notebook by notebook, timed; results copied to $OUT.
 #
-#   ../shared/tools/device-wheels.sh .whl latex2mathml     # here, once: the packages the GPU image lacks
+#   ../shared/tools/device-wheels.sh .whl latex2mathml jupytext==1.19.6 mdit-py-plugins  # here, once: what the GPU image lacks
 #   bash bench/gpu_pipeline.sh [DEADLINE_S] [NOTEBOOKS]     # there, with .whl carried
 #
 # Notebook 04 needs Java (METEOR and the PTB tokenizer of pycocoevalcap) and 06 reads 04's captions; the GPU image
@@ -12,7 +12,7 @@
 # PROFILE (default gpu) and NO_WHEELS=1 let the script be tried on the CPU with the ci profile.
 set -uo pipefail
 DEADLINE=${1:-540}
-NOTEBOOKS=${2:-"00 01 02 03 05"}
+NOTEBOOKS=${2:-"00 01 02 05 03"}
 PROFILE=${PROFILE:-gpu}
 T0=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}
