@@ -341,6 +341,8 @@ def test_pretokenize_is_resumable_and_not_redone(tmp_path):
     pretokenize_split(cfg, "val", sl, ck1, batch_size=4, records=records, load_image=load, stop_after_batches=1)
     with pytest.raises(FileNotFoundError, match="interrupted"):
         load_codes(cfg, "val")
+    progress = json.loads((cfg.runs_root / "codes" / "val_progress.json").read_text())
+    assert progress["done"] == 4 and "image_ids" not in json.dumps(progress)  # a digest, not every id per batch
     path = pretokenize_split(cfg, "val", sl, ck1, batch_size=4, records=records, load_image=load)
     codes, ids = load_codes(cfg, "val")
     assert codes.dtype == np.uint16 and codes.shape == (10, cfg.image_grid, cfg.image_grid)
