@@ -57,5 +57,6 @@ cp -r "$LOGS" logs_gpu 2>/dev/null
 tar czf "$OUT/gpu_reports.tgz" --exclude='*.html' --exclude='*.png' "reports/$PROFILE/results" \
   "reports/$PROFILE/tables" "reports/$PROFILE/manifest.json" "runs/$PROFILE/logs" logs_gpu 2>/dev/null
 tar czf "$OUT/gpu_figures.tgz" "reports/$PROFILE/figures" 2>/dev/null
+tar czf "$OUT/gpu_executed.tgz" "reports/$PROFILE/executed" 2>/dev/null  # per-cell durations (papermill metadata)
 ls -la "$OUT"
 cat "$OUT/times.txt" "$OUT/machine.txt"
