@@ -69,6 +69,7 @@ class AugVAEConfig:
     dead_code_threshold: float = 0.0  # restart codes whose EMA count falls below this; 0 = off (official)
     data_init: bool = False  # initialise the codebook from encoder outputs on the first batch (official: randn)
     sl_quantize_fine: bool = False  # SL also quantizes the H/4 map (loss + EMA, codes unused); official code: true
+    codebook: str = "shared"  # shared (paper) | per_level: each level its own 1/n_levels of the codes (ablation)
 
 
 @dataclass
@@ -109,6 +110,8 @@ class BiARTConfig:
     dropout: float = 0.1  # minGPT default
     text_len: int = 64  # BPE text positions (paper: 64)
     compact_vocab: bool = True  # map the BPE ids the captions use to a compact range (CPU speed-up)
+    segment_embedding: bool = True  # [REF]/[GEN] segment embedding (paper §3.4); false: ablation (notebook 07)
+    positions: str = "per_modality"  # per_modality (text + image tables) | shared (one table over the sequence)
 
 
 @dataclass
@@ -123,7 +126,7 @@ class BiARTTrainConfig:
     grad_clip: float = 1.0
     ref_loss_weight: float = 1.0  # NLL weight on the [REF] (condition) part, paper §3.4
     gen_loss_weight: float = 1.0  # NLL weight on the [GEN] (target) part
-    direction: str = "alternate"  # alternate (paper: t2i / i2t per iteration) | mixed (both in every batch)
+    direction: str = "alternate"  # alternate (paper: t2i / i2t per iteration) | mixed (both in every batch) | t2i | i2t
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     log_every: int = 20
     ckpt_every: int = 200
@@ -393,9 +396,11 @@ CHOICES = {
     "data.source": ("shapes", "coco", "cc3m"),
     "data.bad_input": ("error", "skip"),
     "augvae.ema_update": ("per_level", "pooled"),
+    "augvae.codebook": ("shared", "per_level"),
     "augvae_train.decode": ("per_step", "once"),
     "augvae_train.precision": ("fp32", "bf16"),
-    "biart_train.direction": ("alternate", "mixed"),
+    "biart_train.direction": ("alternate", "mixed", "t2i", "i2t"),
+    "biart.positions": ("per_modality", "shared"),
     "biart_train.precision": ("auto", "fp32", "bf16", "fp16"),
     "eval.fid_extractor": ("kit", "inception"),
     "eval.caption_metrics": ("coco-caption", "nlg-eval"),

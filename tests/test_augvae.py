@@ -451,3 +451,33 @@ def test_codes_of_a_retrained_sl_checkpoint_are_refused(tmp_path):
     checkpoint_path(cfg, "sl").unlink()
     with pytest.raises(CheckpointError, match="augvae_sl.pt does not exist"):
         load_codes(cfg, "val")
+
+
+# -- ablation: one codebook per level (claims notebook 07) ---------------------------------------------------------
+
+def test_per_level_codebooks_keep_each_level_in_its_own_codes(tmp_path):
+    cfg = tiny_cfg(tmp_path, **{"augvae.codebook": "per_level", "augvae.codebook_size": 32,
+                                "augvae.dead_code_threshold": 1.0, "augvae.data_init": True})
+    model = AugVAE.from_config(cfg, "ml")
+    assert model.args["codebook"] == "per_level"
+    size = 32 // model.n_levels
+    x = synthetic_images(8, cfg.data.image_size)
+    before = model.quantizer.embed.clone()
+    model.train()
+    for _ in range(3):
+        model(x)
+    for k, codes in enumerate(model.encode(x)):
+        assert codes.min() >= k * size and codes.max() < (k + 1) * size  # levels cannot share codes
+    # the EMA of one level's step moves only its own codes: a pass over level 0 alone leaves the others as they were
+    embed = model.quantizer.embed.clone()
+    z = model._encode_levels(x)[0]
+    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    model.quantizer.update_(flat, model.quantizer.nearest(flat, model.code_range(0)), model.code_range(0))
+    assert torch.equal(model.quantizer.embed[size:], embed[size:]) and not torch.equal(model.quantizer.embed, before)
+    sl = AugVAE.ml_to_sl(model)
+    codes = sl.encode(x)
+    assert codes.min() >= sl.sl_level * size and codes.max() < (sl.sl_level + 1) * size
+    shared = AugVAE.from_config(tiny_cfg(tmp_path), "ml")
+    assert "codebook" not in shared.args and shared.code_range(2) is None  # older checkpoints' args still match
+    with pytest.raises(ValueError, match="multiple of n_levels"):
+        AugVAE.from_config(tiny_cfg(tmp_path, **{"augvae.codebook": "per_level", "augvae.codebook_size": 30}), "ml")

@@ -172,3 +172,56 @@ def test_cpu_attention_under_bf16_autocast_runs_in_fp32():
     want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
     assert y.dtype == torch.bfloat16
     assert torch.equal(y, want.to(torch.bfloat16))
+
+
+# -- ablation switches (claims notebook 07) ----------------------------------------------------------------------
+
+def test_without_the_segment_embedding_the_module_is_absent_and_segments_do_not_matter():
+    m = tiny(segment_embedding=False)
+    assert m.seg_emb is None and not any("seg_emb" in n for n, _ in m.named_parameters())
+    text, image = batch()
+    seq = m.build_sequence(text, image, T2I)[:, :-1]
+    lay, T = m.layout(T2I), seq.size(1)
+    is_text = m._is_text(T2I, 0, T, None)
+    with torch.no_grad():
+        a = m._embed(seq, lay["pos"][:T], lay["seg"][:T], is_text)
+        b = m._embed(seq, lay["pos"][:T], 1 - lay["seg"][:T], is_text)  # every segment id swapped
+    assert torch.equal(a, b)
+    with_seg = tiny()
+    with torch.no_grad():
+        assert not torch.allclose(with_seg._embed(seq, lay["pos"][:T], lay["seg"][:T], is_text),
+                                  with_seg._embed(seq, lay["pos"][:T], 1 - lay["seg"][:T], is_text))
+    assert with_seg.num_params() - m.num_params() == 2 * 32
+
+
+def test_shared_positions_use_one_table_over_the_sequence():
+    shared, per = tiny(positions="shared"), tiny()
+    assert shared.pos_emb.shape == (L + N + 2, 32) and not hasattr(shared, "text_pos")
+    assert shared.layout(T2I)["pos"].tolist() == list(range(L + N + 2))
+    # a caption token's position depends on the direction with one table, not with per-modality tables
+    t2i, i2t = shared.layout(T2I)["pos"], shared.layout(I2T)["pos"]
+    assert t2i[1] != i2t[N + 2] and per.layout(T2I)["pos"][1] == per.layout(I2T)["pos"][N + 2]
+    text, image = batch()
+    def g():
+        return torch.Generator().manual_seed(0)
+
+    # the KV-cache path samples what full recompute samples under one position table too (positions of the cache)
+    assert torch.equal(shared.generate_image(text, generator=g()),
+                       shared.generate_image(text, generator=g(), use_cache=False))
+    assert torch.equal(shared.generate_text(image, generator=g()),
+                       shared.generate_text(image, generator=g(), use_cache=False))
+    with pytest.raises(ValueError, match="per_modality.*shared"):
+        tiny(positions="absolute")
+
+
+def test_architecture_records_name_the_switches_only_when_not_default():
+    assert "segment_embedding" not in tiny().args.arch() and "positions" not in tiny().args.arch()
+    args = tiny(segment_embedding=False, positions="shared").args.arch()
+    assert args["segment_embedding"] is False and args["positions"] == "shared"
+    old = tiny().args.arch()  # a checkpoint written before the switches: still builds the default model
+    assert BiART(BiARTArgs(**old, dropout=0.0)).args == tiny().args
+    cfg = load_profile("ci", **{"biart.segment_embedding": False, "biart.positions": "shared"})
+    built = BiART.args_from_config(cfg, VT, PAD)
+    assert built.segment_embedding is False and built.positions == "shared"
+    with pytest.raises(ValueError, match="biart.positions"):
+        load_profile("ci", **{"biart.positions": "absolute"})

@@ -161,3 +161,13 @@ def test_resume_restores_each_ranks_own_stream_and_refuses_another_world_size(tm
     with pytest.raises(CheckpointError, match="written by 2 process"):
         restore_rng_states("ck.pt", [a, b], DistInfo())
     assert len(all_rng_states(DistInfo())) == 1
+
+
+@pytest.mark.parametrize("direction", ["t2i", "i2t"])
+def test_one_direction_training_trains_and_logs_only_that_direction(tmp_path, direction):
+    cfg = cfg_for(tmp_path, **{"biart_train.direction": direction, "biart_train.steps": 4, "biart_train.log_every": 1})
+    train_biart(cfg, data_for(cfg), text_vocab_size=VT, pad_id=PAD)
+    log = pd.read_csv(cfg.runs_root / "logs" / "biart.csv")
+    other = "i2t" if direction == "t2i" else "t2i"
+    assert log[[f"{direction}_ref", f"{direction}_gen"]].notna().all().all() and len(log) == 4
+    assert log[[f"{other}_ref", f"{other}_gen"]].isna().all().all()  # the other direction never trained

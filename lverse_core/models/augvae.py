@@ -113,7 +113,7 @@ def model_args_from_config(cfg) -> dict[str, Any]:
                 dec_res_blocks=a.dec_res_blocks, mid_res_blocks=a.mid_res_blocks, norm_groups=a.norm_groups,
                 decay=a.decay, eps=a.eps, beta=a.beta,
                 ema_update=a.ema_update, dead_code_threshold=a.dead_code_threshold, data_init=a.data_init,
-                sl_quantize_fine=a.sl_quantize_fine)
+                sl_quantize_fine=a.sl_quantize_fine, codebook=a.codebook)
 
 
 class AugVAE(nn.Module):
@@ -124,21 +124,29 @@ class AugVAE(nn.Module):
                  mid_res_blocks: int = 2, norm_groups: int = 32, decay: float = 0.99, eps: float = 1e-5,
                  beta: float = 0.25,
                  ema_update: str = "per_level", dead_code_threshold: float = 0.0, data_init: bool = False,
-                 sl_quantize_fine: bool = False, in_channels: int = 3):
+                 sl_quantize_fine: bool = False, codebook: str = "shared", in_channels: int = 3):
         super().__init__()
         if variant not in ("ml", "sl"):
             raise ValueError(f"variant must be 'ml' or 'sl', got {variant!r}")
+        if codebook not in ("shared", "per_level"):
+            raise ValueError(f"augvae.codebook must be 'shared' or 'per_level', got {codebook!r}")
+        if codebook == "per_level" and codebook_size % n_levels:
+            raise ValueError(f"augvae.codebook per_level splits the {codebook_size} codes into {n_levels} equal "
+                             f"parts: make codebook_size a multiple of n_levels")
         if ema_update not in ("per_level", "pooled"):
             raise ValueError(f"ema_update must be 'per_level' or 'pooled', got {ema_update!r}")
         if len(ch_mult) < 2:
             raise ValueError(f"ch_mult needs at least 2 entries (E(2) uses ch_mult[1:]), got {ch_mult}")
         self.variant, self.ema_update, self.sl_quantize_fine = variant, ema_update, sl_quantize_fine
+        self.codebook = codebook
         self.args = dict(hidden=hidden, ch_mult=list(ch_mult), z_channels=z_channels, codebook_size=codebook_size,
                          n_levels=n_levels, sl_level=sl_level, enc_res_blocks=enc_res_blocks,
                          dec_res_blocks=dec_res_blocks, mid_res_blocks=mid_res_blocks, norm_groups=norm_groups,
                          decay=decay, eps=eps, beta=beta,
                          ema_update=ema_update, dead_code_threshold=dead_code_threshold, data_init=data_init,
                          sl_quantize_fine=sl_quantize_fine)
+        if codebook != "shared":  # stored only when not the default: older checkpoints keep loading
+            self.args["codebook"] = codebook
         self.n_levels, self.sl_level = n_levels, sl_level
         z, g = z_channels, norm_groups
         # SL keeps levels 0..sl_level (their encoders and decoders); ML keeps all
@@ -211,9 +219,19 @@ class AugVAE(nn.Module):
     def encode(self, x: torch.Tensor):
         """Images in [-1, 1] (B, 3, H, W) -> ML: list of n_levels (B, h_k, w_k) long maps; SL: (B, H/8, W/8) long."""
         zs = self._encode_levels(x)
-        codes = [self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])).view(z.shape[0], *z.shape[2:])
-                 for z in (zs if self.variant == "ml" else [zs[self.sl_level]])]
+        levels = range(self.n_levels) if self.variant == "ml" else [self.sl_level]
+        codes = [self.quantizer.nearest(zs[k].permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1]), self.code_range(k))
+                 .view(zs[k].shape[0], *zs[k].shape[2:]) for k in levels]
         return codes if self.variant == "ml" else codes[0]
+
+    def code_range(self, level: int) -> tuple[int, int] | None:
+        """The codes ``level`` may use: None (all: one shared codebook, the paper) or, with ``codebook:
+        per_level`` (the control of the cross-level augmentation claim), its own 1/n_levels of the codebook, so
+        levels cannot share codes while the total number of codes stays the same."""
+        if self.codebook == "shared":
+            return None
+        size = self.quantizer.codebook_size // self.n_levels
+        return level * size, (level + 1) * size
 
     @torch.no_grad()
     def decode(self, codes) -> torch.Tensor:
@@ -241,12 +259,16 @@ class AugVAE(nn.Module):
         quantized = list(range(self.n_levels)) if self.variant == "ml" else (
             sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
         qs, commit, pending, stats = {}, x.new_zeros(()), [], {}
+        if self.codebook == "per_level" and self.training and not bool(self.quantizer.initted):
+            for k in quantized:  # each level's codes start from that level's own encoder vectors
+                z = zs[k].detach().float()
+                self.quantizer._init_from_data_(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), self.code_range(k))
         for k in quantized:
-            z_q, codes, loss_k, flat = self.quantizer(zs[k])
+            z_q, codes, loss_k, flat = self.quantizer(zs[k], self.code_range(k))
             qs[k] = z_q
             commit = commit + loss_k
-            if self.ema_update == "per_level":
-                self.quantizer.update_(flat, codes)
+            if self.ema_update == "per_level" or self.codebook == "per_level":  # disjoint ranges: one step each
+                self.quantizer.update_(flat, codes, self.code_range(k))
             else:
                 pending.append((flat, codes))
             u = self.quantizer.usage(codes)

@@ -22,6 +22,10 @@ Vocabulary choices (documented because the issue leaves them open):
   sampling emit a token of the wrong modality.
 - Positions are per modality (a text table of L+1 and an image table of N+1 rows) so a caption token has the
   same position embedding in both directions; the segment embedding tells [REF] from [GEN].
+  ``positions="shared"`` uses one table over the whole L+N+2 sequence instead (the official README's snippet),
+  where a token's position depends on the direction; ``segment_embedding=False`` drops the segment embedding.
+  Both are ablation switches for the claims notebook (07): the paper argues the segment embedding tells the
+  model which part is the condition, which per-modality positions may already make visible.
 
 Sources: nanoGPT model.py (karpathy/nanoGPT), minGPT's weight-decay grouping, minDALL-E's separate heads; the
 KV cache is our own, written for this module.
@@ -143,10 +147,17 @@ class BiARTArgs:
     image_vocab: int  # V_i: AugVAE codebook size (paper: 8192)
     pad_id: int  # the tokenizer's [PAD]; excluded from the loss
     dropout: float = 0.1  # not part of the architecture check (may differ between training and sampling)
+    segment_embedding: bool = True  # [REF]/[GEN] segment embedding (paper §3.4); False: ablation, no such module
+    positions: str = "per_modality"  # per_modality (text and image tables) | shared (one table, official snippet)
 
     def arch(self) -> dict:
+        """The architecture arguments; the ablation switches only when not at their defaults, so checkpoints
+        written before the switches existed keep loading."""
         d = asdict(self)
         d.pop("dropout")
+        for name, default in (("segment_embedding", True), ("positions", "per_modality")):
+            if d[name] == default:
+                d.pop(name)
         return d
 
 
@@ -157,9 +168,14 @@ class BiART(nn.Module):
         self.soc_id = a.text_vocab + a.image_vocab  # [SOC]: start of caption
         self.soi_id = self.soc_id + 1  # [SOI]: start of image
         self.tok_emb = nn.Embedding(a.text_vocab + a.image_vocab + 2, a.n_embd)
-        self.text_pos = nn.Parameter(torch.zeros(a.text_len + 1, a.n_embd))  # [SOC] + L text tokens
-        self.image_pos = nn.Parameter(torch.zeros(a.image_tokens + 1, a.n_embd))  # [SOI] + N codes
-        self.seg_emb = nn.Embedding(2, a.n_embd)  # [REF] = 0, [GEN] = 1
+        if a.positions == "per_modality":
+            self.text_pos = nn.Parameter(torch.zeros(a.text_len + 1, a.n_embd))  # [SOC] + L text tokens
+            self.image_pos = nn.Parameter(torch.zeros(a.image_tokens + 1, a.n_embd))  # [SOI] + N codes
+        elif a.positions == "shared":
+            self.pos_emb = nn.Parameter(torch.zeros(a.text_len + a.image_tokens + 2, a.n_embd))  # the whole sequence
+        else:
+            raise ValueError(f"biart.positions must be 'per_modality' or 'shared', got {a.positions!r}")
+        self.seg_emb = nn.Embedding(2, a.n_embd) if a.segment_embedding else None  # [REF] = 0, [GEN] = 1
         self.drop = nn.Dropout(a.dropout)
         self.blocks = nn.ModuleList([Block(a.n_embd, a.n_head, a.dropout) for _ in range(a.n_layer)])
         self.ln_f = nn.LayerNorm(a.n_embd)
@@ -169,8 +185,8 @@ class BiART(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
-        nn.init.normal_(self.text_pos, std=0.02)
-        nn.init.normal_(self.image_pos, std=0.02)
+        for table in self._position_tables():
+            nn.init.normal_(table, std=0.02)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -187,7 +203,8 @@ class BiART(nn.Module):
         b = cfg.biart
         return BiARTArgs(n_layer=b.n_layer, n_head=b.n_head, n_embd=b.n_embd, text_len=b.text_len,
                          image_tokens=cfg.image_tokens, text_vocab=text_vocab_size,
-                         image_vocab=cfg.augvae.codebook_size, pad_id=pad_id, dropout=b.dropout)
+                         image_vocab=cfg.augvae.codebook_size, pad_id=pad_id, dropout=b.dropout,
+                         segment_embedding=b.segment_embedding, positions=b.positions)
 
     @classmethod
     def from_config(cls, cfg, text_vocab_size: int | None = None, pad_id: int | None = None, tokenizer=None):
@@ -201,11 +218,14 @@ class BiART(nn.Module):
     def num_params(self, part: str = "all") -> int:
         """Parameter count: all | blocks (the transformer body) | embeddings | heads."""
         groups = {"blocks": [self.blocks, self.ln_f], "heads": [self.head_text, self.head_image],
-                  "embeddings": [self.tok_emb, self.seg_emb]}
+                  "embeddings": [m for m in (self.tok_emb, self.seg_emb) if m is not None]}
         if part == "all":
             return sum(p.numel() for p in self.parameters())
         n = sum(p.numel() for m in groups[part] for p in m.parameters())
-        return n + (self.text_pos.numel() + self.image_pos.numel() if part == "embeddings" else 0)
+        return n + (sum(t.numel() for t in self._position_tables()) if part == "embeddings" else 0)
+
+    def _position_tables(self) -> list[nn.Parameter]:
+        return [self.pos_emb] if self.args.positions == "shared" else [self.text_pos, self.image_pos]
 
     # -- sequence layout -----------------------------------------------------------------------------------------
     def layout(self, direction: str, device=None) -> dict[str, torch.Tensor]:
@@ -228,6 +248,8 @@ class BiART(nn.Module):
         else:
             raise ValueError(f"direction must be {T2I!r} or {I2T!r}, got {direction!r}")
         seg = torch.cat([torch.full((first,), REF), torch.full((second,), GEN)])
+        if self.args.positions == "shared":  # one table: the position is the index in the whole sequence
+            pos = torch.arange(first + second)
         return {k: v.to(device) for k, v in dict(pos=pos, seg=seg, text_out=text_out, image_out=image_out).items()}
 
     def build_sequence(self, text: torch.Tensor, image: torch.Tensor, direction: str) -> torch.Tensor:
@@ -241,9 +263,13 @@ class BiART(nn.Module):
 
     def _embed(self, ids: torch.Tensor, pos: torch.Tensor, seg: torch.Tensor, is_text: torch.Tensor) -> torch.Tensor:
         """Token + position + segment embedding; ``pos``/``seg``/``is_text`` are (T,) per-position constants."""
-        pe = torch.where(is_text[:, None], self.text_pos[pos.clamp(max=self.args.text_len)],
-                         self.image_pos[pos.clamp(max=self.args.image_tokens)])  # (T, C)
-        return self.drop(self.tok_emb(ids) + pe + self.seg_emb(seg))
+        if self.args.positions == "shared":
+            pe = self.pos_emb[pos]
+        else:
+            pe = torch.where(is_text[:, None], self.text_pos[pos.clamp(max=self.args.text_len)],
+                             self.image_pos[pos.clamp(max=self.args.image_tokens)])  # (T, C)
+        x = self.tok_emb(ids) + pe
+        return self.drop(x + self.seg_emb(seg) if self.seg_emb is not None else x)
 
     def _is_text(self, direction: str, start: int, T: int, device) -> torch.Tensor:
         L = self.args.text_len

@@ -54,18 +54,21 @@ class EMAVectorQuantizer(nn.Module):
 
     # -- lookup ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N,) index of the nearest code (squared Euclidean distance)."""
+    def nearest(self, flat: torch.Tensor, code_range: tuple[int, int] | None = None) -> torch.Tensor:
+        """(N, D) -> (N,) index of the nearest code (squared Euclidean distance), searched among the codes
+        ``code_range = (lo, hi)`` only when given (per-level codebooks, an ablation: see AugVAE's ``codebook``)."""
+        lo, hi = code_range or (0, self.codebook_size)
+        embed = self.embed[lo:hi]
         # ||z||^2 is the same for every code, so argmin_j ||e_j||^2 - 2 z.e_j suffices: one fused addmm
-        score = torch.addmm(self.embed.pow(2).sum(1)[None], flat.to(self.embed.dtype), self.embed.t(), alpha=-2.0)
-        return score.argmin(1)
+        score = torch.addmm(embed.pow(2).sum(1)[None], flat.to(embed.dtype), embed.t(), alpha=-2.0)
+        return score.argmin(1) + lo
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, H, W) long codes -> (B, D, H, W) code vectors."""
         return F.embedding(codes, self.embed).permute(0, 3, 1, 2).contiguous()
 
-    def forward(self, z: torch.Tensor):
-        """Quantize a (B, D, H, W) map without touching the codebook.
+    def forward(self, z: torch.Tensor, code_range: tuple[int, int] | None = None):
+        """Quantize a (B, D, H, W) map without touching the codebook (among ``code_range`` codes when given).
 
         Returns ``(z_q, codes, loss, flat)``: the straight-through quantized map (B, D, H, W), codes (B, H, W)
         long, the commitment loss ``beta * mse(z, sg(z_q))`` and the (B*H*W, D) detached encoder vectors, which
@@ -75,14 +78,14 @@ class EMAVectorQuantizer(nn.Module):
             raise ValueError(f"quantizer expects {self.dim} channels, got a map of shape {tuple(z.shape)}")
         # FP32 always (paper §3.5: the quantizer underflows in lower precision), also inside a bf16 autocast region
         with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
+            return self._quantize(z.float(), code_range)
 
-    def _quantize(self, z: torch.Tensor):
+    def _quantize(self, z: torch.Tensor, code_range: tuple[int, int] | None = None):
         B, D, H, W = z.shape
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D)  # (B*H*W, D)
         if self.training and not bool(self.initted):
             self._init_from_data_(flat)
-        codes = self.nearest(flat)
+        codes = self.nearest(flat, code_range)
         q = F.embedding(codes, self.embed).view(B, H, W, D).permute(0, 3, 1, 2)  # (B, D, H, W)
         loss = self.beta * F.mse_loss(z, q.detach())  # pulls the encoder to its code; the codebook moves by EMA
         z_q = z + (q - z).detach()  # straight-through estimator
@@ -90,25 +93,28 @@ class EMAVectorQuantizer(nn.Module):
 
     # -- EMA update --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def update_(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
-        """One EMA step of the codebook from encoder vectors ``flat`` (N, D) and their codes (N,); training only."""
+    def update_(self, flat: torch.Tensor, codes: torch.Tensor, code_range: tuple[int, int] | None = None) -> None:
+        """One EMA step of the codebook from encoder vectors ``flat`` (N, D) and their codes (N,); training only.
+        With ``code_range = (lo, hi)`` only those codes take the step, as an independent codebook of hi - lo codes."""
         if not self.training:
             return
+        lo, hi = code_range or (0, self.codebook_size)
         flat = flat.float()
-        codes = codes.reshape(-1)
+        codes = codes.reshape(-1) - lo
         # n_j and sum_{k(z)=j} z by scatter-adds: O(N D) instead of the (N, K) one-hot matmul
-        counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)  # (K,)
-        sums = torch.zeros_like(self.embed_avg).index_add_(0, codes, flat)  # (K, D)
+        counts = torch.bincount(codes, minlength=hi - lo).to(flat.dtype)  # (K,)
+        sums = torch.zeros_like(self.embed_avg[lo:hi]).index_add_(0, codes, flat)  # (K, D)
         if _distributed():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
-        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-        self.embed.copy_(self.embed_avg / smoothed.unsqueeze(1))
+        cluster_size, embed_avg = self.cluster_size[lo:hi], self.embed_avg[lo:hi]  # views: updated in place
+        cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = cluster_size.sum()
+        smoothed = (cluster_size + self.eps) / (n + (hi - lo) * self.eps) * n
+        self.embed[lo:hi] = embed_avg / smoothed.unsqueeze(1)
         if self.dead_code_threshold > 0:
-            self._restart_dead_(flat)
+            self._restart_dead_(flat, lo, hi)
 
     @torch.no_grad()
     def _sample(self, flat: torch.Tensor, n: int) -> torch.Tensor:
@@ -121,15 +127,19 @@ class EMAVectorQuantizer(nn.Module):
         return out
 
     @torch.no_grad()
-    def _init_from_data_(self, flat: torch.Tensor) -> None:
-        self.embed.copy_(self._sample(flat, self.codebook_size))
-        self.embed_avg.copy_(self.embed)
-        self.cluster_size.fill_(1.0)
+    def _init_from_data_(self, flat: torch.Tensor, code_range: tuple[int, int] | None = None) -> None:
+        """Codes ``code_range`` (default all) set to random encoder vectors; marks the codebook initialised."""
+        lo, hi = code_range or (0, self.codebook_size)
+        self.embed[lo:hi] = self._sample(flat, hi - lo)
+        self.embed_avg[lo:hi] = self.embed[lo:hi]
+        self.cluster_size[lo:hi] = 1.0
         self.initted.fill_(True)
 
     @torch.no_grad()
-    def _restart_dead_(self, flat: torch.Tensor) -> None:
-        dead = self.cluster_size < self.dead_code_threshold
+    def _restart_dead_(self, flat: torch.Tensor, lo: int = 0, hi: int | None = None) -> None:
+        hi = self.codebook_size if hi is None else hi
+        dead = torch.zeros_like(self.cluster_size, dtype=torch.bool)
+        dead[lo:hi] = self.cluster_size[lo:hi] < self.dead_code_threshold
         if _distributed():  # every process must restart the same codes
             dist.broadcast(dead, 0)
         n_dead = int(dead.sum())

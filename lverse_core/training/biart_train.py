@@ -4,7 +4,8 @@ No VAE in the loop: the images were encoded once by AugVAE-SL (``lverse_core.tra
 run's ``TextTokenizer``. Each optimizer step takes one global batch of (caption, image) pairs from ``StepSampler``
 (``biart_train.batch_size`` per process, as AugVAE's batch) and trains one direction, text->image on even steps
 and image->text on odd steps (§3.4: "alternately for each iteration"); ``biart_train.direction: mixed`` instead
-trains both directions on every batch (two forward passes, one optimizer step). The loss is
+trains both directions on every batch (two forward passes, one optimizer step), and ``t2i`` / ``i2t`` train one
+direction only (the one-direction controls of the claims notebook). The loss is
 ``ref_loss_weight * NLL[REF] + gen_loss_weight * NLL[GEN]``, logged per direction and part.
 
 Optimisation follows minGPT (AdamW(0.9, 0.95), weight decay 0.1 on Linear weights only, grad-norm clip 1.0) with
@@ -181,6 +182,8 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
         text, image = data.batch(sampler.indices(step), dev)
         if t.direction == "alternate":
             jobs = [(T2I if step % 2 == 0 else I2T, text, image)]
+        elif t.direction in (T2I, I2T):  # one direction only: the control of the bidirectional claim (notebook 07)
+            jobs = [(t.direction, text, image)]
         else:  # mixed: each direction on half of the batch
             h = len(text) // 2
             jobs = [(T2I, text[:h], image[:h]), (I2T, text[h:], image[h:])]
