@@ -1,0 +1,68 @@
+"""Verdicts on the paper's claims, decided by intervals over seeds, never by one run (claims notebook 07).
+
+A claim compares the paper's method with a control on one measure, trained under the same budget for several
+seeds. Per seed the two runs share the seed (data draw, initialisation), so the comparison is paired: the verdict
+rests on the mean per-seed difference ``method - control`` and its Student-t interval (95% by default). The claim
+is
+
+- *supported* when the whole interval lies on the side the paper predicts,
+- *contradicted* when the whole interval lies on the other side,
+- *inconclusive at this scale* when the interval contains zero, or when fewer than two seeds leave no interval.
+
+An interval, not a single run, decides: a verdict from one seed flipped between two machines of the same commit
+(Table 1's old verdict, "mixed" on an Intel run, "contradicts the claim" on an AMD run).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive at this scale"
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
+DIRECTIONS = ("higher", "lower")  # which way the paper says the method beats the control on a measure
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of ``values`` (one per seed) and its two-sided Student-t interval; with one value the interval is
+    unbounded (``-inf``, ``inf``): a single seed says nothing about the spread."""
+    from scipy import stats
+
+    x = [float(v) for v in values]
+    if not x:
+        raise ValueError("mean_interval needs at least one value (one per seed)")
+    if any(math.isnan(v) for v in x):
+        raise ValueError(f"mean_interval got NaN among {x}: a run failed to produce its measure; rerun that seed")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n, mean = len(x), sum(x) / len(x)
+    if n == 1:
+        return {"mean": mean, "low": -math.inf, "high": math.inf, "n": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def verdict(low: float, high: float, better: str = "higher") -> str:
+    """The verdict of an interval ``[low, high]`` of the difference method - control, for a measure where the
+    paper says the method is ``better`` ("higher" or "lower") than the control."""
+    if better not in DIRECTIONS:
+        raise ValueError(f"better must be one of {DIRECTIONS}, got {better!r}")
+    if low > high:
+        raise ValueError(f"interval [{low}, {high}] is empty: low must not exceed high")
+    above, below = low > 0, high < 0
+    if not (above or below):
+        return INCONCLUSIVE
+    return SUPPORTED if above == (better == "higher") else CONTRADICTED
+
+
+def compare(method: Sequence[float], control: Sequence[float], better: str = "higher",
+            level: float = 0.95) -> dict[str, Any]:
+    """Paired comparison over seeds: ``method[i]`` and ``control[i]`` come from the same seed. Returns the mean
+    and interval of each side and of their difference, and the verdict on the difference."""
+    if len(method) != len(control):
+        raise ValueError(f"paired seeds: {len(method)} method values vs {len(control)} control values; every seed "
+                         f"needs both runs")
+    diff = [float(m) - float(c) for m, c in zip(method, control)]
+    d = mean_interval(diff, level)
+    return {"method": mean_interval(method, level), "control": mean_interval(control, level), "difference": d,
+            "verdict": verdict(d["low"], d["high"], better), "better": better, "level": level, "seeds": len(diff)}
