@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 ONLY ?=
 
-.PHONY: setup reproduce test bench lab notebooks clean-reports
+.PHONY: setup reproduce claims test bench lab notebooks clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ setup: $(VENV)/.installed
 
 reproduce: setup
 	$(PY) -m lverse_core run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+
+claims: setup
+	$(PY) -m lverse_core run --profile $(PROFILE) --only 07
 
 test: setup
 	$(PY) -m pytest -q

@@ -202,6 +202,18 @@ class AssetsConfig:
 
 
 @dataclass
+class ClaimsConfig:
+    """Budgets of the claims notebook (07): every method and control trains under the same budget, per seed."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each seed: its own data draw, init and order
+    ml_steps: int = 0  # AugVAE-ML steps per arm; 0 = augvae_train.ml_steps
+    sl_steps: int = 0  # AugVAE-SL finetune steps; 0 = augvae_train.sl_steps (SL from scratch gets ML + SL)
+    biart_steps: int = 0  # BiART steps per arm; 0 = biart_train.steps (one-direction controls get half)
+    eval_images: int = 100  # test images captioned, and test prompts drawn, per arm
+    n_candidates: int = 0  # candidates CLIP reranks per prompt; 0 = sampling.n_candidates
+    level: float = 0.95  # confidence level of the intervals
+
+
+@dataclass
 class Config:
     profile: str = "smoke"
     seed: int = 0
@@ -216,6 +228,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     clip: CLIPConfig = field(default_factory=CLIPConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
     assets: AssetsConfig = field(default_factory=AssetsConfig)
 
     # -- derived values (never stored in YAML) ---------------------------------------------------------------
@@ -476,6 +489,9 @@ RANGES: dict[str, Range] = {
     "eval.human_eval_form_size": AT_LEAST_1, "eval.human_eval_raters": AT_LEAST_1, "eval.bootstrap": AT_LEAST_1,
     "eval.judge_steps": AT_LEAST_1, "eval.judge_batch_size": AT_LEAST_1, "eval.judge_lr": POSITIVE,
     "eval.judge_width": AT_LEAST_1, "eval.judge_feature_dim": AT_LEAST_1,
+    "claims.seeds": AT_LEAST_0, "claims.ml_steps": AT_LEAST_0, "claims.sl_steps": AT_LEAST_0,
+    "claims.biart_steps": AT_LEAST_0,
+    "claims.eval_images": Range(2), "claims.n_candidates": AT_LEAST_0, "claims.level": Range(0.5, 0.999),
     "eval.judge_image_size": AT_LEAST_0,  # 0 = data.image_size
     "eval.judge_noise": AT_LEAST_0, "eval.caption_refs": AT_LEAST_1,
 }
@@ -513,6 +529,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"augvae.norm_groups: {a.norm_groups} does not divide channel count {ch}")
     if cfg.biart.n_embd % cfg.biart.n_head:
         raise ConfigError(f"biart.n_embd ({cfg.biart.n_embd}) must be divisible by biart.n_head ({cfg.biart.n_head})")
+    if len(cfg.claims.seeds) != len(set(cfg.claims.seeds)) or not cfg.claims.seeds:
+        raise ConfigError(f"claims.seeds: {cfg.claims.seeds}; give distinct seeds (at least 3 for an interval that "
+                          f"can decide a claim)")
     if cfg.data.source == "shapes" and cfg.data.n_train <= 0:
         raise ConfigError(f"data.n_train: the embedded data set needs a positive size, got {cfg.data.n_train}")
     for part in cfg.eval.t2i_split.split("+"):
@@ -568,6 +587,17 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a Config saved with ``to_dict`` (e.g. from a checkpoint), validated."""
     return validate(_build(Config, dict(tree), ""))
+
+
+def derive(cfg: Config, **dotted: Any) -> Config:
+    """``cfg`` with dotted overrides (``derive(cfg, **{"biart.n_layer": 2})``) applied, validated; ``cfg`` is
+    unchanged. Unlike ``load_profile(name, ...)`` it keeps whatever ``cfg`` already overrides."""
+    import copy
+
+    tree = copy.deepcopy(cfg.to_dict())
+    for key, value in dotted.items():
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
 
 
 

@@ -42,5 +42,8 @@ def test_compare_is_paired_over_seeds_and_does_not_flip_on_one_seed():
     assert compare(control, method, "higher")["verdict"] == CONTRADICTED
     assert compare([1.0, 2.0, 3.0], [2.0, 1.0, 3.1], "higher")["verdict"] == INCONCLUSIVE
     assert compare([1.0], [0.0])["verdict"] == INCONCLUSIVE  # a single seed never decides
+    # float noise on a measure that is zero for both (BLEU-4 with no 4-gram match) decides nothing
+    assert compare([1e-12, 1.2e-11], [5.3e-8, 5.6e-8])["verdict"] == INCONCLUSIVE
+    assert verdict(1e-9, 2e-9, "higher", tol=1e-6) == INCONCLUSIVE and verdict(1e-9, 2e-9, "higher") == SUPPORTED
     with pytest.raises(ValueError, match="paired"):
         compare([1.0, 2.0], [1.0])

@@ -1,5 +1,6 @@
 """The whole pipeline on the ci profile, run by the real runner (papermill), into a tmp dir."""
 import json
+import os
 
 import pytest
 
@@ -16,7 +17,9 @@ def ci_run(ci_pipeline):
 
 def test_every_notebook_ran(ci_run):
     root, record = ci_run
-    assert [n.name for n in record.notebooks] == [p.stem for p in runner.list_notebooks()]
+    assert [n.name for n in record.notebooks] == [p.stem for p in runner.list_notebooks()
+                                                  if p.name[:2] not in runner.OPT_IN]
+    assert runner.OPT_IN == ("07",)  # the claims notebook runs only when asked for (make claims)
     manifest = json.loads((root / "manifest.json").read_text())
     assert all(n["status"] == "ok" for n in manifest["notebooks"]), manifest["notebooks"]
     for n in manifest["notebooks"]:
@@ -117,3 +120,30 @@ def test_pages_have_no_progress_bars_and_no_local_paths(ci_run, ci_pipeline):
         assert not re.search(r"\d+%\|[^|]*\| \d+/\d+ \[", text), f"{page.name} holds tqdm progress lines"
         for local in (work, str(REPO_ROOT), "site-packages/"):
             assert local not in text, f"{page.name} shows the local path {local}"
+
+
+def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch):
+    """Notebook 07 through papermill on the ci profile (its own tiny budgets, two seeds), after the main run."""
+    from lverse_core.config import load_profile
+    from lverse_core.evaluation.claims import VERDICTS
+    from lverse_core.pipeline.claims_run import CLAIM_ROWS
+
+    from .conftest import offline_env
+
+    work, _ = ci_pipeline
+    monkeypatch.setenv("LVERSE_WORKDIR", str(work))
+    for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
+        monkeypatch.setenv(key, value)
+    record = runner.run("ci", only="07", log=print)
+    assert [n.name for n in record.notebooks] == ["07_claims"]
+    root = work / "reports" / "ci"
+    res = json.loads((root / "results" / "07_claims.json").read_text())
+    seeds = load_profile("ci").claims.seeds
+    assert res["seeds"] == seeds and set(res["measures"]) == {str(s) for s in seeds}
+    card = res["scorecard"]
+    assert len(card) == len(CLAIM_ROWS) and {r["claim"][0] for r in card} == set("123456")  # all six claims
+    for r in card:
+        assert r["verdict"] in VERDICTS and r["seeds"] == len(seeds) and r["low"] <= r["difference"] <= r["high"]
+    assert (root / "figures" / "07_claims_intervals.png").stat().st_size > 1000
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}

@@ -42,14 +42,18 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> dict[str, flo
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def verdict(low: float, high: float, better: str = "higher") -> str:
+def verdict(low: float, high: float, better: str = "higher", tol: float = 0.0) -> str:
     """The verdict of an interval ``[low, high]`` of the difference method - control, for a measure where the
-    paper says the method is ``better`` ("higher" or "lower") than the control."""
+    paper says the method is ``better`` ("higher" or "lower") than the control. The interval must clear zero by
+    more than ``tol`` (differences of float noise, e.g. BLEU-4 of 1e-12 vs 5e-8 when no 4-gram matches, decide
+    nothing)."""
     if better not in DIRECTIONS:
         raise ValueError(f"better must be one of {DIRECTIONS}, got {better!r}")
     if low > high:
         raise ValueError(f"interval [{low}, {high}] is empty: low must not exceed high")
-    above, below = low > 0, high < 0
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    above, below = low > tol, high < -tol
     if not (above or below):
         return INCONCLUSIVE
     return SUPPORTED if above == (better == "higher") else CONTRADICTED
@@ -64,5 +68,7 @@ def compare(method: Sequence[float], control: Sequence[float], better: str = "hi
                          f"needs both runs")
     diff = [float(m) - float(c) for m, c in zip(method, control)]
     d = mean_interval(diff, level)
-    return {"method": mean_interval(method, level), "control": mean_interval(control, level), "difference": d,
-            "verdict": verdict(d["low"], d["high"], better), "better": better, "level": level, "seeds": len(diff)}
+    m, c = mean_interval(method, level), mean_interval(control, level)
+    tol = 1e-6 * max(1.0, abs(m["mean"]), abs(c["mean"]))  # a millionth of the measure's scale: float noise
+    return {"method": m, "control": c, "difference": d, "verdict": verdict(d["low"], d["high"], better, tol),
+            "better": better, "level": level, "seeds": len(diff)}

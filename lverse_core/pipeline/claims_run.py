@@ -1,0 +1,354 @@
+"""The runs behind the claims notebook (07): every claim's method and control, trained per seed, measured alike.
+
+Per seed ``s`` (``claims.seeds``) everything is redrawn: the embedded data set (``data/<profile>+claims-s<s>``, a
+real data set keeps its files), initialisation and batch order. The runs of a seed live in
+``runs/<profile>/claims/s<s>/``:
+
+    augvae_ml.pt, augvae_sl.pt, augvae_baseline.pt     AugVAE-ML (one shared codebook), SL finetuned from it, and
+                                                       the same SL trained from scratch for ML + SL steps
+    ml_per_level/augvae_ml.pt                          AugVAE-ML with one codebook per level (same total codes)
+    codes/, tokenizer.json, clip_reranker.pt, judge.pt the SL codes BiART trains on, its tokenizer, the reranker
+    biart_<arm>.pt                                     one BiART per arm of ``BIART_ARMS``
+    measures_<arm>.json                                what each arm measured (reused while its budget is the same)
+
+Budgets (``claims.*``) default to the profile's own step counts; the smoke profile uses smaller ones and says so.
+Measures are taken on the first ``claims.eval_images`` test images (captions) and their first captions (prompts).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from lverse_core.config import Config, derive
+from lverse_core.evaluation.claims import compare
+from lverse_core.report import write_json_atomic
+
+AUGVAE_ARMS = ("ml", "ml_per_level", "sl", "baseline")
+BIART_ARMS = ("bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment", "t2i_only",
+              "i2t_only")
+
+
+def budgets(cfg: Config) -> dict[str, int]:
+    """The step counts and sizes every arm of a claim shares (``claims.*``, 0 = the profile's own)."""
+    c = cfg.claims
+    return {"ml_steps": c.ml_steps or cfg.augvae_train.ml_steps, "sl_steps": c.sl_steps or cfg.augvae_train.sl_steps,
+            "biart_steps": c.biart_steps or cfg.biart_train.steps, "eval_images": c.eval_images,
+            "n_candidates": c.n_candidates or cfg.sampling.n_candidates}
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The configuration of one seed's runs: its own data draw and run folder, the claims' budgets."""
+    b = budgets(cfg)
+    over: dict[str, Any] = {
+        "seed": seed, "runs_dir": f"{cfg.runs_dir}/claims/s{seed}", "reports_dir": f"{cfg.runs_dir}/claims/s{seed}/reports",
+        "augvae_train.ml_steps": b["ml_steps"], "augvae_train.sl_steps": b["sl_steps"],
+        "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
+        "sampling.n_candidates": b["n_candidates"]}
+    if cfg.data.source == "shapes":
+        over["data.root"] = f"{cfg.data.root}+claims-s{seed}"
+    return derive(cfg, **over)
+
+
+def biart_arm_config(cfg_s: Config, arm: str) -> Config:
+    """BiART of ``arm``: the paper's model, an ablation of the segment embedding / position scheme, or a
+    one-direction control with half the steps (equal steps per direction and equal total compute)."""
+    steps = cfg_s.biart_train.steps
+    arms: dict[str, dict[str, Any]] = {
+        "bidirectional": {},
+        "no_segment": {"biart.segment_embedding": False},
+        "shared_positions": {"biart.positions": "shared"},
+        "shared_positions_no_segment": {"biart.positions": "shared", "biart.segment_embedding": False},
+        "t2i_only": {"biart_train.direction": "t2i", "biart_train.steps": max(1, steps // 2)},
+        "i2t_only": {"biart_train.direction": "i2t", "biart_train.steps": max(1, steps // 2)},
+    }
+    if arm not in arms:
+        raise ValueError(f"unknown BiART arm {arm!r}; choose from {', '.join(arms)}")
+    return derive(cfg_s, **arms[arm])
+
+
+# -- per-seed preparation -----------------------------------------------------------------------------------------
+
+def prepare_seed(cfg_s: Config, log: Callable[[str], None] = print) -> None:
+    """Data, the AugVAE family (ML, SL from ML, SL from scratch, ML with per-level codebooks), the SL codes, the
+    tokenizer, the CLIP reranker and the judge of one seed; each is skipped when already finished."""
+    from lverse_core.data.shapes_dataset import ensure_dataset
+    from lverse_core.data.tokenizer import ensure_tokenizer
+    from lverse_core.evaluation.judge import ensure_judge
+    from lverse_core.sampling.clip_reranker import ensure_reranker
+    from lverse_core.training.augvae_train import train_augvae
+    from lverse_core.training.pretokenize import pretokenize
+
+    if cfg_s.data.source == "shapes":
+        ensure_dataset(cfg_s)
+    for variant in ("ml", "sl", "baseline"):
+        log(f"seed {cfg_s.seed}: AugVAE {variant}")
+        train_augvae(cfg_s, variant, progress=False)
+    log(f"seed {cfg_s.seed}: AugVAE-ML with one codebook per level")
+    train_augvae(per_level_config(cfg_s), "ml", progress=False)
+    pretokenize(cfg_s)
+    ensure_tokenizer(cfg_s)
+    ensure_reranker(cfg_s)
+    ensure_judge(cfg_s)
+
+
+def per_level_config(cfg_s: Config) -> Config:
+    return derive(cfg_s, **{"augvae.codebook": "per_level", "runs_dir": f"{cfg_s.runs_dir}/ml_per_level"})
+
+
+# -- measures -----------------------------------------------------------------------------------------------------
+
+def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``compute()`` once per arm and budget: runs/.../measures_<arm>.json is reused while the budget matches."""
+    path = cfg_s.runs_root / f"measures_{arm}.json"
+    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["measures"]
+    measures = compute()
+    write_json_atomic(path, {"key": key, "measures": measures})
+    return measures
+
+
+def _test_set(cfg_s: Config) -> dict[str, Any]:
+    """The first ``claims.eval_images`` test images (uint8), their ids, ground-truth objects and first captions."""
+    from lverse_core import data
+    from lverse_core.evaluation.judge import to_uint8
+
+    ds = data.CaptionImageDataset(cfg_s, "test", train=False)
+    attrs = data.load_attributes(cfg_s)
+    items = [ds[i] for i in range(min(cfg_s.claims.eval_images, len(ds)))]
+    ids = [int(it["image_id"]) for it in items]
+    return {"images": torch.stack([to_uint8(it["image"]) for it in items]), "ids": ids,
+            "objects": [attrs[i] for i in ids], "captions": [it["captions"][0] for it in items]}
+
+
+def reconstruction_measures(cfg_s: Config, model, test: Mapping[str, Any], judge) -> dict[str, float]:
+    """PSNR, SSIM, FID (the profile's feature space), judged right, and for ML the codes several levels use."""
+    from lverse_core.evaluation.fid import compute_fid
+    from lverse_core.evaluation.judge import to_uint8
+    from lverse_core.pipeline.eval_tables import judged_correct
+    from lverse_core.pipeline.recon_eval import psnr, reconstruct, sharing_summary, shared_code_matrix, ssim
+
+    real = test["images"].float() / 127.5 - 1.0
+    recon, codes = reconstruct(model, real)
+    out = {"psnr_db": float(psnr(real, recon).mean()), "ssim": float(ssim(real, recon).mean()),
+           "fid": compute_fid(test["images"], recon, cfg_s),
+           "judged_right": judged_correct(judge, to_uint8(recon), test["captions"])["judged_correct"]}
+    if isinstance(codes, list):
+        K = model.quantizer.codebook_size
+        out["codes_shared_by_levels"] = float(sharing_summary(shared_code_matrix(codes, K), codes, K)
+                                              ["shared_by_2_or_more"])
+    return out
+
+
+def augvae_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge) -> dict[str, float]:
+    from lverse_core.training.augvae_train import load_augvae
+
+    def compute() -> dict[str, float]:
+        if arm == "ml_per_level":
+            model = load_augvae(per_level_config(cfg_s), "ml")
+        else:
+            model = load_augvae(cfg_s, arm)
+        return reconstruction_measures(cfg_s, model, test, judge)
+
+    return _cached(cfg_s, arm, compute)
+
+
+def _bleu_cider(preds: Mapping[int, str], refs: Mapping[int, Sequence[str]]) -> dict[str, float]:
+    """BLEU-4 and CIDEr (pycocoevalcap's scorers) on lower-cased text with the full stop split off: the same
+    tokenization for every arm, no Java needed."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    def tok(s: str) -> str:
+        return " ".join(s.lower().replace(".", " ").split())
+
+    gts = {k: [tok(r) for r in refs[k]] for k in preds}
+    res = {k: [tok(p) or "empty"] for k, p in preds.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    return {"bleu4": 100 * float(bleu[3]), "cider": 100 * float(cider)}
+
+
+def biart_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log: Callable[[str], None] = print
+                   ) -> dict[str, float]:
+    """Train BiART ``arm`` (or load it) and measure: captions naming every object right, BLEU-4 and CIDEr of the
+    truncated and the full-length samples, images judged right and their FID (CLIP top-1 of
+    ``claims.n_candidates``), the same from a single sample, and FID-k of generated images and of SL
+    reconstructions over ``eval.blur_radii``."""
+
+    def compute() -> dict[str, float]:
+        log(f"seed {cfg_s.seed}: BiART {arm}")
+        model, parts = _train_arm(cfg_s, arm)
+        out: dict[str, float] = {}
+        if arm != "t2i_only":
+            out.update(_caption_measures(cfg_s, model, parts, test))
+        if arm != "i2t_only":
+            out.update(_image_measures(cfg_s, model, parts, test, judge, blur=arm == "bidirectional"))
+        return out
+
+    return _cached(cfg_s, arm, compute)
+
+
+def _train_arm(cfg_s: Config, arm: str):
+    from lverse_core.data.tokenizer import TextTokenizer
+    from lverse_core.sampling.candidates import load_augvae_decoder
+    from lverse_core.sampling.clip_reranker import load_reranker
+    from lverse_core.training.biart_train import paired_tokens, train_biart
+
+    device = cfg_s.resolved_device()
+    tok = TextTokenizer.load(cfg_s.runs_root / "tokenizer.json")
+    cfg_a = biart_arm_config(cfg_s, arm)
+    model = train_biart(cfg_a, paired_tokens(cfg_s, tok, "train"), text_vocab_size=tok.vocab_size,
+                        pad_id=tok.pad_id, path=cfg_s.runs_root / f"biart_{arm}.pt", log_name=f"biart_{arm}")
+    parts = {"tokenizer": tok, "scorer": load_reranker(cfg_s, device), "decode": load_augvae_decoder(cfg_s, device)}
+    return model.to(device), parts
+
+
+def _caption_measures(cfg_s, model, parts, test) -> dict[str, float]:
+    from lverse_core.evaluation.metrics import caption_accuracy
+    from lverse_core.sampling.generate import generate_captions
+    from lverse_core.training.pretokenize import load_codes
+    from lverse_core.data import caption_records
+
+    codes, ids = load_codes(cfg_s, "test")
+    row = {int(i): k for k, i in enumerate(ids)}
+    pick = [row[i] for i in test["ids"]]
+    objects = dict(zip(test["ids"], test["objects"]))
+    refs = {int(r["image_id"]): r["captions"] for r in caption_records(cfg_s, "test")}
+    out = {}
+    real = test["images"].float() / 127.5 - 1.0  # what the reranker scores the captions against
+    reranked = generate_captions(cfg_s, model, parts["tokenizer"], codes[pick], test["ids"], parts["scorer"],
+                                 images=real)
+    truncated = {int(r["image_id"]): r["caption"] for r in reranked}
+    full = {int(r["image_id"]): r["caption_untruncated"] for r in reranked}
+    out["captions_right"] = caption_accuracy(truncated, objects)
+    for name, preds in (("truncated", truncated), ("untruncated", full)):
+        for k, v in _bleu_cider(preds, refs).items():
+            out[f"{k}_{name}"] = v
+    single = generate_captions(derive(cfg_s, **{"sampling.n_candidates": 1}), model, parts["tokenizer"],
+                               codes[pick], test["ids"], None)
+    out["captions_right_single"] = caption_accuracy({int(r["image_id"]): r["caption"] for r in single}, objects)
+    return out
+
+
+def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, float]:
+    from lverse_core.evaluation.fid import compute_fid, compute_fid_sweep
+    from lverse_core.evaluation.judge import to_uint8
+    from lverse_core.pipeline.eval_tables import judged_correct
+    from lverse_core.sampling.generate import generate_images
+
+    prompts, pids = test["captions"], [i * 100 for i in test["ids"]]
+    out = {}
+    runs = {"": (cfg_s, parts["scorer"]), "_single": (derive(cfg_s, **{"sampling.n_candidates": 1}), None)}
+    for suffix, (cfg_r, scorer) in runs.items():
+        codes, _ = generate_images(cfg_r, model, parts["tokenizer"], prompts, pids, scorer, parts["decode"])
+        with torch.no_grad():
+            images = to_uint8(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu() for i in range(0, len(codes), 64)]))
+        out[f"images_right{suffix}"] = judged_correct(judge, images, prompts)["judged_correct"]
+        out[f"image_fid{suffix}"] = compute_fid(test["images"], images, cfg_s)
+        if suffix == "" and blur:
+            out.update(_blur_measures(cfg_s, test, images, compute_fid_sweep))
+    return out
+
+
+def _blur_measures(cfg_s, test, generated, compute_fid_sweep) -> dict[str, float]:
+    """Relative fall of FID-k from the smallest to the largest blur radius, for generated images and for SL
+    reconstructions of the same real images (the decoder's ceiling): paper §4.3, Table 3."""
+    from lverse_core.evaluation.judge import to_uint8
+    from lverse_core.pipeline.recon_eval import reconstruct
+    from lverse_core.training.augvae_train import load_augvae
+
+    radii = sorted(cfg_s.eval.blur_radii)
+    recon, _ = reconstruct(load_augvae(cfg_s, "sl"), test["images"].float() / 127.5 - 1.0)
+    out = {}
+    for name, fake in (("generated", generated), ("reconstructions", to_uint8(recon))):
+        fids = compute_fid_sweep(test["images"], fake, cfg_s, radii)
+        for r, f in fids.items():
+            out[f"fid_{name}_blur{r:g}"] = f
+        out[f"fid_fall_{name}"] = 1.0 - fids[radii[-1]] / fids[radii[0]] if fids[radii[0]] > 0 else math.nan
+    return out
+
+
+# -- the scorecard ------------------------------------------------------------------------------------------------
+
+# (claim, measure label, (method arm, key), (control arm, key), the direction the paper predicts)
+CLAIM_ROWS: list[tuple[str, str, tuple[str, str], tuple[str, str], str]] = [
+    *[("1a cross-level augmentation: one shared codebook vs one per level (AugVAE-ML)", label, ("ml", key),
+       ("ml_per_level", key), better) for label, key, better in (
+        ("PSNR (dB)", "psnr_db", "higher"), ("SSIM", "ssim", "higher"), ("FID", "fid", "lower"),
+        ("reconstructions judged right", "judged_right", "higher"),
+        ("codes used by 2+ levels", "codes_shared_by_levels", "higher"))],
+    *[("1b AugVAE-SL finetuned from ML vs the same SL from scratch (ML + SL steps)", label, ("sl", key),
+       ("baseline", key), better) for label, key, better in (
+        ("PSNR (dB)", "psnr_db", "higher"), ("SSIM", "ssim", "higher"), ("FID", "fid", "lower"),
+        ("reconstructions judged right", "judged_right", "higher"))],
+    *[(f"2 segment embedding vs none ({scheme})", label, (arm, key), (f"{arm}_no_segment" if arm != "bidirectional"
+                                                                       else "no_segment", key), better)
+      for scheme, arm in (("per-modality positions", "bidirectional"), ("one position table", "shared_positions"))
+      for label, key, better in (("captions right", "captions_right", "higher"),
+                                 ("images judged right", "images_right", "higher"))],
+    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "captions right",
+     ("bidirectional", "captions_right"), ("i2t_only", "captions_right"), "higher"),
+    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "BLEU-4",
+     ("bidirectional", "bleu4_truncated"), ("i2t_only", "bleu4_truncated"), "higher"),
+    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "images judged right",
+     ("bidirectional", "images_right"), ("t2i_only", "images_right"), "higher"),
+    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "image FID",
+     ("bidirectional", "image_fid"), ("t2i_only", "image_fid"), "lower"),
+    ("4 caption truncation: truncated vs full-length samples (paper: BLEU-4 up, CIDEr down)", "BLEU-4",
+     ("bidirectional", "bleu4_truncated"), ("bidirectional", "bleu4_untruncated"), "higher"),
+    ("4 caption truncation: truncated vs full-length samples (paper: BLEU-4 up, CIDEr down)", "CIDEr",
+     ("bidirectional", "cider_truncated"), ("bidirectional", "cider_untruncated"), "lower"),
+    ("5 CLIP reranking: top-1 of N vs one sample", "captions right", ("bidirectional", "captions_right"),
+     ("bidirectional", "captions_right_single"), "higher"),
+    ("5 CLIP reranking: top-1 of N vs one sample", "images judged right", ("bidirectional", "images_right"),
+     ("bidirectional", "images_right_single"), "higher"),
+    ("6 FID under blur: generated images' FID falls faster than the reconstructions' (relative fall, smallest to "
+     "largest radius)", "relative FID fall", ("bidirectional", "fid_fall_generated"),
+     ("bidirectional", "fid_fall_reconstructions"), "higher"),
+]
+
+
+def scorecard(measures: Mapping[int, Mapping[str, Mapping[str, float]]], level: float = 0.95) -> pd.DataFrame:
+    """One row per (claim, measure): method and control means, the paired difference with its interval over
+    seeds, and the verdict. ``measures[seed][arm][key]``."""
+    seeds = sorted(measures)
+    rows = []
+    for claim, label, (m_arm, m_key), (c_arm, c_key), better in CLAIM_ROWS:
+        try:
+            method = [measures[s][m_arm][m_key] for s in seeds]
+            control = [measures[s][c_arm][c_key] for s in seeds]
+        except KeyError as e:
+            raise KeyError(f"claim {claim!r}, {label}: no measure {e} for some seed; run every arm of every seed")
+        r = compare(method, control, better, level)
+        d = r["difference"]
+        rows.append({"claim": claim, "measure": label, "method arm": f"{m_arm}: {m_key}",
+                     "control arm": f"{c_arm}: {c_key}", "paper predicts": f"method {better}",
+                     "method": r["method"]["mean"], "control": r["control"]["mean"], "difference": d["mean"],
+                     "low": d["low"], "high": d["high"], "seeds": r["seeds"], "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def run_claims(cfg: Config, log: Callable[[str], None] = print) -> dict[int, dict[str, dict[str, float]]]:
+    """Every arm of every seed (prepared, trained and measured; finished parts are reused)."""
+    from lverse_core.evaluation.judge import ensure_judge
+
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for seed in cfg.claims.seeds:
+        cfg_s = seed_config(cfg, seed)
+        prepare_seed(cfg_s, log)
+        judge, test = ensure_judge(cfg_s), _test_set(cfg_s)
+        out[seed] = {arm: augvae_measures(cfg_s, arm, test, judge) for arm in AUGVAE_ARMS}
+        out[seed].update({arm: biart_measures(cfg_s, arm, test, judge, log) for arm in BIART_ARMS})
+    return out
+
+
+def save_measures(path: Path, measures: Mapping[int, Any]) -> None:
+    write_json_atomic(path, {str(k): v for k, v in measures.items()})

@@ -1,0 +1,166 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The paper's claims, each against its control (paper §3–4)
+#
+# Tables 1–3 say how good the models are; they do not say *why*. The paper credits its numbers to a handful of
+# design choices. This notebook re-tests each one against a control that differs in that choice alone, trained under
+# the same budget, for several seeds, and lets an interval decide:
+#
+# 1. **Cross-level augmentation** (§3.3, Table 1). (a) AugVAE-ML with one codebook shared by its four levels vs the
+#    same ML with one codebook per level (each level its own quarter of the codes: the same total, no sharing);
+#    (b) AugVAE-SL finetuned from ML vs the same SL trained from scratch for ML + SL steps (the plain VQ-VAE).
+# 2. **Segment embedding** (§3.4): BiART with and without the [REF]/[GEN] embedding, under the kit's per-modality
+#    positions and under one position table over the whole sequence (the official README's snippet). With
+#    per-modality positions the direction is already visible, so the two schemes may disagree.
+# 3. **Bidirectional training** (§3.4): one model trained on both directions vs a model per direction, each with
+#    half the steps (equal steps per direction, and equal total compute).
+# 4. **Caption truncation** (§3.6, Table 2): the same samples cut at the first full stop vs kept whole. The paper
+#    reports BLEU-4 up and CIDEr down for the truncated ones.
+# 5. **CLIP reranking** (§3.6): top-1 of N candidates vs a single sample.
+# 6. **FID under blur** (§4.3, Table 3): does FID-k of generated images fall with the blur radius faster than the
+#    FID-k of AugVAE-SL reconstructions (the decoder's ceiling)?
+#
+# Each seed redraws the embedded data set, the initialisation and the batch order. Per seed the method and its
+# control share all of that, so the comparison is **paired**: with $d_s$ the method's measure minus the control's on
+# seed $s$ ($n$ seeds),
+#
+# $$\bar d \pm t_{0.975,\,n-1}\,\frac{\mathrm{sd}(d)}{\sqrt n},$$
+#
+# and the verdict is *supported* when the whole interval lies on the side the paper predicts, *contradicted* when it
+# lies on the other side, and *inconclusive at this scale* when it contains zero (`lverse_core/evaluation/claims.py`).
+# One run never decides: a single-seed verdict on Table 1 once flipped between two machines of the same commit.
+#
+# **Budgets.** Every arm of a claim gets the same steps (`claims.*` in the profile; the smoke profile uses fewer steps
+# than the main run, so these are short-training results). **What to look for**: which claims hold already at this
+# scale, which are inconclusive (an interval across zero says "not resolved by 3 short runs", not "false"), and
+# whether any is contradicted.
+
+# %% tags=["parameters"]
+PROFILE = "smoke"  # ci|smoke|gpu|paper
+OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
+
+# %%
+import time
+import pandas as pd
+from IPython.display import display
+from lverse_core.config import available_profiles, load_run_config
+
+assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
+cfg = load_run_config(PROFILE, OVERRIDES)
+from lverse_core.pipeline.claims_run import budgets
+b = budgets(cfg)
+print(f"profile {cfg.profile}: seeds {cfg.claims.seeds}; AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps "
+      f"(SL from scratch {b['ml_steps'] + b['sl_steps']}), BiART {b['biart_steps']} steps per arm (one-direction "
+      f"controls {b['biart_steps'] // 2}); {b['eval_images']} test images and prompts, {b['n_candidates']} candidates")
+
+# %% [markdown]
+# ## The switches
+#
+# Each control is one configuration key away from the method (unit tests check that each really changes the model):
+# `augvae.codebook: per_level`, `biart.segment_embedding: false`, `biart.positions: shared`,
+# `biart_train.direction: t2i | i2t`; truncation, reranking and blur are read off the same samples.
+
+# %%
+from lverse_core.pipeline.claims_run import AUGVAE_ARMS, BIART_ARMS, biart_arm_config, seed_config
+cfg0 = seed_config(cfg, cfg.claims.seeds[0])
+arms = [{"arm": arm, "what": "AugVAE", "differs by": {"ml": "-", "ml_per_level": "augvae.codebook: per_level",
+                                                     "sl": "-", "baseline": "SL trained from scratch"}[arm]}
+        for arm in AUGVAE_ARMS]
+KEYS = {"segment embedding": ("biart", "segment_embedding"), "positions": ("biart", "positions"),
+        "direction": ("biart_train", "direction"), "steps": ("biart_train", "steps")}
+for arm in BIART_ARMS:
+    a = biart_arm_config(cfg0, arm)
+    value = {k: getattr(getattr(a, sec), key) for k, (sec, key) in KEYS.items()}
+    paper = {k: getattr(getattr(cfg0, sec), key) for k, (sec, key) in KEYS.items()}
+    arms.append({"arm": arm, "what": "BiART", "differs by": ", ".join(
+        f"{k}: {v}" for k, v in value.items() if v != paper[k]) or "- (the paper's model)"})
+display(pd.DataFrame(arms))
+
+# %% [markdown]
+# ## Train and measure every arm of every seed
+#
+# Finished runs and measures are reused (`runs/<profile>/claims/s<seed>/`), so an interrupted notebook continues.
+
+# %%
+from lverse_core.pipeline.claims_run import run_claims
+t0 = time.monotonic()
+measures = run_claims(cfg)
+run_seconds = time.monotonic() - t0
+print(f"{len(measures)} seeds in {run_seconds:.0f} s")
+
+# %% [markdown]
+# The raw measures, seed by seed (what every verdict below rests on).
+
+# %%
+raw = pd.DataFrame([{"seed": s, "arm": arm, **m} for s, by_arm in measures.items() for arm, m in by_arm.items()])
+display(raw.set_index(["arm", "seed"]).sort_index().round(4))
+
+# %% [markdown]
+# ## The scorecard
+
+# %%
+from lverse_core.pipeline.claims_run import scorecard
+from lverse_core.report import provenance, save_results, save_table
+card = scorecard(measures, cfg.claims.level)
+counts = card["verdict"].value_counts().to_dict()
+sentence = (f"Of {len(card)} claim measures over {len(measures)} seeds: " +
+            ", ".join(f"{n} {v}" for v, n in counts.items()) + f" ({cfg.claims.level:.0%} paired t-intervals).")
+save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cfg)),
+           f"Claims scorecard: method vs control, mean over seeds {cfg.claims.seeds}, paired difference with its "
+           f"{cfg.claims.level:.0%} interval, verdict", verdict=sentence)
+save_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
+                                "measures": {str(s): m for s, m in measures.items()},
+                                "scorecard": card.to_dict(orient="records")})
+print(sentence)
+display(card.round(3))
+
+# %% [markdown]
+# ## The intervals
+#
+# Each bar is one claim measure's paired difference (method − control), divided by the larger of the two means so
+# that measures of different units share an axis; the paper's predicted side is to the right (measures where lower
+# is better are flipped). A bar across zero is inconclusive; bars are cut at ±2.
+
+# %%
+import matplotlib.pyplot as plt
+from lverse_core.report import save_figure
+sign = card["paper predicts"].map({"method higher": 1.0, "method lower": -1.0})
+scale = pd.concat([card["method"].abs(), card["control"].abs()], axis=1).max(axis=1)
+scale = scale.where(scale > 1e-12, 1.0)
+ends = pd.concat([sign * card["low"] / scale, sign * card["high"] / scale], axis=1)
+left, right = ends.min(axis=1).clip(-2, 2), ends.max(axis=1).clip(-2, 2)
+mid = (sign * card["difference"] / scale).clip(-2, 2)
+colours = card["verdict"].map({"supported": "tab:green", "contradicted": "tab:red"}).fillna("tab:grey")
+fig, ax = plt.subplots(figsize=(9, 0.36 * len(card) + 1))
+y = list(range(len(card)))[::-1]
+ax.hlines(y, left, right, colors=colours, lw=5)
+ax.plot(mid, y, "k|", ms=12)
+ax.axvline(0, color="k", lw=0.8)
+ax.set_xlim(-2.1, 2.1)
+def row_label(claim, method, control, measure):
+    (m_arm, m_key), (c_arm, c_key) = method.split(": "), control.split(": ")
+    pair = f"{m_arm} vs {c_arm}" if m_arm != c_arm else f"{m_key} vs {c_key}"  # same model: two readings of it
+    return f"{claim.split(' ')[0]} {pair}: {measure}"
+
+
+ax.set_yticks(y, [row_label(*r) for r in zip(card["claim"], card["method arm"], card["control arm"],
+                                             card["measure"])], fontsize=8)
+ax.set_xlabel("(method - control) / max(|method|, |control|), signed so that the paper's side is > 0")
+fig.tight_layout()
+save_figure(cfg, "07_claims_intervals", fig, caption="Claims: paired differences with their intervals over seeds "
+            "(green supported, red contradicted, grey inconclusive)", verdict=sentence)
+plt.show()
