@@ -152,7 +152,8 @@ class BlurredUInt8Images(Dataset):
     """A view of images (a tensor (N, 3, H, W), a list of (3, H, W) tensors, or a Dataset whose items are
     tensors, (image, label) tuples or dicts with 'image') as uint8 tensors, each blurred by ``radius``.
 
-    This one class feeds both sides of every FID, so real and generated images are blurred identically.
+    ``compute_fid`` reads both sides through it one image at a time (radius 0; ``FidAccumulator`` blurs each
+    batch for every radius); tests use it with a radius as an independent reference.
     """
 
     def __init__(self, source: torch.Tensor | Sequence[torch.Tensor] | Dataset, radius: float = 0,
@@ -324,10 +325,6 @@ class FidAccumulator:
         u8 = to_uint8(images)
         for r in self.radii:
             self.stats.setdefault((name, r), FeatureStatistics()).update(self.extractor(blur_batch(u8, r)))
-
-    def count(self, name: str) -> int:
-        """Images added to the set ``name`` so far."""
-        return self.stats[(name, self.radii[0])].n if (name, self.radii[0]) in self.stats else 0
 
     def statistics(self, name: str, radius: float = 0) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma) of the set ``name`` blurred by ``radius``."""
