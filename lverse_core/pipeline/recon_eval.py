@@ -222,12 +222,6 @@ def evaluate_reconstructions(cfg: Config, models: dict[str, Any], images, *, fid
     return results, {k: torch.cat(v) if v else torch.empty(0) for k, v in kept.items()}
 
 
-def evaluate_split(cfg: Config, models: dict[str, Any], split: str = "test", n: int | None = None, **kwargs
-                   ) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
-    """``evaluate_reconstructions`` on ``n`` images of ``split`` spread evenly over it (all if None), streamed."""
-    return evaluate_reconstructions(cfg, models, split_subset(cfg, split, n), **kwargs)
-
-
 def evaluate_reconstruction(cfg: Config, model, images, fid: bool = True) -> dict[str, Any]:
     """PSNR, SSIM (means), FID in the profile's feature space, and code usage (all levels) of one model on
     ``images`` (a tensor or a Dataset): ``evaluate_reconstructions`` for one model."""
