@@ -30,11 +30,13 @@ class _MallInfo2(ctypes.Structure):
                  "keepcost")]
 
 
+_mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2  # glibc >= 2.33
+_mallinfo2.restype = _MallInfo2
+
+
 def heap_in_use() -> int:
     """Bytes allocated by malloc and not freed: small blocks from the arenas plus mmapped large blocks."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    info = _mallinfo2()
     return int(info.uordblks + info.hblkhd)
 
 
