@@ -176,6 +176,28 @@ def _raw_batches(images, batch_size: int, num_workers: int):
                           collate_fn=_stack_images)
 
 
+class FirstImages:
+    """The first ``keep`` images of each named stream of batches (the inputs, each model's reconstructions): what
+    the figures show, kept while everything else streams past."""
+
+    def __init__(self, keep: int):
+        self.keep, self.parts = keep, {}
+
+    def add(self, name: str, batch: torch.Tensor) -> None:
+        have = sum(len(t) for t in self.parts.setdefault(name, []))
+        if have < self.keep:
+            self.parts[name].append(batch[: self.keep - have].detach().cpu().clone())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) if v else torch.empty(0) for k, v in self.parts.items()}
+
+
+def _reconstruct_batch(model, x: torch.Tensor):
+    """(reconstructions in [-1, 1] on the model's device, codes) of a float batch: ``decode(encode(x))``."""
+    codes = model.encode(x.to(next(model.parameters()).device))
+    return model.decode(codes).float(), codes
+
+
 @torch.no_grad()
 def evaluate_reconstructions(cfg: Config, models: dict[str, Any], images, *, fid: bool = True, keep: int = 0,
                              batch_size: int = 64, cuda: bool | None = None, judge_path=None
@@ -195,31 +217,24 @@ def evaluate_reconstructions(cfg: Config, models: dict[str, Any], images, *, fid
 
         acc = FidAccumulator(cfg, [0], cuda=cuda, judge_path=judge_path)
     totals = {name: ReconstructionTotals(m.quantizer.codebook_size) for name, m in models.items()}
-    kept: dict[str, list[torch.Tensor]] = {"input": [], **{name: [] for name in models}}
+    shown = FirstImages(keep)
     for m in models.values():
         m.eval()
-    n_kept = 0
     for x in _image_batches(images, batch_size, cfg.data.num_workers):
+        shown.add("input", x)
         if acc is not None:
             acc.add("input", x)
-        take = min(keep - n_kept, len(x))  # the first ``keep`` images, for the figures
-        if take > 0:
-            kept["input"].append(x[:take].clone())
         for name, model in models.items():
-            codes = model.encode(x.to(next(model.parameters()).device))
-            recon = model.decode(codes).float()  # on the model's device: FID's extractor may share it
+            recon, codes = _reconstruct_batch(model, x)
             if acc is not None:
-                acc.add(f"reconstructed by {name}", recon)
-            recon = recon.cpu()
-            totals[name].update(x, recon, codes)
-            if take > 0:
-                kept[name].append(recon[:take].clone())
-        n_kept += max(take, 0)
+                acc.add(f"reconstructed by {name}", recon)  # still on the model's device, where FID's extractor may be
+            totals[name].update(x, recon.cpu(), codes)
+            shown.add(name, recon)
     if next(iter(totals.values())).n == 0:
         raise ValueError("evaluate_reconstructions: no images to evaluate")
     results = {name: t.result(acc.fid("input", f"reconstructed by {name}") if acc is not None else None)
                for name, t in totals.items()}
-    return results, {k: torch.cat(v) if v else torch.empty(0) for k, v in kept.items()}
+    return results, shown.tensors()
 
 
 def evaluate_reconstruction(cfg: Config, model, images, fid: bool = True) -> dict[str, Any]:
