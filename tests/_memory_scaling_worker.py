@@ -2,26 +2,28 @@
 needs at 8N images than at N, measured in a fresh process.
 
 Memory is the bytes glibc's malloc has handed out and not taken back (``mallinfo2``: ``uordblks + hblkhd``), where
-torch's CPU tensors and numpy's arrays both come from; its peak over a run is sampled every millisecond by a thread
-(``HeapPeak``). Unlike peak RSS it does not move with the allocator's page reuse and fragmentation (RSS moved by
-up to ~8 MB between runs of the same size here), and unlike ``tracemalloc`` it sees torch.
+torch's CPU tensors and numpy's arrays both come from; unlike peak RSS it does not move with the allocator's page
+reuse and fragmentation (RSS moved by up to ~8 MB between runs of the same size here), and unlike ``tracemalloc`` it
+sees torch. It is read each time an image is read (``SynthesisedImages``): deterministic points between batches,
+where what a run still holds from earlier images shows and the activations of one batch, freed by then, do not
+(a sampling thread caught or missed those at random, by up to ~10 MB).
 
 Usage: python _memory_scaling_worker.py table1|fid N IMAGE_SIZE WORKDIR; prints one JSON line
-{"growth_bytes": {"N": peak - start at N, "8N": ... at 8N}, "results": [...]}. Images are synthesised when read
-(``SynthesisedImages``), so the data set itself holds nothing.
+{"growth_bytes": {"N": most in use at a read minus in use at the start, at N images, "8N": ... at 8N},
+"results": [...]}. Images are synthesised when read, so the data set itself holds nothing.
 """
 from __future__ import annotations
 
 import ctypes
 import json
 import sys
-import threading
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 torch.set_num_threads(2)
+BATCH = 16  # images per batch; N must be a few batches, so that N and 8N both reach the steady state
 
 
 class _MallInfo2(ctypes.Structure):
@@ -40,43 +42,21 @@ def heap_in_use() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
-class HeapPeak:
-    """``with HeapPeak() as p: ...`` -> ``p.growth``: the peak of ``heap_in_use`` during the block minus its value
-    at the start, sampled every ``interval`` seconds (torch's kernels release the GIL, so the thread runs)."""
-
-    def __init__(self, interval: float = 1e-3):
-        self.interval, self.growth = interval, 0
-        self._stop = threading.Event()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, heap_in_use())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "HeapPeak":
-        self.start = self.peak = heap_in_use()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.growth = max(self.peak, heap_in_use()) - self.start
-
-
 class SynthesisedImages(Dataset):
-    """``n`` images (3, S, S) in [-1, 1], each drawn when read from a generator seeded by its index: smooth colour
-    fields (8x8 noise upsampled) plus fine noise, so reconstructions and features are not trivial."""
+    """``n`` images (3, S, S) in [-1, 1], each drawn when read from a generator seeded by offset + index: smooth colour
+    fields (8x8 noise upsampled) plus fine noise, so reconstructions and features are not trivial. Every read
+    also records the heap in use (``peak``)."""
 
-    def __init__(self, n: int, size: int):
-        self.n, self.size = n, size
+    def __init__(self, n: int, size: int, offset: int = 0):
+        self.n, self.size, self.offset = n, size, offset
+        self.start = self.peak = heap_in_use()
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
-        g = torch.Generator().manual_seed(i)
+        self.peak = max(self.peak, heap_in_use())
+        g = torch.Generator().manual_seed(self.offset + i)
         coarse = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
         img = torch.nn.functional.interpolate(coarse, size=(self.size, self.size), mode="bilinear")[0]
         return (img + 0.1 * torch.randn(img.shape, generator=g)).clamp(-1, 1), 0
@@ -103,22 +83,24 @@ def main(kind: str, n: int, size: int, workdir: str) -> None:
         model = AugVAE.ml_to_sl(AugVAE.from_config(cfg, "ml"))
 
         def run(k: int):
-            res, kept = evaluate_reconstructions(cfg, {"SL": model}, SynthesisedImages(k, size), keep=4,
-                                                 cuda=False, judge_path=path)
+            data = SynthesisedImages(k, size)
+            res, kept = evaluate_reconstructions(cfg, {"SL": model}, data, keep=4, batch_size=BATCH, cuda=False,
+                                                 judge_path=path)
             assert kept["SL"].shape[0] == 4
-            return res["SL"]
+            return res["SL"], data.peak - data.start
     else:
         from lverse_core.evaluation.fid import compute_fid
 
         def run(k: int):
-            return compute_fid(SynthesisedImages(k, size), SynthesisedImages(k + 7, size), cfg, cuda=False,
-                               judge_path=path)
-    results = [run(32)]  # warm-up: the model, the extractor and the allocator's first batches
+            real, fake = SynthesisedImages(k, size), SynthesisedImages(k, size, offset=10**6)
+            fid = compute_fid(real, fake, cfg, cuda=False, judge_path=path, batch_size=BATCH)
+            return fid, max(real.peak, fake.peak) - real.start
+    # Warm-up of two batches: the model, the extractor, and a full batch held while the next is read.
+    results = [run(2 * BATCH)[0]]
     growth = {}
     for label, k in (("N", n), ("8N", 8 * n)):
-        with HeapPeak() as peak:
-            results.append(run(k))
-        growth[label] = peak.growth
+        result, growth[label] = run(k)
+        results.append(result)
     print(json.dumps({"growth_bytes": growth, "results": results}))
 
 
