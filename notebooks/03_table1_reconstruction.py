@@ -99,14 +99,16 @@ if cfg.eval.fid_extractor == "kit":
 print(fid_label(cfg))
 
 # %% [markdown]
-# Reconstruct the held-out test images through each model's codes and measure PSNR, SSIM and FID.
+# Reconstruct the held-out test images through each model's codes and measure PSNR, SSIM and FID, one batch at a
+# time: only running sums (and FID's feature means and covariances) are kept, so memory does not grow with the
+# number of images (the paper's 50,000), and the real images' FID features are computed once for all models.
 
 # %%
 t0 = time.monotonic()
-test = recon_eval.split_images(cfg, "test", N_EVAL or None)
+test = recon_eval.split_subset(cfg, "test", N_EVAL or None)  # read batch by batch, never all at once
 print(f"evaluating {len(test)} of the {n_test} test images")
 models = {"AugVAE-ML": ml, "AugVAE-SL": sl, **({CONTROL: baseline} if baseline is not None else {})}
-ours = {name: recon_eval.evaluate_reconstruction(cfg, m, test) for name, m in models.items()}
+ours, shown = recon_eval.evaluate_reconstructions(cfg, models, test, keep=N_SHOW)
 timings["eval_s"] = time.monotonic() - t0
 pd.DataFrame(ours).T.round(4)
 
@@ -139,8 +141,7 @@ report.record_verdict(cfg, "tables/table1_reconstruction.csv", verdict)
 # Reconstructions of test images: input, ML, SL and the plain VQ-VAE (paper Figure 3 layout).
 
 # %%
-rows = {"input": test[:N_SHOW]}
-rows.update({name: recon_eval.reconstruct(m, test[:N_SHOW])[0] for name, m in models.items()})
+rows = shown  # the first N_SHOW test images and each model's reconstructions, kept by the evaluation above
 fig = recon_eval.recon_grid_figure(rows, N_SHOW)
 _ = report.save_figure(cfg, "table1_reconstruction_grid", fig, caption="Test images and their reconstructions by each model (Figure 3 layout)")
 

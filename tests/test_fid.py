@@ -7,8 +7,9 @@ import torch
 from PIL import Image, ImageFilter
 
 from lverse_core.config import MissingAssetError, load_profile
-from lverse_core.evaluation.fid import (BlurredUInt8Images, compute_fid, features_to_statistics, fid_label, gaussian_blur,
-                             kit_extractor_class, statistics_to_fid, to_uint8)
+from lverse_core.evaluation.fid import (BlurredUInt8Images, FeatureStatistics, FidAccumulator, compute_fid,
+                                       compute_fid_sweep, features_to_statistics, fid_label, gaussian_blur,
+                                       kit_extractor_class, statistics_to_fid, to_uint8)
 from lverse_core.evaluation.judge import load_judge_file
 from lverse_core.training.loop import CheckpointError
 
@@ -122,3 +123,60 @@ def test_paper_profile_needs_the_local_inception_file(monkeypatch, tmp_path, syn
     monkeypatch.setenv("LVERSE_INCEPTION_WEIGHTS", str(tmp_path / "nope.pth"))
     with pytest.raises(MissingAssetError, match="does not exist"):
         compute_fid(x, x, load_profile("paper"), cuda=False)
+
+
+def _torch_fidelity_fid(real, fake, cfg, path, radius: float = 0, batch_size: int = 64) -> float:
+    """Reference: torch-fidelity's own calculate_metrics, which holds every feature of both sets."""
+    import torch_fidelity
+
+    from lverse_core.evaluation.fid import extractor_settings
+
+    metrics = torch_fidelity.calculate_metrics(
+        input1=BlurredUInt8Images(real, radius), input2=BlurredUInt8Images(fake, radius), fid=True, cuda=False,
+        batch_size=batch_size, cache=False, verbose=False, save_cpu_ram=True, samples_shuffle=False,
+        datasets_download=False, **extractor_settings(cfg, path))
+    return float(metrics["frechet_inception_distance"])
+
+
+def test_streamed_fid_equals_torch_fidelity_calculate_metrics(trained_judge, synth_cfg, synth_data):
+    _, path, _ = trained_judge
+    x = synth_data[2]
+    y = _noisy(x, 0.2, seed=3)
+    # Batches that do not divide the sets (128 = 3 x 40 + 8) and sides of different sizes.
+    streamed = compute_fid(x, y[:100], synth_cfg, cuda=False, judge_path=path, batch_size=40)
+    assert streamed == pytest.approx(_torch_fidelity_fid(x, y[:100], synth_cfg, path), rel=1e-5, abs=1e-8)
+    sweep = compute_fid_sweep(x, y, synth_cfg, [0, 2], cuda=False, judge_path=path, batch_size=64)
+    for r in (0, 2):
+        assert sweep[r] == pytest.approx(_torch_fidelity_fid(x, y, synth_cfg, path, radius=r), rel=1e-5, abs=1e-8)
+    assert sweep[0] != pytest.approx(sweep[2], rel=1e-3)
+
+
+def test_feature_statistics_stream_equals_all_at_once():
+    g = torch.Generator().manual_seed(1)
+    f = 50.0 + 0.01 * torch.randn(301, 8, generator=g, dtype=torch.float64)  # far from 0: no cancellation
+    acc = FeatureStatistics()
+    for i in range(0, len(f), 64):
+        acc.update(f[i: i + 64].float())
+    mu, sigma = acc.statistics()
+    ref_mu, ref_sigma = features_to_statistics(f.float())
+    assert acc.n == 301
+    np.testing.assert_allclose(mu, ref_mu, rtol=1e-12)
+    np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-6, atol=1e-14)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        FeatureStatistics().statistics()
+    with pytest.raises(ValueError, match="dimensions"):
+        acc.update(torch.zeros(2, 9))
+
+
+def test_accumulator_errors_name_the_set_and_the_fix(trained_judge, synth_cfg, synth_data):
+    _, path, _ = trained_judge
+    acc = FidAccumulator(synth_cfg, [0], cuda=False, judge_path=path)
+    acc.add("real", synth_data[2][:8])
+    with pytest.raises(ValueError, match="'fake'"):
+        acc.fid("real", "fake")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        acc.add("fake", synth_data[2][:8].float())
+    with pytest.raises(ValueError, match="shape"):
+        acc.add("fake", synth_data[2][0])
+    with pytest.raises(ValueError, match="radii"):
+        FidAccumulator(synth_cfg, [-1], cuda=False, judge_path=path)

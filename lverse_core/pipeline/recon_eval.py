@@ -3,8 +3,12 @@
 Every reconstruction goes through the discrete codes (``decode(encode(x))``), the path BiART's images take.
 PSNR is 10 log10(1 / MSE) on images mapped to [0, 1]; SSIM is scikit-image's ``structural_similarity``
 (Gaussian-free 7x7 window, per channel, data_range 1), averaged over the images. FID comes from
-``lverse_core.evaluation.fid.compute_fid`` in the feature space the profile names (``fid_label``): on the embedded profiles
-that is the kit's judge features, NOT Inception, and never comparable with the paper's numbers.
+``lverse_core.evaluation.fid.FidAccumulator`` in the feature space the profile names (``fid_label``): on the embedded
+profiles that is the kit's judge features, NOT Inception, and never comparable with the paper's numbers.
+
+Table 1 at paper scale is 50,000 ImageNet val images: ``evaluate_reconstructions`` walks the images one batch at a
+time, reconstructs it with every model and keeps only running sums (PSNR, SSIM, code counts, FID statistics) and the
+first few images the figures show, so its memory does not grow with the number of images.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Subset
 
 from lverse_core.config import Config
 
@@ -62,25 +67,42 @@ def split_size(cfg: Config, split: str = "test") -> int:
     return len(image_dataset(cfg, split, train=False))
 
 
-def split_images(cfg: Config, split: str = "test", n: int | None = None) -> torch.Tensor:
-    """``n`` images of ``split`` spread evenly over it (eval transform), (N, 3, S, S) in [-1, 1].
+def evenly_spaced(total: int, n: int | None = None) -> list[int]:
+    """``n`` indices (all ``total`` if None, at most ``total``) spread evenly over range(total), first and last kept.
 
     Evenly spaced, not the first ``n``: an ImageFolder (ImageNet val on the paper profile) is sorted by class.
     """
+    n = total if n is None else min(n, total)
+    return torch.linspace(0, total - 1, n).round().long().tolist() if n > 1 else [0]
+
+
+def split_subset(cfg: Config, split: str = "test", n: int | None = None) -> Subset:
+    """A view of ``n`` images of ``split`` spread evenly over it (``evenly_spaced``), read only when indexed:
+    (image (3, S, S) in [-1, 1], label) items, the eval transform."""
     from lverse_core.data.loaders import image_dataset
 
     ds = image_dataset(cfg, split, train=False)
-    n = len(ds) if n is None else min(n, len(ds))
-    idx = torch.linspace(0, len(ds) - 1, n).round().long().tolist() if n > 1 else [0]
-    return torch.stack([ds[i][0] for i in idx])
+    return Subset(ds, evenly_spaced(len(ds), n))
+
+
+def split_images(cfg: Config, split: str = "test", n: int | None = None) -> torch.Tensor:
+    """``n`` images of ``split`` spread evenly over it (eval transform), (N, 3, S, S) in [-1, 1], all in memory:
+    for the few images a figure needs; ``evaluate_reconstructions`` on ``split_subset`` streams a whole split."""
+    sub = split_subset(cfg, split, n)
+    return torch.stack([sub[i][0] for i in range(len(sub))])
+
+
+def usage_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    """Distinct codes used, their fraction of the codebook, and the perplexity of a code histogram (K,)."""
+    counts = counts.double()
+    p = counts / counts.sum()
+    return {"codes_used": int((counts > 0).sum()), "fraction_used": float((counts > 0).double().mean()),
+            "perplexity": math.exp(float(-(p[p > 0] * p[p > 0].log()).sum()))}
 
 
 def code_usage(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
-    """Distinct codes used, their fraction of the codebook, and the perplexity of the code histogram."""
-    counts = torch.bincount(codes.reshape(-1).long(), minlength=codebook_size).float()
-    p = counts / counts.sum()
-    return {"codes_used": int((counts > 0).sum()), "fraction_used": float((counts > 0).float().mean()),
-            "perplexity": math.exp(float(-(p[p > 0] * p[p > 0].log()).sum()))}
+    """``usage_from_counts`` of the histogram of ``codes`` (any shape) over a codebook of ``codebook_size``."""
+    return usage_from_counts(torch.bincount(codes.reshape(-1).long(), minlength=codebook_size))
 
 
 def usage_table(models: dict[str, Any], images: torch.Tensor) -> pd.DataFrame:
@@ -100,18 +122,125 @@ def usage_table(models: dict[str, Any], images: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate_reconstruction(cfg: Config, model, images: torch.Tensor, fid: bool = True) -> dict[str, Any]:
-    """PSNR, SSIM (means), FID in the profile's feature space, and SL/last-level code usage on ``images``."""
-    recon, codes = reconstruct(model, images)
-    out = {"psnr_db": float(psnr(images, recon).mean()), "ssim": float(ssim(images, recon).mean()),
-           "n_images": len(images)}
-    if fid:
-        from lverse_core.evaluation.fid import compute_fid
+class ReconstructionTotals:
+    """Running sums of one model's Table 1 measures: PSNR and SSIM per image (float64) and the histogram of every
+    code it used (all levels of an ML model together, as they share one codebook)."""
 
-        out["fid"] = compute_fid(images, recon, cfg)
-    c = codes if torch.is_tensor(codes) else torch.cat([t.reshape(-1) for t in codes])
-    out.update(code_usage(c, model.quantizer.codebook_size))
-    return out
+    def __init__(self, codebook_size: int):
+        self.n, self.psnr_sum, self.ssim_sum = 0, 0.0, 0.0
+        self.counts = torch.zeros(codebook_size, dtype=torch.long)
+
+    def update(self, images: torch.Tensor, recon: torch.Tensor, codes) -> None:
+        """Add a batch: images and reconstructions (B, 3, H, W) in [-1, 1] on the CPU, and their codes."""
+        self.n += len(images)
+        self.psnr_sum += float(psnr(images, recon).double().sum())
+        self.ssim_sum += float(ssim(images, recon).astype(np.float64).sum())
+        for c in (codes if isinstance(codes, list) else [codes]):
+            self.counts += torch.bincount(c.reshape(-1).long().cpu(), minlength=len(self.counts))
+
+    def result(self, fid: float | None = None) -> dict[str, Any]:
+        """Means over the images, ``fid`` if given, and code usage (``usage_from_counts``)."""
+        return {"psnr_db": self.psnr_sum / self.n, "ssim": self.ssim_sum / self.n, "n_images": self.n,
+                **({} if fid is None else {"fid": fid}), **usage_from_counts(self.counts)}
+
+
+def _stack_images(items: list) -> torch.Tensor:
+    """DataLoader collate: the images of dataset items (tensors, (image, label) pairs or dicts with 'image')."""
+    from lverse_core.evaluation.fid import _item_image
+
+    return torch.stack([_item_image(it, "images") for it in items])
+
+
+def _image_batches(images, batch_size: int, num_workers: int = 0):
+    """Float batches (B, 3, H, W) in [-1, 1] of a tensor (N, 3, H, W) or of a Dataset (``_stack_images``), read one
+    batch at a time (DataLoader workers for a Dataset); uint8 images are mapped to [-1, 1]."""
+    from lverse_core.evaluation.fid import check_image_range
+
+    for x in _raw_batches(images, batch_size, num_workers):
+        check_image_range(x)
+        yield x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+
+
+def _raw_batches(images, batch_size: int, num_workers: int):
+    """Batches of ``images`` as they are stored (see ``_image_batches``)."""
+    from torch.utils.data import DataLoader
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if torch.is_tensor(images):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected a tensor of shape (N, 3, H, W), got {tuple(images.shape)}")
+        yield from (images[i: i + batch_size] for i in range(0, len(images), batch_size))
+        return
+    yield from DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                          collate_fn=_stack_images)
+
+
+class FirstImages:
+    """The first ``keep`` images of each named stream of batches (the inputs, each model's reconstructions): what
+    the figures show, kept while everything else streams past."""
+
+    def __init__(self, keep: int):
+        self.keep, self.parts = keep, {}
+
+    def add(self, name: str, batch: torch.Tensor) -> None:
+        have = sum(len(t) for t in self.parts.setdefault(name, []))
+        if have < self.keep:
+            self.parts[name].append(batch[: self.keep - have].detach().cpu().clone())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) if v else torch.empty(0) for k, v in self.parts.items()}
+
+
+def _reconstruct_batch(model, x: torch.Tensor):
+    """(reconstructions in [-1, 1] on the model's device, codes) of a float batch: ``decode(encode(x))``."""
+    codes = model.encode(x.to(next(model.parameters()).device))
+    return model.decode(codes).float(), codes
+
+
+@torch.no_grad()
+def evaluate_reconstructions(cfg: Config, models: dict[str, Any], images, *, fid: bool = True, keep: int = 0,
+                             batch_size: int = 64, cuda: bool | None = None, judge_path=None
+                             ) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """Table 1 measures of every model ({label: model}) on ``images`` (a tensor (N, 3, H, W) in [-1, 1] or a Dataset
+    such as ``split_subset``), in one pass of ``batch_size`` images: memory independent of N.
+
+    Returns ({label: {psnr_db, ssim, n_images, fid (if ``fid``), codes_used, fraction_used, perplexity}},
+    {"input": the first ``keep`` images, label: their reconstructions}) -- the second for the figures.
+    The real side of FID is accumulated once and shared by all models; FP32, eval mode, through the codes.
+    """
+    if not models:
+        raise ValueError("evaluate_reconstructions needs at least one model ({label: model})")
+    acc = None
+    if fid:
+        from lverse_core.evaluation.fid import FidAccumulator
+
+        acc = FidAccumulator(cfg, [0], cuda=cuda, judge_path=judge_path)
+    totals = {name: ReconstructionTotals(m.quantizer.codebook_size) for name, m in models.items()}
+    shown = FirstImages(keep)
+    for m in models.values():
+        m.eval()
+    for x in _image_batches(images, batch_size, cfg.data.num_workers):
+        shown.add("input", x)
+        if acc is not None:
+            acc.add("input", x)
+        for name, model in models.items():
+            recon, codes = _reconstruct_batch(model, x)
+            if acc is not None:
+                acc.add(f"reconstructed by {name}", recon)  # still on the model's device, where FID's extractor may be
+            totals[name].update(x, recon.cpu(), codes)
+            shown.add(name, recon)
+    if next(iter(totals.values())).n == 0:
+        raise ValueError("evaluate_reconstructions: no images to evaluate")
+    results = {name: t.result(acc.fid("input", f"reconstructed by {name}") if acc is not None else None)
+               for name, t in totals.items()}
+    return results, shown.tensors()
+
+
+def evaluate_reconstruction(cfg: Config, model, images, fid: bool = True) -> dict[str, Any]:
+    """PSNR, SSIM (means), FID in the profile's feature space, and code usage (all levels) of one model on
+    ``images`` (a tensor or a Dataset): ``evaluate_reconstructions`` for one model."""
+    return evaluate_reconstructions(cfg, {"model": model}, images, fid=fid)[0]["model"]
 
 
 def table1(cfg: Config, ours: dict[str, dict[str, Any]], descriptions: dict[str, str]) -> pd.DataFrame:
