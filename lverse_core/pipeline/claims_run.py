@@ -45,7 +45,8 @@ def seed_config(cfg: Config, seed: int) -> Config:
     """The configuration of one seed's runs: its own data draw and run folder, the claims' budgets."""
     b = budgets(cfg)
     over: dict[str, Any] = {
-        "seed": seed, "runs_dir": f"{cfg.runs_dir}/claims/s{seed}", "reports_dir": f"{cfg.runs_dir}/claims/s{seed}/reports",
+        "seed": seed, "runs_dir": f"{cfg.runs_dir}/claims/s{seed}",
+        "reports_dir": f"{cfg.runs_dir}/claims/s{seed}/reports",
         "augvae_train.ml_steps": b["ml_steps"], "augvae_train.sl_steps": b["sl_steps"],
         "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
         "sampling.n_candidates": b["n_candidates"]}
@@ -294,14 +295,12 @@ CLAIM_ROWS: list[tuple[str, str, tuple[str, str], tuple[str, str], str]] = [
       for scheme, arm in (("per-modality positions", "bidirectional"), ("one position table", "shared_positions"))
       for label, key, better in (("captions right", "captions_right", "higher"),
                                  ("images judged right", "images_right", "higher"))],
-    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "captions right",
-     ("bidirectional", "captions_right"), ("i2t_only", "captions_right"), "higher"),
-    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "BLEU-4",
-     ("bidirectional", "bleu4_truncated"), ("i2t_only", "bleu4_truncated"), "higher"),
-    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "images judged right",
-     ("bidirectional", "images_right"), ("t2i_only", "images_right"), "higher"),
-    ("3 one bidirectional model vs one-direction models (equal steps per direction)", "image FID",
-     ("bidirectional", "image_fid"), ("t2i_only", "image_fid"), "lower"),
+    *[("3 one bidirectional model vs one-direction models (equal steps per direction)", label, ("bidirectional", key),
+       (control, key), better) for label, key, control, better in (
+        ("captions right", "captions_right", "i2t_only", "higher"),
+        ("BLEU-4", "bleu4_truncated", "i2t_only", "higher"),
+        ("images judged right", "images_right", "t2i_only", "higher"),
+        ("image FID", "image_fid", "t2i_only", "lower"))],
     ("4 caption truncation: truncated vs full-length samples (paper: BLEU-4 up, CIDEr down)", "BLEU-4",
      ("bidirectional", "bleu4_truncated"), ("bidirectional", "bleu4_untruncated"), "higher"),
     ("4 caption truncation: truncated vs full-length samples (paper: BLEU-4 up, CIDEr down)", "CIDEr",
