@@ -34,7 +34,8 @@
 # 6. **FID under blur** (§4.3, Table 3): does FID-k of generated images fall with the blur radius faster than the
 #    FID-k of AugVAE-SL reconstructions (the decoder's ceiling)?
 #
-# Each seed redraws the embedded data set, the initialisation and the batch order. Per seed the method and its
+# It runs on the embedded profiles (ci, smoke, gpu): the judged measures need the data set's ground truth. Each seed
+# redraws the embedded data set, the initialisation and the batch order. Per seed the method and its
 # control share all of that, so the comparison is **paired**: with $d_s$ the method's measure minus the control's on
 # seed $s$ ($n$ seeds),
 #

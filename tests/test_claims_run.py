@@ -5,7 +5,7 @@ from lverse_core.config import load_profile
 from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 from lverse_core.pipeline import runner
 from lverse_core.pipeline.claims_run import (AUGVAE_ARMS, BIART_ARMS, CLAIM_ROWS, biart_arm_config, budgets,
-                                             scorecard, seed_config)
+                                             run_claims, scorecard, seed_config)
 
 
 def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
@@ -64,3 +64,9 @@ def test_a_plain_run_leaves_the_claims_notebook_out():
     plain = [p.name[:2] for p in runner.select_notebooks(None)]
     assert "07" not in plain and plain[:2] == ["00", "01"]
     assert [p.name[:2] for p in runner.select_notebooks("07")] == ["07"]
+
+
+def test_real_data_is_refused_with_what_to_do_instead():
+    cfg = load_profile("paper")
+    with pytest.raises(ValueError, match="embedded data set.*ci, smoke or gpu"):
+        run_claims(cfg, log=lambda m: None)

@@ -339,6 +339,10 @@ def run_claims(cfg: Config, log: Callable[[str], None] = print) -> dict[int, dic
     """Every arm of every seed (prepared, trained and measured; finished parts are reused)."""
     from lverse_core.evaluation.judge import ensure_judge
 
+    if cfg.data.source != "shapes":
+        raise ValueError(f"the claims notebook measures with the embedded data set's ground truth (the attribute "
+                         f"judge, captions naming every object); data.source is {cfg.data.source!r}. Run it on the "
+                         f"ci, smoke or gpu profile; on real data its judged measures have no ground truth yet")
     out: dict[int, dict[str, dict[str, float]]] = {}
     for seed in cfg.claims.seeds:
         cfg_s = seed_config(cfg, seed)
