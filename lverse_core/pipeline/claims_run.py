@@ -130,18 +130,20 @@ def _test_set(cfg_s: Config) -> dict[str, Any]:
 
 
 def reconstruction_measures(cfg_s: Config, model, test: Mapping[str, Any], judge) -> dict[str, float]:
-    """PSNR, SSIM, FID (the profile's feature space), judged right, and for ML the codes several levels use."""
-    from lverse_core.evaluation.fid import compute_fid
+    """Table 1's PSNR, SSIM and FID (``recon_eval.evaluate_reconstructions``), judged right, and for ML the codes
+    several levels use."""
     from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.eval_tables import judged_correct
-    from lverse_core.pipeline.recon_eval import psnr, reconstruct, sharing_summary, shared_code_matrix, ssim
+    from lverse_core.pipeline.recon_eval import evaluate_reconstructions, sharing_summary, shared_code_matrix
 
     real = test["images"].float() / 127.5 - 1.0
-    recon, codes = reconstruct(model, real)
-    out = {"psnr_db": float(psnr(real, recon).mean()), "ssim": float(ssim(real, recon).mean()),
-           "fid": compute_fid(test["images"], recon, cfg_s),
-           "judged_right": judged_correct(judge, to_uint8(recon), test["captions"])["judged_correct"]}
-    if isinstance(codes, list):
+    res, kept = evaluate_reconstructions(cfg_s, {"model": model}, real, keep=len(real))
+    out = {k: res["model"][k] for k in ("psnr_db", "ssim", "fid")}
+    out["judged_right"] = judged_correct(judge, to_uint8(kept["model"]), test["captions"])["judged_correct"]
+    if model.variant == "ml":
+        with torch.no_grad():
+            codes = model.encode(real.to(next(model.parameters()).device))
+        codes = [c.cpu() for c in codes]
         K = model.quantizer.codebook_size
         out["codes_shared_by_levels"] = float(sharing_summary(shared_code_matrix(codes, K), codes, K)
                                               ["shared_by_2_or_more"])
@@ -240,7 +242,7 @@ def _caption_measures(cfg_s, model, parts, test) -> dict[str, float]:
 
 
 def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, float]:
-    from lverse_core.evaluation.fid import compute_fid, compute_fid_sweep
+    from lverse_core.evaluation.fid import compute_fid
     from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.eval_tables import judged_correct
     from lverse_core.sampling.generate import generate_images
@@ -253,15 +255,17 @@ def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, f
         with torch.no_grad():
             images = to_uint8(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu() for i in range(0, len(codes), 64)]))
         out[f"images_right{suffix}"] = judged_correct(judge, images, prompts)["judged_correct"]
-        out[f"image_fid{suffix}"] = compute_fid(test["images"], images, cfg_s)
         if suffix == "" and blur:
-            out.update(_blur_measures(cfg_s, test, images, compute_fid_sweep))
+            out.update(_blur_measures(cfg_s, test, images))
+        fid0 = out.get("fid_generated_blur0") if suffix == "" else None  # the sweep's radius 0, not computed twice
+        out[f"image_fid{suffix}"] = fid0 if fid0 is not None else compute_fid(test["images"], images, cfg_s)
     return out
 
 
-def _blur_measures(cfg_s, test, generated, compute_fid_sweep) -> dict[str, float]:
+def _blur_measures(cfg_s, test, generated) -> dict[str, float]:
     """Relative fall of FID-k from the smallest to the largest blur radius, for generated images and for SL
     reconstructions of the same real images (the decoder's ceiling): paper §4.3, Table 3."""
+    from lverse_core.evaluation.fid import compute_fid_sweep
     from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.recon_eval import reconstruct
     from lverse_core.training.augvae_train import load_augvae
