@@ -70,3 +70,19 @@ def test_real_data_is_refused_with_what_to_do_instead():
     cfg = load_profile("paper")
     with pytest.raises(ValueError, match="embedded data set.*ci, smoke or gpu"):
         run_claims(cfg, log=lambda m: None)
+
+
+def test_one_judge_measures_every_seed(monkeypatch):
+    """The judge is trained once, on the first seed's draw, and the same instrument scores every seed's arms."""
+    from lverse_core.pipeline import claims_run
+    import lverse_core.evaluation.judge as judge_mod
+
+    trained, used = [], []
+    monkeypatch.setattr(claims_run, "prepare_seed", lambda cfg_s, log: None)
+    monkeypatch.setattr(claims_run, "_test_set", lambda cfg_s: {"seed": cfg_s.seed})
+    monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: trained.append(cfg_s.seed) or f"judge{cfg_s.seed}")
+    monkeypatch.setattr(claims_run, "augvae_measures", lambda cfg_s, arm, test, judge: used.append(judge) or {})
+    monkeypatch.setattr(claims_run, "biart_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
+    out = run_claims(load_profile("ci", **{"claims.seeds": [3, 1, 2]}), log=lambda m: None)
+    assert trained == [3] and set(used) == {"judge3"} and list(out) == [3, 1, 2]
+    assert len(used) == 3 * (len(AUGVAE_ARMS) + len(BIART_ARMS))

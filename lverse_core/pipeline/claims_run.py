@@ -7,7 +7,8 @@ real data set keeps its files), initialisation and batch order. The runs of a se
     augvae_ml.pt, augvae_sl.pt, augvae_baseline.pt     AugVAE-ML (one shared codebook), SL finetuned from it, and
                                                        the same SL trained from scratch for ML + SL steps
     ml_per_level/augvae_ml.pt                          AugVAE-ML with one codebook per level (same total codes)
-    codes/, tokenizer.json, clip_reranker.pt, judge.pt the SL codes BiART trains on, its tokenizer, the reranker
+    codes/, tokenizer.json, clip_reranker.pt           the SL codes BiART trains on, its tokenizer, the reranker
+    judge.pt                                           the attribute judge (first seed only: it measures all seeds)
     biart_<arm>.pt                                     one BiART per arm of ``BIART_ARMS``
     measures_<arm>.json                                what each arm measured (reused while its budget is the same)
 
@@ -76,10 +77,10 @@ def biart_arm_config(cfg_s: Config, arm: str) -> Config:
 
 def prepare_seed(cfg_s: Config, log: Callable[[str], None] = print) -> None:
     """Data, the AugVAE family (ML, SL from ML, SL from scratch, ML with per-level codebooks), the SL codes, the
-    tokenizer, the CLIP reranker and the judge of one seed; each is skipped when already finished."""
+    tokenizer and the CLIP reranker of one seed; each is skipped when already finished. (The judge is the first
+    seed's for every seed: see ``run_claims``.)"""
     from lverse_core.data.shapes_dataset import ensure_dataset
     from lverse_core.data.tokenizer import ensure_tokenizer
-    from lverse_core.evaluation.judge import ensure_judge
     from lverse_core.sampling.clip_reranker import ensure_reranker
     from lverse_core.training.augvae_train import train_augvae
     from lverse_core.training.pretokenize import pretokenize
@@ -94,7 +95,6 @@ def prepare_seed(cfg_s: Config, log: Callable[[str], None] = print) -> None:
     pretokenize(cfg_s)
     ensure_tokenizer(cfg_s)
     ensure_reranker(cfg_s)
-    ensure_judge(cfg_s)
 
 
 def per_level_config(cfg_s: Config) -> Config:
@@ -106,7 +106,7 @@ def per_level_config(cfg_s: Config) -> Config:
 def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
     """``compute()`` once per arm and budget: runs/.../measures_<arm>.json is reused while the budget matches."""
     path = cfg_s.runs_root / f"measures_{arm}.json"
-    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed}
+    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed, "judge": f"seed {cfg_s.claims.seeds[0]}"}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -348,10 +348,16 @@ def run_claims(cfg: Config, log: Callable[[str], None] = print) -> dict[int, dic
                          f"judge, captions naming every object); data.source is {cfg.data.source!r}. Run it on the "
                          f"ci, smoke or gpu profile; on real data its judged measures have no ground truth yet")
     out: dict[int, dict[str, dict[str, float]]] = {}
+    judge = None
     for seed in cfg.claims.seeds:
         cfg_s = seed_config(cfg, seed)
         prepare_seed(cfg_s, log)
-        judge, test = ensure_judge(cfg_s), _test_set(cfg_s)
+        if judge is None:
+            # one instrument for every seed and arm: the judge trained on the first seed's draw (the seeds draw
+            # from the same scene generator, so it reads the others' images as well; one judge training per
+            # run instead of per seed)
+            judge = ensure_judge(cfg_s)
+        test = _test_set(cfg_s)
         out[seed] = {arm: augvae_measures(cfg_s, arm, test, judge) for arm in AUGVAE_ARMS}
         out[seed].update({arm: biart_measures(cfg_s, arm, test, judge, log) for arm in BIART_ARMS})
     return out
