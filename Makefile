@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= smoke
 ONLY ?=
 
-.PHONY: setup reproduce claims test bench lab notebooks clean-reports
+.PHONY: setup reproduce claims paper-dry test bench lab notebooks clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ reproduce: setup
 
 claims: setup
 	$(PY) -m lverse_core run --profile $(PROFILE) --only 07
+
+# The paper path end to end on the CPU (configs/paper-dry.yaml: the paper's sizes, stand-in assets, 1-2 steps per
+# stage); the notebook parameters keep its figures to a few samples, since every paper-size image is 1024 tokens
+paper-dry: setup
+	$(PY) -m lverse_core run --profile paper-dry -p N_SAMPLES 4 -p N_SHOW 2 -p N_USAGE 4 -p N_EXAMPLES 1 \
+	  -p IMAGES_PER_CAPTION 1 -p N_FIGURE 2 -p N_GRID 1 -p GRID_IMAGES 1
 
 test: setup
 	$(PY) -m pytest -q

@@ -35,6 +35,10 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "shapes"  # shapes (embedded, generated) | coco (Karpathy JSON + images) | cc3m (TSV)
+    # where the training captions and images come from, when not ``source`` (which then only gives val/test):
+    # "cc3m" trains on the whole CC3M TSV and evaluates zero-shot on ``source`` (the paper's L-Verse-CC, Table 3);
+    # "" = source
+    train_source: str = ""
     root: str = "data/{profile}"  # where the embedded data set is written; {profile} is substituted
     image_size: int = 64  # pixels, square; the paper uses 256
     n_train: int = 2000  # embedded data set: images per split
@@ -199,6 +203,10 @@ class AssetsConfig:
     clip_vit_b32: str = ""  # OpenAI CLIP ViT-B/32 .pt file for clip.load
     vgg16_lpips: str = ""  # VGG16 weights for LPIPS (optional)
     corenlp_dir: str = ""  # Stanford CoreNLP 3.6.0 jars for SPICE (optional)
+    # true: every asset above except corenlp_dir is a stand-in the kit writes under data/<profile>/ (a small
+    # embedded data set at data.image_size in the real formats, random-weight files of the real architectures):
+    # a dry run of the paper path whose numbers mean nothing (profile paper-dry; lverse_core/data/stand_ins.py)
+    stand_ins: bool = False
 
 
 @dataclass
@@ -315,10 +323,31 @@ class MissingAssetError(FileNotFoundError):
     """A real data set or weight file the run needs is not on this machine."""
 
 
+# With ``assets.stand_ins`` (profile paper-dry) these assets are stand-ins that lverse_core.data.stand_ins writes
+# under data/<profile>/: the embedded data set in the real formats and random-weight files of the real architectures
+STAND_IN_PATHS = {
+    "coco_karpathy_json": "stand_in_data/dataset_coco.json",
+    "coco_root": "stand_in_data/images",
+    "imagenet_root": "stand_in_data/imagefolder",
+    "cc3m_tsv": "stand_in_data/cc3m_train.tsv",
+    "inception_fid": "stand_in_weights/pt_inception-2015-12-05-random.pth",
+    "clip_vit_b32": "stand_in_weights/ViT-B-32-random.pt",
+    "vgg16_lpips": "stand_in_weights/vgg16-random.pth",
+}
+
+
 def require_asset(cfg: Config, name: str) -> Path:
     """The local path of asset ``name``, or a MissingAssetError naming it, its env variable and its source."""
     if name not in ASSET_HELP:
         raise ConfigError(f"unknown asset {name!r}; valid: {', '.join(ASSET_HELP)}")
+    if cfg.assets.stand_ins and name in STAND_IN_PATHS:
+        p = cfg.data_root / STAND_IN_PATHS[name]
+        if not p.exists():
+            raise MissingAssetError(
+                f"stand-in asset '{name}' ({p}) is not written yet (assets.stand_ins is on in profile "
+                f"{cfg.profile!r}). Notebook 00 writes the stand-ins: python -m lverse_core run --profile "
+                f"{cfg.profile} --only 00 (or lverse_core.data.stand_ins.ensure_stand_ins(cfg)).")
+        return p
     value = getattr(cfg.assets, name)
     env = ASSET_ENV[name]
     if not value:
@@ -407,6 +436,7 @@ def _build(cls, values: dict[str, Any], where: str):
 CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "data.source": ("shapes", "coco", "cc3m"),
+    "data.train_source": ("", "cc3m"),
     "data.bad_input": ("error", "skip"),
     "augvae.ema_update": ("per_level", "pooled"),
     "augvae.codebook": ("shared", "per_level"),
@@ -562,14 +592,10 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {name!r}; valid profiles: {', '.join(available_profiles())}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections, got {type(tree).__name__}")
+    tree = _read_tree(path)
     if tree.get("profile", name) != name:
         raise ConfigError(f"{path} says profile {tree['profile']!r} but was loaded as {name!r}")
+    tree = _extended(tree, path, [name])
     tree["profile"] = name
     for key, value in overrides.items():
         if isinstance(value, dict) and "." not in key:
@@ -582,6 +608,41 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
         if os.environ.get(env):
             assets[key] = os.environ[env]
     return validate(_build(Config, tree, ""))
+
+
+def _read_tree(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it section by section (a key in ``top`` wins; lists are replaced)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _extended(tree: dict[str, Any], path: Path, chain: list[str]) -> dict[str, Any]:
+    """A profile's tree with ``extends: <base profile>`` resolved: the base's YAML, then this one's keys over it."""
+    base = tree.pop("extends", None)
+    if base is None:
+        return tree
+    _check_profile_name(base)
+    base_path = CONFIG_DIR / f"{base}.yaml"
+    if base in chain:
+        raise ConfigError(f"{path}: 'extends: {base}' makes a cycle ({' -> '.join([*chain, base])})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: 'extends: {base}' names no profile; valid profiles: "
+                          f"{', '.join(available_profiles())}")
+    base_tree = _extended(_read_tree(base_path), base_path, [*chain, base])
+    base_tree.pop("profile", None)
+    return _merged(base_tree, tree)
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:

@@ -67,6 +67,18 @@ cfg = load_run_config(PROFILE, OVERRIDES)
 print(f"profile {cfg.profile}: data source {cfg.data.source}, {cfg.data.image_size} px, root {cfg.data_root}")
 
 # %% [markdown]
+# A dry run of the paper path (`assets.stand_ins`, profile `paper-dry`) reads stand-ins of the paper's assets, written
+# here on first use: this data set generated at the paper's 256 px in the real formats (Karpathy JSON + images, an
+# ImageNet-style ImageFolder, a CC3M TSV) and random-weight files of Inception-v3, CLIP ViT-B/32 and VGG16
+# (`lverse_core/data/stand_ins.py`). Every other profile reads real assets, or the embedded set, and skips this.
+
+# %%
+if cfg.assets.stand_ins:
+    from lverse_core.data.stand_ins import ensure_stand_ins
+    for name, path in ensure_stand_ins(cfg).items():
+        print(f"stand-in {name}: {path}")
+
+# %% [markdown]
 # Is this machine ready for the profile? The same checks as `python -m lverse_core doctor --profile P`: Java for METEOR, the assets the profile reads, stale artefacts, free disk; each problem comes with its fix.
 
 # %%

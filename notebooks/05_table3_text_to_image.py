@@ -118,7 +118,7 @@ pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}]
 
 # %%
 from lverse_core.pipeline.eval_run import codes_of, derangement
-from lverse_core.pipeline.eval_tables import table3, table3_paper, text_to_image_scores
+from lverse_core.pipeline.eval_tables import ours_label, table3, table3_paper, text_to_image_scores
 from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
 t0 = time.perf_counter()
@@ -130,7 +130,7 @@ if embedded:
     random_real, random_prompts = real_per_prompt[derangement(len(captions), cfg.seed)], captions
 else:
     random_real, random_prompts = real[derangement(len(real), cfg.seed)], [first_caption[i] for i in prompts["real_ids"]]
-OURS = "L-Verse kit (BiART + AugVAE-SL)"
+OURS = ours_label(cfg)  # "L-Verse-CC ..." when BiART trained on CC3M (data.train_source, the paper's zero-shot row)
 rows = {OURS: (fake, captions),
         "AugVAE-SL reconstructions of the real images": (recon, [first_caption[i] for i in prompts["real_ids"]]),
         "a random real image per caption": (random_real, random_prompts)}

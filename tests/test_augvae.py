@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lverse_core.models.augvae import AugVAE, count_parameters
 from lverse_core.training.augvae_train import checkpoint_path, load_augvae, train_augvae
-from lverse_core.config import MissingAssetError, load_profile
+from lverse_core.config import MissingAssetError, derive, load_profile
 from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
 from lverse_core.models.quantize import EMAVectorQuantizer
 from lverse_core.training.loop import CheckpointError, DistInfo, save_checkpoint
@@ -481,3 +481,26 @@ def test_per_level_codebooks_keep_each_level_in_its_own_codes(tmp_path):
     assert "codebook" not in shared.args and shared.code_range(2) is None  # older checkpoints' args still match
     with pytest.raises(ValueError, match="multiple of n_levels"):
         AugVAE.from_config(tiny_cfg(tmp_path, **{"augvae.codebook": "per_level", "augvae.codebook_size": 30}), "ml")
+
+
+def test_lverse_cc_trains_on_the_cc3m_view_and_keeps_evaluation_on_the_source(tmp_path):
+    """data.train_source cc3m (L-Verse-CC) on the embedded set: BiART's training pairs are the TSV's rows (one caption
+    each), the test pairs stay the Karpathy view's (every caption), and Table 3 names the row L-Verse-CC."""
+    from lverse_core.data import caption_records
+    from lverse_core.data.tokenizer import TextTokenizer
+    from lverse_core.pipeline.eval_tables import ours_label
+    from lverse_core.training.biart_train import paired_tokens
+
+    cfg = tiny_cfg(tmp_path, **{"data.train_source": "cc3m", "data.root": str(tmp_path / "data")})
+    ck = _fake_sl_checkpoint(cfg)
+    for split in ("train", "test"):
+        pretokenize_split(cfg, split, _Recorder(cfg.image_grid), ck)
+    tsv = caption_records(cfg, "train", source="cc3m") + caption_records(cfg, "val", source="cc3m") \
+        + caption_records(cfg, "test", source="cc3m")
+    tok = TextTokenizer.build(cfg, [c for r in caption_records(cfg, "train") for c in r["captions"]])
+    train, test = paired_tokens(cfg, tok, "train"), paired_tokens(cfg, tok, "test")
+    assert load_codes(cfg, "train")[1] == [r["image_id"] for r in tsv]
+    assert len(train.text) == len(tsv)  # one caption per TSV row
+    karpathy_test = caption_records(derive(cfg, **{"data.train_source": ""}), "test")
+    assert len(test.text) == sum(len(r["captions"]) for r in karpathy_test) > len(karpathy_test)
+    assert ours_label(cfg).startswith("L-Verse-CC") and not ours_label(load_profile("ci")).startswith("L-Verse-CC")

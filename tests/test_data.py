@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lverse_core import data
 from lverse_core.data import shapes, shapes_dataset
-from lverse_core.config import ASSET_ENV, MissingAssetError, load_profile
+from lverse_core.config import ASSET_ENV, ConfigError, MissingAssetError, derive, load_profile
 
 SMALL = {"data.n_train": 24, "data.n_val": 6, "data.n_test": 6, "data.n_restval": 2, "data.ood_images": 2}
 
@@ -73,9 +73,27 @@ def test_cc3m_view_and_ood(cfg):
     train, val, test = (data.caption_records(cfg, s, source="cc3m") for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (26 - 12, 6, 6)  # the TSV holds train + restval rows
     assert all(len(r["captions"]) == 1 and r["path"].is_file() for r in train)
+    attrs = data.load_attributes(cfg)  # the view keeps the set's image ids, so its ground truth lines up
+    karpathy = {r["image_id"]: r for r in data.caption_records(cfg, "train")}
+    assert all(r["image_id"] in attrs and karpathy[r["image_id"]]["path"] == r["path"] for r in train)
     ood = data.ood_images(cfg)
     assert [n for n, _ in ood] == list(shapes.OOD_SOURCES[:2])
     assert all(t.shape == (3, cfg.data.image_size, cfg.data.image_size) and t.abs().max() <= 1 for _, t in ood)
+
+
+def test_train_source_cc3m_trains_on_the_whole_tsv_and_evaluates_on_the_source(cfg):
+    """L-Verse-CC (Table 3): train and restval from the CC3M TSV (every row), val and test from data.source."""
+    cc = derive(cfg, **{"data.train_source": "cc3m"})
+    tsv = data.caption_records(cfg, "train", source="cc3m") + data.caption_records(cfg, "val", source="cc3m") \
+        + data.caption_records(cfg, "test", source="cc3m")
+    train = data.caption_records(cc, "train")
+    assert [r["path"] for r in train] == [r["path"] for r in tsv] and all(len(r["captions"]) == 1 for r in train)
+    assert data.caption_records(cc, "restval") == []
+    for split in ("val", "test"):  # evaluation stays on the Karpathy view of the source
+        assert data.caption_records(cc, split) == data.caption_records(cfg, split)
+    assert data.caption_records(cc, "train", source="coco") == data.caption_records(cfg, "train")
+    with pytest.raises(ConfigError, match="train_source"):
+        derive(cfg, **{"data.train_source": "laion"})
 
 
 # -- colour modes --------------------------------------------------------------------------------------------------

@@ -52,3 +52,11 @@ def test_stale_codes_are_reported(workdir, monkeypatch):
                                                       "checkpoint": "sha256:earlier"}))
     problems = _problems(cfg)
     assert "stale" in problems["codes val"].message and "01_train_augvae" in problems["codes val"].fix
+
+
+def test_lverse_cc_needs_the_cc3m_tsv_beside_coco():
+    from lverse_core.pipeline.doctor import needed_assets
+
+    cc, paper = load_profile("paper-cc"), load_profile("paper")
+    assert set(needed_assets(cc)) - set(needed_assets(paper)) == {"cc3m_tsv"}
+    assert {"coco_karpathy_json", "coco_root"} <= set(needed_assets(cc))  # evaluated on MS-COCO

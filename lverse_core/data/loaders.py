@@ -215,7 +215,9 @@ def read_cc3m_tsv(tsv: Path) -> list[dict]:
     return check_records(tsv, records, entries)
 
 
-def _cc3m_records(cfg: Config, split: str) -> list[dict]:
+def _cc3m_records(cfg: Config, split: str, whole_train: bool = False) -> list[dict]:
+    """A split of the CC3M TSV: the last ``n_test`` rows test, the ``n_val`` before them val, the rest train; with
+    ``whole_train`` (CC3M as ``data.train_source`` only: val and test come from ``data.source``) every row is train."""
     if cfg.data.source == "shapes":
         from lverse_core.data.shapes_dataset import ensure_dataset
 
@@ -223,6 +225,11 @@ def _cc3m_records(cfg: Config, split: str) -> list[dict]:
     else:
         tsv = require_asset(cfg, "cc3m_tsv")
     rows = read_cc3m_tsv(tsv)
+    if cfg.data.source == "shapes":  # the embedded set's TSV view keeps the set's image ids (its file names), so
+        for r in rows:               # its ground truth (attributes.json) and codes line up with the Karpathy view
+            r["image_id"] = int(Path(r["path"]).stem)
+    if whole_train:
+        return {"train": rows, "restval": [], "val": [], "test": []}[split]
     n_test, n_val = cfg.data.n_test, cfg.data.n_val
     if len(rows) <= n_val + n_test:
         raise BadInputError(f"{tsv}: {len(rows)} rows are not enough for n_val={n_val} + n_test={n_test} + train")
@@ -234,12 +241,15 @@ def caption_records(cfg: Config, split: str, validate: bool = False, source: str
     """[{image_id, path, captions}] of a split, bad entries handled by ``data.bad_input``.
 
     ``source`` (default ``cfg.data.source``; "cc3m" reads the TSV view of the shapes set when the source is
-    shapes) picks the format. ``validate`` also decodes every image (slow on the paper's data).
+    shapes) picks the format. With ``data.train_source`` set, the train and restval splits come from it (all of
+    its rows) and val/test from ``data.source``: training on CC3M, evaluating zero-shot on MS-COCO (L-Verse-CC).
+    ``validate`` also decodes every image (slow on the paper's data).
     """
     _check_split(split)
-    fmt = source or cfg.data.source
+    train_only = source is None and bool(cfg.data.train_source) and split in ("train", "restval")
+    fmt = source or (cfg.data.train_source if train_only else cfg.data.source)
     if fmt == "cc3m":
-        records = _cc3m_records(cfg, split)
+        records = _cc3m_records(cfg, split, whole_train=train_only)
     elif fmt in ("coco", "shapes"):
         records = _karpathy_records(cfg, split)
     else:

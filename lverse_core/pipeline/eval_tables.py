@@ -122,6 +122,14 @@ def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, pr
     return out
 
 
+def ours_label(cfg: Config) -> str:
+    """The name of our generated-images row in Table 3: L-Verse-CC when BiART trained on CC3M
+    (``data.train_source``) and draws for captions of ``data.source`` it never trained on (zero-shot)."""
+    if cfg.data.train_source == "cc3m":
+        return f"L-Verse-CC kit (BiART trained on CC3M, zero-shot on {cfg.data.source} captions)"
+    return "L-Verse kit (BiART + AugVAE-SL)"
+
+
 def table3_paper() -> pd.DataFrame:
     """Paper Table 3 as the paper printed it (Inception FID-k on MS-COCO val 30k), labelled as the paper's: shown
     beside ``table3``, never mixed into its columns (other data, other feature space)."""
