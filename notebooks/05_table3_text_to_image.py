@@ -244,3 +244,6 @@ if embedded:
 # 3. Widen the blur sweep (`OVERRIDES={"eval.blur_radii": [0, 1, 2, 4, 8, 16]}`): where does BiART's excess over the
 #    ceiling vanish?
 
+# 4. The paper's L-Verse-CC row, zero-shot: train BiART on the data set's CC3M-format TSV (one caption per image)
+#    and draw for the same test captions (`OVERRIDES={"data.train_source": "cc3m"}`, notebooks 00-05; at paper scale
+#    the `paper-cc` profile). How far does the row fall behind the model trained on five captions per image?
