@@ -66,8 +66,8 @@ class StepBatches(Dataset):
         n = len(self.images)
         for k in range(n):
             j = (idx + k) % n
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # the CPU generator only; restored on leaving
+                torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it would reseed the GPUs too
                 try:
                     return load(j)[0]
                 except BadInputError as e:
