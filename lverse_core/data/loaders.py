@@ -349,6 +349,11 @@ class ImageFolderDataset(datasets.ImageFolder):
             self.samples = self.imgs = keep
             self.targets = [label for _, label in keep]
 
+    def load(self, idx: int):
+        """Item ``idx`` with a bad image raised as ``BadInputError``: the caller applies ``data.bad_input`` (AugVAE's
+        per-step batches do, in DataLoader workers, and report skips to the training process)."""
+        return super().__getitem__(idx)
+
     def __getitem__(self, idx: int):
         for k in range(len(self.samples)):
             try:

@@ -19,6 +19,7 @@ position is the step itself); re-running a killed run continues from it, a finis
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -38,6 +39,7 @@ VARIANTS = {
     "sl": ("augvae_sl.pt", "augvae-sl", "sl"),
     "baseline": ("vqvae_baseline.pt", "vqvae-baseline", "sl"),
 }
+log = logging.getLogger(__name__)
 
 
 def checkpoint_path(cfg: Config, variant: str) -> Path:
@@ -109,7 +111,8 @@ def _initial_model(cfg: Config, variant: str) -> AugVAE:
 
 def training_images(cfg: Config):
     """The training split as ``augvae_train.decode`` says: decoded once to a uint8 tensor (cropped per batch on
-    the device) or an ImageFolder dataset that decodes and crops each image when a batch needs it."""
+    the device) or an ImageFolder dataset that decodes and crops each image when a batch needs it (in
+    ``data.num_workers`` worker processes, ``lverse_core.data.step_batches``)."""
     from lverse_core import data
 
     if cfg.augvae_train.decode == "once":
@@ -128,7 +131,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     """Train (or resume, or skip if finished) ``variant``; returns the checkpoint path.
 
     ``dataset`` yields ``(image in [-1, 1], label)`` items (and may offer ``batch(indices, device)``, see
-    ``lverse_core.data.decoded``); default ``training_images(cfg)``.
+    ``lverse_core.data.decoded``); default ``training_images(cfg)``. Without ``batch``, every step's batch is
+    built by ``data.num_workers`` DataLoader workers, its random crops keyed by (seed, step, position)
+    (``lverse_core.data.step_batches``).
     ``stop_after`` ends after that many steps without a final save (tests use it to simulate a kill).
     """
     _check_variant(variant)
@@ -188,14 +193,28 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None, broadcast_buffers=False)
     sampler = StepSampler(len(dataset), t.batch_size * di.world_size, cfg.seed, di.rank, di.world_size)
     level_fields = [f"{s}_l{k}" for k in _quantized_levels(model) for s in ("perplexity", "used")]
-    log = CSVLog(cfg.runs_root / "logs" / f"augvae_{variant}.csv", LOG_FIELDS + level_fields,
-                 resume_step=start if resume else None) if di.is_main else None
+    csv_log = CSVLog(cfg.runs_root / "logs" / f"augvae_{variant}.csv", LOG_FIELDS + level_fields,
+                     resume_step=start if resume else None) if di.is_main else None
+    batches = None
+    if not hasattr(dataset, "batch"):  # decoded per step in DataLoader workers (data/step_batches.py)
+        from lverse_core.data.step_batches import step_batches
+
+        batches = step_batches(dataset, sampler, start, total, seed=cfg.seed, num_workers=cfg.data.num_workers,
+                               bad_input=cfg.data.bad_input, pin_memory=di.device.type == "cuda")
+    reported: set[str] = set()
 
     def step_fn(step: int) -> dict[str, float]:
-        if hasattr(dataset, "batch"):  # decoded once, cropped on the device (data/decoded.py)
+        if batches is None:  # decoded once, cropped on the device (data/decoded.py)
             x = dataset.batch(sampler.indices(step), di.device)
         else:
-            x = torch.stack([dataset[i][0] for i in sampler.indices(step)]).to(di.device)
+            got, x, skipped = next(batches)
+            if got != step:
+                raise RuntimeError(f"AugVAE data loader gave the batch of step {got} at step {step}")
+            for msg in skipped:
+                if msg not in reported:  # each bad file once, not once per epoch
+                    reported.add(msg)
+                    log.warning("AugVAE training skips a bad image (data.bad_input = skip): %s", msg)
+            x = x.to(di.device, non_blocking=True)
         x = x.contiguous(memory_format=fmt)
         model.train()
         with autocast(t.precision, di.device):  # fp32 by default; bf16 keeps the quantizer in FP32 (quantize.py)
@@ -233,9 +252,13 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         if di.distributed:
             torch.distributed.barrier()
 
-    run_steps(step_fn, start=start, total=total, save_fn=save_fn, ckpt_every=t.ckpt_every, log=log,
-              log_every=t.log_every, timeout_s=t.timeout_s, desc=f"AugVAE {variant}", is_main=di.is_main,
-              stop_after=stop_after, progress=progress)
+    try:
+        run_steps(step_fn, start=start, total=total, save_fn=save_fn, ckpt_every=t.ckpt_every, log=csv_log,
+                  log_every=t.log_every, timeout_s=t.timeout_s, desc=f"AugVAE {variant}", is_main=di.is_main,
+                  stop_after=stop_after, progress=progress)
+    finally:
+        if batches is not None:
+            batches.close()  # ends the loader's worker processes now (also after stop_after or an error)
     return path
 
 

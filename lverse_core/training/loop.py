@@ -145,8 +145,8 @@ def restore_rng_states(path: str | os.PathLike, saved: Any, info: "DistInfo") ->
         raise CheckpointError(
             f"checkpoint {path} was written by {len(states)} process(es) and this run has {info.world_size}: "
             f"resuming on another number of processes would change the data order and the random streams. "
-            f"Resume with the same number (torchrun --nproc_per_node={len(states)}), or move the checkpoint away "
-            f"to start a fresh run")
+            f"Resume with the same number (--nnodes x --nproc_per_node = {len(states)}, e.g. torchrun "
+            f"--nproc_per_node={len(states)} on one node), or move the checkpoint away to start a fresh run")
     set_rng_state(states[info.rank])
 
 
