@@ -35,7 +35,8 @@
 #    FID-k of AugVAE-SL reconstructions (the decoder's ceiling)?
 #
 # It runs on the embedded profiles (ci, smoke, gpu): the judged measures need the data set's ground truth. Each seed
-# redraws the embedded data set, the initialisation and the batch order. Per seed the method and its
+# redraws the embedded data set, the initialisation and the batch order; the two instruments, the attribute judge and
+# the CLIP reranker, are trained once on the first seed's draw and score every seed. Per seed the method and its
 # control share all of that, so the comparison is **paired**: with $d_s$ the method's measure minus the control's on
 # seed $s$ ($n$ seeds),
 #

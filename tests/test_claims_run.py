@@ -72,17 +72,36 @@ def test_real_data_is_refused_with_what_to_do_instead():
         run_claims(cfg, log=lambda m: None)
 
 
-def test_one_judge_measures_every_seed(monkeypatch):
-    """The judge is trained once, on the first seed's draw, and the same instrument scores every seed's arms."""
+def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_path):
+    """The judge and the reranker are trained once, on the first seed's draw, and copied to every later seed's run
+    folder before it is prepared (where every measure, FID included, looks for them)."""
     from lverse_core.pipeline import claims_run
     import lverse_core.evaluation.judge as judge_mod
 
-    trained, used = [], []
-    monkeypatch.setattr(claims_run, "prepare_seed", lambda cfg_s, log: None)
-    monkeypatch.setattr(claims_run, "_test_set", lambda cfg_s: {"seed": cfg_s.seed})
-    monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: trained.append(cfg_s.seed) or f"judge{cfg_s.seed}")
+    cfg = load_profile("ci", **{"claims.seeds": [3, 1, 2], "runs_dir": str(tmp_path / "runs")})
+    events = []
+
+    def prepare(cfg_s, log):
+        events.append(("prepare", cfg_s.seed, sorted(p.name for p in cfg_s.runs_root.glob("*.pt"))))
+        if cfg_s.seed == 3:  # the first seed trains them
+            cfg_s.runs_root.mkdir(parents=True)
+            for name in claims_run.SHARED:
+                (cfg_s.runs_root / name).write_bytes(f"{name} of seed 3".encode())
+
+    monkeypatch.setattr(claims_run, "prepare_seed", prepare)
+    monkeypatch.setattr(claims_run, "_test_set", lambda cfg_s: {})
+    monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: (cfg_s.runs_root / "judge.pt").read_text())
+    used = []
     monkeypatch.setattr(claims_run, "augvae_measures", lambda cfg_s, arm, test, judge: used.append(judge) or {})
     monkeypatch.setattr(claims_run, "biart_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
-    out = run_claims(load_profile("ci", **{"claims.seeds": [3, 1, 2]}), log=lambda m: None)
-    assert trained == [3] and set(used) == {"judge3"} and list(out) == [3, 1, 2]
-    assert len(used) == 3 * (len(AUGVAE_ARMS) + len(BIART_ARMS))
+    (tmp_path / "runs").mkdir()
+    out = run_claims(cfg, log=lambda m: None)
+    assert list(out) == [3, 1, 2] and set(used) == {"judge.pt of seed 3"}
+    assert events[0] == ("prepare", 3, []) and events[1][2] == events[2][2] == sorted(claims_run.SHARED)
+    first, later = seed_config(cfg, 3), seed_config(cfg, 2)
+    (first.runs_root / "judge.pt").write_text("retrained")
+    claims_run.share_instruments(first, later)  # a changed instrument is copied again
+    assert (later.runs_root / "judge.pt").read_text() == "retrained" and not list(later.runs_root.glob(".*tmp*"))
+    (first.runs_root / "judge.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="first of claims.seeds"):
+        claims_run.share_instruments(first, later)

@@ -7,8 +7,9 @@ real data set keeps its files), initialisation and batch order. The runs of a se
     augvae_ml.pt, augvae_sl.pt, augvae_baseline.pt     AugVAE-ML (one shared codebook), SL finetuned from it, and
                                                        the same SL trained from scratch for ML + SL steps
     ml_per_level/augvae_ml.pt                          AugVAE-ML with one codebook per level (same total codes)
-    codes/, tokenizer.json, clip_reranker.pt           the SL codes BiART trains on, its tokenizer, the reranker
-    judge.pt                                           the attribute judge (first seed only: it measures all seeds)
+    codes/, tokenizer.json                             the SL codes BiART trains on, its tokenizer
+    clip_reranker.pt, judge.pt                         the CLIP reranker and the attribute judge: trained on the
+                                                       first seed, copied to the others (``share_instruments``)
     biart_<arm>.pt                                     one BiART per arm of ``BIART_ARMS``
     measures_<arm>.json                                what each arm measured (reused while its budget is the same)
 
@@ -77,8 +78,8 @@ def biart_arm_config(cfg_s: Config, arm: str) -> Config:
 
 def prepare_seed(cfg_s: Config, log: Callable[[str], None] = print) -> None:
     """Data, the AugVAE family (ML, SL from ML, SL from scratch, ML with per-level codebooks), the SL codes, the
-    tokenizer and the CLIP reranker of one seed; each is skipped when already finished. (The judge is the first
-    seed's for every seed: see ``run_claims``.)"""
+    tokenizer and the CLIP reranker of one seed; each is skipped when already finished. (Seeds after the first
+    get the first seed's reranker and judge instead: ``share_instruments``.)"""
     from lverse_core.data.shapes_dataset import ensure_dataset
     from lverse_core.data.tokenizer import ensure_tokenizer
     from lverse_core.sampling.clip_reranker import ensure_reranker
@@ -106,7 +107,7 @@ def per_level_config(cfg_s: Config) -> Config:
 def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
     """``compute()`` once per arm and budget: runs/.../measures_<arm>.json is reused while the budget matches."""
     path = cfg_s.runs_root / f"measures_{arm}.json"
-    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed, "judge": f"seed {cfg_s.claims.seeds[0]}"}
+    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed, "judge and reranker": f"seed {cfg_s.claims.seeds[0]}"}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -348,19 +349,41 @@ def run_claims(cfg: Config, log: Callable[[str], None] = print) -> dict[int, dic
                          f"judge, captions naming every object); data.source is {cfg.data.source!r}. Run it on the "
                          f"ci, smoke or gpu profile; on real data its judged measures have no ground truth yet")
     out: dict[int, dict[str, dict[str, float]]] = {}
-    judge = None
+    first = seed_config(cfg, cfg.claims.seeds[0])
     for seed in cfg.claims.seeds:
         cfg_s = seed_config(cfg, seed)
+        if seed != first.seed:
+            share_instruments(first, cfg_s)
         prepare_seed(cfg_s, log)
-        if judge is None:
-            # one instrument for every seed and arm: the judge trained on the first seed's draw (the seeds draw
-            # from the same scene generator, so it reads the others' images as well; one judge training per
-            # run instead of per seed)
-            judge = ensure_judge(cfg_s)
-        test = _test_set(cfg_s)
+        judge, test = ensure_judge(cfg_s), _test_set(cfg_s)
         out[seed] = {arm: augvae_measures(cfg_s, arm, test, judge) for arm in AUGVAE_ARMS}
         out[seed].update({arm: biart_measures(cfg_s, arm, test, judge, log) for arm in BIART_ARMS})
     return out
+
+
+SHARED = ("judge.pt", "clip_reranker.pt")
+
+
+def share_instruments(first: Config, cfg_s: Config) -> None:
+    """Give seed ``cfg_s`` the first seed's attribute judge and CLIP reranker (copied into its run folder, where
+    every measure looks for them). Both are fixed instruments, trained once on the first seed's draw: the seeds
+    draw from the same scene generator, every arm of a seed is scored by the same two, and a run trains each once
+    instead of once per seed (~2 min of a 2-core run)."""
+    import filecmp
+    import os
+    import shutil
+
+    cfg_s.runs_root.mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        src, dst = first.runs_root / name, cfg_s.runs_root / name
+        if not src.exists():
+            raise FileNotFoundError(f"{src} does not exist: seed {first.seed}, the first of claims.seeds, trains "
+                                    f"the {name} every seed shares; run its seed first")
+        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+            continue
+        tmp = dst.with_name(f".{name}.tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def save_measures(path: Path, measures: Mapping[int, Any]) -> None:
