@@ -5,6 +5,12 @@ with ``COMPLETE.json`` (the generation parameters) written last: a killed run ne
 looks complete, parallel runs wait for one generation instead of racing, and a set made with other parameters is
 regenerated. A directory it did not make is never overwritten. ``data.gen_workers`` processes draw the images of
 the larger profiles; the files do not depend on how many.
+
+``ensure_shards`` also writes the set as webdataset tar shards in img2dataset's layout (``wds/00000.tar``, ...:
+``{key}.jpg`` at JPEG quality 95, ``{key}.txt`` the first caption, ``{key}.json`` with all of them), on first use
+of that view (``caption_records(cfg, split, source="wds")``), the same way (temp folder, lock, its own ``wds/COMPLETE.json``), so data sets made
+before the view existed stay valid. The shards are byte-for-byte deterministic on one machine (fixed member times
+and order; JPEG bytes follow the Pillow/libjpeg build).
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ from lverse_core.data.shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, 
                      sample_scene, split_ids)
 
 PARALLEL_MIN_JOBS = 512  # below this, spawning worker processes costs more than it saves
+SHARD_JPEG_QUALITY = 95  # img2dataset's default encode_quality
+SHARD_MAX_SAMPLES = 10_000  # img2dataset's default number_sample_per_shard
+EMBEDDED_SHARDS = 8  # the embedded set is cut into about this many shards: 2 ranks x 2 workers all get some
+SHARDS_VERSION = 1  # bump when the shard layout changes: shards of another version are rewritten
 
 
 def generation_params(cfg: Config) -> dict:
@@ -153,12 +163,14 @@ def _lock(root: Path):
 
 
 def _remove_leftovers(root: Path) -> list[Path]:
-    """The temp folders (``.<name>.tmp-<pid>``, ``.ood.tmp-<pid>``, ``.old-<pid>``) of generations that were
-    killed: SIGKILL skips ensure_dataset's own cleanup. A folder whose process still runs is kept."""
+    """The temp folders (``.<name>.tmp-<pid>``, ``.ood.tmp-<pid>``, ``.wds.tmp-<pid>``, ``.old-<pid>``) of
+    generations that were killed: SIGKILL skips ensure_dataset's own cleanup. A folder whose process still runs is
+    kept."""
     if not root.parent.is_dir():
         return []
     name = glob.escape(root.name)
-    temps = [p for pat in (f".{name}.tmp-*", f".{name}.ood.tmp-*", f".{name}.old-*") for p in root.parent.glob(pat)]
+    temps = [p for pat in (f".{name}.tmp-*", f".{name}.ood.tmp-*", f".{name}.wds.tmp-*", f".{name}.old-*")
+             for p in root.parent.glob(pat)]
     return remove_stale_temps(temps, lambda p: pid_suffix(p.name, "-"))
 
 
@@ -207,3 +219,62 @@ def ensure_dataset(cfg: Config) -> Path:
         os.replace(tmp, root)
         shutil.rmtree(old, ignore_errors=True)
     return root
+
+
+# -- the webdataset view -------------------------------------------------------------------------------------------
+
+def shard_params(cfg: Config) -> dict:
+    """What determines the shards; shards whose ``wds/COMPLETE.json`` differs in any of these are rewritten."""
+    return {**generation_params(cfg), "shards_version": SHARDS_VERSION, "jpeg_quality": SHARD_JPEG_QUALITY,
+            "max_samples_per_shard": SHARD_MAX_SAMPLES, "shards": EMBEDDED_SHARDS}
+
+
+def write_shards(root: Path, out: Path) -> dict:
+    """The data set at ``root`` as img2dataset-layout shards in ``out``, samples in the order train (with
+    restval, as the Karpathy train split), val, test, so that the last n_test are test and the n_val before them
+    val, as the shard reader splits them. Keys are the image ids, zero-padded to 9 digits as img2dataset's."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    images = json.loads((root / "dataset_coco.json").read_text())["images"]
+    order = {"train": 0, "restval": 0, "val": 1, "test": 2}
+    images = sorted(images, key=lambda im: order[im["split"]])  # stable: id order inside a split
+    per_shard = max(1, min(SHARD_MAX_SAMPLES, -(-len(images) // EMBEDDED_SHARDS)))
+    out.mkdir(parents=True, exist_ok=True)
+    with wds.ShardWriter(str(out / "%05d.tar"), maxcount=per_shard, verbose=0, mtime=0.0) as sink:
+        for im in images:
+            key = f"{im['imgid']:09d}"
+            with Image.open(root / "images" / im["filepath"] / im["filename"]) as png:
+                rgb = png.convert("RGB")
+            buf = io.BytesIO()
+            rgb.save(buf, format="JPEG", quality=SHARD_JPEG_QUALITY)
+            captions = [s["raw"] for s in im["sentences"]]
+            meta = {"key": key, "caption": captions[0], "captions": captions, "status": "success",
+                    "width": rgb.size[0], "height": rgb.size[1]}
+            sink.write({"__key__": key, "jpg": buf.getvalue(), "txt": captions[0],
+                        "json": json.dumps(meta).encode("utf-8")})
+    return {"samples": len(images), "samples_per_shard": per_shard, "shards": len(list(out.glob("*.tar")))}
+
+
+def ensure_shards(cfg: Config) -> Path:
+    """The embedded data set's shards (``<data root>/wds``), written on first use; returns their folder."""
+    root = ensure_dataset(cfg)
+    out, params = root / "wds", shard_params(cfg)
+    if (read_marker(out) or {}).get("params") == params:
+        return out
+    with _lock(root):
+        if (read_marker(out) or {}).get("params") == params:  # another process wrote them while we waited
+            return out
+        tmp = root.parent / f".{root.name}.wds.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            counts = write_shards(root, tmp)
+            _write_json(tmp / "COMPLETE.json", {"params": params, **counts})
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(out, ignore_errors=True)  # shards of other parameters
+        os.replace(tmp, out)
+    return out

@@ -6,7 +6,8 @@ the kit under ``data/<profile>/`` (``ensure_stand_ins``, called by notebook 00) 
 
 - the data: the embedded shapes set generated at ``data.image_size`` (256 px on paper-dry) in the real formats the
   paper's loaders read: Karpathy's ``dataset_coco.json`` with an image tree (the MS-COCO stand-in), an ImageFolder
-  tree with ``train/`` and ``val/`` (ImageNet1K) and a caption-TAB-path TSV (CC3M);
+  tree with ``train/`` and ``val/`` (ImageNet1K), a caption-TAB-path TSV (CC3M) and webdataset tar shards in
+  img2dataset's layout (CC3M / LAION as shards, ``data.source`` or ``data.train_source: wds``);
 - the weight files, with the real architectures and **random weights** (seeded): torch-fidelity's Inception-v3
   (``pt_inception-2015-12-05``), OpenAI CLIP ViT-B/32 (a state dict ``clip.model.build_model`` accepts) and
   torchvision's VGG16 (the LPIPS term).
@@ -48,9 +49,10 @@ def stand_in_data_config(cfg: Config) -> Config:
 
 
 def ensure_stand_in_data(cfg: Config) -> Path:
-    from lverse_core.data.shapes_dataset import ensure_dataset
+    """The stand-in data set in every real format, including its img2dataset tar shards (``wds/``)."""
+    from lverse_core.data.shapes_dataset import ensure_shards
 
-    return ensure_dataset(stand_in_data_config(cfg))
+    return ensure_shards(stand_in_data_config(cfg)).parent
 
 
 def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
