@@ -34,10 +34,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    source: str = "shapes"  # shapes (embedded, generated) | coco (Karpathy JSON + images) | cc3m (TSV)
+    # shapes (embedded, generated) | coco (Karpathy JSON + images) | cc3m (TSV) | wds (img2dataset tar shards)
+    source: str = "shapes"
     # where the training captions and images come from, when not ``source`` (which then only gives val/test):
-    # "cc3m" trains on the whole CC3M TSV and evaluates zero-shot on ``source`` (the paper's L-Verse-CC, Table 3);
-    # "" = source
+    # "cc3m" / "wds" train on the whole CC3M TSV / set of tar shards and evaluate zero-shot on ``source`` (the
+    # paper's L-Verse-CC, Table 3); "" = source
     train_source: str = ""
     root: str = "data/{profile}"  # where the embedded data set is written; {profile} is substituted
     image_size: int = 64  # pixels, square; the paper uses 256
@@ -199,6 +200,7 @@ class AssetsConfig:
     coco_root: str = ""  # MS-COCO 2014 image root (holds train2014/, val2014/)
     coco_karpathy_json: str = ""  # Karpathy's dataset_coco.json
     cc3m_tsv: str = ""  # Conceptual Captions TSV (caption \t image path)
+    wds_shards: str = ""  # directory of webdataset .tar shards written by img2dataset ({key}.jpg + {key}.txt)
     inception_fid: str = ""  # pt_inception-2015-12-05 weights for torch-fidelity
     clip_vit_b32: str = ""  # OpenAI CLIP ViT-B/32 .pt file for clip.load
     vgg16_lpips: str = ""  # VGG16 weights for LPIPS (optional)
@@ -300,6 +302,7 @@ ASSET_ENV = {
     "coco_root": "LVERSE_COCO_ROOT",
     "coco_karpathy_json": "LVERSE_COCO_KARPATHY_JSON",
     "cc3m_tsv": "LVERSE_CC3M_TSV",
+    "wds_shards": "LVERSE_WDS_SHARDS",
     "inception_fid": "LVERSE_INCEPTION_WEIGHTS",
     "clip_vit_b32": "LVERSE_CLIP_WEIGHTS",
     "vgg16_lpips": "LVERSE_VGG16_WEIGHTS",
@@ -312,6 +315,7 @@ ASSET_HELP = {
     "coco_root": "MS-COCO 2014 train2014/ and val2014/ images from cocodataset.org",
     "coco_karpathy_json": "dataset_coco.json from Karpathy's caption splits (cs.stanford.edu/people/karpathy/deepimagesent, caption_datasets.zip)",
     "cc3m_tsv": "the Conceptual Captions TSV (ai.google.com/research/ConceptualCaptions), with images downloaded beside it",
+    "wds_shards": "a directory of webdataset .tar shards (00000.tar, ...) that img2dataset wrote with output_format webdataset, e.g. from the Conceptual Captions TSV or a LAION parquet",
     "inception_fid": "torch-fidelity's pt_inception-2015-12-05-6726825d.pth (a release asset of toshas/torch-fidelity on GitHub)",
     "clip_vit_b32": "OpenAI CLIP ViT-B-32.pt (the URL is in clip/clip.py of the clip-anytorch package, _MODELS['ViT-B/32'])",
     "vgg16_lpips": "torchvision's vgg16-397923af.pth (download.pytorch.org/models) for the LPIPS loss",
@@ -330,6 +334,7 @@ STAND_IN_PATHS = {
     "coco_root": "stand_in_data/images",
     "imagenet_root": "stand_in_data/imagefolder",
     "cc3m_tsv": "stand_in_data/cc3m_train.tsv",
+    "wds_shards": "stand_in_data/wds",
     "inception_fid": "stand_in_weights/pt_inception-2015-12-05-random.pth",
     "clip_vit_b32": "stand_in_weights/ViT-B-32-random.pt",
     "vgg16_lpips": "stand_in_weights/vgg16-random.pth",
@@ -435,8 +440,8 @@ def _build(cls, values: dict[str, Any], where: str):
 # Allowed values of the string options; checked after loading.
 CHOICES = {
     "device": ("auto", "cpu", "cuda"),
-    "data.source": ("shapes", "coco", "cc3m"),
-    "data.train_source": ("", "cc3m"),
+    "data.source": ("shapes", "coco", "cc3m", "wds"),
+    "data.train_source": ("", "cc3m", "wds"),
     "data.bad_input": ("error", "skip"),
     "augvae.ema_update": ("per_level", "pooled"),
     "augvae.codebook": ("shared", "per_level"),

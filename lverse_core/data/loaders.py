@@ -4,23 +4,30 @@
   ``caption_records(cfg, "train")`` includes restval, as the Karpathy-split literature does.
 - CC3M as a TSV (caption \\t image path relative to the TSV, no header); it has no Karpathy splits, so the last
   ``n_test`` rows are test, the ``n_val`` before them val, and the rest train.
+- Conceptual Captions / LAION-style sets as img2dataset's webdataset tar shards (``{key}.jpg`` + ``{key}.txt``
+  [+ ``.json``], ``data.source: wds``), split as the TSV is; a record's ``path`` is then a ``shards.ShardMember``
+  (the image's byte range in its shard), which ``load_image`` decodes like a file (``lverse_core.data.shards``;
+  ``shard_stream`` streams them across ranks and DataLoader workers with webdataset).
 - ImageNet1K as an ImageFolder tree (``train/``, ``val/``; ``test`` reads ``val``, ImageNet's test set has no
   labels) for AugVAE (paper §3.5).
 
-For ``data.source == "shapes"`` the same code reads the files ``lverse_core.data.shapes`` writes, so the real loaders
-are the ones every profile exercises. Images become float tensors (3, S, S) in [-1, 1]: training uses
-RandomResizedCrop(scale 0.75-1, ratio 1) as in the official AugVAE code, evaluation a resize and centre crop. No
-horizontal flips: they would turn "left of" into "right of" in the captions.
+For ``data.source == "shapes"`` the same code reads the files ``lverse_core.data.shapes`` writes (``source="cc3m"``
+and ``"wds"`` read its TSV and tar-shard views), so the real loaders are the ones every profile exercises. Images
+become float tensors (3, S, S) in [-1, 1]: training uses RandomResizedCrop(scale 0.75-1, ratio 1) as in the
+official AugVAE code, evaluation a resize and centre crop. No horizontal flips: they would turn "left of" into
+"right of" in the captions.
 
 Bad input (an unreadable or truncated image, one smaller than ``data.min_image_side``, a listed file that is
-missing, an empty caption) follows ``data.bad_input``: ``error`` raises ``BadInputError`` naming the file and the
-problem; ``skip`` drops it and logs how many were dropped with the first few names. Construction checks cheaply
-(file existence, captions); ``validate=True`` also decodes every image. A bad image met while iterating follows
-the same policy (under ``skip`` the next valid item is returned). The listings themselves (Karpathy JSON, CC3M
-TSV) are schema-checked entry by entry in ``lverse_core.data.records``; a broken entry is always an error.
+missing, an empty caption; in shards also a sample without its ``.txt`` or image, or one cut by a truncated tar)
+follows ``data.bad_input``: ``error`` raises ``BadInputError`` naming the file (shard and key) and the problem;
+``skip`` drops it and logs how many were dropped with the first few names. Construction checks cheaply (file
+existence, captions); ``validate=True`` also decodes every image. A bad image met while iterating follows the same
+policy (under ``skip`` the next valid item is returned). The listings themselves (Karpathy JSON, CC3M TSV) are
+schema-checked entry by entry in ``lverse_core.data.records``; a broken entry is always an error.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from functools import partial
@@ -34,6 +41,7 @@ from torchvision import datasets, transforms
 
 from lverse_core.config import Config, require_asset
 from lverse_core.data.records import BadInputError, check_records, entry_error, expect, image_path
+from lverse_core.data.shards import ShardMember, shard_records, tail_splits, wds_index_dir, wds_root
 
 log = logging.getLogger(__name__)
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad input, never silently half-grey
@@ -60,20 +68,32 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: Path, min_side: int = 1) -> Image.Image:
-    """Decode ``path`` fully as RGB or raise BadInputError saying what is wrong with it."""
+def _decode(fp, name: str, min_side: int) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with Image.open(fp) as img:
             img.load()
             rgb = to_rgb(img)
     except FileNotFoundError:
-        raise BadInputError(f"{path}: file is missing (listed in the data set but not on disk)") from None
+        raise BadInputError(f"{name}: file is missing (listed in the data set but not on disk)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadInputError(f"{path}: unreadable or truncated image ({type(e).__name__}: {e})") from None
+        raise BadInputError(f"{name}: unreadable or truncated image ({type(e).__name__}: {e})") from None
     if min(rgb.size) < min_side:
-        raise BadInputError(f"{path}: image is {rgb.size[0]}x{rgb.size[1]} px, smaller than data.min_image_side = "
+        raise BadInputError(f"{name}: image is {rgb.size[0]}x{rgb.size[1]} px, smaller than data.min_image_side = "
                             f"{min_side}")
     return rgb
+
+
+def decode_image(data: bytes, name: str, min_side: int = 1) -> Image.Image:
+    """Image bytes (a shard member) decoded as ``load_image`` decodes a file; ``name`` is what errors call it."""
+    return _decode(io.BytesIO(data), name, min_side)
+
+
+def load_image(path: Path | str | ShardMember, min_side: int = 1) -> Image.Image:
+    """Decode ``path`` (a file, or a ``ShardMember``: an image inside a tar shard) fully as RGB or raise
+    BadInputError saying what is wrong with it."""
+    if isinstance(path, ShardMember):
+        return decode_image(path.read_bytes(), str(path), min_side)
+    return _decode(Path(path), str(path), min_side)
 
 
 _NORMALIZE = transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # [0, 1] -> [-1, 1]
@@ -228,32 +248,33 @@ def _cc3m_records(cfg: Config, split: str, whole_train: bool = False) -> list[di
     if cfg.data.source == "shapes":  # the embedded set's TSV view keeps the set's image ids (its file names), so
         for r in rows:               # its ground truth (attributes.json) and codes line up with the Karpathy view
             r["image_id"] = int(Path(r["path"]).stem)
-    if whole_train:
-        return {"train": rows, "restval": [], "val": [], "test": []}[split]
-    n_test, n_val = cfg.data.n_test, cfg.data.n_val
-    if len(rows) <= n_val + n_test:
-        raise BadInputError(f"{tsv}: {len(rows)} rows are not enough for n_val={n_val} + n_test={n_test} + train")
-    cut_val, cut_test = len(rows) - n_val - n_test, len(rows) - n_test
-    return {"train": rows[:cut_val], "restval": [], "val": rows[cut_val:cut_test], "test": rows[cut_test:]}[split]
+    return [rows[i] for i in tail_splits(len(rows), cfg.data.n_val, cfg.data.n_test, tsv, whole_train)[split]]
+
+
+def _wds_records(cfg: Config, split: str, whole_train: bool = False) -> list[dict]:
+    """A split of the tar shards (``lverse_core.data.shards``), cut as the CC3M TSV is; ``whole_train`` as there."""
+    return shard_records(wds_root(cfg), split, cfg.data.n_val, cfg.data.n_test, wds_index_dir(cfg), whole_train)
 
 
 def caption_records(cfg: Config, split: str, validate: bool = False, source: str | None = None) -> list[dict]:
     """[{image_id, path, captions}] of a split, bad entries handled by ``data.bad_input``.
 
-    ``source`` (default ``cfg.data.source``; "cc3m" reads the TSV view of the shapes set when the source is
-    shapes) picks the format. With ``data.train_source`` set, the train and restval splits come from it (all of
-    its rows) and val/test from ``data.source``: training on CC3M, evaluating zero-shot on MS-COCO (L-Verse-CC).
-    ``validate`` also decodes every image (slow on the paper's data).
+    ``source`` (default ``cfg.data.source``; "cc3m" / "wds" read the TSV / tar-shard views of the shapes set when
+    the source is shapes) picks the format. With ``data.train_source`` set, the train and restval splits come from
+    it (all of its rows or samples) and val/test from ``data.source``: training on CC3M, evaluating zero-shot on
+    MS-COCO (L-Verse-CC). ``validate`` also decodes every image (slow on the paper's data).
     """
     _check_split(split)
     train_only = source is None and bool(cfg.data.train_source) and split in ("train", "restval")
     fmt = source or (cfg.data.train_source if train_only else cfg.data.source)
     if fmt == "cc3m":
         records = _cc3m_records(cfg, split, whole_train=train_only)
+    elif fmt == "wds":
+        records = _wds_records(cfg, split, whole_train=train_only)
     elif fmt in ("coco", "shapes"):
         records = _karpathy_records(cfg, split)
     else:
-        raise ValueError(f"unknown caption format {fmt!r}; valid: shapes, coco, cc3m")
+        raise ValueError(f"unknown caption format {fmt!r}; valid: shapes, coco, cc3m, wds")
     dropped = _Dropped(f"caption_records({fmt}, {split})")
 
     def bad(problem: str) -> None:
@@ -263,6 +284,9 @@ def caption_records(cfg: Config, split: str, validate: bool = False, source: str
 
     out = []
     for r in records:
+        if "problem" in r:  # a shard sample without an image or caption, or cut by a truncated tar
+            bad(r["problem"])
+            continue
         good = [c for c in r["captions"] if isinstance(c, str) and c.strip()]
         if len(good) < len(r["captions"]):  # under skip the empty captions go, the image stays if any are left
             bad(f"{r['path']}: {len(r['captions']) - len(good)} empty caption(s) (image id {r['image_id']})")

@@ -17,12 +17,14 @@ FORMAT_VERSION = 1
 
 
 def image_data_uri(image: Any, upscale: int = 256) -> str:
-    """A PNG data URI of an image (tensor in [-1, 1] / uint8 (3, H, W), or a file path), upscaled for viewing."""
+    """A PNG data URI of an image (tensor in [-1, 1] / uint8 (3, H, W), a file path or a shard member), upscaled for viewing."""
     import torch
     from PIL import Image
 
     if isinstance(image, (str, Path)):
         pil = Image.open(image).convert("RGB")
+    elif hasattr(image, "read_bytes"):  # an image inside a tar shard (lverse_core.data.shards.ShardMember)
+        pil = Image.open(io.BytesIO(image.read_bytes())).convert("RGB")
     else:
         t = image if image.dtype == torch.uint8 else ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         pil = Image.fromarray(t.permute(1, 2, 0).cpu().numpy())

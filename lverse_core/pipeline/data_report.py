@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,9 +33,15 @@ def prepare(cfg: Config, validate: bool = False) -> dict:
         info["generation_s"] = marker["generation_s"]  # when it was generated (maybe by an earlier run)
         info["bytes_on_disk"] = marker["bytes"]
     else:
-        info["bytes_on_disk"] = sum(r["path"].stat().st_size for rs in records.values() for r in rs)
+        info["bytes_on_disk"] = bytes_on_disk(records)
     info["records"] = records
     return info
+
+
+def bytes_on_disk(records: dict[str, list[dict]]) -> int:
+    """Bytes of the files the records live in: each image file, or each tar shard once (``data.source: wds``)."""
+    files = {getattr(r["path"], "shard", r["path"]) for rs in records.values() for r in rs}
+    return sum(Path(f).stat().st_size for f in files)
 
 
 def caption_table(records: dict[str, list[dict]], tokenizer: TextTokenizer) -> pd.DataFrame:

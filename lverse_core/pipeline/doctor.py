@@ -37,9 +37,11 @@ def needed_assets(cfg: Config) -> list[str]:
     need = []
     if cfg.data.source != "shapes":
         need.append("imagenet_root")  # AugVAE trains on ImageNet when the data is real
-        need += ["coco_karpathy_json", "coco_root"] if cfg.data.source == "coco" else ["cc3m_tsv"]
-    if cfg.data.train_source == "cc3m" and cfg.data.source != "shapes" and "cc3m_tsv" not in need:
-        need.append("cc3m_tsv")  # L-Verse-CC: trained on CC3M, evaluated on data.source
+        need += {"coco": ["coco_karpathy_json", "coco_root"], "cc3m": ["cc3m_tsv"],
+                 "wds": ["wds_shards"]}[cfg.data.source]
+    train_asset = {"cc3m": "cc3m_tsv", "wds": "wds_shards"}.get(cfg.data.train_source)
+    if train_asset and cfg.data.source != "shapes" and train_asset not in need:
+        need.append(train_asset)  # L-Verse-CC: trained on CC3M, evaluated on data.source
     if cfg.clip.train_steps == 0:
         need.append("clip_vit_b32")
     if cfg.eval.fid_extractor == "inception":

@@ -135,7 +135,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
         tf = eval_transform(cfg.data.image_size)
 
         def load_image(rec):
-            return tf(load_rgb(Path(rec["path"]), cfg.data.min_image_side))
+            return tf(load_rgb(rec["path"], cfg.data.min_image_side))  # a file or a tar-shard member
 
     ids = [int(r["image_id"]) for r in records]
     n, g, K = len(ids), cfg.image_grid, model.quantizer.codebook_size
