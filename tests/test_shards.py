@@ -39,6 +39,19 @@ def members(tar_path) -> list[tuple[str, bytes]]:
         return [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]
 
 
+class Recorder(torch.nn.Module):
+    """Stands in for AugVAE-SL in pre-tokenization: remembers the images it is given, returns zero codes."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.w, self.grid, self.seen = torch.nn.Parameter(torch.zeros(1)), grid, []
+        self.quantizer = type("Q", (), {"codebook_size": 16})()
+
+    def encode(self, x):
+        self.seen.append(x.clone())
+        return torch.zeros(x.shape[0], self.grid, self.grid, dtype=torch.long)
+
+
 # -- the embedded set as shards ------------------------------------------------------------------------------------
 
 def test_embedded_shards_hold_the_karpathy_view(cfg):
@@ -90,16 +103,6 @@ def test_consumers_read_shard_members(cfg):
     assert a["image_id"] == b["image_id"] and a["captions"] == b["captions"]
     assert a["image"].shape == b["image"].shape and (a["image"] - b["image"]).abs().mean() < 0.06  # JPEG loss
     assert image_data_uri(records[0]["path"]).startswith("data:image/png;base64,")
-
-    class Recorder(torch.nn.Module):  # stands in for AugVAE-SL: remembers its images, returns zero codes
-        def __init__(self, grid):
-            super().__init__()
-            self.w, self.grid, self.seen = torch.nn.Parameter(torch.zeros(1)), grid, []
-            self.quantizer = type("Q", (), {"codebook_size": 16})()
-
-        def encode(self, x):
-            self.seen.append(x.clone())
-            return torch.zeros(x.shape[0], self.grid, self.grid, dtype=torch.long)
 
     c = load_profile("ci", **{"data.root": str(cfg.data_root), "runs_dir": str(cfg.runs_root),
                               "data.num_workers": 2, **SMALL})
@@ -153,6 +156,24 @@ def test_train_source_wds_trains_on_every_shard_sample(cfg, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert [b["image_id"] for b in shard_stream(cc, "train")] == [r["image_id"] for r in every]
+    # pre-tokenization reads the records' shard members itself; BiART pairs every caption with its image's codes
+    from lverse_core.data.tokenizer import TextTokenizer
+    from lverse_core.pipeline.eval_tables import ours_label
+    from lverse_core.training.augvae_train import checkpoint_path
+    from lverse_core.training.biart_train import paired_tokens
+    from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
+
+    sl = checkpoint_path(cc, "sl")
+    sl.parent.mkdir(parents=True, exist_ok=True)
+    sl.write_bytes(b"stand-in SL weights")
+    model = Recorder(cc.image_grid)
+    pretokenize_split(cc, "train", model, checkpoint_id(sl), batch_size=8)
+    assert load_codes(cc, "train")[1] == [r["image_id"] for r in every]
+    tf = data.eval_transform(cc.data.image_size)
+    assert torch.equal(torch.cat(model.seen)[5], tf(data.load_image(every[5]["path"])))
+    tok = TextTokenizer.build(cc, [c for r in train for c in r["captions"]])
+    assert len(paired_tokens(cc, tok, "train").text) == sum(len(r["captions"]) for r in every)
+    assert "tar shards" in ours_label(cc) and ours_label(cc).startswith("L-Verse-CC")
 
 
 def test_paper_dry_stand_ins_include_shards(tmp_path, monkeypatch):

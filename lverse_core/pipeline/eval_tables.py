@@ -123,10 +123,13 @@ def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, pr
 
 
 def ours_label(cfg: Config) -> str:
-    """The name of our generated-images row in Table 3: L-Verse-CC when BiART trained on CC3M
-    (``data.train_source``) and draws for captions of ``data.source`` it never trained on (zero-shot)."""
+    """The name of our generated-images row in Table 3: L-Verse-CC when BiART trained on CC3M (``data.train_source``:
+    its TSV, or tar shards) and draws for captions of ``data.source`` it never trained on (zero-shot)."""
     if cfg.data.train_source == "cc3m":
         return f"L-Verse-CC kit (BiART trained on CC3M, zero-shot on {cfg.data.source} captions)"
+    if cfg.data.train_source == "wds":  # img2dataset shards: CC3M's, or a LAION-style set
+        return (f"L-Verse-CC kit (BiART trained on the tar shards of assets.wds_shards, zero-shot on "
+                f"{cfg.data.source} captions)")
     return "L-Verse kit (BiART + AugVAE-SL)"
 
 
