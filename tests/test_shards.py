@@ -282,6 +282,17 @@ def test_listing_problems_follow_the_policy(cfg, tmp_path, caplog, monkeypatch, 
     assert sorted(streamed) == sorted(got)
 
 
+def test_a_shard_without_one_readable_sample_follows_the_policy(cfg, tmp_path, caplog):
+    c, victim, keys = make_shards(cfg, tmp_path, "none", "error")
+    (tmp_path / "shards-none-error" / "00002.tar").write_bytes(b"")  # what a download killed at once leaves
+    with pytest.raises(BadInputError, match="00002.tar: not a readable tar file.*bad_input = skip"):
+        data.caption_records(c, "train")
+    c = derive(c, **{"data.bad_input": "skip"})
+    with caplog.at_level(logging.WARNING, logger="lverse_core.data"):
+        got = [r["image_id"] for s in SPLITS for r in data.caption_records(c, s)]
+    assert got == [int(k) for k in keys[0] + keys[1]] and "00002.tar: not a readable tar" in caplog.text
+
+
 @pytest.mark.parametrize("problem", ["garbage_image", "truncated_image"])
 def test_bad_images_follow_the_policy(cfg, tmp_path, caplog, monkeypatch, problem):
     c, victim, keys = make_shards(cfg, tmp_path, problem, "error")
@@ -318,6 +329,14 @@ def test_index_is_cached_and_rebuilt_when_a_shard_changes(cfg, tmp_path, monkeyp
     write_tar(tar, members(tar)[:-3])  # rewritten with a sample less: size and mtime change
     with pytest.raises(AssertionError, match="scanned again"):
         data.caption_records(c, "train")
+
+
+def test_shards_are_indexed_in_worker_processes(cfg, tmp_path):
+    c, victim, keys = make_shards(cfg, tmp_path, "missing_caption", "error")
+    paths = shards.shard_paths(c.assets.wds_shards)
+    by_workers = shards.shard_indexes(paths, tmp_path / "index", workers=2)  # spawned processes, then cached
+    assert by_workers == [shards.scan_shard(p) for p in paths] and len(list((tmp_path / "index").glob("*.json"))) == 2
+    assert by_workers[0]["samples"][1][0] == victim and "no caption member" in by_workers[0]["samples"][1][5]
 
 
 def test_missing_shards_are_named(tmp_path, monkeypatch):

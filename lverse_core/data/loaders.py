@@ -253,7 +253,8 @@ def _cc3m_records(cfg: Config, split: str, whole_train: bool = False) -> list[di
 
 def _wds_records(cfg: Config, split: str, whole_train: bool = False) -> list[dict]:
     """A split of the tar shards (``lverse_core.data.shards``), cut as the CC3M TSV is; ``whole_train`` as there."""
-    return shard_records(wds_root(cfg), split, cfg.data.n_val, cfg.data.n_test, wds_index_dir(cfg), whole_train)
+    return shard_records(wds_root(cfg), split, cfg.data.n_val, cfg.data.n_test, wds_index_dir(cfg), whole_train,
+                         cfg.data.bad_input, cfg.data.num_workers)
 
 
 def caption_records(cfg: Config, split: str, validate: bool = False, source: str | None = None) -> list[dict]:

@@ -11,8 +11,8 @@ them val and the rest train.
 Two ways in, one bad-input policy:
 
 - random access (``shard_records``): each shard's member headers are scanned once (``tarfile``, seeking over the
-  data) into an index of byte offsets and captions, cached under ``<data root>/wds_index`` and rebuilt when the
-  shard's size or mtime changes. A record's ``path`` is a ``ShardMember`` (shard, key, byte range), which
+  data; in ``data.num_workers`` processes) into an index of byte offsets and captions, cached under
+  ``<data root>/wds_index`` and rebuilt when the shard's size or mtime changes. A record's ``path`` is a ``ShardMember`` (shard, key, byte range), which
   ``loaders.load_image`` decodes like a file, so ``CaptionImageDataset``, pre-tokenization and every other consumer
   of records work unchanged.
 - streaming (``shard_stream.shard_stream``): a ``webdataset`` pipeline over the split's shards, split by
@@ -125,51 +125,62 @@ def caption_list(shard: Path, key: str, txt: bytes | None, meta: bytes | None) -
 
 
 def scan_shard(shard: Path) -> dict:
-    """Index one shard: per sample [key, image ext or None, data offset, size, captions or None, problem or None]."""
+    """Index one shard: per sample [key, image ext or None, data offset, size, captions or None, problem or None];
+    a shard without one readable member header has no samples and says why under ``"problem"``."""
+    size = shard.stat().st_size
+    index = {"version": INDEX_VERSION, "size": size, "mtime_ns": shard.stat().st_mtime_ns, "samples": []}
+    with open(shard, "rb") as f:
+        try:
+            samples, end = _member_headers(f, shard, size)
+        except tarfile.TarError as e:
+            index["problem"] = (f"{shard}: not a readable tar file ({type(e).__name__}: {e}); re-download or re-write "
+                                f"the shard, or remove it")
+            return index
+        if samples and samples[-1]["problem"] is None and _read(f, end, END_BLOCK) != bytes(END_BLOCK):
+            samples[-1]["problem"] = (f"{shard}#{samples[-1]['key']}: the shard ends without tar end-of-archive "
+                                      f"blocks after this sample (truncated or damaged; members of it may be lost); "
+                                      f"re-download or re-write the shard")
+        index["samples"] = [_index_entry(f, shard, s) for s in samples]
+    return index
+
+
+def _member_headers(f, shard: Path, size: int) -> tuple[list[dict], int]:
+    """The members of an open shard grouped into samples as webdataset groups them (consecutive members sharing a
+    key), with their data's byte ranges, and where the member headers end. The data is seeked over, not read."""
     from webdataset.tariterators import base_plus_ext  # the same key/extension split webdataset groups by
 
-    size = shard.stat().st_size
     samples: list[dict] = []
-    try:
-        with open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+    with tarfile.open(fileobj=f, mode="r:") as tar:
+        try:
             for m in tar:
                 key, ext = base_plus_ext(m.name)
                 if not m.isreg() or key is None or re.match(META_MEMBER, m.name):
                     continue
                 if not samples or samples[-1]["key"] != key:
                     samples.append({"key": key, "members": {}, "problem": None})
-                s = samples[-1]
                 if m.offset_data + m.size > size:
-                    s["problem"] = (f"{shard}#{m.name}: the shard is truncated inside this member (needs bytes up to "
-                                    f"{m.offset_data + m.size}, the file has {size}); re-download or re-write the "
-                                    f"shard (samples after it are lost)")
+                    samples[-1]["problem"] = (
+                        f"{shard}#{m.name}: the shard is truncated inside this member (needs bytes up to "
+                        f"{m.offset_data + m.size}, the file has {size}); re-download or re-write the shard (samples "
+                        f"after it are lost)")
                     break
-                s["members"][ext.lower()] = (m.offset_data, m.size)
-            end = tar.offset
-    except tarfile.TarError as e:
-        if not samples:
-            raise BadInputError(f"{shard}: not a readable tar file ({type(e).__name__}: {e}); re-download or re-write "
-                                f"the shard or remove it") from None
-        end = -1
-    f_end = _read(shard, end, END_BLOCK) if end >= 0 else b""
-    if samples and samples[-1]["problem"] is None and f_end != bytes(END_BLOCK):
-        samples[-1]["problem"] = (f"{shard}#{samples[-1]['key']}: the shard ends without tar end-of-archive blocks "
-                                  f"after this sample (truncated or damaged; members of it may be lost); re-download "
-                                  f"or re-write the shard")
-    return {"version": INDEX_VERSION, "size": size, "mtime_ns": shard.stat().st_mtime_ns,
-            "samples": [_index_entry(shard, s) for s in samples]}
+                samples[-1]["members"][ext.lower()] = (m.offset_data, m.size)
+        except tarfile.TarError:  # damaged after some samples: the last one is flagged by the end-block check
+            if not samples:
+                raise
+            return samples, size
+        return samples, tar.offset
 
 
-def _read(shard: Path, offset: int, n: int) -> bytes:
-    with open(shard, "rb") as f:
-        f.seek(offset)
-        return f.read(n)
+def _read(f, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    return f.read(n)
 
 
-def _index_entry(shard: Path, s: dict) -> list:
+def _index_entry(f, shard: Path, s: dict) -> list:
     key, members = s["key"], s["members"]
     ext = next((e for e in IMAGE_EXTS if e in members), None)
-    txt, meta = (_read(shard, *members[e]) if e in members else None for e in ("txt", "json"))
+    txt, meta = (_read(f, *members[e]) if e in members else None for e in ("txt", "json"))
     captions, problem = caption_list(shard, key, txt, meta)
     if ext is None:
         problem = f"{shard}#{key}: sample has no image member ({'/'.join(IMAGE_EXTS)})"
@@ -178,30 +189,55 @@ def _index_entry(shard: Path, s: dict) -> list:
     return [key, ext, offset, size, captions, problem]
 
 
-def shard_index(shard: Path, cache_dir: Path | None) -> dict:
-    """``scan_shard(shard)``, cached in ``cache_dir`` (a file per shard, keyed by its path, size and mtime)."""
+def _cache_path(shard: Path, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"{shard.stem}-{hashlib.sha256(str(shard.resolve()).encode()).hexdigest()[:16]}.json"
+
+
+def _cached_index(shard: Path, cache_dir: Path | None) -> dict | None:
+    """The cached index of ``shard`` if it was made from the shard as it is now (same size and mtime)."""
+    if cache_dir is None:
+        return None
     st = shard.stat()
-    cache = None
-    if cache_dir is not None:
-        tag = hashlib.sha256(str(shard.resolve()).encode()).hexdigest()[:16]
-        cache = Path(cache_dir) / f"{shard.stem}-{tag}.json"
-        try:
-            index = json.loads(cache.read_text())
-            if (index.get("version"), index.get("size"), index.get("mtime_ns")) == (INDEX_VERSION, st.st_size,
-                                                                                    st.st_mtime_ns):
-                return index
-        except (OSError, ValueError):
-            pass
-    index = scan_shard(shard)
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(index, separators=(",", ":"), ensure_ascii=False))
-            os.replace(tmp, cache)
-        except OSError as e:  # a read-only data root: the index is rebuilt next time, nothing is lost
-            log.info("cannot cache the index of %s in %s (%s)", shard, cache_dir, e)
-    return index
+    try:
+        index = json.loads(_cache_path(shard, cache_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (index.get("version"), index.get("size"), index.get("mtime_ns")) == (INDEX_VERSION, st.st_size,
+                                                                              st.st_mtime_ns)
+    return index if same else None
+
+
+def _save_index(shard: Path, cache_dir: Path | None, index: dict) -> None:
+    if cache_dir is None:
+        return
+    cache = _cache_path(shard, cache_dir)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(index, separators=(",", ":"), ensure_ascii=False))
+        os.replace(tmp, cache)
+    except OSError as e:  # a read-only data root: the index is rebuilt next time, nothing is lost
+        log.info("cannot cache the index of %s in %s (%s)", shard, cache_dir, e)
+
+
+def shard_indexes(shards: list[Path], cache_dir: Path | None, workers: int = 0) -> list[dict]:
+    """``scan_shard`` of each shard, from the cache in ``cache_dir`` (a file per shard, keyed by its path, size and
+    mtime) where it is current; the others are scanned in ``workers`` processes (0 or 1: here) and cached.
+    Scanning costs about a Python tar-header parse per member: seconds per img2dataset shard of 10,000 samples."""
+    indexes = [_cached_index(shard, cache_dir) for shard in shards]
+    todo = [i for i, index in enumerate(indexes) if index is None]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            scanned = list(pool.map(scan_shard, [shards[i] for i in todo]))
+    else:
+        scanned = [scan_shard(shards[i]) for i in todo]
+    for i, index in zip(todo, scanned):
+        _save_index(shards[i], cache_dir, index)
+        indexes[i] = index
+    return indexes
 
 
 def tail_splits(n: int, n_val: int, n_test: int, listing: Path | str, whole_train: bool = False) -> dict[str, range]:
@@ -216,9 +252,17 @@ def tail_splits(n: int, n_val: int, n_test: int, listing: Path | str, whole_trai
     return {"train": range(cut_val), "restval": range(0), "val": range(cut_val, cut_test), "test": range(cut_test, n)}
 
 
-def shard_listing(root: Path, cache_dir: Path | None) -> list[tuple[Path, list]]:
-    """Every sample of the shards under ``root`` in order, as (shard, index entry)."""
-    return [(shard, entry) for shard in shard_paths(root) for entry in shard_index(shard, cache_dir)["samples"]]
+def shard_listing(root: Path, cache_dir: Path | None, problems: list[str] | None = None,
+                  workers: int = 0) -> list[tuple[Path, list]]:
+    """Every sample of the shards under ``root`` in order, as (shard, index entry); the problem of each shard that
+    holds no readable sample at all (e.g. an empty file left by a killed download) is appended to ``problems``."""
+    listing = []
+    shards = shard_paths(root)
+    for shard, index in zip(shards, shard_indexes(shards, cache_dir, workers)):
+        if "problem" in index and problems is not None:
+            problems.append(index["problem"])
+        listing += [(shard, entry) for entry in index["samples"]]
+    return listing
 
 
 def numeric_keys(listing: list[tuple[Path, list]]) -> bool:
@@ -231,11 +275,17 @@ def _ids(listing: list[tuple[Path, list]]) -> list[int]:
 
 
 def shard_records(root: Path, split: str, n_val: int, n_test: int, cache_dir: Path | None,
-                  whole_train: bool = False) -> list[dict]:
+                  whole_train: bool = False, bad_input: str = "error", workers: int = 0) -> list[dict]:
     """Records {image_id, path: ShardMember, captions} of one split; a sample with a problem (no image, no
-    caption, truncated) carries it under ``"problem"`` for ``caption_records``' bad-input policy. Ids are checked
-    to be unique, as for every listing (``records.check_records``)."""
-    listing = shard_listing(root, cache_dir)
+    caption, truncated) carries it under ``"problem"`` for ``caption_records``' bad-input policy. A shard without
+    any readable sample follows ``bad_input`` here (``skip``: left out, with a warning). Ids are checked to be
+    unique, as for every listing (``records.check_records``)."""
+    problems: list[str] = []
+    listing = shard_listing(root, cache_dir, problems, workers)
+    for problem in problems:
+        if bad_input == "error":
+            raise BadInputError(f"{problem}; or set data.bad_input = skip")
+        log.warning("skipping a whole shard (data.bad_input = skip): %s", problem)
     ids = _ids(listing)
     records = []
     for (shard, (key, ext, offset, size, captions, problem)), image_id in zip(listing, ids):
@@ -248,5 +298,5 @@ def shard_records(root: Path, split: str, n_val: int, n_test: int, cache_dir: Pa
     return [records[i] for i in tail_splits(len(records), n_val, n_test, root, whole_train)[split]]
 
 
-__all__ = ["IMAGE_EXTS", "ShardMember", "caption_list", "numeric_keys", "scan_shard", "shard_index", "shard_listing",
-           "shard_paths", "shard_records", "tail_splits", "wds_index_dir", "wds_root"]
+__all__ = ["IMAGE_EXTS", "ShardMember", "caption_list", "numeric_keys", "scan_shard", "shard_indexes",
+           "shard_listing", "shard_paths", "shard_records", "tail_splits", "wds_index_dir", "wds_root"]
