@@ -181,7 +181,7 @@ def test_paper_dry_stand_ins_include_shards(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     dry = load_profile("paper-dry", **{"data.n_train": 8, "data.n_val": 2, "data.n_test": 2, "data.image_size": 64,
-                                       "data.gen_workers": 1})
+                                       "data.gen_workers": 1, "data.num_workers": 0})
     ensure_stand_in_data(dry)
     assert require_asset(dry, "wds_shards") == dry.data_root / "stand_in_data" / "wds"
     test = data.caption_records(dry, "test", source="wds")
