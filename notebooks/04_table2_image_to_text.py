@@ -203,9 +203,12 @@ pd.Series(timings, name="seconds")
 
 # %%
 mine = scores[TRUNCATED]
-best_base = max((k for k in scores if k not in (TRUNCATED, UNTRUNCATED)), key=lambda k: scores[k]["CIDEr"])
+baselines = [k for k in scores if k not in (TRUNCATED, UNTRUNCATED)]  # the two baselines exist on embedded data only
 print(f"- {len(ids)} {SPLIT} images: BLEU-4 {100 * mine['BLEU-4']:.1f}, CIDEr {100 * mine['CIDEr']:.1f} for our truncated "
-      f"captions; the best baseline ({best_base}) reaches CIDEr {100 * scores[best_base]['CIDEr']:.1f}.")
+      "captions" + (";" if baselines else "."))
+if baselines:
+    best_base = max(baselines, key=lambda k: scores[k]["CIDEr"])
+    print(f"  the best baseline ({best_base}) reaches CIDEr {100 * scores[best_base]['CIDEr']:.1f}.")
 if accuracy.get(TRUNCATED) is not None:
     print(f"- {accuracy[TRUNCATED]:.1%} of our captions name every object right: {check['verdict']}")
 print(f"- Truncation: {truncation['sentence']}")

@@ -304,3 +304,21 @@ def test_a_verdict_added_later_keeps_the_caption_and_a_resave_drops_a_stale_one(
         "caption": "Table 1 (this run)", "verdict": "SL beats the control"}
     report.save_table(cfg, "table1_reconstruction", df)  # rewritten by a later run that computed no verdict
     assert report.read_captions(cfg)["tables/table1_reconstruction.csv"] == {"caption": "", "verdict": ""}
+
+
+def test_peak_memory_is_each_blocks_own_not_the_largest_so_far():
+    """Each notebook's peak RSS is its own kernel's (VmHWM of the processes started under the runner while it ran),
+    not the largest of any earlier child as getrusage(RUSAGE_CHILDREN) would give."""
+    import subprocess
+    import sys
+
+    from lverse_core.pipeline.runner import DescendantPeakRSS
+
+    def child(mib: int) -> float:
+        code = f"import time; b = bytearray({mib} * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.2)"
+        with DescendantPeakRSS(every=0.1) as memory:
+            subprocess.run([sys.executable, "-c", code], check=True)
+        return memory.peak_mib
+
+    big, small = child(300), child(40)
+    assert 300 <= big < 600 and 40 <= small < 150

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import platform
 import re
 import sys
@@ -43,7 +44,7 @@ class NotebookResult:
     name: str
     status: str  # ok | failed | not run
     seconds: float = 0.0
-    peak_rss_mib: float = 0.0  # the largest resident set of any kernel so far (getrusage of the children)
+    peak_rss_mib: float = 0.0  # the largest resident set of this notebook's kernel or its workers (DescendantPeakRSS)
     executed: str = ""
     html: str = ""
     error: str = ""
@@ -219,6 +220,61 @@ def peak_rss_mib() -> float:
     kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return round(kib / 1024, 1)  # Linux reports KiB
+
+
+class DescendantPeakRSS:
+    """Peak resident memory (MiB) of the processes started under this one while the block runs (a notebook's
+    kernel and its DataLoader workers): the largest VmHWM, a process's own high-water mark, of any descendant,
+    read from /proc every ``every`` seconds by a thread. Only growth in the last interval before a process exits
+    can be missed. ``peak_mib`` stays 0.0 where /proc has no such field (not Linux)."""
+
+    def __init__(self, every: float = 0.5):
+        import threading
+
+        self.every, self.peak_mib = every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "DescendantPeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._poll()
+
+    def _poll(self) -> None:
+        for pid in _descendants(os.getpid()):
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            for line in text.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_mib = max(self.peak_mib, round(int(line.split()[1]) / 1024, 1))  # kB
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process whose parent chain leads to ``root`` (from /proc/<pid>/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name in () may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -552,16 +608,18 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         before = _output_files(root)
         log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
         t0 = time.monotonic()
-        try:
-            papermill.execute_notebook(str(nb), str(executed), parameters={"PROFILE": profile, **per_book[nb]}, kernel_name="python3",
-                                       cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
-            res.status = "ok"
-        except PapermillExecutionError as e:
-            res.status, res.error = "failed", _failed_cell(e)
-        except Exception as e:  # kernel died, notebook unreadable ...
-            res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+        with DescendantPeakRSS() as memory:
+            try:
+                papermill.execute_notebook(str(nb), str(executed), parameters={"PROFILE": profile, **per_book[nb]},
+                                           kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
+                                           log_output=False)
+                res.status = "ok"
+            except PapermillExecutionError as e:
+                res.status, res.error = "failed", _failed_cell(e)
+            except Exception as e:  # kernel died, notebook unreadable ...
+                res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         res.seconds = round(time.monotonic() - t0, 1)
-        res.peak_rss_mib = peak_rss_mib()
+        res.peak_rss_mib = memory.peak_mib or peak_rss_mib()  # this notebook's kernel; else the largest so far
         res.outputs = sorted(k for k, v in _output_files(root).items() if before.get(k) != v)
         res.executed = _rel(executed, root) if executed.exists() else ""
         if executed.exists():
