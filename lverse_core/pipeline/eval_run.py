@@ -175,6 +175,32 @@ def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequenc
     return out
 
 
+def floor_pairings(n: int, seed: int, rounds: int = FLOOR_ROUNDS) -> torch.Tensor:
+    """(rounds, n) long: in round r, generated image i is judged against prompt ``[r, i]``. Round r is the derangement
+    ``derangement(n, seed + r)`` read from the image's side (image d[j] meets prompt j), so that a stream of images
+    can be judged as it passes, never held."""
+    out = torch.empty(rounds, n, dtype=torch.long)
+    for r in range(rounds):
+        out[r, derangement(n, seed + r)] = torch.arange(n)
+    return out
+
+
+def judge_bounds_from_hits(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits: torch.Tensor, seed: int,
+                           resamples: int = 1000) -> dict[str, dict[str, Any]]:
+    """``judge_bounds`` from verdicts already made: ``ours`` and ``ceiling`` are ``eval_tables.verdict_summary``
+    results (with ``per_image``), ``floor_hits`` (rounds, n) bool says whether generated image i was judged right for
+    the prompt that round r of ``floor_pairings`` gave it. Same entries and intervals as ``judge_bounds``."""
+    rounds, n = floor_hits.shape
+    share = floor_hits.double().mean(0)
+    out = {"generated images": dict(ours), "real images (judge ceiling)": dict(ceiling),
+           "images generated from shuffled captions (floor)": {
+               "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
+               "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
+    for v in out.values():
+        v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, seed)
+    return out
+
+
 def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per entry of ``judge_bounds``: % judged right, overall and by the number of objects named."""
     from lverse_core.report import provenance

@@ -1,0 +1,120 @@
+"""Table 3's evaluation streamed (paper §4.3 at 30,000 prompts): the same numbers as the whole-set computation that
+notebook 05 did before, and memory that does not grow with the number of prompts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import synthetic_scenes as syn
+from lverse_core.pipeline import eval_run as E
+from lverse_core.pipeline import eval_tables as T
+from lverse_core.pipeline import t2i_eval as S
+
+RADII = [0, 2]
+
+
+@pytest.fixture(scope="module")
+def case(synth_data):
+    """24 real scenes, 40 prompts (the first 16 scenes have two), generated images = the scene behind each prompt
+    with noise (every fourth one another prompt's scene), reconstructions = the scenes with less noise; the stand-in
+    decoder reads image ``codes[:, 0, 0]`` of that bank."""
+    _, _, xt, ot = synth_data
+    R, P = 24, 40
+    real = xt[:R].float() / 127.5 - 1  # what generate.real_images reads: [-1, 1]
+    image_of = list(range(R)) + list(range(16))  # prompt j describes scene image_of[j]
+    captions = [syn.caption(ot[i]) for i in image_of]
+    g = torch.Generator().manual_seed(0)
+    drawn = [(image_of[j] if j % 4 else image_of[(j + 5) % P]) for j in range(P)]
+    gen = (real[drawn] + 0.15 * torch.randn(P, 3, 32, 32, generator=g)).clamp(-1, 1)
+    rec = (real + 0.05 * torch.randn(R, 3, 32, 32, generator=g)).clamp(-1, 1)
+    bank = torch.cat([gen, rec])
+    return {"real": real, "image_of": image_of, "captions": captions, "bank": bank,
+            "decode": lambda c: bank[c[:, 0, 0]], "gen_codes": torch.arange(P).view(P, 1, 1),
+            "rec_codes": (P + torch.arange(R)).view(R, 1, 1), "real_captions": [captions[i] for i in range(R)]}
+
+
+def _sets(c) -> S.Table3Sets:
+    real, image_of = c["real"], c["image_of"]
+    return S.Table3Sets(generated=S.decoded(c["decode"], c["gen_codes"]), real=lambda idx: real[idx],
+                        reconstructed=S.decoded(c["decode"], c["rec_codes"]), captions=c["captions"],
+                        real_captions=c["real_captions"], n_real=len(real),
+                        real_per_prompt=lambda idx: real[[image_of[i] for i in idx]])
+
+
+def _whole_set_table3(cfg, c, judge, judge_path, resamples):
+    """Notebook 05 as it was: every image set decoded or loaded whole, then scored set by set."""
+    fake = E.decode_to_uint8(c["decode"], c["gen_codes"])
+    real = E.load_uint8(lambda idx: c["real"][idx], len(c["real"]))
+    real_per_prompt = E.load_uint8(lambda idx: c["real"][[c["image_of"][i] for i in idx]], len(c["image_of"]))
+    recon = E.decode_to_uint8(c["decode"], c["rec_codes"])
+    captions = c["captions"]
+    random_real = real_per_prompt[E.derangement(len(captions), cfg.seed)]
+    rows = {S.OURS: (fake, captions), S.RECONSTRUCTED: (recon, c["real_captions"]), S.RANDOM_REAL: (random_real, captions)}
+    scored = {name: T.text_to_image_scores(cfg, real, imgs, caps, radii=RADII, judge_path=judge_path, cuda=False)
+              for name, (imgs, caps) in rows.items()}
+    per_image = {name: r.pop("per_image", None) for name, r in scored.items()}
+    bounds = E.judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=resamples)
+    bounds[S.RECONSTRUCTED + " (decoder ceiling)"] = {
+        **{k: v for k, v in scored[S.RECONSTRUCTED].items() if k.startswith("judged_correct") or k == "n_images"},
+        "ci95": E.bootstrap_interval(per_image[S.RECONSTRUCTED], resamples, cfg.seed)}
+    return scored, bounds
+
+
+def test_streamed_table3_equals_the_whole_set_computation(trained_judge, synth_cfg, case):
+    judge, path, _ = trained_judge
+    got = S.evaluate_text_to_image(synth_cfg, _sets(case), judge=judge, radii=RADII, resamples=200, batch_size=16,
+                                   cuda=False, judge_path=path)
+    want_rows, want_bounds = _whole_set_table3(synth_cfg, case, judge, path, 200)
+    assert list(got["rows"]) == list(want_rows) and list(got["judge"]) == list(want_bounds)
+    for name, want in want_rows.items():
+        row = got["rows"][name]
+        assert row["fid_feature_space"] == want["fid_feature_space"]
+        for k, v in want["fid"].items():  # the random row's FID is float noise around 0 on both paths
+            assert row["fid"][k] == pytest.approx(v, rel=1e-6, abs=1e-6), (name, k)
+        assert {k: v for k, v in row.items() if k != "fid"} == {k: v for k, v in want.items() if k != "fid"}, name
+    assert got["judge"] == want_bounds
+    ours = got["rows"][S.OURS]
+    # Not trivially equal: the rows differ from each other, and the judge tells right images from wrong ones.
+    assert ours["fid"]["FID-0"] > 10 * max(got["rows"][S.RECONSTRUCTED]["fid"]["FID-0"], 1e-6)
+    ceiling = got["judge"]["real images (judge ceiling)"]["judged_correct"]
+    assert ceiling > ours["judged_correct"] > got["judge"]["images generated from shuffled captions (floor)"][
+        "judged_correct"]
+
+
+def test_streamed_table3_without_a_judge_is_fid_only(synth_cfg, trained_judge, case):
+    _, path, _ = trained_judge
+    sets = _sets(case)
+    sets.real_per_prompt = None
+    got = S.evaluate_text_to_image(synth_cfg, sets, radii=RADII, batch_size=7, cuda=False, judge_path=path)
+    assert got["judge"] == {} and not any("judged_correct" in r for r in got["rows"].values())
+    real = E.load_uint8(lambda idx: case["real"][idx], len(case["real"]))
+    fake = E.decode_to_uint8(case["decode"], case["gen_codes"])
+    from lverse_core.evaluation.fid import compute_fid_sweep
+
+    want = compute_fid_sweep(real, fake, synth_cfg, RADII, cuda=False, judge_path=path)
+    assert [got["rows"][S.OURS]["fid"][f"FID-{r}"] for r in RADII] == pytest.approx(list(want.values()), rel=1e-6)
+    # off embedded data the random row is the real images deranged: the same set, FID 0 up to float noise
+    assert all(abs(v) < 1e-6 for v in got["rows"][S.RANDOM_REAL]["fid"].values())
+    assert got["rows"][S.RANDOM_REAL]["n_images"] == len(real)
+
+
+def test_streamed_table3_refuses_what_it_cannot_measure(synth_cfg, trained_judge, case):
+    judge, path, _ = trained_judge
+    sets = _sets(case)
+    sets.real_per_prompt = None
+    with pytest.raises(ValueError, match="real_per_prompt"):
+        S.evaluate_text_to_image(synth_cfg, sets, judge=judge, cuda=False, judge_path=path)
+    sets = _sets(case)
+    sets.real_captions = sets.real_captions[:3]
+    with pytest.raises(ValueError, match="real captions"):
+        S.evaluate_text_to_image(synth_cfg, sets, cuda=False, judge_path=path)
+    with pytest.raises(ValueError, match="batch_size"):
+        S.evaluate_text_to_image(synth_cfg, _sets(case), batch_size=0, cuda=False, judge_path=path)
+
+
+def test_floor_pairings_are_the_derangements_seen_from_the_images():
+    p = E.floor_pairings(9, seed=4, rounds=3)
+    for r in range(3):
+        d = E.derangement(9, 4 + r)
+        assert torch.equal(p[r][d], torch.arange(9))  # image d[j] meets prompt j
+        assert (p[r] != torch.arange(9)).all()
