@@ -2,12 +2,12 @@
 notebook 05 did before, and memory that does not grow with the number of prompts."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import synthetic_scenes as syn
 from lverse_core.pipeline import eval_run as E
-from lverse_core.pipeline import eval_tables as T
 from lverse_core.pipeline import t2i_eval as S
 
 RADII = [0, 2]
@@ -41,19 +41,50 @@ def _sets(c) -> S.Table3Sets:
                         real_per_prompt=lambda idx: real[[image_of[i] for i in idx]])
 
 
+def _verdicts(judge, images, prompts) -> dict:
+    """eval_tables.judged_correct as it was: the judge on the whole set, then the shares."""
+    from lverse_core.data.shapes import parse_caption
+    from lverse_core.evaluation.judge import image_matches, to_unit_range
+
+    ok = np.array([image_matches(s, p) for s, p in zip(judge.judge_image(to_unit_range(images)), prompts)])
+    n_obj = np.array([len(parse_caption(p)) for p in prompts])
+    out = {"judged_correct": float(ok.mean()), "n_images": len(ok)}
+    out.update({f"judged_correct_{k}_objects": float(ok[n_obj == k].mean()) for k in sorted(set(n_obj.tolist()))})
+    return {**out, "per_image": ok.tolist()}
+
+
 def _whole_set_table3(cfg, c, judge, judge_path, resamples):
-    """Notebook 05 as it was: every image set decoded or loaded whole, then scored set by set."""
+    """Notebook 05 as it was before the streaming (main at 0167314): every image set decoded or loaded whole, FID-k
+    row by row against the whole real set, the judge on whole sets, the floor's loop over derangements."""
+    from lverse_core.evaluation.fid import compute_fid_sweep, fid_label
+    from lverse_core.evaluation.judge import image_matches, to_uint8, to_unit_range
+
     fake = E.decode_to_uint8(c["decode"], c["gen_codes"])
-    real = E.load_uint8(lambda idx: c["real"][idx], len(c["real"]))
-    real_per_prompt = E.load_uint8(lambda idx: c["real"][[c["image_of"][i] for i in idx]], len(c["image_of"]))
+    real, real_per_prompt = to_uint8(c["real"]), to_uint8(c["real"][c["image_of"]])
     recon = E.decode_to_uint8(c["decode"], c["rec_codes"])
-    captions = c["captions"]
-    random_real = real_per_prompt[E.derangement(len(captions), cfg.seed)]
+    captions, P = c["captions"], len(c["captions"])
+    random_real = real_per_prompt[E.derangement(P, cfg.seed)]
     rows = {S.OURS: (fake, captions), S.RECONSTRUCTED: (recon, c["real_captions"]), S.RANDOM_REAL: (random_real, captions)}
-    scored = {name: T.text_to_image_scores(cfg, real, imgs, caps, radii=RADII, judge_path=judge_path, cuda=False)
-              for name, (imgs, caps) in rows.items()}
-    per_image = {name: r.pop("per_image", None) for name, r in scored.items()}
-    bounds = E.judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=resamples)
+    scored, per_image = {}, {}
+    for name, (imgs, caps) in rows.items():
+        fids = compute_fid_sweep(real, imgs, cfg, RADII, cuda=False, judge_path=judge_path)
+        v = _verdicts(judge, imgs, caps)
+        per_image[name] = v.pop("per_image")
+        scored[name] = {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": x for r, x in fids.items()}, **v}
+    bounds = {"generated images": _verdicts(judge, fake, captions),
+              "real images (judge ceiling)": _verdicts(judge, real_per_prompt, captions)}
+    seen = judge.judge_image(to_unit_range(fake))
+    hits = torch.zeros(P, dtype=torch.float64)
+    for r in range(E.FLOOR_ROUNDS):
+        d = E.derangement(P, cfg.seed + r)  # image d[j] is judged against prompt j
+        for j in range(P):
+            hits[d[j]] += float(image_matches(seen[int(d[j])], captions[j]))
+    share = hits / E.FLOOR_ROUNDS
+    bounds["images generated from shuffled captions (floor)"] = {
+        "judged_correct": float(share.mean()), "n_images": P, "floor_rounds": E.FLOOR_ROUNDS,
+        "n_pairs": E.FLOOR_ROUNDS * P, "matches": int(hits.sum()), "per_image": share.tolist()}
+    for v in bounds.values():
+        v["ci95"] = E.bootstrap_interval(v.pop("per_image"), resamples, cfg.seed)
     bounds[S.RECONSTRUCTED + " (decoder ceiling)"] = {
         **{k: v for k, v in scored[S.RECONSTRUCTED].items() if k.startswith("judged_correct") or k == "n_images"},
         "ci95": E.bootstrap_interval(per_image[S.RECONSTRUCTED], resamples, cfg.seed)}
@@ -87,10 +118,10 @@ def test_streamed_table3_without_a_judge_is_fid_only(synth_cfg, trained_judge, c
     sets.real_per_prompt = None
     got = S.evaluate_text_to_image(synth_cfg, sets, radii=RADII, batch_size=7, cuda=False, judge_path=path)
     assert got["judge"] == {} and not any("judged_correct" in r for r in got["rows"].values())
-    real = E.load_uint8(lambda idx: case["real"][idx], len(case["real"]))
-    fake = E.decode_to_uint8(case["decode"], case["gen_codes"])
     from lverse_core.evaluation.fid import compute_fid_sweep
 
+    real = case["real"]
+    fake = E.decode_to_uint8(case["decode"], case["gen_codes"])
     want = compute_fid_sweep(real, fake, synth_cfg, RADII, cuda=False, judge_path=path)
     assert [got["rows"][S.OURS]["fid"][f"FID-{r}"] for r in RADII] == pytest.approx(list(want.values()), rel=1e-6)
     # off embedded data the random row is the real images deranged: the same set, FID 0 up to float noise

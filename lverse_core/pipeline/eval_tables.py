@@ -114,22 +114,6 @@ def verdict_summary(right: Sequence[bool], prompts: Sequence[str]) -> dict[str, 
     return out
 
 
-def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, prompts: Sequence[str], *,
-                         radii: Sequence[float] | None = None, judge_path: str | Path | None = None,
-                         cuda: bool | None = None) -> dict[str, Any]:
-    """FID-k between real and generated images (paper Table 3) and, on embedded data, the judge's verdicts."""
-    from lverse_core.evaluation.fid import compute_fid_sweep, fid_label
-
-    fids = compute_fid_sweep(real, fake, cfg, radii, judge_path=judge_path, cuda=cuda)
-    out: dict[str, Any] = {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": v for r, v in fids.items()}}
-    if cfg.data.source == "shapes":
-        from lverse_core.evaluation.judge import load_judge, load_judge_file
-
-        judge = load_judge_file(judge_path) if judge_path else load_judge(cfg)
-        out.update(judged_correct(judge, fake, prompts))
-    return out
-
-
 def ours_label(cfg: Config) -> str:
     """The name of our generated-images row in Table 3: L-Verse-CC when BiART trained on CC3M (``data.train_source``:
     its TSV, or tar shards) and draws for captions of ``data.source`` it never trained on (zero-shot)."""

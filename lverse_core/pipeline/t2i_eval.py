@@ -115,7 +115,7 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
                            floor_rounds: int | None = None, resamples: int | None = None, batch_size: int = 64,
                            cuda: bool | None = None, judge_path=None) -> dict[str, Any]:
     """Table 3 of this run, streamed: {"rows": {row: {fid_feature_space, fid: {"FID-k": ...}, n_images, and with a
-    judge judged_correct (overall and per number of objects named)}}, "judge": ``eval_run.judge_bounds_from_hits`` plus the
+    judge judged_correct (overall and per number of objects named)}}, "judge": ``eval_run.judge_bounds`` plus the
     reconstructions' row (empty without a judge)}.
 
     Rows: ``OURS`` (generated), ``RECONSTRUCTED`` and ``RANDOM_REAL`` (the images behind the prompts deranged with
@@ -124,8 +124,8 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     (``eval.bootstrap``) bootstrap resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
     """
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
-    from lverse_core.pipeline.eval_run import FLOOR_ROUNDS, bootstrap_interval, derangement, floor_pairings, \
-        judge_bounds_from_hits
+    from lverse_core.pipeline.eval_run import (FLOOR_ROUNDS, bootstrap_interval, derangement, floor_pairings,
+                                               judge_bounds)
     from lverse_core.pipeline.eval_tables import verdict_summary
 
     P, R = sets.n_prompts, sets.n_real
@@ -173,7 +173,7 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     floor_hits = torch.stack([hits["generated"].hits[k] for k in floor])
     for row, v in ((OURS, ours), (RECONSTRUCTED, recon), (RANDOM_REAL, random)):
         rows[row].update({k: x for k, x in v.items() if k != "per_image"})
-    bounds = judge_bounds_from_hits(ours, ceiling, floor_hits, cfg.seed, resamples)
+    bounds = judge_bounds(ours, ceiling, floor_hits, cfg.seed, resamples)
     bounds[RECONSTRUCTED + " (decoder ceiling)"] = {
         **{k: x for k, x in recon.items() if k != "per_image"},
         "ci95": bootstrap_interval(recon["per_image"], resamples, cfg.seed)}
