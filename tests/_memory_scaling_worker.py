@@ -125,7 +125,8 @@ def _table3_run(cfg, judge, judge_path, size: int, syn):
                                      cuda=False, judge_path=judge_path)
         probe.sample()  # and what the result keeps
         ours = res["rows"][OURS]
-        return {"n_images": ours["n_images"], "fid": ours["fid"], "judged_correct": ours["judged_correct"]}, probe.growth
+        result = {"n_images": ours["n_images"], "fid": ours["fid"], "judged_correct": ours["judged_correct"]}
+        return result, probe.growth
 
     return run
 
@@ -136,17 +137,22 @@ CAPTION_CANDIDATES = 16  # candidates per image: the per-candidate state of a wh
 def _captions_run(cfg, size: int):
     """Caption reranking for k images as notebook 02 does it (``biart_run.caption_table``'s ``image_to_text`` with
     ``clip_score_fns`` reading the real images through a loader), then as notebook 04 does it
-    (``generate.generate_captions``): tests/_generate_stubs.py's tiny BiART (16 image tokens, 8 text tokens) and
-    tokenizer, an untrained small CLIP of the ci profile, images synthesised when read."""
-    from _generate_stubs import StubTokenizer, tiny_biart, tiny_cfg
+    (``generate.generate_captions``): a tiny untrained BiART of tests/_generate_stubs.py's sizes (16 image tokens, 8
+    text tokens) and its tokenizer, an untrained small CLIP of the ci profile, images synthesised when read."""
+    from _generate_stubs import IMAGE_VOCAB, TEXT_LEN, TEXT_VOCAB, StubTokenizer, tiny_cfg
+    from lverse_core.models.biart import BiART, BiARTArgs
     from lverse_core.pipeline.biart_run import clip_score_fns
     from lverse_core.sampling.candidates import image_to_text
     from lverse_core.sampling.clip_reranker import CLIPScorer, build_small_clip
     from lverse_core.sampling.generate import generate_captions
 
-    model, tok = tiny_biart(), StubTokenizer()
-    small = tiny_cfg(**{"sampling.n_candidates": CAPTION_CANDIDATES, "sampling.caption_tokens": 6})
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # at its initial scale the untrained model's captions are words, not at once [EOT]
+    model = BiART(BiARTArgs(n_layer=1, n_head=2, n_embd=32, text_len=TEXT_LEN, image_tokens=16, text_vocab=TEXT_VOCAB,
+                            image_vocab=IMAGE_VOCAB, pad_id=0, dropout=0.0)).eval()
+    tok = StubTokenizer()
+    # 256 rows per sampling batch: 16 images' candidates, few calls of the tiny model
+    small = tiny_cfg(**{"sampling.n_candidates": CAPTION_CANDIDATES, "sampling.caption_tokens": 6,
+                        "sampling.batch_size": 256})
     scorer = CLIPScorer(build_small_clip(cfg).eval(), "cpu")
     s = small.sampling
 
@@ -161,8 +167,9 @@ def _captions_run(cfg, size: int):
         records = generate_captions(small, model, tok, codes, ids, scorer, images=probe.wrap(synthesised_loader(size)))
         probe.sample()
         assert len(out["truncated"]) == len(records) == k
-        return {"n_images": k, "notebook_02": out["truncated"][:2], "notebook_04": [r["caption"] for r in records[:2]]}, \
-            probe.growth
+        result = {"n_images": k, "notebook_02": out["truncated"][:2],
+                  "notebook_04": [r["caption"] for r in records[:2]]}
+        return result, probe.growth
 
     return run
 

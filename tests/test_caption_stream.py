@@ -84,13 +84,13 @@ def test_caption_scores_read_only_the_images_being_scored():
 
 def test_caption_reranking_memory_does_not_grow_with_the_number_of_images(tmp_path):
     """Notebook 02's reranking (``image_to_text`` + ``clip_score_fns`` on a loader) and notebook 04's
-    (``generate_captions``) at N and 8N images.
+    (``generate_captions``) at N and 8N images of 32 px, 16 candidates each.
 
-    Bound: a quarter of one copy of the extra 7N images as float32 (what notebook 02 stacked before scoring). The
-    whole-set code also held every candidate's image codes, tokens and strings (16 candidates here); measured once
-    against it (main at 0167314, 32 px): +2.95 MiB against this bound's 0.69 MiB with the images stacked as notebook 02
-    did, +0.84 MiB with the images read lazily (the per-candidate state alone). Streamed, what grows is the two
-    captions and 16 scores kept per image (~0.3 KiB), under a tenth of the bound."""
+    Bound: a quarter of one copy of the extra 7N images as float32, which notebook 02 stacked before scoring. The
+    whole-set code also held every candidate's image codes, tokens and strings. Measured once against it (main at
+    0167314, same worker): +2.69 MiB against this bound's 0.66 MiB with the images stacked as notebook 02 did; +0.67
+    MiB with the images read lazily, from the per-candidate state alone. Streamed, what grows is the two captions and
+    16 scores kept per image: +0.07 MiB, a tenth of the bound."""
     n, size = 32, 32
     out = _growth("captions", n, size, tmp_path)
     assert [r["n_images"] for r in out["results"]] == [32, n, 8 * n]

@@ -54,7 +54,8 @@ def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
     real, fake = rows[OURS], rows[RECONSTRUCTED]
     assert real["fid"]["FID-0"] == pytest.approx(0, abs=1e-3) and real["fid"]["FID-2"] == pytest.approx(0, abs=1e-3)
     # Real images against their own captions: the judge's ceiling; a wrong image for each caption scores lower.
-    assert fake["judged_correct"] < real["judged_correct"] and rows[RANDOM_REAL]["judged_correct"] < real["judged_correct"]
+    assert fake["judged_correct"] < real["judged_correct"]
+    assert rows[RANDOM_REAL]["judged_correct"] < real["judged_correct"]
     assert real["judged_correct"] == pytest.approx(T.judged_correct(judge, images, captions)["judged_correct"])
     assert any(k.startswith("judged_correct_") and k.endswith("_objects") for k in real)
     df = T.table3(synth_cfg, {"real test images": real, "shuffled real images": fake})

@@ -43,7 +43,7 @@ class Table3Sets:
     real: Loader  # n_real distinct real images (FID's real side)
     reconstructed: Loader  # n_real images, AugVAE-SL decodings of the real images' codes
     captions: Sequence[str]  # the prompts
-    real_captions: Sequence[str]  # one caption per real image (its first prompt): what its reconstruction is judged against
+    real_captions: Sequence[str]  # per real image its first prompt: what its reconstruction is judged against
     n_real: int
     real_per_prompt: Loader | None = None  # n_prompts images, the real image behind captions[j]; the judge needs it
 
@@ -134,7 +134,8 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     if len(sets.real_captions) != R:
         raise ValueError(f"{len(sets.real_captions)} real captions but {R} real images")
     if judge is not None and sets.real_per_prompt is None:
-        raise ValueError("the judge's ceiling and the random-real row need real_per_prompt (the image behind each prompt)")
+        raise ValueError("the judge's ceiling and the random-real row need real_per_prompt (the image behind each "
+                         "prompt)")
     radii = list(radii if radii is not None else cfg.eval.blur_radii)
     rounds = FLOOR_ROUNDS if floor_rounds is None else floor_rounds
     resamples = cfg.eval.bootstrap if resamples is None else resamples
@@ -169,9 +170,9 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     recon = verdict_summary(hits["reconstructed"].hits["own"].tolist(), sets.real_captions)
     real_pp = hits["real per prompt"].hits
     ceiling = verdict_summary(real_pp["own"].tolist(), sets.captions)
-    random = verdict_summary(real_pp["shuffled"][shuffle].tolist(), sets.captions)  # in caption order
+    deranged = verdict_summary(real_pp["shuffled"][shuffle].tolist(), sets.captions)  # in caption order
     floor_hits = torch.stack([hits["generated"].hits[k] for k in floor])
-    for row, v in ((OURS, ours), (RECONSTRUCTED, recon), (RANDOM_REAL, random)):
+    for row, v in ((OURS, ours), (RECONSTRUCTED, recon), (RANDOM_REAL, deranged)):
         rows[row].update({k: x for k, x in v.items() if k != "per_image"})
     bounds = judge_bounds(ours, ceiling, floor_hits, cfg.seed, resamples)
     bounds[RECONSTRUCTED + " (decoder ceiling)"] = {
