@@ -125,13 +125,14 @@ pd.DataFrame([{"generated (FID fake side)": sets.n_prompts, "real (FID real side
 # the prompts; only the judge sees that each is paired with another prompt's caption.
 
 # %%
-from lverse_core.pipeline.t2i_eval import OURS, RANDOM_REAL, RECONSTRUCTED, evaluate_text_to_image
-from lverse_core.pipeline.eval_tables import table3, table3_paper
+from lverse_core.pipeline.t2i_eval import RANDOM_REAL, RECONSTRUCTED, evaluate_text_to_image
+from lverse_core.pipeline.eval_tables import ours_label, table3, table3_paper
 from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
 t0 = time.perf_counter()
 evaluated = evaluate_text_to_image(cfg, sets, judge=judge if embedded else None)
 scored = evaluated["rows"]
+OURS = ours_label(cfg)  # "L-Verse-CC ..." when BiART trained on CC3M (data.train_source, the paper's zero-shot row)
 timings["fid_s"] = time.perf_counter() - t0
 s = cfg.sampling
 table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {sets.n_real} real images",

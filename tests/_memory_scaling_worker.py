@@ -103,7 +103,8 @@ def _table3_run(cfg, judge, judge_path, size: int, syn):
     decodes the generated and the reconstructed codes, the real images are synthesised when read, an untrained judge
     judges them (20 floor rounds) and its features are FID's, under blur radii 0 and 2."""
     from lverse_core.models.augvae import AugVAE
-    from lverse_core.pipeline.t2i_eval import OURS, Table3Sets, decoded, evaluate_text_to_image
+    from lverse_core.pipeline.eval_tables import ours_label
+    from lverse_core.pipeline.t2i_eval import Table3Sets, decoded, evaluate_text_to_image
 
     vae = AugVAE.ml_to_sl(AugVAE.from_config(cfg, "ml")).eval()
     K, g = cfg.augvae.codebook_size, cfg.image_grid
@@ -124,7 +125,7 @@ def _table3_run(cfg, judge, judge_path, size: int, syn):
         res = evaluate_text_to_image(cfg, sets, judge=judge, radii=[0, 2], resamples=20, batch_size=BATCH,
                                      cuda=False, judge_path=judge_path)
         probe.sample()  # and what the result keeps
-        ours = res["rows"][OURS]
+        ours = res["rows"][ours_label(cfg)]
         result = {"n_images": ours["n_images"], "fid": ours["fid"], "judged_correct": ours["judged_correct"]}
         return result, probe.growth
 

@@ -42,7 +42,7 @@ def ci_test_set(synth_cfg):
 
 def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
     from lverse_core.evaluation.judge import load_judge_file
-    from lverse_core.pipeline.t2i_eval import OURS, RANDOM_REAL, RECONSTRUCTED, Table3Sets, evaluate_text_to_image
+    from lverse_core.pipeline.t2i_eval import RANDOM_REAL, RECONSTRUCTED, Table3Sets, evaluate_text_to_image
 
     images, captions, jpath = ci_test_set
     judge = load_judge_file(jpath)
@@ -51,7 +51,7 @@ def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
                       reconstructed=lambda idx: shuffled[idx], captions=captions, real_captions=captions,
                       n_real=len(images), real_per_prompt=lambda idx: images[idx])
     rows = evaluate_text_to_image(synth_cfg, sets, judge=judge, radii=[0, 2], cuda=False, judge_path=jpath)["rows"]
-    real, fake = rows[OURS], rows[RECONSTRUCTED]
+    real, fake = rows[T.ours_label(synth_cfg)], rows[RECONSTRUCTED]
     assert real["fid"]["FID-0"] == pytest.approx(0, abs=1e-3) and real["fid"]["FID-2"] == pytest.approx(0, abs=1e-3)
     # Real images against their own captions: the judge's ceiling; a wrong image for each caption scores lower.
     assert fake["judged_correct"] < real["judged_correct"]

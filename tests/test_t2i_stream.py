@@ -9,6 +9,7 @@ import torch
 import synthetic_scenes as syn
 from lverse_core.pipeline import eval_run as E
 from lverse_core.pipeline import t2i_eval as S
+from lverse_core.pipeline.eval_tables import ours_label
 
 from test_recon_stream import _growth
 
@@ -66,7 +67,7 @@ def _whole_set_table3(cfg, c, judge, judge_path, resamples):
     recon = E.decode_to_uint8(c["decode"], c["rec_codes"])
     captions, P = c["captions"], len(c["captions"])
     random_real = real_per_prompt[E.derangement(P, cfg.seed)]
-    rows = {S.OURS: (fake, captions), S.RECONSTRUCTED: (recon, c["real_captions"]),
+    rows = {ours_label(cfg): (fake, captions), S.RECONSTRUCTED: (recon, c["real_captions"]),
             S.RANDOM_REAL: (random_real, captions)}
     scored, per_image = {}, {}
     for name, (imgs, caps) in rows.items():
@@ -107,7 +108,7 @@ def test_streamed_table3_equals_the_whole_set_computation(trained_judge, synth_c
             assert row["fid"][k] == pytest.approx(v, rel=1e-6, abs=1e-6), (name, k)
         assert {k: v for k, v in row.items() if k != "fid"} == {k: v for k, v in want.items() if k != "fid"}, name
     assert got["judge"] == want_bounds
-    ours = got["rows"][S.OURS]
+    ours = got["rows"][ours_label(synth_cfg)]
     # Not trivially equal: the rows differ from each other, and the judge tells right images from wrong ones.
     assert ours["fid"]["FID-0"] > 10 * max(got["rows"][S.RECONSTRUCTED]["fid"]["FID-0"], 1e-6)
     ceiling = got["judge"]["real images (judge ceiling)"]["judged_correct"]
@@ -126,7 +127,8 @@ def test_streamed_table3_without_a_judge_is_fid_only(synth_cfg, trained_judge, c
     real = case["real"]
     fake = E.decode_to_uint8(case["decode"], case["gen_codes"])
     want = compute_fid_sweep(real, fake, synth_cfg, RADII, cuda=False, judge_path=path)
-    assert [got["rows"][S.OURS]["fid"][f"FID-{r}"] for r in RADII] == pytest.approx(list(want.values()), rel=1e-6)
+    ours = got["rows"][ours_label(synth_cfg)]
+    assert [ours["fid"][f"FID-{r}"] for r in RADII] == pytest.approx(list(want.values()), rel=1e-6)
     # off embedded data the random row is the real images deranged: the same set, FID 0 up to float noise
     assert all(abs(v) < 1e-6 for v in got["rows"][S.RANDOM_REAL]["fid"].values())
     assert got["rows"][S.RANDOM_REAL]["n_images"] == len(real)

@@ -30,7 +30,6 @@ from lverse_core.config import Config
 
 Loader = Callable[[list[int]], torch.Tensor]  # positions -> images (B, 3, S, S), uint8 or float in [-1, 1]
 
-OURS = "L-Verse kit (BiART + AugVAE-SL)"
 RECONSTRUCTED = "AugVAE-SL reconstructions of the real images"
 RANDOM_REAL = "a random real image per caption"
 
@@ -118,15 +117,16 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     judge judged_correct (overall and per number of objects named)}}, "judge": ``eval_run.judge_bounds`` plus the
     reconstructions' row (empty without a judge)}.
 
-    Rows: ``OURS`` (generated), ``RECONSTRUCTED`` and ``RANDOM_REAL`` (the images behind the prompts deranged with
-    ``cfg.seed``; see the module docstring). ``radii`` default to ``eval.blur_radii``; the judge's floor pairs every
-    generated image with ``floor_rounds`` (``eval_run.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples``
-    (``eval.bootstrap``) bootstrap resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
+    Rows: the generated images (named by ``eval_tables.ours_label``), ``RECONSTRUCTED`` and ``RANDOM_REAL`` (the
+    images behind the prompts deranged with ``cfg.seed``; see the module docstring). ``radii`` default to
+    ``eval.blur_radii``; the judge's floor pairs every generated image with ``floor_rounds``
+    (``eval_run.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples`` (``eval.bootstrap``) bootstrap
+    resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
     """
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
     from lverse_core.pipeline.eval_run import (FLOOR_ROUNDS, bootstrap_interval, derangement, floor_pairings,
                                                judge_bounds)
-    from lverse_core.pipeline.eval_tables import verdict_summary
+    from lverse_core.pipeline.eval_tables import ours_label, verdict_summary
 
     P, R = sets.n_prompts, sets.n_real
     if P < 2 or R < 2:
@@ -162,7 +162,9 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
         return {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": acc.fid("real", name, r) for r in radii}}
 
     random_set = "real per prompt" if judge is not None else "real"
-    rows = {OURS: {**fids("generated"), "n_images": P}, RECONSTRUCTED: {**fids("reconstructed"), "n_images": R},
+    generated_row = ours_label(cfg)
+    rows = {generated_row: {**fids("generated"), "n_images": P},
+            RECONSTRUCTED: {**fids("reconstructed"), "n_images": R},
             RANDOM_REAL: {**fids(random_set), "n_images": P if judge is not None else R}}
     if judge is None:
         return {"rows": rows, "judge": {}}
@@ -172,7 +174,7 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     ceiling = verdict_summary(real_pp["own"].tolist(), sets.captions)
     deranged = verdict_summary(real_pp["shuffled"][shuffle].tolist(), sets.captions)  # in caption order
     floor_hits = torch.stack([hits["generated"].hits[k] for k in floor])
-    for row, v in ((OURS, ours), (RECONSTRUCTED, recon), (RANDOM_REAL, deranged)):
+    for row, v in ((generated_row, ours), (RECONSTRUCTED, recon), (RANDOM_REAL, deranged)):
         rows[row].update({k: x for k, x in v.items() if k != "per_image"})
     bounds = judge_bounds(ours, ceiling, floor_hits, cfg.seed, resamples)
     bounds[RECONSTRUCTED + " (decoder ceiling)"] = {
