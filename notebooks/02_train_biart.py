@@ -164,16 +164,16 @@ held
 
 # %% [markdown]
 # Captions for the held-out test images: `sampling.n_candidates` samples each, cut at the first full stop, the CLIP-best kept (and its untruncated text); the first `N_EXAMPLES` are shown.
+# The candidates are sampled and reranked a few images at a time and each test image is read from disk only when its candidates are scored, so memory does not grow with the test split (the paper's 5,000 images x 64 candidates).
 
 # %%
 from lverse_core.pipeline.biart_run import caption_table, clip_score_fns
-from lverse_core.data import CaptionImageDataset, caption_records
+from lverse_core.data import caption_records
+from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes
 codes, ids = load_codes(cfg, "test")
 records = {r["image_id"]: r for r in caption_records(cfg, "test")}
-test_ds = CaptionImageDataset(cfg, "test")
-by_id = {test_ds[i]["image_id"]: i for i in range(len(test_ds))}
-images = torch.stack([test_ds[by_id[int(i)]]["image"] for i in ids]).to(device)  # in the order of the codes
+images = real_images(cfg, "test", ids)  # image k of the codes, read from disk only when its captions are scored
 _, i2t_score = clip_score_fns(scorer, None, cfg.image_grid, images)
 captions = caption_table(cfg, model, tok, torch.as_tensor(codes.astype("int64")).to(device), [int(i) for i in ids],
                          references=[records[int(i)]["captions"] for i in ids], score_fn=i2t_score)
@@ -207,7 +207,7 @@ decode = load_augvae_decoder(cfg, device)
 t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)
 prompts = [records[int(ids[i])]["captions"][0] for i in pick]
 drawn = image_samples(cfg, model, tok, prompts, score_fn=t2i_score, n_repeats=IMAGES_PER_CAPTION)
-rows = [torch.cat([images[j:j + 1].cpu(), decode(drawn["codes"][j]).cpu()]) for j in range(len(prompts))]
+rows = [torch.cat([images([j]), decode(drawn["codes"][j]).cpu()]) for j in range(len(prompts))]
 fig = image_grid_figure(rows, prompts, IMAGES_PER_CAPTION + 1)
 save_figure(cfg, "02_biart_image_examples", fig, caption=f"Held-out captions: the real image, then {IMAGES_PER_CAPTION} reranked BiART images")
 

@@ -29,7 +29,8 @@
 # `sampling.n_candidates` times; AugVAE-SL decodes each candidate (in FP32) and CLIP keeps the best,
 # $\hat x = \arg\max_i 100\cos(E_I(D(x^{(i)})), E_T(y))$, `sampling.n_repeats` times with other seeds.
 # **FID**: $\lVert \mu_r - \mu_g \rVert^2 + \mathrm{tr}(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2})$ over features of
-# real and generated images, computed by torch-fidelity. The `paper` profile uses Inception-v3 from a local file;
+# real and generated images (torch-fidelity's feature extractor; the means and covariances accumulated batch by batch,
+# so 30,000 prompts never sit in memory at once). The `paper` profile uses Inception-v3 from a local file;
 # the embedded profiles use the kit's own judge network as feature extractor (named in every column header): those
 # values are **not** Inception FIDs and are not comparable with the paper's, only the shape of the curve is.
 #
@@ -101,46 +102,42 @@ print(f"{codes.shape[0]} prompts x {codes.shape[1]} image(s) in {timings['genera
       f"mean CLIP score of the chosen images {float(clip_scores.mean()):.2f}")
 
 # %% [markdown]
-# Decode the first image of every prompt (one image per caption, as in the paper) and load the real images: FID's real set (the distinct images behind the prompts) and the image of each prompt.
+# The image sets Table 3 compares, as loaders that read or decode images only when asked (nothing is read yet):
+# the **generated** images (the first reranked image of every prompt, as in the paper, decoded from its codes), the
+# **real** images (FID's real side: the distinct images behind the prompts), their AugVAE-SL **reconstructions**
+# (decoded from their own codes) and, for the judge, the **real image behind each prompt**. At paper scale these are
+# 30,000 + 10,000 + 10,000 + 30,000 images of 256 px (about 15 GB as uint8), so they are never held whole.
 
 # %%
-from lverse_core.pipeline.eval_run import decode_to_uint8, load_uint8
-t0 = time.perf_counter()
-fake = decode_to_uint8(m["decode"], codes[:, 0])
-real = load_uint8(real_images(cfg, cfg.eval.t2i_split, prompts["real_ids"]), len(prompts["real_ids"]))
-per_prompt = real_images(cfg, cfg.eval.t2i_split, prompts["image_ids"])  # the image behind each prompt
-real_per_prompt = load_uint8(per_prompt, len(captions)) if embedded else None  # the judge's ceiling needs them
-timings["decode_s"] = time.perf_counter() - t0
-pd.DataFrame([{"generated": tuple(fake.shape), "real (FID)": tuple(real.shape)}])
+from lverse_core.pipeline.t2i_eval import table3_sets
+sets = table3_sets(cfg, prompts, codes[:, 0], m["decode"])
+pd.DataFrame([{"generated (FID fake side)": sets.n_prompts, "real (FID real side)": sets.n_real,
+               "reconstructed": sets.n_real, "real behind each prompt (judge)": sets.n_prompts if embedded else 0}])
 
 # %% [markdown]
 # Table 3: FID-k for every blur radius k in `eval.blur_radii` (both sides blurred alike) and, on embedded data, the share of images the judge finds right. Two reference rows of this run: AugVAE-SL reconstructions of the real images (the best any BiART sample can be) and a random real image per caption (the real distribution with the wrong content: FID 0, judged right only by chance).
+#
+# One pass over each set, a batch at a time (`lverse_core.pipeline.t2i_eval.evaluate_text_to_image`): every batch is
+# blurred by every radius and its features are added to running sums (mean and covariance per set and radius,
+# `FeatureStatistics`), and the judge's verdicts are kept as one yes/no per image and caption. FID-k is then the
+# Fréchet distance between the real set's statistics and each row's. The random-real row needs no pass of its own: FID
+# compares sets of images and never sees which caption an image stands for, so its FID is that of the images behind
+# the prompts; only the judge sees that each is paired with another prompt's caption.
 
 # %%
-from lverse_core.pipeline.eval_run import codes_of, derangement
-from lverse_core.pipeline.eval_tables import ours_label, table3, table3_paper, text_to_image_scores
+from lverse_core.pipeline.t2i_eval import RANDOM_REAL, RECONSTRUCTED, evaluate_text_to_image
+from lverse_core.pipeline.eval_tables import ours_label, table3, table3_paper
 from lverse_core.evaluation.fid import fid_label
 from lverse_core.report import save_table
 t0 = time.perf_counter()
-first_caption = {}
-for i, c in zip(prompts["image_ids"], captions):
-    first_caption.setdefault(i, c)
-recon = decode_to_uint8(m["decode"], codes_of(cfg, cfg.eval.t2i_split, prompts["real_ids"]))
-if embedded:
-    random_real, random_prompts = real_per_prompt[derangement(len(captions), cfg.seed)], captions
-else:
-    random_real, random_prompts = real[derangement(len(real), cfg.seed)], [first_caption[i] for i in prompts["real_ids"]]
+evaluated = evaluate_text_to_image(cfg, sets, judge=judge if embedded else None)
+scored = evaluated["rows"]
 OURS = ours_label(cfg)  # "L-Verse-CC ..." when BiART trained on CC3M (data.train_source, the paper's zero-shot row)
-rows = {OURS: (fake, captions),
-        "AugVAE-SL reconstructions of the real images": (recon, [first_caption[i] for i in prompts["real_ids"]]),
-        "a random real image per caption": (random_real, random_prompts)}
-scored = {name: text_to_image_scores(cfg, real, imgs, caps) for name, (imgs, caps) in rows.items()}
-per_image = {name: r.pop("per_image", None) for name, r in scored.items()}  # judged right, image by image
 timings["fid_s"] = time.perf_counter() - t0
 s = cfg.sampling
-table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {len(real)} real images",
-                             "AugVAE-SL reconstructions of the real images": "ceiling for generated images",
-                             "a random real image per caption": "baseline: right distribution, wrong content"})
+table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {sets.n_real} real images",
+                             RECONSTRUCTED: "ceiling for generated images",
+                             RANDOM_REAL: "baseline: right distribution, wrong content"})
 save_table(cfg, "table3_text_to_image", table, f"Table 3 (this run): text-to-image FID-k in {fid_label(cfg)}, "
                                                 f"and images judged right for their caption")
 paper_table3 = table3_paper()
@@ -157,7 +154,7 @@ paper_table3
 from lverse_core.pipeline.eval_run import fid_ceiling_reading, fid_curve_figure
 from lverse_core.report import reference_table, save_figure
 fig = fid_curve_figure(reference_table("table3_t2i_fid_coco_val_30k"), ours["fid"], fid_label(cfg))
-ceiling_reading = fid_ceiling_reading(ours["fid"], scored["AugVAE-SL reconstructions of the real images"]["fid"])
+ceiling_reading = fid_ceiling_reading(ours["fid"], scored[RECONSTRUCTED]["fid"])
 save_figure(cfg, "table3_fid_vs_blur", fig, caption="FID-k against blur radius k: the paper's curves (Inception, "
             "MS-COCO) and ours (kit feature space)", verdict=ceiling_reading["sentence"])
 
@@ -173,18 +170,13 @@ pd.DataFrame(ceiling_reading["rows"]).round(3)
 # The judge on generated images, with its ceiling (real images) and floor (images generated from shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image.
 
 # %%
-from lverse_core.pipeline.eval_run import acceptance, bootstrap_interval, judge_bounds, judge_table
+from lverse_core.pipeline.eval_run import acceptance, judge_table
 from lverse_core.report import record_verdict
-bounds, check = {}, acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
+bounds, check = evaluated["judge"], acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
-    bounds = judge_bounds(judge, fake, real_per_prompt, captions, cfg.seed, resamples=cfg.eval.bootstrap)
     check = acceptance(bounds["generated images"]["judged_correct"],
                        bounds["images generated from shuffled captions (floor)"]["judged_correct"], 2,
                        "generated images judged right vs the shuffled-caption floor", n=len(captions))
-    REC = "AugVAE-SL reconstructions of the real images"
-    bounds[REC + " (decoder ceiling)"] = {
-        **{k: v for k, v in scored[REC].items() if k.startswith("judged_correct") or k == "n_images"},
-        "ci95": bootstrap_interval(per_image[REC], cfg.eval.bootstrap, cfg.seed)}
     jt = judge_table(cfg, bounds)
     save_table(cfg, "table3_judge", jt, "Images judged right for their caption (95% bootstrap intervals over "
                "images): ours, ceiling and floor")
@@ -201,13 +193,15 @@ if embedded:
 
 # %%
 from lverse_core.pipeline.biart_run import image_grid_figure
-from lverse_core.pipeline.eval_run import grid_rows, uint8_to_unit
+from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows, uint8_to_unit
 n = min(N_GRID, len(captions))
 grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], prompts["prompt_ids"][:n],
                                 m["scorer"], m["decode"], n_repeats=GRID_IMAGES)
 g = cfg.image_grid
-drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g))).view(n, GRID_IMAGES, *fake.shape[1:])
-fig = image_grid_figure(grid_rows(uint8_to_unit(load_uint8(per_prompt, n)), drawn), captions[:n], GRID_IMAGES + 1)
+drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g)))
+drawn = drawn.view(n, GRID_IMAGES, *drawn.shape[1:])
+real_shown = sets.real_per_prompt(list(range(n)))  # only the few images the grid shows, read here
+fig = image_grid_figure(grid_rows(real_shown, drawn), captions[:n], GRID_IMAGES + 1)
 save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 analogue: for {n} test captions the real image, then {GRID_IMAGES} reranked generated images")
 
 # %% [markdown]
@@ -216,7 +210,7 @@ save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 ana
 # %%
 from lverse_core.report import provenance, save_results
 results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(captions),
-           "n_real_images": len(real), "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
+           "n_real_images": sets.n_real, "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
            "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,

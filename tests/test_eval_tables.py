@@ -40,18 +40,23 @@ def ci_test_set(synth_cfg):
     return images, captions, judge_path(synth_cfg)
 
 
-def test_text_to_image_scores_and_table3(synth_cfg, ci_test_set):
+def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
     from lverse_core.evaluation.judge import load_judge_file
+    from lverse_core.pipeline.t2i_eval import RANDOM_REAL, RECONSTRUCTED, Table3Sets, evaluate_text_to_image
 
     images, captions, jpath = ci_test_set
-    real = T.text_to_image_scores(synth_cfg, images, images, captions, radii=[0, 2], judge_path=jpath, cuda=False)
+    judge = load_judge_file(jpath)
+    shuffled = images.roll(1, dims=0)
+    sets = Table3Sets(generated=lambda idx: images[idx], real=lambda idx: images[idx],
+                      reconstructed=lambda idx: shuffled[idx], captions=captions, real_captions=captions,
+                      n_real=len(images), real_per_prompt=lambda idx: images[idx])
+    rows = evaluate_text_to_image(synth_cfg, sets, judge=judge, radii=[0, 2], cuda=False, judge_path=jpath)["rows"]
+    real, fake = rows[T.ours_label(synth_cfg)], rows[RECONSTRUCTED]
     assert real["fid"]["FID-0"] == pytest.approx(0, abs=1e-3) and real["fid"]["FID-2"] == pytest.approx(0, abs=1e-3)
     # Real images against their own captions: the judge's ceiling; a wrong image for each caption scores lower.
-    shuffled = images.roll(1, dims=0)
-    fake = T.text_to_image_scores(synth_cfg, images, shuffled, captions, radii=[0, 2], judge_path=jpath, cuda=False)
     assert fake["judged_correct"] < real["judged_correct"]
-    assert real["judged_correct"] == pytest.approx(
-        T.judged_correct(load_judge_file(jpath), images, captions)["judged_correct"])
+    assert rows[RANDOM_REAL]["judged_correct"] < real["judged_correct"]
+    assert real["judged_correct"] == pytest.approx(T.judged_correct(judge, images, captions)["judged_correct"])
     assert any(k.startswith("judged_correct_") and k.endswith("_objects") for k in real)
     df = T.table3(synth_cfg, {"real test images": real, "shuffled real images": fake})
     assert df["model"].tolist() == ["real test images", "shuffled real images"]
@@ -61,4 +66,4 @@ def test_text_to_image_scores_and_table3(synth_cfg, ci_test_set):
     assert len(paper) == 7 and paper["source"].str.startswith("L-Verse paper Table 3").all()
     assert not set(paper.columns) & {"images judged right for the caption (%)"}
     with pytest.raises(ValueError, match="prompts"):
-        T.judged_correct(load_judge_file(jpath), images[:3], captions)
+        T.judged_correct(judge, images[:3], captions)

@@ -83,7 +83,8 @@ def test_image_to_text_keeps_truncated_and_full_caption_of_the_same_candidate():
     m = tiny_model()
     codes = torch.randint(0, 10, (2, 4), generator=torch.Generator().manual_seed(0))
     score = lambda owner, texts: torch.tensor([float(len(t)) for t in texts])  # prefers long captions
-    out = image_to_text(m, FakeTokenizer(), codes, n_candidates=4, n_tokens=6, score_fn=score, seed=1)
+    out = image_to_text(m, FakeTokenizer(), codes, n_candidates=4, n_tokens=6, score_fn=score, seed=1,
+                        keep_candidates=True)
     assert len(out["truncated"]) == 2 and out["scores"].shape == (2, 4)
     for p in range(2):
         assert out["truncated"][p] == max(out["candidates"][p], key=len)

@@ -4,7 +4,7 @@ CLIP reranking (paper §3.6), and the loss-curve figure. Kept here so the notebo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -15,13 +15,15 @@ from lverse_core.sampling.candidates import (Decoder, image_to_text, load_augvae
                                              sampling_precision, text_to_image)
 
 
-def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tensor | None = None,
-                   batch_size: int = 64):
+def clip_score_fns(scorer, decode: Decoder | None, grid: int,
+                   images: torch.Tensor | Callable[[list[int]], torch.Tensor] | None = None, batch_size: int = 64):
     """Reranking scores: codes -> decoded image vs caption (text->image); image index -> image vs caption.
 
-    Both score at most ``batch_size`` pairs per CLIP call (and decode at most that many code maps at once), so
-    memory does not grow with the number of candidates: at paper scale one call would otherwise hold 5,000 test
-    images x 64 candidates = 320,000 images.
+    ``images``: what captions are scored against, a tensor (P, 3, S, S) in [-1, 1] or a loader from a list of image
+    indices to such a tensor (``generate.real_images``), which reads only the images of the pairs being scored. Both
+    score at most ``batch_size`` pairs per CLIP call (and decode at most that many code maps at once), so memory does
+    not grow with the number of images or candidates: at paper scale one call would otherwise hold 5,000 test images x
+    64 candidates = 320,000 images.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -33,9 +35,15 @@ def clip_score_fns(scorer, decode: Decoder | None, grid: int, images: torch.Tens
                               for i in range(0, len(codes), b)])
     i2t = None
     if scorer is not None and images is not None:
+        def pictures(owner: torch.Tensor) -> torch.Tensor:
+            if torch.is_tensor(images):
+                return images[owner]
+            distinct, where = torch.unique(owner, return_inverse=True)  # each image read once per call
+            return images(distinct.tolist())[where]
+
         def i2t(owner: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
             owner = owner.cpu()
-            return torch.cat([scorer.score(images[owner[i:i + b]], texts[i:i + b]) for i in range(0, len(owner), b)])
+            return torch.cat([scorer.score(pictures(owner[i:i + b]), texts[i:i + b]) for i in range(0, len(owner), b)])
     return t2i, i2t
 
 
@@ -295,7 +303,7 @@ def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id:
     with sampling_precision(model):
         out = image_to_text(model, tokenizer, codes, n_candidates=s.n_candidates, n_tokens=s.caption_tokens,
                             score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
-                            top_k=s.top_k, top_p=s.top_p)
+                            top_k=s.top_k, top_p=s.top_p, keep_candidates=True)
     scores = out["scores"][0]
     df = pd.DataFrame({"candidate": out["candidates"][0], "clip-score": scores.tolist()})
     df["kept"] = ["yes" if i == int(scores.argmax()) else "" for i in range(len(df))]

@@ -1,6 +1,7 @@
-"""What notebooks 04 (Table 2, image->text) and 05 (Table 3, text->image) call besides generation and the table
-builders: caption variants, the minimum bars below, the judge's ceiling and floor, decoding to uint8, and
-the figures (Figure 6 analogue, FID against blur radius, sample grids as in Figures 1/8).
+"""What notebooks 04 (Table 2, image->text) and 05 (Table 3, text->image) call besides generation, the table
+builders and Table 3's streamed evaluation (``t2i_eval``): caption variants, the minimum bars below, the judge's
+ceiling and floor from its verdicts, decoding to uint8, and the figures (Figure 6 analogue, FID against blur
+radius, sample grids as in Figures 1/8).
 
 Minimum bars (smoke profile; an early acceptance check of the kit): captions must name the right objects at least
 5x as often as the most frequent training caption does; generated images must be judged right at least 2x as often
@@ -97,13 +98,6 @@ def decode_to_uint8(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch
     return torch.cat([to_uint8(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
 
 
-def load_uint8(loader: Callable[[list[int]], torch.Tensor], n: int, batch_size: int = 256) -> torch.Tensor:
-    """Images 0..n-1 of a ``generate.real_images`` loader as uint8 (N, 3, S, S)."""
-    from lverse_core.evaluation.judge import to_uint8
-
-    return torch.cat([to_uint8(loader(list(range(i, min(n, i + batch_size))))) for i in range(0, n, batch_size)])
-
-
 def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
     """The AugVAE-SL codes (M, g, g) long of ``image_ids`` from the pre-tokenized split(s) ("val+test" joins)."""
     from lverse_core.training.pretokenize import load_codes
@@ -143,33 +137,37 @@ def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: i
     return float(lo), float(hi)
 
 
-def judge_bounds(judge, fake: torch.Tensor, real: torch.Tensor, prompts: Sequence[str], seed: int,
-                 floor_rounds: int = FLOOR_ROUNDS, resamples: int = 1000) -> dict[str, dict[str, Any]]:
-    """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data).
+def floor_pairings(n: int, seed: int, rounds: int = FLOOR_ROUNDS) -> torch.Tensor:
+    """(rounds, n) long: in round r, generated image i is judged against prompt ``[r, i]``. Round r is the derangement
+    ``derangement(n, seed + r)`` read from the image's side (image d[j] meets prompt j), so that a stream of images
+    can be judged as it passes, never held."""
+    out = torch.empty(rounds, n, dtype=torch.long)
+    for r in range(rounds):
+        out[r, derangement(n, seed + r)] = torch.arange(n)
+    return out
 
-    - ours: image j generated from prompt j, judged against prompt j;
-    - ceiling: the real image behind prompt j, judged against prompt j;
-    - floor: images generated from shuffled captions. Each generated image is judged against ``floor_rounds``
-      other prompts (one seeded derangement per round), so the floor rests on rounds x prompts pairs and is
-      estimated rather than a count of zero; it reuses our images, so it costs no second generation.
+
+def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits: torch.Tensor, seed: int,
+                 resamples: int = 1000) -> dict[str, dict[str, Any]]:
+    """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data), from
+    verdicts already made (``t2i_eval`` makes them as the images stream past):
+
+    - ours: image j generated from prompt j, judged against prompt j (``ours``, an ``eval_tables.verdict_summary``
+      with ``per_image``);
+    - ceiling: the real image behind prompt j, judged against prompt j (``ceiling``, the same);
+    - floor: images generated from shuffled captions. Each generated image is judged against the prompts that the
+      rounds of ``floor_pairings`` give it (``floor_hits`` (rounds, n) bool: right or not), so the floor rests on
+      rounds x prompts pairs and is estimated rather than a count of zero; it reuses our images, so it costs no
+      second generation.
     Each entry carries ``ci95``, a bootstrap interval that resamples images (the floor: each image's share of
     shuffled captions it matches), so pairs that share an image are not counted as independent evidence.
     """
-    from lverse_core.evaluation.judge import image_matches, to_unit_range
-    from lverse_core.pipeline.eval_tables import judged_correct
-
-    out = {"generated images": judged_correct(judge, fake, prompts),
-           "real images (judge ceiling)": judged_correct(judge, real, prompts)}
-    seen = judge.judge_image(to_unit_range(fake))  # judged once, compared with every shuffled caption
-    hits = torch.zeros(len(prompts), dtype=torch.float64)
-    for r in range(floor_rounds):
-        d = derangement(len(prompts), seed + r)  # image d[j] is judged against prompt j
-        for j in range(len(prompts)):
-            hits[d[j]] += float(image_matches(seen[int(d[j])], prompts[j]))
-    share = hits / floor_rounds
-    out["images generated from shuffled captions (floor)"] = {
-        "judged_correct": float(share.mean()), "n_images": len(prompts), "floor_rounds": floor_rounds,
-        "n_pairs": floor_rounds * len(prompts), "matches": int(hits.sum()), "per_image": share.tolist()}
+    rounds, n = floor_hits.shape
+    share = floor_hits.double().mean(0)
+    out = {"generated images": dict(ours), "real images (judge ceiling)": dict(ceiling),
+           "images generated from shuffled captions (floor)": {
+               "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
+               "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
     for v in out.values():
         v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, seed)
     return out

@@ -91,34 +91,26 @@ def _scored_with(scores: Mapping[str, Any]) -> str:
 def judged_correct(judge, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, Any]:
     """Is each generated image right for its prompt? Overall and by the number of objects the prompt names."""
     from lverse_core.evaluation.judge import image_matches, to_unit_range
-    from lverse_core.data.shapes import parse_caption
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-
     seen = judge.judge_image(to_unit_range(images))
-    ok = np.array([image_matches(s, p) for s, p in zip(seen, prompts)], dtype=bool)
+    return verdict_summary([image_matches(s, p) for s, p in zip(seen, prompts)], prompts)
+
+
+def verdict_summary(right: Sequence[bool], prompts: Sequence[str]) -> dict[str, Any]:
+    """The judge's verdicts (image j right for prompt j or not) summed up: the share judged right, overall and by the
+    number of objects the prompt names, ``n_images`` and ``per_image`` (the verdicts, for bootstrap intervals)."""
+    from lverse_core.data.shapes import parse_caption
+
+    if len(right) != len(prompts):
+        raise ValueError(f"{len(right)} verdicts but {len(prompts)} prompts")
+    ok = np.asarray(right, dtype=bool)
     n_obj = np.array([len(parse_caption(p)) for p in prompts])
     out: dict[str, Any] = {"judged_correct": float(ok.mean()), "n_images": int(len(ok))}
     for k in sorted(set(n_obj.tolist())):
         out[f"judged_correct_{k}_objects"] = float(ok[n_obj == k].mean())
     out["per_image"] = ok.tolist()
-    return out
-
-
-def text_to_image_scores(cfg: Config, real: torch.Tensor, fake: torch.Tensor, prompts: Sequence[str], *,
-                         radii: Sequence[float] | None = None, judge_path: str | Path | None = None,
-                         cuda: bool | None = None) -> dict[str, Any]:
-    """FID-k between real and generated images (paper Table 3) and, on embedded data, the judge's verdicts."""
-    from lverse_core.evaluation.fid import compute_fid_sweep, fid_label
-
-    fids = compute_fid_sweep(real, fake, cfg, radii, judge_path=judge_path, cuda=cuda)
-    out: dict[str, Any] = {"fid_feature_space": fid_label(cfg), "fid": {f"FID-{r:g}": v for r, v in fids.items()}}
-    if cfg.data.source == "shapes":
-        from lverse_core.evaluation.judge import load_judge, load_judge_file
-
-        judge = load_judge_file(judge_path) if judge_path else load_judge(cfg)
-        out.update(judged_correct(judge, fake, prompts))
     return out
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -106,31 +107,44 @@ def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, 
 def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: int, n_tokens: int,
                   score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None, seed: int = 0,
                   batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0) -> dict[str, list]:
+                  top_p: float = 1.0, keep_candidates: bool = False) -> dict[str, list]:
     """One caption per image: ``n_candidates`` samples, each cut after ``n_tokens`` tokens at the first full stop,
     and the CLIP-best truncated one kept (§3.6: only the first split is scored). ``score_fn(image_index (M,),
     texts (M,)) -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full``
-    captions (``full``: the same chosen sample to the full text length, see ``full_length_text``), the candidates
-    and their scores.
+    captions (``full``: the same chosen sample to the full text length, see ``full_length_text``) and the scores of
+    every candidate (P, n_candidates); with ``keep_candidates`` also every truncated candidate.
+
+    Streamed (paper Table 2: 5,000 images x 64 candidates): candidates are sampled ``batch_size`` rows at a time and
+    reranked in groups of whole prompts (``lcm(n_candidates, batch_size)`` rows), so memory holds one group's
+    candidates, never all of them. The groups are cut where sampling batches end anyway and the random stream runs
+    through them in order, so every sample is the one that sampling all rows in one sequence gives.
     """
-    P = image_codes.size(0)
+    P, n = image_codes.size(0), n_candidates
     device = image_codes.device
-    rows = image_codes.reshape(P, -1).repeat_interleave(n_candidates, dim=0)
+    flat = image_codes.reshape(P, -1)
     g = _seeded(seed, device)
     n_sample = caption_sample_length(model, n_tokens)
-    ids = torch.cat([model.generate_text(rows[i:i + batch_size], n_sample, temperature=temperature, top_k=top_k,
-                                         top_p=top_p, generator=g) for i in range(0, len(rows), batch_size)])
-    stop = {tokenizer.eot_id, tokenizer.pad_id}
-    cut = truncate_at_full_stop(ids[:, :n_tokens], set(tokenizer.full_stop_ids), stop)
-    truncated = [_decode(tokenizer, c) for c in cut]
-    full = [_decode(tokenizer, c) for c in full_length_text(ids, stop)]
-    owner = torch.arange(P, device=device).repeat_interleave(n_candidates)
-    scores = score_fn(owner, truncated) if score_fn is not None else torch.zeros(len(truncated))
-    best = rerank(scores.view(P, n_candidates).cpu())
-    pick = [p * n_candidates + int(b) for p, b in enumerate(best)]
-    return {"truncated": [truncated[i] for i in pick], "full": [full[i] for i in pick],
-            "candidates": [truncated[p * n_candidates:(p + 1) * n_candidates] for p in range(P)],
-            "scores": scores.view(P, n_candidates).cpu()}
+    stop, full_stop = {tokenizer.eot_id, tokenizer.pad_id}, set(tokenizer.full_stop_ids)
+    group = math.lcm(n, batch_size)  # rows: whole prompts and whole sampling batches
+    out: dict[str, list] = {"truncated": [], "full": [], "scores": []}
+    if keep_candidates:
+        out["candidates"] = []
+    for start in range(0, P * n, group):
+        owner = torch.arange(start, min(P * n, start + group), device=device) // n  # row -> image
+        ids = torch.cat([model.generate_text(flat[owner[i:i + batch_size]], n_sample, temperature=temperature,
+                                             top_k=top_k, top_p=top_p, generator=g)
+                         for i in range(0, len(owner), batch_size)])
+        cut = [_decode(tokenizer, c) for c in truncate_at_full_stop(ids[:, :n_tokens], full_stop, stop)]
+        full = full_length_text(ids, stop)
+        scores = (score_fn(owner, cut) if score_fn is not None else torch.zeros(len(cut))).view(-1, n).cpu()
+        for p, b in enumerate(rerank(scores).tolist()):
+            out["truncated"].append(cut[p * n + b])
+            out["full"].append(_decode(tokenizer, full[p * n + b]))
+            if keep_candidates:
+                out["candidates"].append(cut[p * n:(p + 1) * n])
+        out["scores"].append(scores)
+    out["scores"] = torch.cat(out["scores"]) if out["scores"] else torch.zeros(0, n)
+    return out
 
 
 def _decode(tokenizer, ids: list[int]) -> str:
