@@ -45,7 +45,7 @@
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
 OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
-SIMULATE = True  # True|False: answer the forms with the simulated rater (embedded profiles only)
+SIMULATE = True  # True|False: answer the forms with the simulated rater (embedded profiles; real data has no ground truth)
 ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox
 
 # %%
@@ -56,7 +56,10 @@ from pathlib import Path
 assert isinstance(SIMULATE, bool), "SIMULATE must be True or False"
 assert isinstance(ANSWERS_DIR, str), "ANSWERS_DIR must be a folder path (a string)"
 cfg = load_run_config(PROFILE, OVERRIDES)
-assert not (SIMULATE and cfg.data.source != "shapes"), "the simulated rater needs the embedded data (ground truth)"
+simulate = SIMULATE and cfg.data.source == "shapes"  # the simulated rater answers from the ground truth
+if SIMULATE and not simulate:
+    print(f"SIMULATE is on, but data.source is {cfg.data.source!r}: there is no ground truth to simulate raters from, "
+          "so the forms wait for people's answers (ANSWERS_DIR)")
 print(f"profile {cfg.profile}: pool {cfg.eval.human_eval_pool}, {cfg.eval.human_eval_form_size} sets per form, "
       f"{cfg.eval.human_eval_raters} forms")
 
@@ -91,7 +94,7 @@ print(f"study {study['study']}: {len(study['pool'])} sets, {len(forms)} forms, e
 # %%
 inbox = Path(ANSWERS_DIR) if ANSWERS_DIR else H.study_dir(cfg) / "inbox"
 files = sorted(inbox.glob("answers_*.json")) if inbox.exists() else []
-if SIMULATE:
+if simulate:
     from lverse_core.data import load_attributes
     files += H.simulate_raters(cfg, load_attributes(cfg), H.study_dir(cfg) / "simulated")
 report = H.ingest_answers(cfg, files)
