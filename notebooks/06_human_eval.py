@@ -101,50 +101,58 @@ report = H.ingest_answers(cfg, files)
 votes = H.unblind(cfg)
 print(f"ingested {len(report['ingested'])} new file(s), {len(report['already'])} already in the store; "
       f"{len(votes)} votes in all")
+votes_in = len(votes) > 0  # real data before anyone answered: the forms above wait for people, nothing to count yet
+if not votes_in:
+    print(f"no votes yet: send the forms in {H.study_dir(cfg)} to raters, put their answer files into {inbox} "
+          "(or ANSWERS_DIR) and run this notebook again")
 
 # %% [markdown]
 # Vote shares with bootstrap 95% intervals (`eval.bootstrap` replicates over sets and raters), and Figure 7 with
 # the paper's 30.4% drawn over the one bar it describes, Pred + Both.
 
 # %%
-from lverse_core.report import save_figure, save_table, save_results, provenance
-simulated = bool(len(votes)) and bool(votes["simulated"].all())
-shares = H.vote_shares(votes, cfg.eval.bootstrap, seed=cfg.seed)
-who = "simulated raters (ground-truth attributes)" if simulated else "human raters"
-shares_t = shares.assign(raters=who, source=provenance(cfg))
-save_table(cfg, "06_human_eval_vote_shares", shares_t, f"Figure 7 data: vote shares with 95% bootstrap CIs ({who})")
-fig = H.figure7(shares, simulated=simulated)
-row = shares.set_index("vote").loc["Pred + Both"]
-save_figure(cfg, "06_figure7_human_eval", fig, caption=f"Figure 7 analogue: vote shares with 95% bootstrap intervals ({who})",
-            verdict=f"Pred + Both {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] from {len(votes)} "
-                    f"votes on {int(row['n_sets'])} sets; the paper's human raters gave L-Verse "
-                    f"{H.paper_pred_plus_both_percent():.1f}% on MS-COCO.")
-shares_t
+if votes_in:
+    from IPython.display import display
+    from lverse_core.report import save_figure, save_table, save_results, provenance
+    simulated = bool(len(votes)) and bool(votes["simulated"].all())
+    shares = H.vote_shares(votes, cfg.eval.bootstrap, seed=cfg.seed)
+    who = "simulated raters (ground-truth attributes)" if simulated else "human raters"
+    shares_t = shares.assign(raters=who, source=provenance(cfg))
+    save_table(cfg, "06_human_eval_vote_shares", shares_t, f"Figure 7 data: vote shares with 95% bootstrap CIs ({who})")
+    fig = H.figure7(shares, simulated=simulated)
+    row = shares.set_index("vote").loc["Pred + Both"]
+    save_figure(cfg, "06_figure7_human_eval", fig, caption=f"Figure 7 analogue: vote shares with 95% bootstrap intervals ({who})",
+                verdict=f"Pred + Both {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] from {len(votes)} "
+                        f"votes on {int(row['n_sets'])} sets; the paper's human raters gave L-Verse "
+                        f"{H.paper_pred_plus_both_percent():.1f}% on MS-COCO.")
+    display(shares_t)
 
 # %%
-row = shares.set_index("vote").loc["Pred + Both"]
-save_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
-                                   "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
-                                   "ci": [float(row["ci_low"]), float(row["ci_high"])],
-                                   "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent()})
-print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] ({who}); paper: "
-      f"{H.paper_pred_plus_both_percent():.1f}% (human)")
+if votes_in:
+    row = shares.set_index("vote").loc["Pred + Both"]
+    save_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
+                                       "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
+                                       "ci": [float(row["ci_low"]), float(row["ci_high"])],
+                                       "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent()})
+    print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] ({who}); paper: "
+          f"{H.paper_pred_plus_both_percent():.1f}% (human)")
 
 # %% [markdown]
 # ## Summary (computed from this run) and exercises
 
 # %%
-naive = H.vote_shares(votes["vote"].tolist(), cfg.eval.bootstrap, seed=cfg.seed).set_index("vote").loc["Pred + Both"]
-by = shares.set_index("vote")
-print(f"- {len(votes)} votes on {int(row['n_sets'])} sets by {int(row['n_raters'])} {who}: GT {by.loc['GT', 'share']:.1%}, "
-      f"Pred {by.loc['Pred', 'share']:.1%}, Both {by.loc['Both', 'share']:.1%}.")
-print(f"- Pred + Both {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]; the paper's L-Verse got "
-      f"{H.paper_pred_plus_both_percent():.1f}% from human raters on MS-COCO (other data, other raters: a shape to "
-      f"compare, not a replication).")
-width, naive_width = row["ci_high"] - row["ci_low"], naive["ci_high"] - naive["ci_low"]
-print(f"- Treating the votes as independent would have given [{naive['ci_low']:.1%}, {naive['ci_high']:.1%}]"
-      + (f", {naive_width / width:.0%} of the width of the interval that resamples sets and raters." if width > 0
-         else ": every vote agrees, so neither interval has any width."))
+if votes_in:
+    naive = H.vote_shares(votes["vote"].tolist(), cfg.eval.bootstrap, seed=cfg.seed).set_index("vote").loc["Pred + Both"]
+    by = shares.set_index("vote")
+    print(f"- {len(votes)} votes on {int(row['n_sets'])} sets by {int(row['n_raters'])} {who}: GT {by.loc['GT', 'share']:.1%}, "
+          f"Pred {by.loc['Pred', 'share']:.1%}, Both {by.loc['Both', 'share']:.1%}.")
+    print(f"- Pred + Both {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]; the paper's L-Verse got "
+          f"{H.paper_pred_plus_both_percent():.1f}% from human raters on MS-COCO (other data, other raters: a shape to "
+          f"compare, not a replication).")
+    width, naive_width = row["ci_high"] - row["ci_low"], naive["ci_high"] - naive["ci_low"]
+    print(f"- Treating the votes as independent would have given [{naive['ci_low']:.1%}, {naive['ci_high']:.1%}]"
+          + (f", {naive_width / width:.0%} of the width of the interval that resamples sets and raters." if width > 0
+             else ": every vote agrees, so neither interval has any width."))
 
 # %% [markdown]
 # **Exercises**:
