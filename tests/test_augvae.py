@@ -374,17 +374,7 @@ def test_control_steps_zero_means_off(tmp_path):
     assert planned_steps(on, "baseline") == 3 and control_enabled(on)
 
 
-class _Recorder(torch.nn.Module):
-    """Stands in for AugVAE-SL in pre-tokenization: remembers the images it is given, returns zero codes."""
-
-    def __init__(self, grid: int):
-        super().__init__()
-        self.w, self.grid, self.seen = torch.nn.Parameter(torch.zeros(1)), grid, []
-        self.quantizer = type("Q", (), {"codebook_size": 16})()
-
-    def encode(self, x):
-        self.seen.append(x.clone())
-        return torch.zeros(x.shape[0], self.grid, self.grid, dtype=torch.long)
+from _pretokenize_stubs import Recorder as _Recorder  # noqa: E402
 
 
 def _odd_images(tmp_path):
