@@ -38,7 +38,10 @@ def ensure_stand_ins(cfg: Config) -> dict[str, Path]:
     for name, rel in STAND_IN_PATHS.items():
         paths[name] = path = cfg.data_root / rel
         if name in WRITERS and not path.exists():
-            _save_atomic(WRITERS[name](), path)
+            with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's random stream untouched
+                torch.default_generator.manual_seed(SEED)  # the CPU generator only (fork_rng restores it)
+                state = WRITERS[name]()
+            _save_atomic(state, path)
     return paths
 
 
@@ -65,6 +68,8 @@ def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# The writers draw from torch's global generator; ensure_stand_ins seeds it with SEED inside fork_rng.
+
 def random_inception_state() -> dict[str, torch.Tensor]:
     """torch-fidelity's FID Inception-v3 with its default initialisation instead of the released weights."""
     import torch_fidelity.feature_extractor_inceptionv3 as fi
@@ -76,7 +81,6 @@ def random_inception_state() -> dict[str, torch.Tensor]:
     original_fetch, original_load = fi.load_state_dict_from_url, cls.load_state_dict
     fi.load_state_dict_from_url, cls.load_state_dict = no_download, lambda self, state, *a, **k: None
     try:
-        torch.manual_seed(SEED)
         model = cls("inception-v3-compat", ["2048"])
     finally:
         fi.load_state_dict_from_url, cls.load_state_dict = original_fetch, original_load
@@ -88,7 +92,6 @@ def random_clip_vit_b32_state() -> dict[str, torch.Tensor]:
     49408 BPE tokens, 12 x 512 text) with CLIP's own initialisation."""
     from clip.model import CLIP
 
-    torch.manual_seed(SEED)
     model = CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
                  context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
                  transformer_layers=12)
@@ -98,7 +101,6 @@ def random_clip_vit_b32_state() -> dict[str, torch.Tensor]:
 def random_vgg16_state() -> dict[str, torch.Tensor]:
     from torchvision.models import vgg16
 
-    torch.manual_seed(SEED)
     return {k: v.detach().clone() for k, v in vgg16().state_dict().items()}
 
 
