@@ -124,6 +124,37 @@ def test_small_clip_round_trips_through_clip_load_and_ranks(tmp_path):
     assert rerank(scores.T).tolist() == [0, 1, 2]  # each image prefers its own colour
 
 
+class _CountingImages:
+    """Eight images with exact uint8 levels (as the eval transform gives); counts how often each is read."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(1)
+        self.images = torch.randint(0, 256, (8, 3, 32, 32), generator=g).float() / 127.5 - 1
+        self.reads = [0] * 8
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return {"image": self.images[i].clone(), "captions": [f"scene {i}."]}
+
+
+def test_clip_training_reads_each_image_once_and_keeps_it_exactly(tmp_path, monkeypatch):
+    import lverse_core.sampling.clip_reranker as cr
+
+    cfg = load_profile("ci", runs_dir=str(tmp_path), **{"clip.train_steps": 6, "clip.batch_size": 4})
+    ds = _CountingImages()
+    seen = []
+    real = cr.clip_pixels
+    monkeypatch.setattr(cr, "clip_pixels", lambda images, res: seen.append(images.clone()) or real(images, res))
+    cr.train_clip_reranker(cfg, ds)
+    assert ds.reads == [1] * 8  # 6 steps x 4 draws = 24 reads without the kept copies
+    sampler = cr.StepSampler(8, 4, cfg.seed)
+    for step, images in enumerate(seen):  # the kept uint8 copy gives back exactly the dataset's image
+        assert torch.equal(images, ds.images[sampler.indices(step)])
+
+
 def test_reranker_config_and_assets_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="transformer_width // 64"):
         build_small_clip(load_profile("ci", **{"clip.transformer_heads": 2}))
