@@ -48,3 +48,16 @@ def test_biart_sizes_bench_covers_the_smoke_model_and_reports_consistent_rates()
         assert abs(r["sequences_per_s"] - batch / (r["step_ms_median"] / 1e3)) < 1e-6 * r["sequences_per_s"]
     params = {w: r["params"] for (_, _, w), r in rows.items()}
     assert params[128] < params[192] < params[256]
+
+
+def test_clip_train_bench_times_every_variant_on_the_ci_data(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_clip_train.py"), "--profile", "ci",
+                          "--rounds", "2", "--steps", "1", "--images", "16"],
+                         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [v["variant"] for v in result["variants"]] == [
+        "decode every draw, AdamW default (before)", "kept uint8 copies, AdamW default",
+        "kept uint8 copies, AdamW fused (train_clip_reranker)"]
+    assert result["draws_per_image"] == 2 * 16 / 16 and result["peak_rss_mib"] > 0
+    assert all(v["total_s"] > 0 and len(v["step_ms_range"]) == 2 for v in result["variants"])

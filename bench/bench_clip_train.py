@@ -1,0 +1,101 @@
+"""The CLIP reranker's training step on the smoke data set: decoding each draw vs keeping one uint8 copy per image,
+and AdamW's default implementation vs its fused kernel, interleaved in one process.
+
+Why ``train_clip_reranker`` keeps a decoded copy of each image and runs AdamW fused (configs/smoke.yaml trains the
+reranker 750 steps): each variant is a fresh small CLIP with the smoke profile's sizes and its own optimizer,
+drawing batches of ``clip.batch_size`` from the first ``--images`` training images, so that each image is drawn as
+often as in the smoke run (750 x 64 draws over 8,000 images: 6 times); the variants run round by round, so that a
+slow spell of a shared machine hits all of them alike. Printed: median and range of the per-round step time, the
+total over all rounds (the kept copies pay their decoding in the first rounds), peak RSS.
+
+    python bench/bench_clip_train.py [--rounds 6] [--steps 8] [--images 512] [--profile smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import finish  # noqa: E402
+from lverse_core.config import load_profile  # noqa: E402
+from lverse_core.data.loaders import CaptionImageDataset  # noqa: E402
+from lverse_core.report import cpu_info  # noqa: E402
+from lverse_core.sampling.clip_reranker import build_small_clip, clip_pixels, tokenize  # noqa: E402
+from lverse_core.training.loop import StepSampler  # noqa: E402
+
+# name -> (keep decoded copies, fused AdamW)
+VARIANTS = {"decode every draw, AdamW default (before)": (False, False),
+            "kept uint8 copies, AdamW default": (True, False),
+            "kept uint8 copies, AdamW fused (train_clip_reranker)": (True, True)}
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=8, help="steps per variant per round")
+    ap.add_argument("--images", type=int, default=512, help="training images drawn from (6 draws each by default)")
+    ap.add_argument("--profile", default="smoke", help="whose data set and CLIP sizes (the ci profile for a quick check)")
+    a = ap.parse_args()
+    cfg = load_profile(a.profile)
+    dataset = CaptionImageDataset(cfg, "train", train=False)
+    n = min(a.images, len(dataset))
+    runs = {}
+    for name, (keep, fused) in VARIANTS.items():
+        torch.manual_seed(0)
+        model = build_small_clip(cfg).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip.lr, weight_decay=0.1, betas=(0.9, 0.98),
+                                **({"fused": True} if fused else {}))
+        runs[name] = {"model": model, "opt": opt, "keep": keep, "kept": {}, "times": [], "step": 0,
+                      "sampler": StepSampler(n, min(cfg.clip.batch_size, n), 0)}
+
+    def image(r, i):
+        if not r["keep"]:
+            return dataset[i]["image"], dataset[i]["captions"][0]
+        if i not in r["kept"]:
+            it = dataset[i]
+            r["kept"][i] = (((it["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), it["captions"][0])
+        im, cap = r["kept"][i]
+        return im.float() / 127.5 - 1, cap
+
+    def step(r):
+        items = [image(r, i) for i in r["sampler"].indices(r["step"])]
+        r["step"] += 1
+        logits_img, logits_txt = r["model"](clip_pixels(torch.stack([im for im, _ in items]), cfg.data.image_size),
+                                            tokenize([c for _, c in items], cfg.clip.context_length))
+        target = torch.arange(len(items))
+        loss = (torch.nn.functional.cross_entropy(logits_img, target)
+                + torch.nn.functional.cross_entropy(logits_txt, target)) / 2
+        r["opt"].zero_grad(set_to_none=True)
+        loss.backward()
+        r["opt"].step()
+
+    for _ in range(a.rounds):
+        for r in runs.values():
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                step(r)
+            r["times"].append((time.perf_counter() - t0) / a.steps)
+    out = {"cpu": cpu_info(), "rounds": a.rounds, "steps_per_round": a.steps, "images": n,
+           "draws_per_image": a.rounds * a.steps * min(cfg.clip.batch_size, n) / n, "variants": []}
+    print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
+    print(f"{n} images, each drawn {out['draws_per_image']:.1f} times; batch {min(cfg.clip.batch_size, n)}")
+    base = sum(next(iter(runs.values()))["times"])
+    print(f"{'variant':>52} {'ms/step median [range]':>24} {'total s':>8} {'speed-up':>8}")
+    for name, r in runs.items():
+        med, total = statistics.median(r["times"]), sum(r["times"]) * a.steps
+        row = {"variant": name, "step_ms_median": med * 1e3,
+               "step_ms_range": [min(r["times"]) * 1e3, max(r["times"]) * 1e3], "total_s": total,
+               "speedup_total_vs_before": base * a.steps / total}
+        out["variants"].append(row)
+        span = f"{med * 1e3:.0f} [{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}]"
+        print(f"{name:>52} {span:>24} {total:>8.1f} {row['speedup_total_vs_before']:>7.2f}x")
+    return finish(out)
+
+
+if __name__ == "__main__":
+    main()
