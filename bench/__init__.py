@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 
 
 def finish(out: dict) -> dict:
@@ -11,3 +12,9 @@ def finish(out: dict) -> dict:
     print(f"peak RSS {out['peak_rss_mib']:.0f} MiB")
     print(json.dumps(out))
     return out
+
+
+def step_stats(times: list[float]) -> tuple[dict, str]:
+    """Per-round step times (s) -> the JSON fields (median and range in ms) and the printed "median [min-max]"."""
+    med, lo, hi = statistics.median(times) * 1e3, min(times) * 1e3, max(times) * 1e3
+    return {"step_ms_median": med, "step_ms_range": [lo, hi]}, f"{med:.0f} [{lo:.0f}-{hi:.0f}]"

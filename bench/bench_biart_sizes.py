@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
-from bench import finish  # noqa: E402
+from bench import finish, step_stats  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
 
 # (batch, layers, width, heads)
@@ -68,11 +68,10 @@ def main() -> dict:
     for (batch, layers, width, heads), r in runs.items():
         med = statistics.median(r["times"])
         n = sum(p.numel() for p in r["model"].parameters())
-        row = {"batch": batch, "n_layer": layers, "n_embd": width, "n_head": heads, "params": n,
-               "step_ms_median": med * 1e3, "step_ms_range": [min(r["times"]) * 1e3, max(r["times"]) * 1e3],
+        stats, span = step_stats(r["times"])
+        row = {"batch": batch, "n_layer": layers, "n_embd": width, "n_head": heads, "params": n, **stats,
                "sequences_per_s": batch / med}
         out["variants"].append(row)
-        span = f"{med * 1e3:.0f} [{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}]"
         print(f"{batch:>5} {f'{layers} x {width}':>14} {n / 1e6:>7.2f}M {span:>20} {batch / med:>12.0f}")
     return finish(out)
 

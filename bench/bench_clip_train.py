@@ -13,7 +13,6 @@ total over all rounds (the kept copies pay their decoding in the first rounds), 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import finish  # noqa: E402
+from bench import finish, step_stats  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.data.loaders import CaptionImageDataset  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
@@ -87,12 +86,10 @@ def main() -> dict:
     base = sum(next(iter(runs.values()))["times"])
     print(f"{'variant':>52} {'ms/step median [range]':>24} {'total s':>8} {'speed-up':>8}")
     for name, r in runs.items():
-        med, total = statistics.median(r["times"]), sum(r["times"]) * a.steps
-        row = {"variant": name, "step_ms_median": med * 1e3,
-               "step_ms_range": [min(r["times"]) * 1e3, max(r["times"]) * 1e3], "total_s": total,
-               "speedup_total_vs_before": base * a.steps / total}
+        total = sum(r["times"]) * a.steps
+        stats, span = step_stats(r["times"])
+        row = {"variant": name, **stats, "total_s": total, "speedup_total_vs_before": base * a.steps / total}
         out["variants"].append(row)
-        span = f"{med * 1e3:.0f} [{min(r['times']) * 1e3:.0f}-{max(r['times']) * 1e3:.0f}]"
         print(f"{name:>52} {span:>24} {total:>8.1f} {row['speedup_total_vs_before']:>7.2f}x")
     return finish(out)
 
