@@ -90,9 +90,10 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
     """Train the small CLIP contrastively (symmetric InfoNCE, as in CLIP) on ``dataset`` items
     {"image": (3,S,S) in [-1,1], "captions": [str, ...]} for ``clip.train_steps`` steps; save the state dict.
 
-    Each image is decoded once and kept as uint8 (the eval transform is deterministic, so the kept copy is exact),
-    and AdamW runs fused where the build has it: together 1.5x the steps per second on the smoke profile
-    (750 steps in 142 s vs 211 s on a 2-core Xeon VM), the same model for the same seed up to float rounding."""
+    Each image is decoded once and kept as uint8 (exact for images read from 8-bit files through the deterministic
+    eval transform; memory: 3 x S x S bytes per distinct image drawn, 98 MB for the 8,000 smoke images), and AdamW
+    runs fused where the build has it: together 1.96x the steps per second in ``bench/bench_clip_train.py`` (2-core
+    Xeon VM; 750 smoke steps took 142 s instead of 211 s), the same model for the same seed up to float rounding."""
     c = cfg.clip
     path = Path(path) if path is not None else reranker_path(cfg)
     torch.manual_seed(cfg.seed)
