@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
-from bench import finish, step_stats  # noqa: E402
+from bench import finish, interleave, step_stats  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
 
 # (batch, layers, width, heads)
@@ -56,12 +55,7 @@ def main() -> dict:
     for r in runs.values():  # warm-up
         for _ in range(2):
             step(r)
-    for _ in range(a.rounds):
-        for r in runs.values():
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                step(r)
-            r["times"].append((time.perf_counter() - t0) / a.steps)
+    interleave(runs, step, a.rounds, a.steps)
     out = {"cpu": cpu_info(), "rounds": a.rounds, "steps_per_round": a.steps, "codes": a.codes, "variants": []}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
     print(f"{'batch':>5} {'layers x width':>14} {'params':>8} {'ms/step [range]':>20} {'sequences/s':>12}")

@@ -5,8 +5,9 @@ Why ``train_clip_reranker`` keeps a decoded copy of each image and runs AdamW fu
 reranker 750 steps): each variant is a fresh small CLIP with the smoke profile's sizes and its own optimizer,
 drawing batches of ``clip.batch_size`` from the first ``--images`` training images, so that each image is drawn as
 often as in the smoke run (750 x 64 draws over 8,000 images: 6 times); the variants run round by round, so that a
-slow spell of a shared machine hits all of them alike. Printed: median and range of the per-round step time, the
-total over all rounds (the kept copies pay their decoding in the first rounds), peak RSS.
+slow spell of a shared machine hits all of them alike. No warm-up round, on purpose: the kept copies pay their
+decoding in the first rounds, which the medians mostly leave out and the totals count. Printed: median and range
+of the per-round step time, the total over all rounds, peak RSS.
 
     python bench/bench_clip_train.py [--rounds 6] [--steps 8] [--images 512] [--profile smoke]
 """
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import finish, step_stats  # noqa: E402
+from bench import finish, interleave, step_stats  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.data.loaders import CaptionImageDataset  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
@@ -73,12 +73,7 @@ def main() -> dict:
         loss.backward()
         r["opt"].step()
 
-    for _ in range(a.rounds):
-        for r in runs.values():
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                step(r)
-            r["times"].append((time.perf_counter() - t0) / a.steps)
+    interleave(runs, step, a.rounds, a.steps)
     out = {"cpu": cpu_info(), "rounds": a.rounds, "steps_per_round": a.steps, "images": n,
            "draws_per_image": a.rounds * a.steps * min(cfg.clip.batch_size, n) / n, "variants": []}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
