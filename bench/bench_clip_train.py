@@ -24,7 +24,8 @@ from bench import finish, interleave, step_stats  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
 from lverse_core.data.loaders import CaptionImageDataset  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
-from lverse_core.sampling.clip_reranker import build_small_clip, clip_pixels, tokenize  # noqa: E402
+from lverse_core.sampling.clip_reranker import (KeptImages, build_small_clip, clip_pixels,  # noqa: E402
+                                               fused_if_supported, tokenize)
 from lverse_core.training.loop import StepSampler  # noqa: E402
 
 # name -> (keep decoded copies, fused AdamW)
@@ -38,7 +39,8 @@ def main() -> dict:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=8, help="steps per variant per round")
     ap.add_argument("--images", type=int, default=512, help="training images drawn from (6 draws each by default)")
-    ap.add_argument("--profile", default="smoke", help="whose data set and CLIP sizes (the ci profile for a quick check)")
+    ap.add_argument("--profile", default="smoke",
+                    help="whose data set and CLIP sizes (the ci profile for a quick check)")
     a = ap.parse_args()
     cfg = load_profile(a.profile)
     dataset = CaptionImageDataset(cfg, "train", train=False)
@@ -48,18 +50,16 @@ def main() -> dict:
         torch.manual_seed(0)
         model = build_small_clip(cfg).train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip.lr, weight_decay=0.1, betas=(0.9, 0.98),
-                                **({"fused": True} if fused else {}))
-        runs[name] = {"model": model, "opt": opt, "keep": keep, "kept": {}, "times": [], "step": 0,
-                      "sampler": StepSampler(n, min(cfg.clip.batch_size, n), 0)}
+                                **(fused_if_supported() if fused else {}))
+        runs[name] = {"model": model, "opt": opt, "kept": KeptImages(dataset) if keep else None, "times": [],
+                      "step": 0, "sampler": StepSampler(n, min(cfg.clip.batch_size, n), 0)}
 
     def image(r, i):
-        if not r["keep"]:
-            return dataset[i]["image"], dataset[i]["captions"][0]
-        if i not in r["kept"]:
-            it = dataset[i]
-            r["kept"][i] = (((it["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), it["captions"][0])
-        im, cap = r["kept"][i]
-        return im.float() / 127.5 - 1, cap
+        if r["kept"] is not None:
+            im, caps = r["kept"][i]
+            return im, caps[0]
+        it = dataset[i]  # the old loop: one read (decode + eval transform) per draw
+        return it["image"], it["captions"][0]
 
     def step(r):
         items = [image(r, i) for i in r["sampler"].indices(r["step"])]

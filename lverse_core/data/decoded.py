@@ -22,6 +22,16 @@ from torch.utils.data import DataLoader, Dataset
 CROP_SCALE = (0.75, 1.0)  # area fraction of the crop, as in the official AugVAE code
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 [0, 255], rounded (exact for images read from 8-bit files)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] images -> float32 in [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
 class DecodedImages:
     """``images``: (N, 3, S, S) uint8. Items are ``(image in [-1, 1], 0)`` like an ImageFolder dataset."""
 
@@ -41,14 +51,14 @@ class DecodedImages:
         if len(dataset) == 0:
             raise ValueError("DecodedImages.from_dataset: the data set is empty")
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-        chunks = [((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for x, _ in loader]
+        chunks = [to_uint8(x) for x, _ in loader]
         return cls(torch.cat(chunks), train)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return self.images[i].float() / 127.5 - 1.0, 0
+        return from_uint8(self.images[i]), 0
 
     def batch(self, indices: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
         """Images ``indices`` as float (B, 3, S, S) in [-1, 1] on ``device``, randomly cropped when training."""

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lverse_core.config import Config, ConfigError, require_asset
+from lverse_core.data.decoded import from_uint8, to_uint8
 from lverse_core.training.loop import CheckpointError, StepSampler, save_checkpoint
 
 with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
@@ -90,28 +91,20 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
     """Train the small CLIP contrastively (symmetric InfoNCE, as in CLIP) on ``dataset`` items
     {"image": (3,S,S) in [-1,1], "captions": [str, ...]} for ``clip.train_steps`` steps; save the state dict.
 
-    Each image is decoded once and kept as uint8 (exact for images read from 8-bit files through the deterministic
-    eval transform; memory: 3 x S x S bytes per distinct image drawn, 98 MB for the 8,000 smoke images), and AdamW
-    runs fused where the build has it: together 1.96x the steps per second in ``bench/bench_clip_train.py`` (2-core
-    Xeon VM; 750 smoke steps took 142 s instead of 211 s), the same model for the same seed up to float rounding."""
+    Each image is decoded once and kept (``KeptImages``), and AdamW runs fused where the build has it: together
+    1.55x the steps per second in ``bench/bench_clip_train.py`` (2-core Xeon VM; 750 smoke steps took 142 s instead
+    of 211 s), the same model for the same seed up to float rounding."""
     c = cfg.clip
     path = Path(path) if path is not None else reranker_path(cfg)
     torch.manual_seed(cfg.seed)
     model = build_small_clip(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.1, betas=(0.9, 0.98), **_fused_if_supported())
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.1, betas=(0.9, 0.98), **fused_if_supported())
     sampler = StepSampler(len(dataset), min(c.batch_size, len(dataset)), cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed)
-    kept: dict[int, tuple[torch.Tensor, list[str]]] = {}
-
-    def item(i: int) -> tuple[torch.Tensor, list[str]]:
-        if i not in kept:
-            it = dataset[i]
-            kept[i] = (((it["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), list(it["captions"]))
-        return kept[i]
-
+    kept = KeptImages(dataset)
     for step in range(c.train_steps):
-        items = [item(i) for i in sampler.indices(step)]
-        images = torch.stack([im for im, _ in items]).float() / 127.5 - 1
+        items = [kept[i] for i in sampler.indices(step)]
+        images = torch.stack([im for im, _ in items])
         texts = [caps[int(torch.randint(len(caps), (1,), generator=pick))] for _, caps in items]
         for group in opt.param_groups:  # short linear warmup: contrastive training of a fresh ViT is fragile
             group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.train_steps // 10))
@@ -128,7 +121,24 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
     return path
 
 
-def _fused_if_supported() -> dict:
+class KeptImages:
+    """``dataset`` items {"image", "captions"} read once each and kept as uint8 (exact for images read from 8-bit
+    files through the deterministic eval transform; 3 x S x S bytes per distinct image read, 98 MB for the 8,000
+    smoke images). ``kept[i]`` -> (image (3, S, S) in [-1, 1], captions)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.kept: dict[int, tuple[torch.Tensor, list[str]]] = {}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
+        if i not in self.kept:
+            it = self.dataset[i]
+            self.kept[i] = (to_uint8(it["image"]), list(it["captions"]))
+        image, captions = self.kept[i]
+        return from_uint8(image), captions
+
+
+def fused_if_supported() -> dict:
     """AdamW's fused kernel (one pass over all parameters, most of them the 49,408-token embedding) where this torch
     build has the argument; the default implementation otherwise."""
     return {"fused": True} if "fused" in inspect.signature(torch.optim.AdamW).parameters else {}
