@@ -1,4 +1,5 @@
-"""Perceptual loss from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)).
+"""Perceptual loss from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)), and a
+weight-free edge loss that the embedded profiles use instead (``edge_loss``).
 
 LPIPS proper also needs its learned per-channel linear weights, which are not part of torchvision's VGG16 file;
 with only ``assets.vgg16_lpips`` available, this is the "baseline" variant of Zhang et al. (2018): unit-normalised
@@ -49,3 +50,18 @@ class VGGPerceptual(nn.Module):
 
 def perceptual_loss_from_config(cfg) -> VGGPerceptual:
     return VGGPerceptual(require_asset(cfg, "vgg16_lpips"))
+
+
+def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the horizontal and vertical image gradients of ``x`` and ``y`` (B, C, H, W).
+
+    Not part of the official recipe. MSE is satisfied by a blurred edge (a small triangle decoded as a soft blob
+    costs few squared errors); the L1 of finite differences is not, so the decoder keeps corners and outlines. It
+    needs no weights file, which makes it the embedded profiles' stand-in for LPIPS (``augvae_train.edge_weight``).
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"edge_loss compares two (B, C, H, W) batches of one shape, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    dx = (x[..., :, 1:] - x[..., :, :-1]) - (y[..., :, 1:] - y[..., :, :-1])
+    dy = (x[..., 1:, :] - x[..., :-1, :]) - (y[..., 1:, :] - y[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()

@@ -5,7 +5,7 @@
 
 Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
 ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
-``lpips_weight`` * perceptual loss + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16).
+``lpips_weight`` * perceptual loss (+ ``edge_weight`` * edge loss, embedded profiles only) + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16).
 
 Variants (``VARIANTS``): ``ml`` trains AugVAE-ML from scratch; ``sl`` builds AugVAE-SL from the trained ML
 checkpoint with ``AugVAE.ml_to_sl`` and finetunes all parameters; ``baseline`` trains the same SL-shaped model
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from lverse_core.models.augvae import AugVAE
+from lverse_core.models.perceptual import edge_loss
 from lverse_core.config import Config, load_profile
 from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
                                        check_model_args, cpu_has_native_bf16, load_checkpoint, restore_rng_states,
@@ -123,7 +124,7 @@ def training_images(cfg: Config):
     return data.image_dataset(cfg, "train", train=True)
 
 
-LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "lr", "dead"]
+LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "edge", "lr", "dead"]
 
 
 def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: DistInfo | None = None,
@@ -224,6 +225,10 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         if perceptual is not None:
             p_loss = perceptual(recon, x)
             loss = loss + t.lpips_weight * p_loss
+        e_loss = x.new_zeros(())
+        if t.edge_weight > 0:
+            e_loss = edge_loss(recon, x.float())
+            loss = loss + t.edge_weight * e_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -238,8 +243,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             plateau.update(sum=0.0, n=0)
         mse = float(out["mse"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
-        return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse), "perceptual": float(p_loss),
-                "lr": opt.param_groups[0]["lr"], **stats}
+        return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse),
+                "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": opt.param_groups[0]["lr"],
+                **stats}
 
     def save_fn(step: int) -> None:
         rng = all_rng_states(di)  # every rank's stream (a collective under DDP)
