@@ -113,3 +113,51 @@ def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
     assert "the highest, candidate 1, was kept" in text and "1 of 3 candidates are right (naming every object)" in text
     assert "the kept one is not (the reranker preferred a wrong one here)" in text
     assert reranking_sentence([1.0, 3.0], None).endswith("was kept.")
+
+
+def test_image_token_gaps_average_to_the_heldout_image_gap():
+    from lverse_core.pipeline.biart_run import image_token_gaps
+
+    torch.manual_seed(0)
+    args = BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=20, image_vocab=8,
+                     pad_id=-100, dropout=0.0)
+    model = BiART(args)
+    pairs = synthetic_pairs(5, 2, 6, 20, 4, 8, seed=0)
+    gaps = image_token_gaps(model, pairs, "cpu", batch_size=3)
+    assert gaps.shape == (10, 4)
+    gap = conditioning_gap(heldout_nll(model, pairs, "cpu"))["image"]["gap_nats"]
+    assert float(gaps.mean()) == pytest.approx(gap, rel=1e-4, abs=1e-6)
+
+
+def test_object_cells_mark_the_cells_a_box_touches():
+    from lverse_core.pipeline.biart_run import object_cells
+
+    # 64-px image, 8 x 8 grid of 8-px cells: a box from (10, 3) to (17.5, 12) touches columns 1-2, rows 0-1
+    cells = object_cells([{"bbox": [10.0, 3.0, 17.5, 12.0]}], 64, 8).view(8, 8)
+    assert cells.sum() == 4 and cells[0:2, 1:3].all()
+    edge = object_cells([{"bbox": [56.0, 56.0, 64.0, 64.0]}], 64, 8).view(8, 8)  # box on the last cell exactly
+    assert edge.sum() == 1 and edge[7, 7]
+    assert object_cells([], 64, 8).sum() == 0
+
+
+def test_gap_by_region_averages_captions_then_cells():
+    from lverse_core.pipeline.biart_run import gap_by_region
+
+    n_img, N = 40, 4
+    cells = torch.zeros(n_img, N, dtype=torch.bool)
+    cells[:, 0] = True  # one object cell per image
+    owner = torch.arange(n_img).repeat_interleave(2)  # two captions per image
+    gaps = torch.zeros(2 * n_img, N)
+    gaps[:, 0] = 1.0 + 0.1 * torch.randn(2 * n_img)  # the caption helps the object cell only
+    gaps[:, 1:] = 0.01 * torch.randn(2 * n_img, N - 1)
+    r = gap_by_region(gaps, owner, n_img, cells)
+    assert r["object"]["ci95"][0] > 0.9 and abs(r["background"]["mean"]) < 0.01
+    assert r["object"]["n_images"] == n_img and r["object_cell_share"] == pytest.approx(0.25)
+    assert r["per_image_total"]["mean"] == pytest.approx(float(gaps.sum(1).mean()), rel=1e-5)
+    assert "25% of cells" in r["sentence"]
+    with pytest.raises(ValueError, match="do not line up"):
+        gap_by_region(gaps[:, :3], owner, n_img, cells)
+    with pytest.raises(ValueError, match="one gap row per"):
+        gap_by_region(gaps[:5], owner, n_img)
+    whole = gap_by_region(gaps, owner, n_img + 1)  # an image without captions is left out; no cells: no regions
+    assert whole["all"]["n_images"] == n_img and "object" not in whole and "nats per image" in whole["sentence"]

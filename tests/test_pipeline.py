@@ -97,13 +97,17 @@ def test_table1_refuses_n_eval_beyond_the_split_before_any_work(ci_pipeline, tmp
 
 def test_look_inside_cells_ran_and_wrote_their_figures_and_tables(ci_run):
     root, _ = ci_run
-    for fig in ("01_code_maps_one_image", "01_shared_code_matrix", "02_image_candidates_one_caption"):
+    for fig in ("01_code_maps_one_image", "01_shared_code_matrix", "02_image_candidates_one_caption",
+                "02_biart_gap_maps"):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     for table in ("01_shared_code_matrix", "01_ml_to_sl_surgery", "02_sequence_layout_t2i", "02_sequence_layout_i2t",
                   "02_caption_candidates_one_image"):
         assert (root / "tables" / f"{table}.csv").exists(), table
     page = (root / "html" / "02_train_biart.html").read_text()
     assert "trained as [REF]" in page and "candidates scored" in page
+    gap = json.loads((root / "results" / "02_biart.json").read_text())["conditioning_gap"]
+    assert {"all", "per_image_total", "object", "background"} <= set(gap["by_region"])
+    assert "cells that an object touches" in gap["sentence"]
 
 
 def test_pages_have_no_progress_bars_and_no_local_paths(ci_run, ci_pipeline):
