@@ -149,6 +149,12 @@ class SamplingConfig:
     n_candidates: int = 8  # candidates per prompt for CLIP reranking (paper: 64)
     n_repeats: int = 1  # k: rerank rounds with different seeds (paper §3.6)
     caption_tokens: int = 32  # tokens sampled per caption before truncation at the first full stop
+    # image->text only: candidates per image (0 = n_candidates; the paper draws 64 for both directions), and the
+    # weight of BiART's own log-likelihood of each truncated candidate in its reranking score: 0 = the clip-score
+    # alone (paper §3.6); w > 0 ranks by z(clip-score) + w * z(log p(caption | image)), z-scored over each image's
+    # candidates (our addition: candidates.caption_rerank_scores)
+    caption_candidates: int = 0
+    caption_likelihood_weight: float = 0.0
     batch_size: int = 64
 
 
@@ -518,7 +524,8 @@ RANGES: dict[str, Range] = {
     "biart_train.log_every": AT_LEAST_1, "biart_train.ckpt_every": AT_LEAST_1, "biart_train.timeout_s": AT_LEAST_0,
     "sampling.temperature": AT_LEAST_0,  # 0 = greedy
     "sampling.top_k": AT_LEAST_0, "sampling.top_p": Range(0, 1, lo_open=True), "sampling.n_candidates": AT_LEAST_1,
-    "sampling.n_repeats": AT_LEAST_1, "sampling.caption_tokens": AT_LEAST_1, "sampling.batch_size": AT_LEAST_1,
+    "sampling.n_repeats": AT_LEAST_1, "sampling.caption_tokens": AT_LEAST_1,
+    "sampling.caption_candidates": AT_LEAST_0, "sampling.caption_likelihood_weight": AT_LEAST_0, "sampling.batch_size": AT_LEAST_1,
     "clip.train_steps": AT_LEAST_0,  # 0 = OpenAI ViT-B/32 from assets.clip_vit_b32
     "clip.batch_size": AT_LEAST_1, "clip.lr": POSITIVE, "clip.embed_dim": AT_LEAST_1, "clip.vision_width": Range(64),
     "clip.vision_layers": AT_LEAST_1, "clip.vision_patch_size": AT_LEAST_1, "clip.transformer_width": Range(64),

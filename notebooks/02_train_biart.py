@@ -200,11 +200,11 @@ save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, [first_capt
                     "each test image's captions", verdict=where["sentence"])
 
 # %% [markdown]
-# Captions for the held-out test images: `sampling.n_candidates` samples each, cut at the first full stop, the CLIP-best kept (and its untruncated text); the first `N_EXAMPLES` are shown.
+# Captions for the held-out test images: `sampling.caption_candidates` samples each (0: `sampling.n_candidates`), cut at the first full stop, the best kept (and its untruncated text); the first `N_EXAMPLES` are shown. "Best" is the highest clip-score (paper §3.6) or, when `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile), the highest $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$, both z-scored over one image's candidates: our addition, because the small CLIP reranker often prefers a caption with one colour wrong, and BiART's own likelihood errs elsewhere (bench/README.md, "Captions: candidates and reranking").
 # The candidates are sampled and reranked a few images at a time and each test image is read from disk only when its candidates are scored, so memory does not grow with the test split (the paper's 5,000 images x 64 candidates).
 
 # %%
-from lverse_core.pipeline.biart_run import caption_table, clip_score_fns
+from lverse_core.pipeline.biart_run import caption_candidate_count, caption_table, clip_score_fns
 from lverse_core.data import caption_records
 from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes
@@ -223,7 +223,7 @@ captions.iloc[pick]
 
 # %% [markdown]
 # **Look inside the caption reranking** (§3.6): every candidate sampled for the first test image, cut at its first
-# full stop, with its clip-score; the highest is kept.
+# full stop, with its clip-score (and its ranking score when the likelihood weight is on); the highest is kept.
 
 # %%
 from lverse_core.pipeline.biart_run import i2t_candidates, reranking_sentence
@@ -231,8 +231,9 @@ one_caption = i2t_candidates(cfg, model, tok, torch.as_tensor(codes[:1].astype("
                              i2t_score)
 save_table(cfg, "02_caption_candidates_one_image", one_caption.assign(source=provenance(cfg)),
            f"All {len(one_caption)} sampled captions for test image {int(ids[0])}, their clip-scores and the one kept",
-           verdict=reranking_sentence(one_caption["clip-score"], one_caption.get("names every object")))
-print(reranking_sentence(one_caption["clip-score"], one_caption.get("names every object")))
+           verdict=reranking_sentence(one_caption.get("ranking score", one_caption["clip-score"]),
+                                      one_caption.get("names every object")))
+print(reranking_sentence(one_caption.get("ranking score", one_caption["clip-score"]), one_caption.get("names every object")))
 one_caption
 
 # %% [markdown]
@@ -292,13 +293,15 @@ print(f"- BiART ({model.num_params() / 1e6:.2f}M parameters) trained {cfg.biart_
 print(f"- Held-out conditioning: {gap['sentence']}")
 if "correct" in captions:
     print(f"- {captions['correct'].mean():.1%} of the {len(captions)} test captions name every object right "
-          f"(reranked among {cfg.sampling.n_candidates} candidates, temperature {cfg.sampling.temperature}).")
-print(f"- Reranking, one caption: {reranking_sentence(one_caption['clip-score'], one_caption.get('names every object'))}")
+          f"(reranked among {caption_candidate_count(cfg.sampling)} candidates, temperature {cfg.sampling.temperature}).")
+print(f"- Reranking, one caption: "
+      f"{reranking_sentence(one_caption.get('ranking score', one_caption['clip-score']), one_caption.get('names every object'))}")
 
 # %% [markdown]
 # **Exercises** (each one parameter; `OVERRIDES` runs train into their own folders):
 # 1. Turn the condition's loss off (`OVERRIDES={"biart_train.ref_loss_weight": 0.0}`): do the [GEN] NLLs and the
 #    caption accuracy move? The paper trains both parts.
-# 2. Rerank among more candidates (`OVERRIDES={"sampling.n_candidates": 16}`): how often does the kept caption
-#    change, and does the share of right captions rise?
+# 2. Rerank among fewer or more caption candidates (`OVERRIDES={"sampling.caption_candidates": 8}`), or by the
+#    clip-score alone (`{"sampling.caption_likelihood_weight": 0.0}`, the paper's rule): how often does the kept
+#    caption change, and how does the share of right captions move?
 # 3. Train longer (`OVERRIDES={"biart_train.steps": 2200}`): which of the four NLL curves was still falling?

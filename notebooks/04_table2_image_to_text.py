@@ -24,10 +24,14 @@
 #
 # $$p(y \mid x) = \prod_{t} p(y_t \mid y_{<t}, x),$$
 #
-# $n$ = `sampling.n_candidates` times for `sampling.caption_tokens` tokens; each sample is cut after its first
-# full stop, and CLIP keeps the one that fits the image best:
+# $n$ = `sampling.caption_candidates` times (0: `sampling.n_candidates`) for `sampling.caption_tokens` tokens; each
+# sample is cut after its first full stop, and CLIP keeps the one that fits the image best:
 #
 # $$\hat y = \arg\max_{i \le n}\ 100 \cos\big(E_I(\mathrm{image}),\ E_T(y^{(i)}_{\text{cut}})\big).$$
+#
+# With `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile; not in the paper) the kept one maximises
+# $z(\text{clip-score}) + w\, z(\log p(y^{(i)}_{\text{cut}} \mid x))$ instead, both z-scored over the image's $n$
+# candidates: BiART's own likelihood of the caption corrects some of the small CLIP reranker's near misses.
 #
 # The second variant is the untruncated caption: the same chosen sample run on to the full text length
 # (`biart.text_len`, the paper's 64 tokens), keeping whatever BiART writes after its first sentence (the paper: "a
@@ -59,6 +63,7 @@ GENERATED_CAPTIONS = ""  # path of a captions JSON written by lverse_core.sampli
 import time
 import pandas as pd
 from lverse_core.config import available_profiles, load_run_config
+from lverse_core.sampling.candidates import caption_candidate_count
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert SPLIT in ("test", "val"), f"SPLIT must be 'test' or 'val', got {SPLIT!r}"
@@ -68,7 +73,8 @@ assert isinstance(GENERATED_CAPTIONS, str), "GENERATED_CAPTIONS must be a path s
 cfg = load_run_config(PROFILE, OVERRIDES)
 device = cfg.resolved_device()
 timings = {}
-print(f"profile {cfg.profile}: {cfg.sampling.n_candidates} candidates per image, {cfg.sampling.caption_tokens} "
+n_caption_candidates = caption_candidate_count(cfg.sampling)
+print(f"profile {cfg.profile}: {n_caption_candidates} candidates per image, {cfg.sampling.caption_tokens} "
       f"tokens each, split {SPLIT}, on {device}")
 
 # %% [markdown]
@@ -92,7 +98,7 @@ pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(m
                "code grid": f"{codes.shape[1]}x{codes.shape[2]}", "BiART parameters": m["model"].num_params()}])
 
 # %% [markdown]
-# Captions: `n_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the first full stop; CLIP keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for the paper's 5,000 images).
+# Captions: `caption_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the first full stop; CLIP (with BiART's likelihood when its weight is on) keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for the paper's 5,000 images).
 
 # %%
 from lverse_core.sampling.generate import generate_captions, load_generated_captions, made_from
@@ -136,7 +142,9 @@ scores = score_variants(cfg, variants, refs, objects)
 timings["score_s"] = time.perf_counter() - t0
 s = cfg.sampling
 descriptions = {
-    TRUNCATED: f"CLIP top-1 of {s.n_candidates}, {s.caption_tokens} sampled tokens cut at the first full stop",
+    TRUNCATED: (f"CLIP top-1 of {n_caption_candidates}"
+                + (f" (+ {s.caption_likelihood_weight:g} x BiART log-likelihood, z-scored)" if s.caption_likelihood_weight else "")
+                + f", {s.caption_tokens} sampled tokens cut at the first full stop"),
     UNTRUNCATED: f"the same samples uncut, run to the full {cfg.biart.text_len} text tokens",
     "most frequent training caption": "baseline: one caption for every image",
     "random training caption": "baseline: a random training caption per image (seeded)"}
@@ -187,7 +195,8 @@ save_figure(cfg, "figure6_image_to_text", fig, caption="Figure 6 analogue: test 
 from lverse_core.report import provenance, save_results
 ours_names = (TRUNCATED, UNTRUNCATED)
 results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n_images": len(ids),
-           "n_candidates": cfg.sampling.n_candidates, "caption_tokens": cfg.sampling.caption_tokens,
+           "n_candidates": n_caption_candidates, "caption_likelihood_weight": cfg.sampling.caption_likelihood_weight,
+           "caption_tokens": cfg.sampling.caption_tokens,
            "ours": {k: scores[k] for k in ours_names},
            "baselines": {k: v for k, v in scores.items() if k not in ours_names},
            "attribute_accuracy": accuracy, "acceptance_5x_most_frequent": check, "truncation": truncation,

@@ -18,6 +18,10 @@ def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
     assert a.augvae_train.ml_steps == bud["ml_steps"] and a.biart_train.steps == bud["biart_steps"]
     assert a.augvae_train.baseline_steps == bud["ml_steps"] + bud["sl_steps"]  # SL from scratch: the same total
     assert cfg.augvae_train.ml_steps == load_profile("smoke").augvae_train.ml_steps  # cfg itself unchanged
+    # the paper's reranking in every arm: claims.n_candidates captions too, clip-score alone
+    from lverse_core.sampling.candidates import caption_candidate_count
+    assert caption_candidate_count(a.sampling) == bud["n_candidates"] == a.sampling.n_candidates
+    assert a.sampling.caption_likelihood_weight == 0.0
     zero = load_profile("ci", **{"claims.ml_steps": 0, "claims.biart_steps": 0})
     assert budgets(zero)["ml_steps"] == zero.augvae_train.ml_steps  # 0 = the profile's own
 

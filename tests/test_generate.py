@@ -229,3 +229,49 @@ def test_generation_files_are_refused_when_their_checkpoints_changed(tmp_path):
     with pytest.raises(CheckpointError, match="does not record"):
         load_generated_captions(old, cfg)
     assert load_generated_captions(old) == []  # without a profile nothing is checked (reading a file as it is)
+
+
+def test_caption_candidates_and_likelihood_reranking(tiny):
+    from lverse_core.sampling.candidates import caption_log_likelihood, caption_rerank_scores
+
+    cfg, model, tok, (codes, image_ids, _, images) = tiny
+    # captions get their own candidate count; images keep n_candidates
+    cfg5 = tiny_cfg(**{"sampling.caption_candidates": 5})
+    scorer = RecordingScorer()
+    generate_captions(cfg5, model, tok, codes, image_ids, scorer, images=images)
+    assert len(scorer.seen) == 5 * len(image_ids)
+    # with a likelihood weight the kept caption maximises z(clip) + w z(log p(caption | codes)) over its image's
+    # candidates; with a huge weight that is the most likely candidate, whatever CLIP says
+    heavy = tiny_cfg(**{"sampling.caption_candidates": 5, "sampling.caption_likelihood_weight": 1000.0})
+    rec = RecordingScorer()
+    kept = generate_captions(heavy, model, tok, codes, image_ids, rec, images=images)
+    flat = codes.reshape(len(codes), -1)
+    for p, r in enumerate(kept):
+        cands = [t for _, t, _ in rec.seen[p * 5:(p + 1) * 5]]
+        ll = caption_log_likelihood(model, flat[p:p + 1].repeat(5, 1), tok.encode(cands))
+        assert r["caption"] == cands[int(ll.argmax())]
+    clip_only = generate_captions(cfg5, model, tok, codes, image_ids, RecordingScorer(), images=images)
+    assert [r["caption"] for r in kept] != [r["caption"] for r in clip_only]  # the weight changes choices here
+    # the score itself: weight 0 (the paper) or a single candidate is the clip-score, unchanged
+    clip = torch.tensor([[1.0, 3.0, 2.0]])
+    ll = torch.tensor([[-1.0, -9.0, -2.0]])
+    assert torch.equal(caption_rerank_scores(clip, ll, 0.0), clip)
+    assert torch.equal(caption_rerank_scores(clip[:, :1], None, 2.0), clip[:, :1])
+    assert int(caption_rerank_scores(clip, ll, 0.5).argmax()) == 1  # CLIP's pick survives a small weight
+    assert int(caption_rerank_scores(clip, ll, 2.0).argmax()) == 2  # second best on both beats best-then-worst
+    with pytest.raises(ValueError, match="one log-likelihood per candidate"):
+        caption_rerank_scores(clip, None, 0.5)
+
+
+def test_caption_log_likelihood_is_the_models_teacher_forced_text_nll(tiny):
+    from lverse_core.models.biart import I2T
+    from lverse_core.sampling.candidates import caption_log_likelihood
+
+    _, model, tok, (codes, *_rest) = tiny
+    text = tok.encode(["w5 w6 .", "w7", "w8 w9 w10 w11"])
+    image = codes[:3].reshape(3, -1)
+    ll = caption_log_likelihood(model, image, text)
+    with torch.no_grad():
+        mean_nll = float(model(text, image, I2T)["gen"])  # mean over the non-[PAD] text tokens of the batch
+    n_tokens = int((text != tok.pad_id).sum())
+    assert float(-ll.sum()) / n_tokens == pytest.approx(mean_nll, rel=1e-5)

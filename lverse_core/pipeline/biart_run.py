@@ -11,8 +11,8 @@ import torch
 
 from lverse_core.config import Config
 from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
-from lverse_core.sampling.candidates import (Decoder, image_to_text, load_augvae_decoder,  # noqa: F401
-                                             sampling_precision, text_to_image)
+from lverse_core.sampling.candidates import (Decoder, caption_candidate_count, image_to_text,  # noqa: F401
+                                             load_augvae_decoder, sampling_precision, text_to_image)
 
 
 def clip_score_fns(scorer, decode: Decoder | None, grid: int,
@@ -54,9 +54,10 @@ def caption_table(cfg: Config, model, tokenizer, codes: torch.Tensor, image_ids:
     with ``correct`` (every object's size, colour and shape named, shapes.caption_correct) on the embedded data."""
     s = cfg.sampling
     with sampling_precision(model):
-        out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or s.n_candidates,
+        out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or caption_candidate_count(s),
                             n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
-                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                            likelihood_weight=s.caption_likelihood_weight)
     df = pd.DataFrame({"image_id": list(image_ids), "caption": out["truncated"], "untruncated": out["full"],
                        "reference": [r[0] for r in references]})
     if cfg.data.source == "shapes":
@@ -409,16 +410,20 @@ def t2i_candidates(cfg: Config, model, tokenizer, caption: str, score_fn, decode
 
 def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id: int, score_fn, seed: int = 0
                    ) -> pd.DataFrame:
-    """All ``sampling.n_candidates`` captions sampled for one image (``codes`` (1, g, g)), truncated at the first full
-    stop, with their CLIP scores, which one is kept, and (embedded data) whether it names every object."""
+    """All captions sampled for one image (``codes`` (1, g, g); ``sampling.caption_candidates``, or
+    ``n_candidates``), truncated at the first full stop, with their CLIP scores (and the combined ranking score when
+    ``sampling.caption_likelihood_weight`` > 0), which one is kept, and (embedded data) whether it names every object."""
     s = cfg.sampling
     with sampling_precision(model):
-        out = image_to_text(model, tokenizer, codes, n_candidates=s.n_candidates, n_tokens=s.caption_tokens,
-                            score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
-                            top_k=s.top_k, top_p=s.top_p, keep_candidates=True)
-    scores = out["scores"][0]
-    df = pd.DataFrame({"candidate": out["candidates"][0], "clip-score": scores.tolist()})
-    df["kept"] = ["yes" if i == int(scores.argmax()) else "" for i in range(len(df))]
+        out = image_to_text(model, tokenizer, codes, n_candidates=caption_candidate_count(s),
+                            n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
+                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, keep_candidates=True,
+                            likelihood_weight=s.caption_likelihood_weight)
+    ranking = out["ranking"][0]
+    df = pd.DataFrame({"candidate": out["candidates"][0], "clip-score": out["scores"][0].tolist()})
+    if s.caption_likelihood_weight > 0:
+        df["ranking score"] = ranking.tolist()
+    df["kept"] = ["yes" if i == int(ranking.argmax()) else "" for i in range(len(df))]
     if cfg.data.source == "shapes":
         from lverse_core.data.loaders import load_attributes
         from lverse_core.data.shapes import caption_correct

@@ -51,7 +51,9 @@ def seed_config(cfg: Config, seed: int) -> Config:
         "reports_dir": f"{cfg.runs_dir}/claims/s{seed}/reports",
         "augvae_train.ml_steps": b["ml_steps"], "augvae_train.sl_steps": b["sl_steps"],
         "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
-        "sampling.n_candidates": b["n_candidates"]}
+        # the paper's reranking for both directions: claims.n_candidates candidates, clip-score alone
+        "sampling.n_candidates": b["n_candidates"], "sampling.caption_candidates": 0,
+        "sampling.caption_likelihood_weight": 0.0}
     if cfg.data.source == "shapes":
         over["data.root"] = f"{cfg.data.root}+claims-s{seed}"
     return derive(cfg, **over)

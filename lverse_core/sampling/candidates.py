@@ -62,6 +62,48 @@ def rerank(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=1)
 
 
+def caption_candidate_count(sampling) -> int:
+    """Candidates per image for image->text: ``sampling.caption_candidates``, or ``n_candidates`` when that is 0."""
+    return sampling.caption_candidates or sampling.n_candidates
+
+
+@torch.no_grad()
+def caption_log_likelihood(model, image_codes: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+    """log p(caption | image) under BiART's image->text direction, teacher-forced: (M,) nats summed over the
+    caption's tokens ([PAD] excluded). ``image_codes`` (M, N) codes, ``text_ids`` (M, L) ids (tokenizer.encode)."""
+    import torch.nn.functional as F
+
+    from lverse_core.models.biart import I2T
+
+    dev = next(model.parameters()).device
+    text_ids, image_codes = text_ids.to(dev), image_codes.reshape(len(image_codes), -1).to(dev)
+    text_logits, _ = model.logits(text_ids, image_codes, I2T)
+    nll = F.cross_entropy(text_logits.float().transpose(1, 2), text_ids.long(), reduction="none",
+                          ignore_index=model.args.pad_id)
+    return -nll.sum(1).cpu()
+
+
+def caption_rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tensor | None,
+                          weight: float) -> torch.Tensor:
+    """The score captions are reranked by, (P, n): the clip-score alone when ``weight`` is 0 (paper §3.6), else
+    z(clip-score) + weight * z(log-likelihood), each z-scored over one image's n candidates.
+
+    The clip-score says whether a caption fits the picture; BiART's likelihood says whether it fits the codes the
+    model was given. On the embedded data the CLIP reranker often ranks a near miss (one colour wrong) first, and the
+    two errors differ (bench/README.md, "Captions: candidates and reranking")."""
+    if weight == 0 or clip_scores.shape[1] == 1:
+        return clip_scores
+    if log_likelihood is None or log_likelihood.shape != clip_scores.shape:
+        raise ValueError(f"a likelihood weight of {weight} needs one log-likelihood per candidate, shape "
+                         f"{tuple(clip_scores.shape)}, got {None if log_likelihood is None else tuple(log_likelihood.shape)}")
+
+    def z(v: torch.Tensor) -> torch.Tensor:
+        v = v.double()
+        return (v - v.mean(1, keepdim=True)) / (v.std(1, keepdim=True) + 1e-6)
+
+    return (z(clip_scores) + weight * z(log_likelihood)).float()
+
+
 def _seeded(seed: int, device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -107,9 +149,11 @@ def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, 
 def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: int, n_tokens: int,
                   score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None, seed: int = 0,
                   batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0, keep_candidates: bool = False) -> dict[str, list]:
+                  top_p: float = 1.0, keep_candidates: bool = False, likelihood_weight: float = 0.0
+                  ) -> dict[str, list]:
     """One caption per image: ``n_candidates`` samples, each cut after ``n_tokens`` tokens at the first full stop,
-    and the CLIP-best truncated one kept (§3.6: only the first split is scored). ``score_fn(image_index (M,),
+    and the CLIP-best truncated one kept (§3.6: only the first split is scored; with ``likelihood_weight`` > 0 the
+    best by ``caption_rerank_scores``, and ``ranking`` holds those scores). ``score_fn(image_index (M,),
     texts (M,)) -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full``
     captions (``full``: the same chosen sample to the full text length, see ``full_length_text``) and the scores of
     every candidate (P, n_candidates); with ``keep_candidates`` also every truncated candidate.
@@ -126,7 +170,7 @@ def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: 
     n_sample = caption_sample_length(model, n_tokens)
     stop, full_stop = {tokenizer.eot_id, tokenizer.pad_id}, set(tokenizer.full_stop_ids)
     group = math.lcm(n, batch_size)  # rows: whole prompts and whole sampling batches
-    out: dict[str, list] = {"truncated": [], "full": [], "scores": []}
+    out: dict[str, list] = {"truncated": [], "full": [], "scores": [], "ranking": []}
     if keep_candidates:
         out["candidates"] = []
     for start in range(0, P * n, group):
@@ -137,13 +181,19 @@ def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: 
         cut = [_decode(tokenizer, c) for c in truncate_at_full_stop(ids[:, :n_tokens], full_stop, stop)]
         full = full_length_text(ids, stop)
         scores = (score_fn(owner, cut) if score_fn is not None else torch.zeros(len(cut))).view(-1, n).cpu()
-        for p, b in enumerate(rerank(scores).tolist()):
+        ll = None
+        if likelihood_weight > 0 and n > 1:
+            ll = caption_log_likelihood(model, flat[owner], tokenizer.encode(cut)).view(-1, n)
+        ranking = caption_rerank_scores(scores, ll, likelihood_weight)
+        out["ranking"].append(ranking)
+        for p, b in enumerate(rerank(ranking).tolist()):
             out["truncated"].append(cut[p * n + b])
             out["full"].append(_decode(tokenizer, full[p * n + b]))
             if keep_candidates:
                 out["candidates"].append(cut[p * n:(p + 1) * n])
         out["scores"].append(scores)
     out["scores"] = torch.cat(out["scores"]) if out["scores"] else torch.zeros(0, n)
+    out["ranking"] = torch.cat(out["ranking"]) if out["ranking"] else torch.zeros(0, n)
     return out
 
 

@@ -45,7 +45,8 @@ import torch.distributed as tdist
 
 from lverse_core.config import Config
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
-from lverse_core.sampling.candidates import caption_sample_length, full_length_text, rerank, truncate_at_full_stop
+from lverse_core.sampling.candidates import (caption_candidate_count, caption_log_likelihood, caption_rerank_scores,
+                                             caption_sample_length, full_length_text, rerank, truncate_at_full_stop)
 from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # codes (M, g, g) long -> images (M, 3, S, S) in [-1, 1]
@@ -161,6 +162,8 @@ def _settings(cfg: Config, task: str, n_repeats: int) -> dict[str, Any]:
            "top_k": s.top_k, "top_p": s.top_p}
     if task == "captions":
         out["caption_tokens"] = s.caption_tokens
+        if s.caption_candidates or s.caption_likelihood_weight:  # absent by default: older shards stay reusable
+            out.update(caption_candidates=s.caption_candidates, caption_likelihood_weight=s.caption_likelihood_weight)
         out["untruncated"] = "full text_len sample"  # shards written before this rule are not reused
     else:
         out["n_repeats"] = n_repeats
@@ -188,7 +191,7 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
     """
     dist = dist or DistInfo()
     codes = torch.as_tensor(np.asarray(codes).astype(np.int64)).reshape(len(codes), -1)
-    P, s, n = len(image_ids), cfg.sampling, cfg.sampling.n_candidates
+    P, s, n = len(image_ids), cfg.sampling, caption_candidate_count(cfg.sampling)
     if codes.size(0) != P:
         raise ValueError(f"{codes.size(0)} code maps but {P} image ids")
     if scorer is not None and images is None:
@@ -219,7 +222,10 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
             scores = scorer.score(imgs.to(device).repeat_interleave(n, dim=0), cut).float().cpu().view(len(chunk), n)
         else:
             scores = torch.zeros(len(chunk), n)
-        best = rerank(scores)
+        ll = None
+        if s.caption_likelihood_weight > 0 and n > 1:
+            ll = caption_log_likelihood(model, rows, tokenizer.encode(cut)).view(len(chunk), n)
+        best = rerank(caption_rerank_scores(scores, ll, s.caption_likelihood_weight))
         done = {}
         for j, i in enumerate(chunk):
             b = j * n + int(best[j])
