@@ -187,7 +187,7 @@ if cfg.data.source == "shapes":
     cells = torch.stack([object_cells(attributes[i], cfg.data.image_size, cfg.image_grid) for i in test_ids])
 where = gap_by_region(token_gaps, test_pairs.owner, len(test_ids), cells)
 gap["by_region"] = {k: v for k, v in where.items() if k != "sentence"}
-gap["sentence"] += "; " + where["sentence"]
+gap["sentence"] = gap["sentence"].rstrip(".") + "; " + where["sentence"] + "."
 print(where["sentence"])
 n_map = min(N_EXAMPLES, 6, len(test_ids))
 maps = per_image_gaps(token_gaps, test_pairs.owner, len(test_ids))[:n_map].view(-1, cfg.image_grid, cfg.image_grid)
@@ -200,7 +200,7 @@ save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, [first_capt
                     "each test image's captions", verdict=where["sentence"])
 
 # %% [markdown]
-# Captions for the held-out test images: `sampling.caption_candidates` samples each (0: `sampling.n_candidates`), cut at the first full stop, the best kept (and its untruncated text); the first `N_EXAMPLES` are shown. "Best" is the highest clip-score (paper §3.6) or, when `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile), the highest $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$, both z-scored over one image's candidates: our addition, because the small CLIP reranker often prefers a caption with one colour wrong, and BiART's own likelihood errs elsewhere (bench/README.md, "Captions: candidates and reranking").
+# Captions for the held-out test images: `sampling.caption_candidates` samples each (0: `sampling.n_candidates`), cut at the first full stop, the best kept (and its untruncated text); the first `N_EXAMPLES` are shown. "Best" is the highest clip-score (paper §3.6) or, when `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile), the highest $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$, both z-scored over one image's candidates: our addition: the small CLIP reranker and BiART's own likelihood are right on different images, and together keep a right caption more often than either (bench/README.md, "Captions: candidates and reranking").
 # The candidates are sampled and reranked a few images at a time and each test image is read from disk only when its candidates are scored, so memory does not grow with the test split (the paper's 5,000 images x 64 candidates).
 
 # %%

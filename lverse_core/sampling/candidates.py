@@ -89,8 +89,8 @@ def caption_rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tenso
     z(clip-score) + weight * z(log-likelihood), each z-scored over one image's n candidates.
 
     The clip-score says whether a caption fits the picture; BiART's likelihood says whether it fits the codes the
-    model was given. On the embedded data the CLIP reranker often ranks a near miss (one colour wrong) first, and the
-    two errors differ (bench/README.md, "Captions: candidates and reranking")."""
+    model was given. On the embedded data the two are right on different images, and together they keep a right
+    caption more often than either (bench/README.md, "Captions: candidates and reranking")."""
     if weight == 0 or clip_scores.shape[1] == 1:
         return clip_scores
     if log_likelihood is None or log_likelihood.shape != clip_scores.shape:
