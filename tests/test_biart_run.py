@@ -25,12 +25,16 @@ def test_conditioning_gap_reads_the_numbers():
     assert "does not help" in flat["sentence"] and "barely helps" in flat["sentence"]
 
 
-def test_heldout_nll_matches_the_model_loss_on_one_batch():
+def _tiny_model_and_pairs():
+    """A random 1-layer BiART and 5 images x 2 captions of synthetic pairs that fit it."""
     torch.manual_seed(0)
     args = BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=20, image_vocab=8,
                      pad_id=-100, dropout=0.0)
-    model = BiART(args)
-    pairs = synthetic_pairs(5, 2, 6, 20, 4, 8, seed=0)
+    return BiART(args), synthetic_pairs(5, 2, 6, 20, 4, 8, seed=0)
+
+
+def test_heldout_nll_matches_the_model_loss_on_one_batch():
+    model, pairs = _tiny_model_and_pairs()
     table = heldout_nll(model, pairs, "cpu", batch_size=3)  # uneven batches: weighted means
     text, image = pairs.batch(list(range(len(pairs.text))), "cpu")
     with torch.no_grad():
@@ -118,11 +122,7 @@ def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
 def test_image_token_gaps_average_to_the_heldout_image_gap():
     from lverse_core.pipeline.biart_run import image_token_gaps
 
-    torch.manual_seed(0)
-    args = BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=20, image_vocab=8,
-                     pad_id=-100, dropout=0.0)
-    model = BiART(args)
-    pairs = synthetic_pairs(5, 2, 6, 20, 4, 8, seed=0)
+    model, pairs = _tiny_model_and_pairs()
     gaps = image_token_gaps(model, pairs, "cpu", batch_size=3)
     assert gaps.shape == (10, 4)
     gap = conditioning_gap(heldout_nll(model, pairs, "cpu"))["image"]["gap_nats"]
