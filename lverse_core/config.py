@@ -96,8 +96,9 @@ class AugVAETrainConfig:
     plateau_cooldown: int = 10  # checks to wait after a reduction (official: 10)
     plateau_min_lr: float = 1e-6  # floor (official: 1e-6)
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
-    # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; the embedded
-    # profiles use it where no VGG16 file is at hand, so that small shapes keep their corners (MSE alone blurs them)
+    # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a weight-free
+    # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). No profile sets it: on the smoke data
+    # it helped one seed and lost colours on two (bench/README.md, "The tokenizer's seed failures")
     edge_weight: float = 0.0
     # once: decode the training split to one uint8 tensor and crop batches on the device (lverse_core/data/
     # decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it (ImageNet)
@@ -513,7 +514,8 @@ RANGES: dict[str, Range] = {
     "augvae_train.plateau_factor": Range(0, 1, lo_open=True, hi_open=True), "augvae_train.plateau_patience": AT_LEAST_0,
     "augvae_train.plateau_every": AT_LEAST_0,  # 0 = once per epoch
     "augvae_train.plateau_cooldown": AT_LEAST_0, "augvae_train.plateau_min_lr": AT_LEAST_0,
-    "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.edge_weight": AT_LEAST_0, "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,
+    "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.edge_weight": AT_LEAST_0,
+    "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,
     "augvae_train.timeout_s": AT_LEAST_0,
     "biart.n_layer": AT_LEAST_1, "biart.n_head": AT_LEAST_1, "biart.n_embd": AT_LEAST_1, "biart.dropout": OPEN_FRACTION,
     "biart.text_len": Range(2),  # at least [SOT] and one token
@@ -525,7 +527,8 @@ RANGES: dict[str, Range] = {
     "sampling.temperature": AT_LEAST_0,  # 0 = greedy
     "sampling.top_k": AT_LEAST_0, "sampling.top_p": Range(0, 1, lo_open=True), "sampling.n_candidates": AT_LEAST_1,
     "sampling.n_repeats": AT_LEAST_1, "sampling.caption_tokens": AT_LEAST_1,
-    "sampling.caption_candidates": AT_LEAST_0, "sampling.caption_likelihood_weight": AT_LEAST_0, "sampling.batch_size": AT_LEAST_1,
+    "sampling.caption_candidates": AT_LEAST_0, "sampling.caption_likelihood_weight": AT_LEAST_0,
+    "sampling.batch_size": AT_LEAST_1,
     "clip.train_steps": AT_LEAST_0,  # 0 = OpenAI ViT-B/32 from assets.clip_vit_b32
     "clip.batch_size": AT_LEAST_1, "clip.lr": POSITIVE, "clip.embed_dim": AT_LEAST_1, "clip.vision_width": Range(64),
     "clip.vision_layers": AT_LEAST_1, "clip.vision_patch_size": AT_LEAST_1, "clip.transformer_width": Range(64),

@@ -146,7 +146,6 @@ def checkpoint_path(cfg: Config) -> Path:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
     """Teacher-forced NLL (nats/token) of held-out (caption, image codes) pairs, per direction and part.
 
@@ -412,7 +411,8 @@ def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id:
                    ) -> pd.DataFrame:
     """All captions sampled for one image (``codes`` (1, g, g); ``sampling.caption_candidates``, or
     ``n_candidates``), truncated at the first full stop, with their CLIP scores (and the combined ranking score when
-    ``sampling.caption_likelihood_weight`` > 0), which one is kept, and (embedded data) whether it names every object."""
+    ``sampling.caption_likelihood_weight`` > 0), which one is kept, and (embedded data) whether it names every
+    object."""
     s = cfg.sampling
     with sampling_precision(model):
         out = image_to_text(model, tokenizer, codes, n_candidates=caption_candidate_count(s),

@@ -94,8 +94,9 @@ def caption_rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tenso
     if weight == 0 or clip_scores.shape[1] == 1:
         return clip_scores
     if log_likelihood is None or log_likelihood.shape != clip_scores.shape:
+        got = None if log_likelihood is None else tuple(log_likelihood.shape)
         raise ValueError(f"a likelihood weight of {weight} needs one log-likelihood per candidate, shape "
-                         f"{tuple(clip_scores.shape)}, got {None if log_likelihood is None else tuple(log_likelihood.shape)}")
+                         f"{tuple(clip_scores.shape)}, got {got}")
 
     def z(v: torch.Tensor) -> torch.Tensor:
         v = v.double()

@@ -5,7 +5,8 @@
 
 Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
 ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
-``lpips_weight`` * perceptual loss (+ ``edge_weight`` * edge loss, embedded profiles only) + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16).
+``lpips_weight`` * perceptual loss + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16);
+``edge_weight`` adds an image-gradient L1 term (our addition, off in every profile).
 
 Variants (``VARIANTS``): ``ml`` trains AugVAE-ML from scratch; ``sl`` builds AugVAE-SL from the trained ML
 checkpoint with ``AugVAE.ml_to_sl`` and finetunes all parameters; ``baseline`` trains the same SL-shaped model
