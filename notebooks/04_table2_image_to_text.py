@@ -31,7 +31,8 @@
 #
 # With `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile; not in the paper) the kept one maximises
 # $z(\text{clip-score}) + w\, z(\log p(y^{(i)}_{\text{cut}} \mid x))$ instead, both z-scored over the image's $n$
-# candidates: BiART's own likelihood of the caption corrects some of the small CLIP reranker's near misses.
+# candidates: the small CLIP reranker and BiART's own likelihood are right on different images, and together keep a
+# right caption more often than either (bench/README.md, "Captions: candidates and reranking").
 #
 # The second variant is the untruncated caption: the same chosen sample run on to the full text length
 # (`biart.text_len`, the paper's 64 tokens), keeping whatever BiART writes after its first sentence (the paper: "a
