@@ -4,7 +4,9 @@ Paper §3.6, §4.2-4.3: every prompt gets ``sampling.n_candidates`` samples and 
 text->image repeats this ``sampling.n_repeats`` times with other seeds; captions are sampled for
 ``sampling.caption_tokens`` tokens and cut at the first full stop (the untruncated row is the same sample run to
 the full text length, ``candidates.full_length_text``). The paper
-does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Table 3), 64 candidates each.
+does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Table 3), 64 candidates each. Captions
+may get their own count (``sampling.caption_candidates``) and a reranking score that adds BiART's own likelihood
+(``sampling.caption_likelihood_weight``, ``candidates.caption_rerank_scores``; 0, the paper's rule, by default).
 
 - Reproducible whatever the layout: every sampled row draws from its own random stream keyed by (cfg.seed, task,
   prompt id, repeat, candidate) (``row_sampler.RowSampler``), so a prompt's result does not depend on the batch
