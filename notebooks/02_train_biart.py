@@ -175,11 +175,13 @@ held
 
 # %%
 from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure, image_token_gaps, object_cells, per_image_gaps
+from lverse_core.data import caption_records
 from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes
 token_gaps = image_token_gaps(model, test_pairs, device)
-_, test_ids = load_codes(cfg, "test")
-test_ids = [int(i) for i in test_ids]
+codes, ids = load_codes(cfg, "test")  # the codes test_pairs was built from, in the same order (also used below)
+records = {r["image_id"]: r for r in caption_records(cfg, "test")}
+test_ids = [int(i) for i in ids]
 cells = None
 if cfg.data.source == "shapes":
     from lverse_core.data.loaders import load_attributes
@@ -191,11 +193,9 @@ gap["sentence"] = gap["sentence"].rstrip(".") + "; " + where["sentence"] + "."
 print(where["sentence"])
 n_map = min(N_EXAMPLES, 6, len(test_ids))
 maps = per_image_gaps(token_gaps, test_pairs.owner, len(test_ids))[:n_map].view(-1, cfg.image_grid, cfg.image_grid)
-first_caption = {}
-for m, o in enumerate(test_pairs.owner.tolist()):
-    first_caption.setdefault(o, tok.decode(test_pairs.text[m:m + 1])[0])
 pictures = real_images(cfg, "test", test_ids[:n_map])(list(range(n_map)))
-save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, [first_caption.get(j, "") for j in range(n_map)]),
+first_captions = [records[i]["captions"][0] for i in test_ids[:n_map]]
+save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, first_captions),
             caption="Per code: NLL with nothing before it ([REF]) minus NLL after the caption ([GEN]), averaged over "
                     "each test image's captions", verdict=where["sentence"])
 
@@ -205,11 +205,6 @@ save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, [first_capt
 
 # %%
 from lverse_core.pipeline.biart_run import caption_candidate_count, caption_table, clip_score_fns
-from lverse_core.data import caption_records
-from lverse_core.sampling.generate import real_images
-from lverse_core.training.pretokenize import load_codes
-codes, ids = load_codes(cfg, "test")
-records = {r["image_id"]: r for r in caption_records(cfg, "test")}
 images = real_images(cfg, "test", ids)  # image k of the codes, read from disk only when its captions are scored
 _, i2t_score = clip_score_fns(scorer, None, cfg.image_grid, images)
 captions = caption_table(cfg, model, tok, torch.as_tensor(codes.astype("int64")).to(device), [int(i) for i in ids],
