@@ -97,9 +97,15 @@ class AugVAETrainConfig:
     plateau_min_lr: float = 1e-6  # floor (official: 1e-6)
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
     # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a weight-free
-    # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). No profile sets it: on the smoke data
-    # it helped one seed and lost colours on two (bench/README.md, "The tokenizer's seed failures")
+    # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile sets 1.0 with
+    # unquantized_steps: alone it helped one seed and lost colours on two (bench/README.md)
     edge_weight: float = 0.0
+    # single-level trainings (the SL finetune and the plain VQ-VAE control) start as plain autoencoders for this many
+    # steps (the continuous latent decoded as it is), then the codebook is set by k-means on the encoder vectors of
+    # the last kmeans_batches of those steps and quantization begins. Not in the official code; 0 = off. Our fix for
+    # short runs whose ML leaves the H/8 level empty (bench/README.md, "An unquantized start for AugVAE-SL")
+    unquantized_steps: int = 0
+    kmeans_batches: int = 40
     # once: decode the training split to one uint8 tensor and crop batches on the device (lverse_core/data/
     # decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it (ImageNet)
     decode: str = "per_step"
@@ -515,6 +521,7 @@ RANGES: dict[str, Range] = {
     "augvae_train.plateau_every": AT_LEAST_0,  # 0 = once per epoch
     "augvae_train.plateau_cooldown": AT_LEAST_0, "augvae_train.plateau_min_lr": AT_LEAST_0,
     "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.edge_weight": AT_LEAST_0,
+    "augvae_train.unquantized_steps": AT_LEAST_0, "augvae_train.kmeans_batches": AT_LEAST_1,
     "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,
     "augvae_train.timeout_s": AT_LEAST_0,
     "biart.n_layer": AT_LEAST_1, "biart.n_head": AT_LEAST_1, "biart.n_embd": AT_LEAST_1, "biart.dropout": OPEN_FRACTION,

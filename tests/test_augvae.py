@@ -362,6 +362,86 @@ def test_edge_weight_enters_the_training_loss_and_the_log(tmp_path):
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
 
 
+def test_kmeans_finds_separated_clusters_and_sets_the_codebook():
+    from lverse_core.models.quantize import kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 4, generator=g) * 10
+    x = (centres.repeat_interleave(50, 0) + 0.01 * torch.randn(400, 4, generator=g))
+    found, counts, err = kmeans(x, 8, 10, torch.Generator().manual_seed(1))
+    # every true centre has a found centre next to it, each holding its 50 points
+    assert torch.cdist(centres, found).min(1).values.max() < 0.05
+    assert sorted(counts.tolist()) == [50.0] * 8 and err < 1e-3
+    with pytest.raises(ValueError, match="at least 8 rows"):
+        kmeans(x[:5], 8, 10)
+    # duplicates only: seeding still completes
+    assert kmeans(torch.ones(10, 4), 3, 2)[0].shape == (3, 4)
+
+    q = EMAVectorQuantizer(8, 4, data_init=True)
+    km = q.init_kmeans_(x, batches=2, iters=10, seed=1)
+    assert bool(q.initted) and km["used"] == 1.0
+    assert torch.cdist(centres, q.embed).min(1).values.max() < 0.05
+    assert torch.allclose(q.cluster_size, torch.full((8,), 25.0))  # counts per batch, as the EMA keeps them
+    assert torch.allclose(q.embed_avg / q.cluster_size[:, None], q.embed)
+    with pytest.raises(ValueError, match="at least that many vectors"):
+        q.init_kmeans_(x[:5])
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        q.init_kmeans_(x[:, :3])
+
+
+def test_unquantized_forward_is_a_plain_autoencoder():
+    torch.manual_seed(0)
+    args = dict(hidden=8, ch_mult=[1, 2], z_channels=8, codebook_size=16, n_levels=2, norm_groups=4,
+                enc_res_blocks=0, dec_res_blocks=0, mid_res_blocks=0, data_init=True)
+    sl = AugVAE("sl", **args).train()
+    x = synthetic_images(2, 16)
+    before = {k: b.clone() for k, b in sl.quantizer.named_buffers()}
+    recon, out = sl(x, quantize=False)
+    assert out["loss"] is out["mse"] and out["commit"] == 0.0
+    assert torch.allclose(out["loss"], F.mse_loss(recon, x))
+    assert out["vectors"].shape == (sl.encode(x).numel(), 8) and not out["vectors"].requires_grad
+    _assert_same_state(before, dict(sl.quantizer.named_buffers()))  # the codebook is not touched
+    out["loss"].backward()
+    assert sl.encoders[1].conv_out.weight.grad.abs().sum() > 0  # the encoder learns through the latent
+    with pytest.raises(ValueError, match="single-level"):
+        AugVAE("ml", **args).train()(x, quantize=False)
+
+
+def test_unquantized_steps_start_sl_as_an_autoencoder_then_kmeans_and_resume_exactly(tmp_path):
+    import csv
+
+    data = ImageSet(synthetic_images(24, 32))
+    over = {"augvae_train.sl_steps": 6, "augvae_train.unquantized_steps": 3, "augvae_train.kmeans_batches": 2,
+            "augvae_train.ckpt_every": 2}
+    cfg_a, cfg_b = _train_cfg(tmp_path, "a", **over), _train_cfg(tmp_path, "b", **over)
+    for cfg in (cfg_a, cfg_b):
+        train_augvae(cfg, "ml", dataset=data, progress=False)
+    train_augvae(cfg_a, "sl", dataset=data, progress=False)
+    with open(cfg_a.runs_root / "logs" / "augvae_sl.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["commit"]) for r in rows[:3]] == [0.0] * 3  # steps 1-3: no quantizer
+    assert all(float(r["commit"]) > 0 for r in rows[3:])
+    # killed inside the warm-up (checkpoint at step 2 keeps the vectors of steps 1-2), resumed: the same model
+    train_augvae(cfg_b, "sl", dataset=data, progress=False, stop_after=3)
+    ck = torch.load(checkpoint_path(cfg_b, "sl"), weights_only=False)
+    assert ck["step"] == 2 and len(ck["kmeans_bank"]) == 2
+    train_augvae(cfg_b, "sl", dataset=data, progress=False)
+    sa = torch.load(checkpoint_path(cfg_a, "sl"), weights_only=False)
+    sb = torch.load(checkpoint_path(cfg_b, "sl"), weights_only=False)
+    _assert_same_state(sa["model"], sb["model"])
+    assert "kmeans_bank" not in sa  # written only inside the warm-up
+    # the codebook left the ML's: k-means of the SL level's vectors
+    ml = torch.load(checkpoint_path(cfg_a, "ml"), weights_only=False)["model"]
+    assert not torch.equal(ml["quantizer.embed"], sa["model"]["quantizer.embed"])
+    # a warm-up as long as the run would never train the codebook
+    bad = _train_cfg(tmp_path, "bad", **{**over, "augvae_train.unquantized_steps": 6})
+    train_augvae(bad, "ml", dataset=data, progress=False)
+    with pytest.raises(ValueError, match="unquantized_steps .6. must be fewer"):
+        train_augvae(bad, "sl", dataset=data, progress=False)
+    # ML ignores it
+    assert torch.load(checkpoint_path(bad, "ml"), weights_only=False)["finished"]
+
+
 # -- pre-tokenization --------------------------------------------------------------------------------------------
 
 def _fake_sl_checkpoint(cfg, content: bytes = b"sl weights") -> str:

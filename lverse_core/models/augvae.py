@@ -248,14 +248,27 @@ class AugVAE(nn.Module):
             qs = {self.sl_level: self.quantizer.lookup(codes.long())}
         return self._decode_quantized(qs).clamp(-1, 1)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, quantize: bool = True):
         """Training pass: (reconstruction (B, 3, H, W) unclamped, dict with ``loss`` (tensor) and float stats).
 
         ``loss`` = MSE(x^, x) + sum of the commitment losses of the quantized levels; the EMA codebook is
         updated here in training mode (per level or pooled, ``ema_update``) and never in eval mode.
+        ``quantize=False`` (single-level models only) decodes the continuous latent as it is, a plain
+        autoencoder: ``loss`` is the MSE alone, the codebook is not touched, and the dict also holds ``vectors``,
+        the (B*h*w, z) detached encoder vectors, for a k-means start of the codebook (``augvae_train``'s
+        ``unquantized_steps``).
         """
         zs = self._encode_levels(x)
         levels = self._decoded_levels()
+        if not quantize:
+            if self.variant != "sl":
+                raise ValueError("quantize=False (an unquantized warm-up) is for single-level models only")
+            k = self.sl_level
+            recon = self._decode_quantized({k: zs[k]})
+            mse = F.mse_loss(recon, x)
+            vectors = zs[k].detach().float().permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1])
+            return recon, {"loss": mse, "mse": mse, f"perplexity_l{k}": 0.0, f"used_l{k}": 0.0, "commit": 0.0,
+                           "dead": self.quantizer.dead_fraction(), "vectors": vectors}
         quantized = list(range(self.n_levels)) if self.variant == "ml" else (
             sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
         qs, commit, pending, stats = {}, x.new_zeros(()), [], {}

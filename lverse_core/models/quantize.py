@@ -150,6 +150,33 @@ class EMAVectorQuantizer(nn.Module):
         self.cluster_size[dead] = self.dead_code_threshold
         self.embed_avg[dead] = new * self.dead_code_threshold
 
+    @torch.no_grad()
+    def init_kmeans_(self, flat: torch.Tensor, batches: int = 1, iters: int = 20, seed: int = 0) -> dict[str, float]:
+        """Set the whole codebook to the k-means centroids of encoder vectors ``flat`` (N, D), gathered over
+        ``batches`` training batches: k-means++ seeding, then ``iters`` Lloyd steps (:func:`kmeans`). The EMA state
+        restarts from those clusters (counts per batch, as the EMA keeps them) and the codebook counts as
+        initialised. Under DDP rank 0's centroids go to every rank.
+        Returns the fraction of codes with vectors and the mean squared distance of the vectors to their code."""
+        if flat.dim() != 2 or flat.shape[1] != self.dim:
+            raise ValueError(f"init_kmeans_ expects (N, {self.dim}) vectors, got {tuple(flat.shape)}")
+        centroids = torch.zeros_like(self.embed)
+        counts, err = torch.zeros_like(self.cluster_size), float("nan")
+        if not _distributed() or dist.get_rank() == 0:
+            if flat.shape[0] < self.codebook_size:
+                raise ValueError(f"k-means of {self.codebook_size} codes needs at least that many vectors, got "
+                                 f"{flat.shape[0]}: keep more batches (augvae_train.kmeans_batches)")
+            gen = torch.Generator(device=flat.device).manual_seed(seed)
+            centroids, counts, err = kmeans(flat.float(), self.codebook_size, iters, gen)
+        if _distributed():
+            dist.broadcast(centroids, 0)
+            dist.broadcast(counts, 0)
+        counts = counts / max(1, batches)
+        self.embed.copy_(centroids)
+        self.cluster_size.copy_(counts)
+        self.embed_avg.copy_(centroids * counts.unsqueeze(1))
+        self.initted.fill_(True)
+        return {"used": float((counts > 0).float().mean()), "mse": err}
+
     # -- statistics --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def usage(self, codes: torch.Tensor) -> dict[str, float]:
@@ -163,3 +190,36 @@ class EMAVectorQuantizer(nn.Module):
     def dead_fraction(self, threshold: float = 1.0) -> float:
         """Fraction of codes whose EMA count is below ``threshold`` (default: less than one vector per step)."""
         return float((self.cluster_size < threshold).float().mean())
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None):
+    """k-means of the rows of ``x`` (N, D) into ``k`` clusters: k-means++ seeding (each new centre drawn with
+    probability proportional to the squared distance to the nearest centre so far), then ``iters`` Lloyd steps; a
+    cluster left empty keeps its centre. Returns (centres (k, D), counts (k,) of the last assignment, mean squared
+    distance of the rows to their centre)."""
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(f"k-means of {k} clusters needs at least {k} rows, got {n}")
+    idx = torch.empty(k, dtype=torch.long, device=x.device)
+    idx[0] = torch.randint(0, n, (1,), generator=generator, device=x.device)
+    d2 = (x - x[idx[0]]).pow(2).sum(1)
+    for j in range(1, k):
+        total = d2.sum()
+        # all rows already at a centre (duplicates): any row will do
+        probs = d2 / total if float(total) > 0 else torch.full_like(d2, 1.0 / n)
+        idx[j] = torch.multinomial(probs, 1, generator=generator)[0]
+        d2 = torch.minimum(d2, (x - x[idx[j]]).pow(2).sum(1))
+    centres = x[idx].clone()
+    sq = x.pow(2).sum(1)
+    for step in range(iters + 1):  # the last pass only assigns
+        dist2 = torch.addmm(centres.pow(2).sum(1)[None], x, centres.t(), alpha=-2.0)  # ||c||^2 - 2 x.c
+        assign = dist2.argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        if step == iters:
+            break
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        full = counts > 0
+        centres[full] = sums[full] / counts[full, None]
+    err = float((dist2.gather(1, assign[:, None]).squeeze(1) + sq).clamp_min(0).mean())
+    return centres, counts, err

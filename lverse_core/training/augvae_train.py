@@ -6,7 +6,8 @@
 Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
 ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
 ``lpips_weight`` * perceptual loss + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16);
-``edge_weight`` adds an image-gradient L1 term (our addition, off in every profile).
+``edge_weight`` adds an image-gradient L1 term and ``unquantized_steps`` starts the single-level trainings as plain
+autoencoders, then sets the codebook by k-means (both our additions for short runs, used by the smoke profile).
 
 Variants (``VARIANTS``): ``ml`` trains AugVAE-ML from scratch; ``sl`` builds AugVAE-SL from the trained ML
 checkpoint with ``AugVAE.ml_to_sl`` and finetunes all parameters; ``baseline`` trains the same SL-shaped model
@@ -20,6 +21,7 @@ position is the step itself); re-running a killed run continues from it, a finis
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import math
 import warnings
@@ -146,6 +148,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     di = dist_info or setup_distributed(cfg.resolved_device())
     t = cfg.augvae_train
     total = planned_steps(cfg, variant)
+    warm = unquantized_steps(cfg, variant)
     path = checkpoint_path(cfg, variant)
     kind = VARIANTS[variant][1]
 
@@ -204,6 +207,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         batches = step_batches(dataset, sampler, start, total, seed=cfg.seed, num_workers=cfg.data.num_workers,
                                bad_input=cfg.data.bad_input, pin_memory=di.device.type == "cuda")
     reported: set[str] = set()
+    # encoder vectors of the last unquantized steps, for the k-means start of the codebook (kept in checkpoints
+    # written inside the warm-up; under DDP rank 0's vectors set every rank's codebook)
+    bank: collections.deque = collections.deque(maxlen=t.kmeans_batches)
+    if resume and start < warm:
+        bank.extend(b.to(di.device) for b in resume.get("kmeans_bank", []))
 
     def step_fn(step: int) -> dict[str, float]:
         if batches is None:  # decoded once, cropped on the device (data/decoded.py)
@@ -219,8 +227,16 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             x = x.to(di.device, non_blocking=True)
         x = x.contiguous(memory_format=fmt)
         model.train()
+        quantize = step >= warm
         with autocast(t.precision, di.device):  # fp32 by default; bf16 keeps the quantizer in FP32 (quantize.py)
-            recon, out = net(x)
+            recon, out = net(x) if quantize else net(x, quantize=False)
+        if not quantize:
+            bank.append(out.pop("vectors"))
+            if step == warm - 1:  # the last unquantized step: the codebook starts from k-means of the vectors
+                km = model.quantizer.init_kmeans_(torch.cat(list(bank)), batches=len(bank), seed=cfg.seed)
+                bank.clear()
+                log.info("AugVAE %s: codebook set by k-means after %d unquantized steps (%.0f%% of codes used, "
+                         "mean squared distance %.4g)", variant, warm, 100 * km["used"], km["mse"])
         recon, loss = recon.float(), out["loss"].float()
         p_loss = x.new_zeros(())
         if perceptual is not None:
@@ -242,7 +258,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                 mean /= di.world_size
             sched.step(float(mean))
             plateau.update(sum=0.0, n=0)
-        mse = float(out["mse"])
+        mse = float(out["mse"].detach())
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
         return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse),
                 "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": opt.param_groups[0]["lr"],
@@ -255,7 +271,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                 "kind": kind, "model_args": _model_args(model), "config": cfg.to_dict(), "step": step,
                 "finished": step >= total, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": rng, "plateau": dict(plateau),
-                "world_size": di.world_size})
+                "world_size": di.world_size,
+                # inside the unquantized warm-up: the vectors kept so far, so that a resumed run sets the same codebook
+                **({"kmeans_bank": [b.cpu() for b in bank]} if step < warm else {})})
         if di.distributed:
             torch.distributed.barrier()
 
@@ -267,6 +285,17 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         if batches is not None:
             batches.close()  # ends the loader's worker processes now (also after stop_after or an error)
     return path
+
+
+def unquantized_steps(cfg: Config, variant: str) -> int:
+    """Steps of the unquantized warm-up of ``variant`` (``augvae_train.unquantized_steps``): single-level trainings
+    only (SL and the control), and fewer than the run's steps."""
+    warm = cfg.augvae_train.unquantized_steps if variant in ("sl", "baseline") else 0
+    total = planned_steps(cfg, variant)
+    if warm and warm >= total:
+        raise ValueError(f"augvae_train.unquantized_steps ({warm}) must be fewer than the {variant} run's {total} "
+                         f"steps: the codebook would never be trained; lower it or set it to 0 (off)")
+    return warm
 
 
 def _strip_variant(args: dict[str, Any]) -> dict[str, Any]:
