@@ -38,6 +38,16 @@
 # **On the embedded profiles** the same code runs at small sizes (64 px: levels 16/8/4/2, SL grid 8×8); dead-code
 # restarts and a data-based codebook init are on, because short runs otherwise collapse to a few codes.
 #
+# **Two additions of ours for short runs (smoke profile; not in the paper or the official code).** A 300-step ML
+# reconstructs from its finest level and leaves the H/8 level (the SL grid) nearly empty: there its encoder
+# vectors for a red and a yellow object differ by a few hundredths. SL must then learn that level almost from
+# scratch, and an EMA codebook that grows out of one point tends to keep warm colours (or blue and purple) on one
+# code. So the SL finetune first trains `augvae_train.unquantized_steps` steps as a plain autoencoder (the
+# continuous latent is decoded as it is; the training log shows commitment 0 and no code usage there), then sets
+# the whole codebook by k-means on the encoder vectors of the last `kmeans_batches` of those steps, and quantizes
+# from then on. `augvae_train.edge_weight` adds an L1 loss on image gradients, which keeps the corners of small
+# shapes that MSE blurs. Set both to 0 (`OVERRIDES`) to see the plain recipe.
+#
 # **What to look for.** PSNR rising during training; every level using many codes (perplexity well above 1 —
 # a collapsed codebook shows perplexity near 1 and flat grey reconstructions); the reconstruction grid (inputs,
 # ML, SL: paper Figure 3 layout); the code files written for train/val/test.
@@ -72,6 +82,9 @@ t = cfg.augvae_train
 print(f"profile {cfg.profile}: {cfg.data.image_size} px, codebook {cfg.augvae.codebook_size} x {cfg.augvae.z_channels}, "
       f"ML {planned_steps(cfg, 'ml')} steps + SL {planned_steps(cfg, 'sl')} steps at batch {t.batch_size}, "
       f"lr {effective_lr(cfg, 1):.2e} (one process), EMA update {cfg.augvae.ema_update}")
+print(f"SL: {t.unquantized_steps} unquantized steps, then k-means over {t.kmeans_batches} batches"
+      if t.unquantized_steps else "SL: quantized from the first step (the paper's recipe)",
+      f"| edge-loss weight {t.edge_weight}")
 timings = {}
 
 # %% [markdown]

@@ -22,6 +22,10 @@ def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
     from lverse_core.sampling.candidates import caption_candidate_count
     assert caption_candidate_count(a.sampling) == bud["n_candidates"] == a.sampling.n_candidates
     assert a.sampling.caption_likelihood_weight == 0.0
+    # and the tokenizer recipe the claims budgets were measured with, whatever the main run uses
+    tuned = load_profile("smoke", **{"augvae_train.edge_weight": 1.0, "augvae_train.unquantized_steps": 150})
+    t = seed_config(tuned, 0).augvae_train
+    assert t.edge_weight == 0.0 and t.unquantized_steps == 0
     zero = load_profile("ci", **{"claims.ml_steps": 0, "claims.biart_steps": 0})
     assert budgets(zero)["ml_steps"] == zero.augvae_train.ml_steps  # 0 = the profile's own
 
