@@ -397,10 +397,13 @@ def test_unquantized_forward_is_a_plain_autoencoder():
     x = synthetic_images(2, 16)
     before = {k: b.clone() for k, b in sl.quantizer.named_buffers()}
     recon, out = sl(x, quantize=False)
-    assert out["loss"] is out["mse"] and out["commit"] == 0.0
+    assert out["commit"] == 0.0 and out["mse"] == pytest.approx(float(out["loss"].detach()))  # the MSE alone
     assert torch.allclose(out["loss"], F.mse_loss(recon, x))
     assert out["vectors"].shape == (sl.encode(x).numel(), 8) and not out["vectors"].requires_grad
     _assert_same_state(before, dict(sl.quantizer.named_buffers()))  # the codebook is not touched
+    _, quantized = sl(x)
+    assert set(quantized) | {"vectors"} == set(out)  # the same statistics, of the same types, as a quantized pass
+    assert all(type(out[k]) is type(quantized[k]) for k in quantized)
     out["loss"].backward()
     assert sl.encoders[1].conv_out.weight.grad.abs().sum() > 0  # the encoder learns through the latent
     with pytest.raises(ValueError, match="single-level"):

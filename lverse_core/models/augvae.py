@@ -267,7 +267,8 @@ class AugVAE(nn.Module):
             recon = self._decode_quantized({k: zs[k]})
             mse = F.mse_loss(recon, x)
             vectors = zs[k].detach().float().permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1])
-            return recon, {"loss": mse, "mse": mse, f"perplexity_l{k}": 0.0, f"used_l{k}": 0.0, "commit": 0.0,
+            return recon, {"loss": mse, "mse": float(mse.detach()), f"perplexity_l{k}": 0.0, f"used_l{k}": 0.0,
+                           "commit": 0.0,
                            "dead": self.quantizer.dead_fraction(), "vectors": vectors}
         quantized = list(range(self.n_levels)) if self.variant == "ml" else (
             sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)

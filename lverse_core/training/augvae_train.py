@@ -258,7 +258,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                 mean /= di.world_size
             sched.step(float(mean))
             plateau.update(sum=0.0, n=0)
-        mse = float(out["mse"].detach())
+        mse = out["mse"]  # a float (the loss tensor is out["loss"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
         return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse),
                 "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": opt.param_groups[0]["lr"],
