@@ -202,13 +202,17 @@ save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, first_capti
 # %% [markdown]
 # Captions for the held-out test images: `sampling.caption_candidates` samples each (0: `sampling.n_candidates`), cut at the first full stop, the best kept (and its untruncated text); the first `N_EXAMPLES` are shown. "Best" is the highest clip-score (paper §3.6) or, when `sampling.caption_likelihood_weight` $w > 0$ (the smoke profile), the highest $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$, both z-scored over one image's candidates: our addition: the small CLIP reranker and BiART's own likelihood are right on different images, and together keep a right caption more often than either (bench/README.md, "Captions: candidates and reranking").
 # The candidates are sampled and reranked a few images at a time and each test image is read from disk only when its candidates are scored, so memory does not grow with the test split (the paper's 5,000 images x 64 candidates).
+# This is the very draw Table 2 scores: `generate_captions` writes it under `runs/<profile>/generated/` (keyed by the settings, the codes and both models' weights) and notebook 04 reads it back instead of sampling again.
 
 # %%
-from lverse_core.pipeline.biart_run import caption_candidate_count, caption_table, clip_score_fns
+from lverse_core.pipeline.biart_run import caption_candidate_count, caption_frame, clip_score_fns
+from lverse_core.sampling.generate import caption_cache_dir, generate_captions
 images = real_images(cfg, "test", ids)  # image k of the codes, read from disk only when its captions are scored
 _, i2t_score = clip_score_fns(scorer, None, cfg.image_grid, images)
-captions = caption_table(cfg, model, tok, torch.as_tensor(codes.astype("int64")).to(device), [int(i) for i in ids],
-                         references=[records[int(i)]["captions"] for i in ids], score_fn=i2t_score)
+model.eval()
+generated = generate_captions(cfg, model, tok, codes, [int(i) for i in ids], scorer, images=images,
+                              shard_dir=caption_cache_dir(cfg, "test", model, scorer, codes, ids))
+captions = caption_frame(cfg, generated, references=[records[int(i)]["captions"] for i in ids])
 pick = list(range(min(N_EXAMPLES, len(ids))))
 save_table(cfg, "02_biart_caption_examples", captions.iloc[pick].assign(source=provenance(cfg)),
            "BiART captions for held-out images (first N_EXAMPLES of the test split)")

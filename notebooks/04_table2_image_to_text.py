@@ -99,17 +99,19 @@ pd.DataFrame([{"split": SPLIT, "images": len(ids), "references per image": sum(m
                "code grid": f"{codes.shape[1]}x{codes.shape[2]}", "BiART parameters": m["model"].num_params()}])
 
 # %% [markdown]
-# Captions: `caption_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the first full stop; CLIP (with BiART's likelihood when its weight is on) keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for the paper's 5,000 images).
+# Captions: `caption_candidates` samples per image, each seeded by (seed, image id, candidate), cut at the first full stop; CLIP (with BiART's likelihood when its weight is on) keeps the best (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for the paper's 5,000 images). On the test split notebook 02 has already drawn these captions with the same models and settings: they are read back from `runs/<profile>/generated/` (`caption_cache_dir`), so Table 2 scores exactly the captions notebook 02 showed.
 
 # %%
-from lverse_core.sampling.generate import generate_captions, load_generated_captions, made_from
+from lverse_core.sampling.generate import caption_cache_dir, generate_captions, load_generated_captions, made_from
 t0 = time.perf_counter()
 if GENERATED_CAPTIONS:
     generated = load_generated_captions(GENERATED_CAPTIONS, cfg)  # refused if made from other checkpoints
     assert [r["image_id"] for r in generated] == [int(i) for i in ids], \
         f"{GENERATED_CAPTIONS} does not hold captions for these {len(ids)} {SPLIT} images, in this order"
 else:
-    generated = generate_captions(cfg, m["model"], m["tokenizer"], codes, ids, m["scorer"], images=images)
+    # the draw notebook 02 made with these models and settings, read back from its shards (sampled only if absent)
+    generated = generate_captions(cfg, m["model"], m["tokenizer"], codes, ids, m["scorer"], images=images,
+                                  shard_dir=caption_cache_dir(cfg, SPLIT, m["model"], m["scorer"], codes, ids))
 timings["generate_s"] = time.perf_counter() - t0
 print(f"{len(generated)} captions in {timings['generate_s']:.1f} s")
 pd.DataFrame(generated).head(N_FIGURE)

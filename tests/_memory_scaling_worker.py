@@ -136,9 +136,9 @@ CAPTION_CANDIDATES = 16  # candidates per image: the per-candidate state of a wh
 
 
 def _captions_run(cfg, size: int):
-    """Caption reranking for k images as notebook 02 does it (``biart_run.caption_table``'s ``image_to_text`` with
-    ``clip_score_fns`` reading the real images through a loader), then as notebook 04 does it
-    (``generate.generate_captions``): a tiny untrained BiART of tests/_generate_stubs.py's sizes (16 image tokens, 8
+    """Caption reranking for k images by ``candidates.image_to_text`` with ``clip_score_fns`` reading the real images
+    through a loader (notebook 02's look inside the reranking), then by ``generate.generate_captions`` (notebooks 02
+    and 04's captions of the test split): a tiny untrained BiART of tests/_generate_stubs.py's sizes (16 image tokens, 8
     text tokens) and its tokenizer, an untrained small CLIP of the ci profile, images synthesised when read."""
     from _generate_stubs import IMAGE_VOCAB, TEXT_LEN, TEXT_VOCAB, StubTokenizer, tiny_cfg
     from lverse_core.models.biart import BiART, BiARTArgs

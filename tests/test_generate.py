@@ -275,3 +275,33 @@ def test_caption_log_likelihood_is_the_models_teacher_forced_text_nll(tiny):
         mean_nll = float(model(text, image, I2T)["gen"])  # mean over the non-[PAD] text tokens of the batch
     n_tokens = int((text != tok.pad_id).sum())
     assert float(-ll.sum()) / n_tokens == pytest.approx(mean_nll, rel=1e-5)
+
+
+def test_notebooks_share_one_caption_draw_through_the_cache_dir(tiny, tmp_path, monkeypatch):
+    from lverse_core.sampling.generate import caption_cache_dir
+
+    _, model, tok, (codes, image_ids, _, images) = tiny
+    cfg = tiny_cfg(runs_dir=str(tmp_path / "runs"))
+    scorer = RecordingScorer()
+    d = caption_cache_dir(cfg, "test", model, scorer, codes, image_ids)
+    assert d.parent == cfg.runs_root / "generated" and d.name.startswith("captions_test_")
+    first = generate_captions(cfg, model, tok, codes, image_ids, scorer, images=images, shard_dir=d)
+    # notebook 04, same models and settings: the same directory, and nothing is sampled again
+    assert caption_cache_dir(cfg, "test", tiny_biart(), RecordingScorer(), codes, image_ids) == d
+    monkeypatch.setattr(type(model), "generate_text", lambda *a, **k: pytest.fail("sampled again"))
+    assert generate_captions(cfg, model, tok, codes, image_ids, scorer, images=images, shard_dir=d) == first
+    monkeypatch.undo()
+    # anything that changes the result gets its own directory (no mismatch error, nothing stale reused)
+    other_weights = tiny_biart(seed=1)
+    others = [caption_cache_dir(cfg, "test", other_weights, scorer, codes, image_ids),
+              caption_cache_dir(tiny_cfg(runs_dir=str(tmp_path / "runs"), **{"sampling.temperature": 0.3}), "test",
+                                model, scorer, codes, image_ids),
+              caption_cache_dir(cfg, "test", model, scorer, codes.flip(1), image_ids),  # same sum, other codes
+              caption_cache_dir(cfg, "test", model, scorer, codes, [i + 1 for i in image_ids]),
+              caption_cache_dir(cfg, "val", model, scorer, codes, image_ids)]
+    assert len({d, *others}) == 6
+    weights = torch.nn.Linear(2, 2)
+    scorer_a, scorer_b = RecordingScorer(), RecordingScorer()
+    scorer_a.model, scorer_b.model = weights, torch.nn.Linear(2, 2)
+    assert caption_cache_dir(cfg, "test", model, scorer_a, codes, image_ids) != \
+        caption_cache_dir(cfg, "test", model, scorer_b, codes, image_ids)

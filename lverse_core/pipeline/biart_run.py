@@ -47,18 +47,14 @@ def clip_score_fns(scorer, decode: Decoder | None, grid: int,
     return t2i, i2t
 
 
-def caption_table(cfg: Config, model, tokenizer, codes: torch.Tensor, image_ids: Sequence[int], *,
-                  references: Sequence[Sequence[str]], score_fn=None, n_candidates: int | None = None,
-                  seed: int = 0) -> pd.DataFrame:
-    """image->text for held-out images: the reranked caption cut at the first full stop and its untruncated text,
-    with ``correct`` (every object's size, colour and shape named, shapes.caption_correct) on the embedded data."""
-    s = cfg.sampling
-    with sampling_precision(model):
-        out = image_to_text(model, tokenizer, codes, n_candidates=n_candidates or caption_candidate_count(s),
-                            n_tokens=s.caption_tokens, score_fn=score_fn, seed=seed, batch_size=s.batch_size,
-                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                            likelihood_weight=s.caption_likelihood_weight)
-    df = pd.DataFrame({"image_id": list(image_ids), "caption": out["truncated"], "untruncated": out["full"],
+def caption_frame(cfg: Config, generated: Sequence[dict], references: Sequence[Sequence[str]]) -> pd.DataFrame:
+    """Captions as ``generate.generate_captions`` returns them -> a table (image_id, caption, untruncated,
+    reference) with ``correct`` (every object's size, colour and shape named) on the embedded data."""
+    if len(generated) != len(references):
+        raise ValueError(f"{len(generated)} captions but {len(references)} reference lists")
+    df = pd.DataFrame({"image_id": [int(g["image_id"]) for g in generated],
+                       "caption": [g["caption"] for g in generated],
+                       "untruncated": [g["caption_untruncated"] for g in generated],
                        "reference": [r[0] for r in references]})
     if cfg.data.source == "shapes":
         from lverse_core.data.loaders import load_attributes

@@ -239,6 +239,21 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
     return _collect(dist, local, P, store)
 
 
+def caption_cache_dir(cfg: Config, split: str, model, scorer, codes, image_ids: Sequence[int]) -> Path:
+    """The ``shard_dir`` under which notebooks 02 and 04 share one caption draw for ``split`` (the second finds the
+    first's shards and samples nothing): ``runs/<profile>/generated/captions_<split>_<key>``, the key a digest of
+    what decides the result (sampling settings, the images and their codes, BiART's and the reranker's weights), so
+    a retrained model or another setting gets a directory of its own instead of a mismatch error."""
+    import hashlib
+
+    codes = np.ascontiguousarray(np.asarray(codes).astype(np.int64))
+    key = {**_settings(cfg, "captions", 1), "image_ids": [int(i) for i in image_ids],
+           "codes": hashlib.sha256(codes.tobytes()).hexdigest(), "model": model_fingerprint(model),
+           "scorer": model_fingerprint(scorer.model) if hasattr(scorer, "model") else type(scorer).__name__}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cfg.runs_root / "generated" / f"captions_{split}_{digest}"
+
+
 def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(torch.tensor([ids]))[0] if ids else ""
 
