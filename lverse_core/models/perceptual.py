@@ -1,5 +1,5 @@
 """Perceptual loss from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)), and a
-weight-free edge loss (``edge_loss``, ``augvae_train.edge_weight``; our addition, off in every profile).
+weight-free edge loss (``edge_loss``, ``augvae_train.edge_weight``; our addition, used by the smoke profile).
 
 LPIPS proper also needs its learned per-channel linear weights, which are not part of torchvision's VGG16 file;
 with only ``assets.vgg16_lpips`` available, this is the "baseline" variant of Zhang et al. (2018): unit-normalised
@@ -57,8 +57,9 @@ def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Not part of the official recipe. MSE is satisfied by a blurred edge (a small triangle decoded as a soft blob
     costs few squared errors); the L1 of finite differences is not, so the decoder keeps corners and outlines. It
-    needs no weights file. Measured on the smoke data it kept small shapes on one seed and lost colours on two, so no
-    profile uses it (bench/README.md, "The tokenizer's seed failures").
+    needs no weights file. Measured on the smoke data alone it kept small shapes on one seed and lost colours on two;
+    with the unquantized start of ``augvae_train.unquantized_steps`` it paid on all three, and the smoke profile
+    uses both (bench/README.md, "An unquantized start for AugVAE-SL").
     """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"edge_loss compares two (B, C, H, W) batches of one shape, got {tuple(x.shape)} and "
