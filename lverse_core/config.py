@@ -100,6 +100,7 @@ class AugVAETrainConfig:
     # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile sets 1.0 with
     # unquantized_steps: alone it helped one seed and lost colours on two (bench/README.md)
     edge_weight: float = 0.0
+    edge_in_ml: bool = True  # false: the edge term in the single-level trainings (SL, control) only
     # single-level trainings (the SL finetune and the plain VQ-VAE control) start as plain autoencoders for this many
     # steps (the continuous latent decoded as it is), then the codebook is set by k-means on the encoder vectors of
     # the last kmeans_batches of those steps and quantization begins. Not in the official code; 0 = off. Our fix for

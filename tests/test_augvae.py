@@ -360,6 +360,14 @@ def test_edge_weight_enters_the_training_loss_and_the_log(tmp_path):
     r = logs[1][-1]
     assert float(r["loss"]) == pytest.approx(float(r["mse"]) + float(r["commit"]) + float(r["edge"]), rel=1e-4)
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0] if states[0][k].is_floating_point())
+    # edge_in_ml false: ML trains on MSE + commitment alone (the same weights as without the term), SL uses it
+    cfg = _train_cfg(tmp_path, "sl_only", **{"augvae_train.edge_weight": 1.0, "augvae_train.edge_in_ml": False,
+                                             "augvae_train.ml_steps": 3, "augvae_train.sl_steps": 4})
+    train_augvae(cfg, "ml", dataset=data, progress=False)
+    _assert_same_state(states[0], torch.load(checkpoint_path(cfg, "ml"), weights_only=False)["model"])
+    train_augvae(cfg, "sl", dataset=data, progress=False)
+    with open(cfg.runs_root / "logs" / "augvae_sl.csv") as f:
+        assert all(float(r["edge"]) > 0 for r in csv.DictReader(f))
 
 
 def test_kmeans_finds_separated_clusters_and_sets_the_codebook():

@@ -149,6 +149,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     t = cfg.augvae_train
     total = planned_steps(cfg, variant)
     warm = unquantized_steps(cfg, variant)
+    edge_weight = t.edge_weight if (variant != "ml" or t.edge_in_ml) else 0.0
     path = checkpoint_path(cfg, variant)
     kind = VARIANTS[variant][1]
 
@@ -243,9 +244,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             p_loss = perceptual(recon, x)
             loss = loss + t.lpips_weight * p_loss
         e_loss = x.new_zeros(())
-        if t.edge_weight > 0:
+        if edge_weight > 0:
             e_loss = edge_loss(recon, x.float())
-            loss = loss + t.edge_weight * e_loss
+            loss = loss + edge_weight * e_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
