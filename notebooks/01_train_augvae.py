@@ -46,7 +46,8 @@
 # continuous latent is decoded as it is; the training log shows commitment 0 and no code usage there), then sets
 # the whole codebook by k-means on the encoder vectors of the last `kmeans_batches` of those steps, and quantizes
 # from then on. `augvae_train.edge_weight` adds an L1 loss on image gradients, which keeps the corners of small
-# shapes that MSE blurs. Set both to 0 (`OVERRIDES`) to see the plain recipe.
+# shapes that MSE blurs (in SL only when `edge_in_ml` is false, as here). Set both to 0 (`OVERRIDES`) to see the
+# plain recipe.
 #
 # **What to look for.** PSNR rising during training; every level using many codes (perplexity well above 1 —
 # a collapsed codebook shows perplexity near 1 and flat grey reconstructions); the reconstruction grid (inputs,
@@ -84,7 +85,7 @@ print(f"profile {cfg.profile}: {cfg.data.image_size} px, codebook {cfg.augvae.co
       f"lr {effective_lr(cfg, 1):.2e} (one process), EMA update {cfg.augvae.ema_update}")
 print(f"SL: {t.unquantized_steps} unquantized steps, then k-means over {t.kmeans_batches} batches"
       if t.unquantized_steps else "SL: quantized from the first step (the paper's recipe)",
-      f"| edge-loss weight {t.edge_weight}")
+      f"| edge-loss weight {t.edge_weight} ({'ML and SL' if t.edge_in_ml else 'SL only'})")
 timings = {}
 
 # %% [markdown]
