@@ -268,8 +268,7 @@ class AugVAE(nn.Module):
             mse = F.mse_loss(recon, x)
             vectors = zs[k].detach().float().permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1])
             return recon, {"loss": mse, "mse": float(mse.detach()), f"perplexity_l{k}": 0.0, f"used_l{k}": 0.0,
-                           "commit": 0.0,
-                           "dead": self.quantizer.dead_fraction(), "vectors": vectors}
+                           "commit": 0.0, "dead": self.quantizer.dead_fraction(), "vectors": vectors}
         quantized = list(range(self.n_levels)) if self.variant == "ml" else (
             sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
         qs, commit, pending, stats = {}, x.new_zeros(()), [], {}

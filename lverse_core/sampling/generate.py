@@ -35,6 +35,7 @@ images for the Table 3 prompts (``t2i_prompts``) and writes an .npz with ``codes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -244,8 +245,6 @@ def caption_cache_dir(cfg: Config, split: str, model, scorer, codes, image_ids: 
     first's shards and samples nothing): ``runs/<profile>/generated/captions_<split>_<key>``, the key a digest of
     what decides the result (sampling settings, the images and their codes, BiART's and the reranker's weights), so
     a retrained model or another setting gets a directory of its own instead of a mismatch error."""
-    import hashlib
-
     codes = np.ascontiguousarray(np.asarray(codes).astype(np.int64))
     key = {**_settings(cfg, "captions", 1), "image_ids": [int(i) for i in image_ids],
            "codes": hashlib.sha256(codes.tobytes()).hexdigest(), "model": model_fingerprint(model),
