@@ -160,9 +160,12 @@ class SamplingConfig:
     # image->text only: candidates per image (0 = n_candidates; the paper draws 64 for both directions), and the
     # weight of BiART's own log-likelihood of each truncated candidate in its reranking score: 0 = the clip-score
     # alone (paper §3.6); w > 0 ranks by z(clip-score) + w * z(log p(caption | image)), z-scored over each image's
-    # candidates (our addition: candidates.caption_rerank_scores)
+    # candidates (our addition: candidates.rerank_scores)
     caption_candidates: int = 0
     caption_likelihood_weight: float = 0.0
+    # text->image: the same score with log p(prompt | candidate image codes), BiART's image->text direction reading
+    # each drawn image (our addition); 0 = the clip-score alone (paper §3.6)
+    image_likelihood_weight: float = 0.0
     batch_size: int = 64
 
 
@@ -536,6 +539,7 @@ RANGES: dict[str, Range] = {
     "sampling.top_k": AT_LEAST_0, "sampling.top_p": Range(0, 1, lo_open=True), "sampling.n_candidates": AT_LEAST_1,
     "sampling.n_repeats": AT_LEAST_1, "sampling.caption_tokens": AT_LEAST_1,
     "sampling.caption_candidates": AT_LEAST_0, "sampling.caption_likelihood_weight": AT_LEAST_0,
+    "sampling.image_likelihood_weight": AT_LEAST_0,
     "sampling.batch_size": AT_LEAST_1,
     "clip.train_steps": AT_LEAST_0,  # 0 = OpenAI ViT-B/32 from assets.clip_vit_b32
     "clip.batch_size": AT_LEAST_1, "clip.lr": POSITIVE, "clip.embed_dim": AT_LEAST_1, "clip.vision_width": Range(64),

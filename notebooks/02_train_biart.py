@@ -236,7 +236,7 @@ print(reranking_sentence(one_caption.get("ranking score", one_caption["clip-scor
 one_caption
 
 # %% [markdown]
-# Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the CLIP-best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32); the real test image comes first.
+# Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32) by the clip-score or, when `sampling.image_likelihood_weight` $w > 0$ (the smoke profile; our addition, as for captions), by $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$: the image$\to$text direction reads back each image the text$\to$image direction drew. The real test image comes first.
 
 # %%
 from lverse_core.pipeline.biart_run import image_samples, image_grid_figure, load_augvae_decoder
@@ -249,8 +249,8 @@ fig = image_grid_figure(rows, prompts, IMAGES_PER_CAPTION + 1)
 save_figure(cfg, "02_biart_image_examples", fig, caption=f"Held-out captions: the real image, then {IMAGES_PER_CAPTION} reranked BiART images")
 
 # %% [markdown]
-# **Look inside the image reranking**: all candidates drawn for the first held-out caption, their clip-scores, and
-# the one kept (framed).
+# **Look inside the image reranking**: all candidates drawn for the first held-out caption, their clip-scores (and
+# ranking scores, when BiART's likelihood takes part), and the one kept (framed).
 
 # %%
 from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
@@ -261,11 +261,14 @@ if cfg.data.source == "shapes":
     judge = ensure_judge(cfg)
     verdicts = judge.judge_image(to_unit_range(to_uint8(one_prompt["images"])))
     one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
-t2i_reading = reranking_sentence(one_prompt["scores"].tolist(), one_prompt_ok,
+t2i_reading = reranking_sentence(one_prompt["ranking"].tolist(), one_prompt_ok,
                                  criterion="judged right for the caption by the kit's judge")
+with_ll = cfg.sampling.image_likelihood_weight > 0
 save_figure(cfg, "02_image_candidates_one_caption",
-            candidates_figure(one_prompt["images"], one_prompt["scores"], one_prompt["chosen"], prompts[0]),
-            caption="Every image candidate for one caption with its clip-score; the kept one framed",
+            candidates_figure(one_prompt["images"], one_prompt["scores"], one_prompt["chosen"], prompts[0],
+                              ranking=one_prompt["ranking"] if with_ll else None),
+            caption="Every image candidate for one caption with its clip-score"
+                    + (" and ranking score" if with_ll else "") + "; the kept one framed",
             verdict=t2i_reading)
 print(t2i_reading)
 

@@ -230,5 +230,5 @@ print(f"- Truncation: {truncation['sentence']}")
 # 1. Caption the validation split instead (`SPLIT="val"`): how much do the metrics move between two held-out splits
 #    of this size?
 # 2. Sample longer captions before the cut (`OVERRIDES={"sampling.caption_tokens": 16}`): does truncation matter more?
-# 3. Rerank among one candidate only (`OVERRIDES={"sampling.n_candidates": 1}`): what is CLIP reranking worth here?
+# 3. Rerank among one candidate only (`OVERRIDES={"sampling.caption_candidates": 1}`): what is reranking worth here?
 

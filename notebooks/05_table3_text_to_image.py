@@ -28,6 +28,12 @@
 #
 # `sampling.n_candidates` times; AugVAE-SL decodes each candidate (in FP32) and CLIP keeps the best,
 # $\hat x = \arg\max_i 100\cos(E_I(D(x^{(i)})), E_T(y))$, `sampling.n_repeats` times with other seeds.
+# With `sampling.image_likelihood_weight` $w > 0$ (the smoke profile; **not in the paper**) the kept one maximises
+# $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(y \mid x^{(i)}))$, both z-scored over the prompt's candidates:
+# BiART's image$\to$text direction reads each image it drew and says how likely the prompt is given it. The small
+# CLIP reranker of the embedded profiles keeps a right image far less often than the candidates hold one; the model's
+# other direction is a second, independent reader (bench/README.md, "Images: reranking by BiART's own likelihood").
+# Set it to 0 (`OVERRIDES={"sampling.image_likelihood_weight": 0.0}`) for the paper's rule and compare the judge's row.
 # **FID**: $\lVert \mu_r - \mu_g \rVert^2 + \mathrm{tr}(\Sigma_r + \Sigma_g - 2(\Sigma_r\Sigma_g)^{1/2})$ over features of
 # real and generated images (torch-fidelity's feature extractor; the means and covariances accumulated batch by batch,
 # so 30,000 prompts never sit in memory at once). The `paper` profile uses Inception-v3 from a local file;
@@ -81,10 +87,12 @@ prompts = t2i_prompts(cfg)
 captions = prompts["captions"]
 pd.DataFrame([{"prompts": len(captions), "distinct real images": len(prompts["real_ids"]),
                "split": cfg.eval.t2i_split, "candidates": cfg.sampling.n_candidates,
-               "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens}])
+               "rounds (k)": cfg.sampling.n_repeats, "image tokens": cfg.image_tokens,
+               "kept by": ("clip-score (paper)" if not cfg.sampling.image_likelihood_weight else
+                           f"z(clip-score) + {cfg.sampling.image_likelihood_weight:g} z(BiART log p(caption | image))")}])
 
 # %% [markdown]
-# Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by CLIP (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts).
+# Images: every prompt's candidates are seeded by (seed, prompt id, round, candidate) and reranked by CLIP, with BiART's likelihood of the prompt when its weight is on (`lverse_core.sampling.generate`; the same code shards over torchrun ranks for 30,000 prompts).
 
 # %%
 from lverse_core.sampling.generate import generate_images, load_generated_images, made_from

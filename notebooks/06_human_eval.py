@@ -160,4 +160,4 @@ if votes_in:
 #    `ANSWERS_DIR`, run with `SIMULATE=False`, and compare your Pred + Both with the simulated raters'.
 # 2. More raters (`OVERRIDES={"eval.human_eval_raters": 30}`): which interval narrows, and by how much?
 # 3. Better captions make a different study: rerank among more candidates in notebook 04
-#    (`OVERRIDES={"sampling.n_candidates": 16}` for notebooks 04 and 06) and compare the Both share.
+#    (`OVERRIDES={"sampling.caption_candidates": 32}` for notebooks 04 and 06) and compare the Both share.

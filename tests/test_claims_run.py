@@ -21,7 +21,8 @@ def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
     # the paper's reranking in every arm: claims.n_candidates captions too, clip-score alone
     from lverse_core.sampling.candidates import caption_candidate_count
     assert caption_candidate_count(a.sampling) == bud["n_candidates"] == a.sampling.n_candidates
-    assert a.sampling.caption_likelihood_weight == 0.0
+    assert a.sampling.caption_likelihood_weight == 0.0 and a.sampling.image_likelihood_weight == 0.0
+    assert cfg.sampling.image_likelihood_weight > 0  # (the smoke profile itself reranks images with BiART too)
     # and the tokenizer recipe the claims budgets were measured with, whatever the main run uses
     tuned = load_profile("smoke", **{"augvae_train.edge_weight": 1.0, "augvae_train.unquantized_steps": 150})
     t = seed_config(tuned, 0).augvae_train

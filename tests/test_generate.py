@@ -112,6 +112,33 @@ def test_images_keep_the_brightest_candidate_under_a_brightness_scorer(tiny):
     assert (stub_decode(dark[:, 0]).mean(dim=(1, 2, 3)) < chosen_brightness).all()
 
 
+def test_images_rerank_by_biarts_likelihood_of_the_prompt(tiny, tmp_path):
+    from lverse_core.sampling.candidates import caption_log_likelihood
+
+    cfg, model, tok, (_, image_ids, captions, _) = tiny
+    n = cfg.sampling.n_candidates
+    drawn = []
+
+    def recording_decode(codes):  # every candidate passes through the decoder once, in prompt order
+        drawn.append(codes.reshape(len(codes), -1).clone())
+        return stub_decode(codes)
+
+    # with a huge weight the kept image is the candidate under which BiART finds its prompt most likely
+    heavy = tiny_cfg(**{"sampling.image_likelihood_weight": 1000.0})
+    codes, _ = generate_images(heavy, model, tok, captions, image_ids, RecordingScorer(), recording_decode)
+    cands = torch.cat(drawn).view(len(captions), n, -1)
+    for p, caption in enumerate(captions):
+        ll = caption_log_likelihood(model, cands[p], tok.encode([caption] * n))
+        assert torch.equal(codes[p, 0].flatten(), cands[p, int(ll.argmax())])
+    clip_only, _ = generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(), stub_decode)
+    assert not torch.equal(codes, clip_only)  # the weight changes choices here
+    # the weight is part of what a shard directory records: results of the other rule are never mixed in
+    generate_images(cfg, model, tok, captions, image_ids, RecordingScorer(), stub_decode, shard_dir=tmp_path / "s")
+    with pytest.raises(ValueError, match="image_likelihood_weight"):
+        generate_images(heavy, model, tok, captions, image_ids, RecordingScorer(), stub_decode,
+                        shard_dir=tmp_path / "s")
+
+
 def test_two_gloo_processes_give_the_one_process_result(tiny, tmp_path):
     cfg, model, tok, (codes, image_ids, captions, images) = tiny
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
@@ -232,7 +259,7 @@ def test_generation_files_are_refused_when_their_checkpoints_changed(tmp_path):
 
 
 def test_caption_candidates_and_likelihood_reranking(tiny):
-    from lverse_core.sampling.candidates import caption_log_likelihood, caption_rerank_scores
+    from lverse_core.sampling.candidates import caption_log_likelihood, rerank_scores
 
     cfg, model, tok, (codes, image_ids, _, images) = tiny
     # captions get their own candidate count; images keep n_candidates
@@ -255,12 +282,12 @@ def test_caption_candidates_and_likelihood_reranking(tiny):
     # the score itself: weight 0 (the paper) or a single candidate is the clip-score, unchanged
     clip = torch.tensor([[1.0, 3.0, 2.0]])
     ll = torch.tensor([[-1.0, -9.0, -2.0]])
-    assert torch.equal(caption_rerank_scores(clip, ll, 0.0), clip)
-    assert torch.equal(caption_rerank_scores(clip[:, :1], None, 2.0), clip[:, :1])
-    assert int(caption_rerank_scores(clip, ll, 0.5).argmax()) == 1  # CLIP's pick survives a small weight
-    assert int(caption_rerank_scores(clip, ll, 2.0).argmax()) == 2  # second best on both beats best-then-worst
+    assert torch.equal(rerank_scores(clip, ll, 0.0), clip)
+    assert torch.equal(rerank_scores(clip[:, :1], None, 2.0), clip[:, :1])
+    assert int(rerank_scores(clip, ll, 0.5).argmax()) == 1  # CLIP's pick survives a small weight
+    assert int(rerank_scores(clip, ll, 2.0).argmax()) == 2  # second best on both beats best-then-worst
     with pytest.raises(ValueError, match="one log-likelihood per candidate"):
-        caption_rerank_scores(clip, None, 0.5)
+        rerank_scores(clip, None, 0.5)
 
 
 def test_caption_log_likelihood_is_the_models_teacher_forced_text_nll(tiny):

@@ -70,6 +70,28 @@ def test_text_to_image_returns_the_best_candidate_of_each_prompt():
     assert kept["candidates"].shape == (3, 2, 5, 4) and torch.equal(kept["codes"], out["codes"])
     picked = kept["candidates"].gather(2, kept["chosen"][..., None, None].expand(3, 2, 1, 4)).squeeze(2)
     assert torch.equal(picked, out["codes"]) and torch.equal(kept["chosen"], kept["scores"].argmax(-1))
+    assert torch.equal(kept["ranking"], kept["scores"])  # weight 0: the clip-score is the ranking (paper)
+
+
+def test_text_to_image_with_a_likelihood_weight_keeps_the_candidate_that_explains_its_prompt_best():
+    from lverse_core.sampling.candidates import caption_log_likelihood, rerank_scores
+
+    m = tiny_model()
+    text = torch.randint(1, 12, (3, 6), generator=torch.Generator().manual_seed(0))
+    score = lambda codes, caps: codes.float().sum(1)
+    out = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, score_fn=score, seed=4, batch_size=4,
+                        keep_candidates=True, likelihood_weight=1.0)
+    for p in range(3):
+        cands = out["candidates"][p, 0]
+        ll = caption_log_likelihood(m, cands, text[p:p + 1].repeat(5, 1))
+        want = rerank_scores(out["scores"][p], ll[None], 1.0)
+        assert torch.allclose(out["ranking"][p], want)
+        assert int(out["chosen"][p, 0]) == int(want.argmax())
+    heavy = text_to_image(m, text, ["a", "b", "c"], n_candidates=5, score_fn=score, seed=4, batch_size=4,
+                          keep_candidates=True, likelihood_weight=1000.0)
+    for p in range(3):  # a huge weight: BiART's likelihood of the prompt alone decides
+        ll = caption_log_likelihood(m, heavy["candidates"][p, 0], text[p:p + 1].repeat(5, 1))
+        assert int(heavy["chosen"][p, 0]) == int(ll.argmax())
 
 
 class FakeTokenizer:

@@ -74,7 +74,7 @@ def image_samples(cfg: Config, model, tokenizer, captions: Sequence[str], *, sco
         out = text_to_image(model, tokenizer.encode(list(captions)).to(device), list(captions),
                             n_candidates=n_candidates or s.n_candidates, n_repeats=n_repeats or s.n_repeats,
                             score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
-                            top_k=s.top_k, top_p=s.top_p)
+                            top_k=s.top_k, top_p=s.top_p, likelihood_weight=s.image_likelihood_weight)
     g = cfg.image_grid
     return {"codes": out["codes"].view(len(captions), -1, g, g), "scores": out["scores"]}
 
@@ -369,38 +369,49 @@ def layout_sentence(table: pd.DataFrame, direction: str) -> str:
             f"which part it is in.")
 
 
-def candidates_figure(images: torch.Tensor, scores: torch.Tensor, chosen: int, caption: str):
-    """Every candidate image drawn for one caption with its CLIP score; the kept one (highest score) framed."""
+def candidates_figure(images: torch.Tensor, scores: torch.Tensor, chosen: int, caption: str,
+                      ranking: torch.Tensor | None = None, per_row: int = 8):
+    """Every candidate image drawn for one caption (``per_row`` to a row) with its CLIP score (and, when the
+    reranking adds BiART's likelihood, its ranking score); the kept one framed."""
     import matplotlib.pyplot as plt
 
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(1.5 * n, 2.1), squeeze=False)
-    for c in range(n):
-        ax = axes[0][c]
-        ax.imshow(((images[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
-        ax.set_title(f"{'chosen ' if c == chosen else ''}{float(scores[c]):.1f}", fontsize=8,
-                     fontweight="bold" if c == chosen else "normal")
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.35), squeeze=False)
+    for c, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
+        if c >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(((images[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+        title = f"{float(scores[c]):.1f}" + (f" | {float(ranking[c]):+.1f}" if ranking is not None else "")
+        ax.set_title(f"{'kept ' if c == chosen else ''}{title}", fontsize=7,
+                     fontweight="bold" if c == chosen else "normal")
         for side in ax.spines.values():
             side.set_linewidth(3 if c == chosen else 0.5)
             side.set_edgecolor("crimson" if c == chosen else "grey")
-    fig.suptitle(f"{n} candidates for {caption!r} (title: clip-score)", fontsize=9)
+    what = "clip-score | ranking score" if ranking is not None else "clip-score"
+    fig.suptitle(f"{n} candidates for {caption!r} (title: {what})", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def t2i_candidates(cfg: Config, model, tokenizer, caption: str, score_fn, decode, seed: int = 0) -> dict:
-    """All ``sampling.n_candidates`` images drawn for one caption, their CLIP scores and the one kept."""
+    """All ``sampling.n_candidates`` images drawn for one caption, their CLIP scores, the ranking score (the CLIP
+    scores, or with ``sampling.image_likelihood_weight`` > 0 ``candidates.rerank_scores``) and the one kept."""
     s = cfg.sampling
     device = next(model.parameters()).device
     with sampling_precision(model):
         out = text_to_image(model, tokenizer.encode([caption]).to(device), [caption], n_candidates=s.n_candidates,
                             score_fn=score_fn, seed=seed, batch_size=s.batch_size, temperature=s.temperature,
-                            top_k=s.top_k, top_p=s.top_p, keep_candidates=True)
+                            top_k=s.top_k, top_p=s.top_p, keep_candidates=True,
+                            likelihood_weight=s.image_likelihood_weight)
     g = cfg.image_grid
     codes = out["candidates"][0, 0].view(-1, g, g)
-    return {"images": decode(codes).cpu(), "scores": out["scores"][0, 0].cpu(), "chosen": int(out["chosen"][0, 0])}
+    return {"images": decode(codes).cpu(), "scores": out["scores"][0, 0].cpu(),
+            "ranking": out["ranking"][0, 0].cpu(), "chosen": int(out["chosen"][0, 0])}
 
 
 def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id: int, score_fn, seed: int = 0

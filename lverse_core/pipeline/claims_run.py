@@ -53,7 +53,7 @@ def seed_config(cfg: Config, seed: int) -> Config:
         "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
         # the paper's reranking for both directions: claims.n_candidates candidates, clip-score alone
         "sampling.n_candidates": b["n_candidates"], "sampling.caption_candidates": 0,
-        "sampling.caption_likelihood_weight": 0.0,
+        "sampling.caption_likelihood_weight": 0.0, "sampling.image_likelihood_weight": 0.0,
         # the tokenizer recipe the claims' short budgets were measured with (README, "The claims scorecard"): no
         # edge term, no unquantized start (sized for the main run's 1,300 SL steps, not the claims' 280)
         "augvae_train.edge_weight": 0.0, "augvae_train.unquantized_steps": 0}

@@ -83,14 +83,16 @@ def caption_log_likelihood(model, image_codes: torch.Tensor, text_ids: torch.Ten
     return -nll.sum(1).cpu()
 
 
-def caption_rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tensor | None,
-                          weight: float) -> torch.Tensor:
-    """The score captions are reranked by, (P, n): the clip-score alone when ``weight`` is 0 (paper §3.6), else
-    z(clip-score) + weight * z(log-likelihood), each z-scored over one image's n candidates.
+def rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The score candidates are reranked by, (P, n): the clip-score alone when ``weight`` is 0 (paper §3.6), else
+    z(clip-score) + weight * z(log-likelihood), each z-scored over one prompt's n candidates.
 
-    The clip-score says whether a caption fits the picture; BiART's likelihood says whether it fits the codes the
-    model was given. On the embedded data the two are right on different images, and together they keep a right
-    caption more often than either (bench/README.md, "Captions: candidates and reranking")."""
+    The log-likelihood is BiART's own log p(caption | image codes) (``caption_log_likelihood``), in both directions:
+    for image->text, of each candidate caption given the image's codes; for text->image, of the prompt given each
+    candidate's codes (the image->text direction reading the image it was just asked to draw). The clip-score says
+    whether a caption fits the picture; BiART's likelihood says whether it fits the codes. On the embedded data the
+    two are right on different candidates, and together they keep a right one more often than either
+    (bench/README.md, "Captions: candidates and reranking", "Images: reranking by BiART's own likelihood")."""
     if weight == 0 or clip_scores.shape[1] == 1:
         return clip_scores
     if log_likelihood is None or log_likelihood.shape != clip_scores.shape:
@@ -115,32 +117,42 @@ def _seeded(seed: int, device) -> torch.Generator:
 def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, n_candidates: int, n_repeats: int = 1,
                   score_fn: Callable[[torch.Tensor, Sequence[str]], torch.Tensor] | None = None,
                   seed: int = 0, batch_size: int = 64, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0, keep_candidates: bool = False) -> dict[str, torch.Tensor]:
-    """For each of P prompts, ``n_repeats`` images, each the CLIP-best of ``n_candidates`` samples.
+                  top_p: float = 1.0, keep_candidates: bool = False, likelihood_weight: float = 0.0
+                  ) -> dict[str, torch.Tensor]:
+    """For each of P prompts, ``n_repeats`` images, each the CLIP-best of ``n_candidates`` samples (with
+    ``likelihood_weight`` > 0 the best by ``rerank_scores``: CLIP and BiART's log p(prompt | candidate codes)).
 
     ``score_fn(codes (M, N), captions (M,)) -> (M,)`` scores candidate code maps against their caption (it decodes
     them with AugVAE-SL and runs CLIP); without it the first candidate is kept. Candidates of several prompts share
-    one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N) and ``scores`` (P, k, n_candidates);
+    one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N), ``scores`` (P, k, n_candidates) and
+    the ``ranking`` the kept one maximises (the scores themselves when ``likelihood_weight`` is 0);
     with ``keep_candidates`` also every candidate, ``candidates`` (P, k, n_candidates, N), and ``chosen`` (P, k).
     """
     P = text_tokens.size(0)
     device = text_tokens.device
     rows = text_tokens.repeat_interleave(n_candidates, dim=0)  # (P*n, L): prompt p's candidates are adjacent
     row_caps = [c for c in captions for _ in range(n_candidates)]
-    all_codes, all_scores, all_candidates, all_best = [], [], [], []
+    all_codes, all_scores, all_ranking, all_candidates, all_best = [], [], [], [], []
     for r in range(n_repeats):
         g = _seeded(seed + r, device)
         codes = torch.cat([model.generate_image(rows[i:i + batch_size], temperature=temperature, top_k=top_k,
                                                 top_p=top_p, generator=g) for i in range(0, len(rows), batch_size)])
         scores = score_fn(codes, row_caps) if score_fn is not None else torch.zeros(len(rows), device=device)
         scores = scores.view(P, n_candidates)
-        best = rerank(scores)
+        ll = None
+        if likelihood_weight > 0 and n_candidates > 1:
+            ll = torch.cat([caption_log_likelihood(model, codes[i:i + batch_size], rows[i:i + batch_size])
+                            for i in range(0, len(rows), batch_size)]).view(P, n_candidates).to(scores.device)
+        ranking = rerank_scores(scores, ll, likelihood_weight)
+        best = rerank(ranking)
+        all_ranking.append(ranking)
         all_codes.append(codes.view(P, n_candidates, -1)[torch.arange(P, device=device), best])
         all_scores.append(scores)
         if keep_candidates:
             all_candidates.append(codes.view(P, n_candidates, -1))
             all_best.append(best)
-    out = {"codes": torch.stack(all_codes, 1), "scores": torch.stack(all_scores, 1)}
+    out = {"codes": torch.stack(all_codes, 1), "scores": torch.stack(all_scores, 1),
+           "ranking": torch.stack(all_ranking, 1)}
     if keep_candidates:
         out.update(candidates=torch.stack(all_candidates, 1), chosen=torch.stack(all_best, 1))
     return out
@@ -154,7 +166,7 @@ def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: 
                   ) -> dict[str, list]:
     """One caption per image: ``n_candidates`` samples, each cut after ``n_tokens`` tokens at the first full stop,
     and the CLIP-best truncated one kept (§3.6: only the first split is scored; with ``likelihood_weight`` > 0 the
-    best by ``caption_rerank_scores``, and ``ranking`` holds those scores). ``score_fn(image_index (M,),
+    best by ``rerank_scores``, and ``ranking`` holds those scores). ``score_fn(image_index (M,),
     texts (M,)) -> (M,)`` scores a caption against image ``image_index``. Returns ``truncated`` and ``full``
     captions (``full``: the same chosen sample to the full text length, see ``full_length_text``) and the scores of
     every candidate (P, n_candidates); with ``keep_candidates`` also every truncated candidate.
@@ -185,7 +197,7 @@ def image_to_text(model, tokenizer, image_codes: torch.Tensor, *, n_candidates: 
         ll = None
         if likelihood_weight > 0 and n > 1:
             ll = caption_log_likelihood(model, flat[owner], tokenizer.encode(cut)).view(-1, n)
-        ranking = caption_rerank_scores(scores, ll, likelihood_weight)
+        ranking = rerank_scores(scores, ll, likelihood_weight)
         out["ranking"].append(ranking)
         for p, b in enumerate(rerank(ranking).tolist()):
             out["truncated"].append(cut[p * n + b])

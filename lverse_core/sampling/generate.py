@@ -5,8 +5,9 @@ text->image repeats this ``sampling.n_repeats`` times with other seeds; captions
 ``sampling.caption_tokens`` tokens and cut at the first full stop (the untruncated row is the same sample run to
 the full text length, ``candidates.full_length_text``). The paper
 does this for the 5,000 Karpathy test images (Table 2) and 30,000 captions (Table 3), 64 candidates each. Captions
-may get their own count (``sampling.caption_candidates``) and a reranking score that adds BiART's own likelihood
-(``sampling.caption_likelihood_weight``, ``candidates.caption_rerank_scores``; 0, the paper's rule, by default).
+may get their own count (``sampling.caption_candidates``); both directions may rerank by a score that adds BiART's own
+likelihood of the caption given the image codes (``sampling.caption_likelihood_weight`` and
+``sampling.image_likelihood_weight``, ``candidates.rerank_scores``; 0, the paper's rule, by default).
 
 - Reproducible whatever the layout: every sampled row draws from its own random stream keyed by (cfg.seed, task,
   prompt id, repeat, candidate) (``row_sampler.RowSampler``), so a prompt's result does not depend on the batch
@@ -48,7 +49,7 @@ import torch.distributed as tdist
 
 from lverse_core.config import Config
 from lverse_core.sampling.row_sampler import RowSampler, row_keys
-from lverse_core.sampling.candidates import (caption_candidate_count, caption_log_likelihood, caption_rerank_scores,
+from lverse_core.sampling.candidates import (caption_candidate_count, caption_log_likelihood, rerank_scores,
                                              caption_sample_length, full_length_text, rerank, truncate_at_full_stop)
 from lverse_core.training.loop import CheckpointError, DistInfo, batched, save_checkpoint
 
@@ -170,6 +171,8 @@ def _settings(cfg: Config, task: str, n_repeats: int) -> dict[str, Any]:
         out["untruncated"] = "full text_len sample"  # shards written before this rule are not reused
     else:
         out["n_repeats"] = n_repeats
+        if s.image_likelihood_weight:  # absent by default: older shards stay reusable
+            out["image_likelihood_weight"] = s.image_likelihood_weight
     return out
 
 
@@ -228,7 +231,7 @@ def generate_captions(cfg: Config, model, tokenizer, codes, image_ids: Sequence[
         ll = None
         if s.caption_likelihood_weight > 0 and n > 1:
             ll = caption_log_likelihood(model, rows, tokenizer.encode(cut)).view(len(chunk), n)
-        best = rerank(caption_rerank_scores(scores, ll, s.caption_likelihood_weight))
+        best = rerank(rerank_scores(scores, ll, s.caption_likelihood_weight))
         done = {}
         for j, i in enumerate(chunk):
             b = j * n + int(best[j])
@@ -266,7 +269,9 @@ def generate_images(cfg: Config, model, tokenizer, captions: Sequence[str], prom
                     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """``n_repeats`` CLIP-reranked code maps per caption: (codes (P, k, g, g) long, [{prompt_id, caption,
     clip_scores}]) in input order. ``scorer`` scores ``decode(codes)`` (AugVAE-SL, FP32) against the caption;
-    without a scorer (or decoder) the first candidate of each round is kept. ``prompt_ids`` seed the prompts."""
+    without a scorer (or decoder) the first candidate of each round is kept. With ``sampling.image_likelihood_weight``
+    > 0 the kept one maximises ``candidates.rerank_scores`` (CLIP and BiART's log p(caption | candidate codes)).
+    ``prompt_ids`` seed the prompts."""
     dist = dist or DistInfo()
     P, s, n = len(captions), cfg.sampling, cfg.sampling.n_candidates
     k = n_repeats or s.n_repeats
@@ -288,7 +293,7 @@ def generate_images(cfg: Config, model, tokenizer, captions: Sequence[str], prom
         keys = row_keys(cfg.seed, "images", [int(prompt_ids[i]) for i in chunk], k, n)
         text = tokenizer.encode([captions[i] for i in chunk]).to(device).repeat_interleave(k * n, dim=0)
         row_caps = [captions[i] for i in chunk for _ in range(k * n)]
-        codes, scores = [], []
+        codes, scores, ll = [], [], []
         for a in range(0, len(text), rows_per_batch):
             sampler = RowSampler(keys[a:a + rows_per_batch], s.temperature, s.top_k, s.top_p)
             with _precision(model):
@@ -297,9 +302,12 @@ def generate_images(cfg: Config, model, tokenizer, captions: Sequence[str], prom
             if scorer is not None and decode is not None:
                 imgs = decode(c.view(-1, g, g))
                 scores.append(scorer.score(imgs, row_caps[a:a + rows_per_batch]).float().cpu())
+            if s.image_likelihood_weight > 0 and n > 1:  # BiART reads back what it drew: log p(prompt | codes)
+                ll.append(caption_log_likelihood(model, c, text[a:a + rows_per_batch]))
         codes = torch.cat(codes).view(len(chunk), k, n, g, g)
         scores = torch.cat(scores).view(len(chunk), k, n) if scores else torch.zeros(len(chunk), k, n)
-        best = rerank(scores.view(-1, n)).view(len(chunk), k)
+        ll = torch.cat(ll).view(-1, n) if ll else None
+        best = rerank(rerank_scores(scores.view(-1, n), ll, s.image_likelihood_weight)).view(len(chunk), k)
         done = {}
         for j, i in enumerate(chunk):
             pick = codes[j, torch.arange(k), best[j]].to(torch.int32)  # (k, g, g)
