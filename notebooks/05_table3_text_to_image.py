@@ -143,7 +143,9 @@ scored = evaluated["rows"]
 OURS = ours_label(cfg)  # "L-Verse-CC ..." when BiART trained on CC3M (data.train_source, the paper's zero-shot row)
 timings["fid_s"] = time.perf_counter() - t0
 s = cfg.sampling
-table = table3(cfg, scored, {OURS: f"CLIP top-1 of {s.n_candidates}, {len(captions)} prompts, {sets.n_real} real images",
+kept_by = f"CLIP top-1 of {s.n_candidates}" + (f" (+ {s.image_likelihood_weight:g} x BiART log p(caption | image), "
+                                                f"z-scored)" if s.image_likelihood_weight else "")
+table = table3(cfg, scored, {OURS: f"{kept_by}, {len(captions)} prompts, {sets.n_real} real images",
                              RECONSTRUCTED: "ceiling for generated images",
                              RANDOM_REAL: "baseline: right distribution, wrong content"})
 save_table(cfg, "table3_text_to_image", table, f"Table 3 (this run): text-to-image FID-k in {fid_label(cfg)}, "
@@ -219,7 +221,7 @@ save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 ana
 from lverse_core.report import provenance, save_results
 results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(captions),
            "n_real_images": sets.n_real, "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
-           "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
+           "image_likelihood_weight": cfg.sampling.image_likelihood_weight, "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,
            "generated_from": GENERATED_IMAGES or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
@@ -240,8 +242,9 @@ if embedded:
 
 # %% [markdown]
 # **Exercises**:
-# 1. Rerank among more candidates (`OVERRIDES={"sampling.n_candidates": 32}`, notebooks 02 and 05): does the share
-#    judged right move, and what does it cost in time?
+# 1. Rerank by the paper's rule (`OVERRIDES={"sampling.image_likelihood_weight": 0.0}`), or among fewer candidates
+#    (`{"sampling.n_candidates": 8}`): how much of the share judged right is the reranker's? (`python
+#    bench/rerank_analysis.py` judges every candidate under each rule at once.)
 # 2. Sample more greedily (`OVERRIDES={"sampling.temperature": 0.5}`): which moves more, FID-0 or the judge?
 # 3. Widen the blur sweep (`OVERRIDES={"eval.blur_radii": [0, 1, 2, 4, 8, 16]}`): where does BiART's excess over the
 #    ceiling vanish?

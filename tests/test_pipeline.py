@@ -151,3 +151,29 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
     assert (root / "figures" / "07_claims_intervals.png").stat().st_size > 1000
     manifest = json.loads((root / "manifest.json").read_text())
     assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}
+
+
+def test_rerank_analysis_judges_every_candidate_of_a_finished_run(ci_pipeline, tmp_path):
+    """bench/rerank_analysis.py on the ci run: no rule keeps a right image more often than the candidates hold one,
+    and more candidates never hold fewer."""
+    import subprocess
+    import sys
+
+    from lverse_core.config import REPO_ROOT
+
+    work, _ = ci_pipeline
+    out = tmp_path / "rerank.json"
+    env = {**os.environ, "LVERSE_WORKDIR": str(work)}
+    subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "rerank_analysis.py"), "--profile", "ci",
+                    "--candidates", "9", "--out", str(out)], env=env, check=True, capture_output=True, text=True,
+                   timeout=300)
+    res = json.loads(out.read_text())
+    by_k = res["by k"]
+    assert sorted(map(int, by_k)) == [1, 8, 9] and res["candidates"] == 9
+    assert 0 <= res["one sample right"]["all"] <= by_k["9"]["oracle"]["all"] <= 1
+    assert by_k["1"]["oracle"]["all"] <= by_k["8"]["oracle"]["all"] <= by_k["9"]["oracle"]["all"]
+    for k, entry in by_k.items():
+        for rule in ("clip-score (paper)", "BiART log-likelihood", "z(clip) + 1 z(ll)", "z(clip) + 3 z(ll)"):
+            assert entry[rule]["all"] <= entry["oracle"]["all"], (k, rule)
+        if k == "1":  # one candidate: every rule keeps it
+            assert len({entry[r]["all"] for r in entry}) == 1
