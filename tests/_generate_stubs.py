@@ -11,9 +11,11 @@ TEXT_VOCAB, IMAGE_VOCAB, TEXT_LEN = 40, 24, 8
 
 
 def tiny_cfg(runs_dir: str = "/tmp/unused-runs", **overrides):
-    """ci profile, 32 px -> a 4x4 code grid (16 image tokens), 3 candidates, 6 caption tokens."""
+    """ci profile, 32 px -> a 4x4 code grid (16 image tokens), 3 candidates, 6 caption tokens, images reranked by the
+    clip-score alone (the paper's rule; tests that want BiART's likelihood too set its weight)."""
     return load_profile("ci", runs_dir=runs_dir, **{"data.image_size": 32, "augvae.codebook_size": IMAGE_VOCAB,
                                                     "biart.text_len": TEXT_LEN, "sampling.n_candidates": 3,
+                                                    "sampling.image_likelihood_weight": 0.0,
                                                     "sampling.caption_tokens": 6, "sampling.batch_size": 64,
                                                     **overrides})
 

@@ -293,11 +293,15 @@ def assert_same_augvae_training(a: dict, b: dict, *, steps: int, lr: float) -> N
     """Two AugVAE state dicts trained from the same start on the same global batches, one process and DDP.
 
     Adam normalises each gradient element, so an element whose gradient is ~0 can move by +-lr on float
-    summation-order noise alone: require all but a handful of elements to agree to 1e-6, none beyond the bound;
-    the EMA statistics (all-reduced inside the quantizer) to 1e-4.
+    summation-order noise alone: require all but a small share of elements to agree to 1e-6, none beyond the bound;
+    the EMA statistics (all-reduced inside the quantizer) to 1e-4. How many elements sit at ~0 gradient depends on
+    the CPU's kernels: under 1e-4 of them on the Intel Xeon VM, 2e-4 in the two-node job on an AMD EPYC VM; the
+    share allowed is 1e-3 (a DDP that averaged the wrong gradients moves most elements).
     """
     diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if not k.startswith("quantizer.")])
-    assert (diffs > 1e-6).float().mean() < 1e-4 and diffs.max() <= 2 * steps * lr + 1e-7
+    share = float((diffs > 1e-6).float().mean())
+    assert share < 1e-3, f"{share:.2e} of the weights differ by more than 1e-6"
+    assert diffs.max() <= 2 * steps * lr + 1e-7
     for k in ("quantizer.cluster_size", "quantizer.embed_avg"):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4)
 
