@@ -221,7 +221,8 @@ save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 ana
 from lverse_core.report import provenance, save_results
 results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(captions),
            "n_real_images": sets.n_real, "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
-           "image_likelihood_weight": cfg.sampling.image_likelihood_weight, "n_repeats": int(codes.shape[1]), "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
+           "image_likelihood_weight": cfg.sampling.image_likelihood_weight, "n_repeats": int(codes.shape[1]),
+           "fid_feature_space": ours["fid_feature_space"], "fid": ours["fid"],
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,
            "generated_from": GENERATED_IMAGES or "this notebook", "made_from": made_from(cfg), "timings_s": timings}

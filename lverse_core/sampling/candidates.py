@@ -123,7 +123,8 @@ def text_to_image(model, text_tokens: torch.Tensor, captions: Sequence[str], *, 
     ``likelihood_weight`` > 0 the best by ``rerank_scores``: CLIP and BiART's log p(prompt | candidate codes)).
 
     ``score_fn(codes (M, N), captions (M,)) -> (M,)`` scores candidate code maps against their caption (it decodes
-    them with AugVAE-SL and runs CLIP); without it the first candidate is kept. Candidates of several prompts share
+    them with AugVAE-SL and runs CLIP); without it the first candidate is kept (the most likely one when
+    ``likelihood_weight`` > 0). Candidates of several prompts share
     one sampling batch of ``batch_size`` rows. Returns ``codes`` (P, k, N), ``scores`` (P, k, n_candidates) and
     the ``ranking`` the kept one maximises (the scores themselves when ``likelihood_weight`` is 0);
     with ``keep_candidates`` also every candidate, ``candidates`` (P, k, n_candidates, N), and ``chosen`` (P, k).

@@ -270,7 +270,8 @@ def generate_images(cfg: Config, model, tokenizer, captions: Sequence[str], prom
     """``n_repeats`` CLIP-reranked code maps per caption: (codes (P, k, g, g) long, [{prompt_id, caption,
     clip_scores}]) in input order. ``scorer`` scores ``decode(codes)`` (AugVAE-SL, FP32) against the caption;
     without a scorer (or decoder) the first candidate of each round is kept. With ``sampling.image_likelihood_weight``
-    > 0 the kept one maximises ``candidates.rerank_scores`` (CLIP and BiART's log p(caption | candidate codes)).
+    > 0 the kept one maximises ``candidates.rerank_scores`` (CLIP and BiART's log p(caption | candidate codes); the
+    likelihood alone without a scorer).
     ``prompt_ids`` seed the prompts."""
     dist = dist or DistInfo()
     P, s, n = len(captions), cfg.sampling, cfg.sampling.n_candidates
