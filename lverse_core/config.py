@@ -95,6 +95,10 @@ class AugVAETrainConfig:
     plateau_patience: int = 10  # in checks (epochs in the official code)
     plateau_cooldown: int = 10  # checks to wait after a reduction (official: 10)
     plateau_min_lr: float = 1e-6  # floor (official: 1e-6)
+    # not in the official code: the last lr_decay_fraction of every AugVAE training's steps take the rate linearly
+    # down to ~0 (a multiplier on the plateau's rate). Short runs whose noisy loss makes the plateau check fire early
+    # or never end either at a tiny rate long before the last step or at the full rate on a noisy step; 0 = off
+    lr_decay_fraction: float = 0.0
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
     # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a weight-free
     # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile sets 1.0 with
@@ -524,6 +528,7 @@ RANGES: dict[str, Range] = {
     "augvae_train.plateau_factor": Range(0, 1, lo_open=True, hi_open=True), "augvae_train.plateau_patience": AT_LEAST_0,
     "augvae_train.plateau_every": AT_LEAST_0,  # 0 = once per epoch
     "augvae_train.plateau_cooldown": AT_LEAST_0, "augvae_train.plateau_min_lr": AT_LEAST_0,
+    "augvae_train.lr_decay_fraction": OPEN_FRACTION,
     "augvae_train.lpips_weight": AT_LEAST_0, "augvae_train.edge_weight": AT_LEAST_0,
     "augvae_train.unquantized_steps": AT_LEAST_0, "augvae_train.kmeans_batches": AT_LEAST_1,
     "augvae_train.log_every": AT_LEAST_1, "augvae_train.ckpt_every": AT_LEAST_1,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lverse_core.models.augvae import AugVAE, count_parameters
-from lverse_core.training.augvae_train import checkpoint_path, load_augvae, train_augvae
+from lverse_core.training.augvae_train import checkpoint_path, effective_lr, load_augvae, train_augvae
 from lverse_core.config import MissingAssetError, derive, load_profile
 from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
 from lverse_core.models.quantize import EMAVectorQuantizer
@@ -237,6 +237,30 @@ def test_logging_interval_does_not_change_training_and_the_plateau_floor_holds(t
     cfg = tiny_cfg(tmp_path, **{"augvae_train.plateau_every": 0, "augvae_train.batch_size": 4})
     assert plateau_interval(cfg, 10, 1) == 3 and plateau_interval(cfg, 10, 2) == 2
     assert plateau_interval(tiny_cfg(tmp_path, **{"augvae_train.plateau_every": 7}), 10, 1) == 7
+
+
+def test_final_lr_decay_scales_the_steps_rate_keeps_the_plateau_rate_and_resumes_exactly(tmp_path):
+    from lverse_core.training.augvae_train import lr_decay_factor
+
+    assert [lr_decay_factor(s, 10, 0.3) for s in range(10)] == [1.0] * 7 + [1.0, 2 / 3, 1 / 3]
+    assert [lr_decay_factor(s, 6, 0.0) for s in range(6)] == [1.0] * 6
+    assert lr_decay_factor(0, 4, 0.99) == 1.0 and lr_decay_factor(3, 4, 0.99) == 0.25
+    data = ImageSet(synthetic_images(24, 32))
+    over = {"augvae_train.lr_decay_fraction": 0.5}
+    cfg_a, cfg_b = _train_cfg(tmp_path, "a", **over), _train_cfg(tmp_path, "b", **over)
+    path = train_augvae(cfg_a, "ml", dataset=data, progress=False)
+    base = effective_lr(cfg_a, 1)
+    rows = (cfg_a.runs_root / "logs" / "augvae_ml.csv").read_text().splitlines()
+    col = rows[0].split(",").index("lr")
+    logged = [float(r.split(",")[col]) for r in rows[1:]]
+    assert logged == pytest.approx([base, base, base, base, base * 2 / 3, base / 3])  # the rate each step used
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(base)  # the plateau's, not the decayed one
+    train_augvae(cfg_b, "ml", dataset=data, progress=False, stop_after=5)  # killed inside the decay, ckpt at 4
+    train_augvae(cfg_b, "ml", dataset=data, progress=False)
+    _assert_same_state(ckpt["model"], torch.load(checkpoint_path(cfg_b, "ml"), weights_only=True)["model"])
+    with pytest.raises(ValueError, match="lr_decay_fraction"):
+        tiny_cfg(tmp_path, **{"augvae_train.lr_decay_fraction": 1.0})
 
 
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):

@@ -75,6 +75,15 @@ def plateau_interval(cfg: Config, n_images: int, world_size: int) -> int:
     return max(1, math.ceil(n_images / (t.batch_size * world_size)))
 
 
+def lr_decay_factor(step: int, total: int, fraction: float) -> float:
+    """The multiplier on the rate of 0-based ``step`` of ``total``: 1, then over the last ``ceil(fraction * total)``
+    steps falling linearly to 1/n at the last one (``augvae_train.lr_decay_fraction``; 0 = always 1)."""
+    n = math.ceil(fraction * total)
+    if n <= 0:
+        return 1.0
+    return min(1.0, (total - step) / n)
+
+
 def effective_lr(cfg: Config, world_size: int) -> float:
     """The official rule lr = base * world * per-process batch (``lr_scaling``), else the base rate."""
     t = cfg.augvae_train
@@ -249,7 +258,16 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             loss = loss + edge_weight * e_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # the final decay scales this step's rate only: the groups keep the plateau's rate, which the scheduler
+        # reads and halves and the checkpoint stores
+        plateau_lr = [g["lr"] for g in opt.param_groups]
+        decay = lr_decay_factor(step, total, t.lr_decay_fraction)
+        for g in opt.param_groups:
+            g["lr"] *= decay
+        step_lr = opt.param_groups[0]["lr"]
         opt.step()
+        for g, lr in zip(opt.param_groups, plateau_lr):
+            g["lr"] = lr
         plateau["sum"] += float(loss.detach())
         plateau["n"] += 1
         if plateau["n"] >= plateau_every:
@@ -262,7 +280,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         mse = out["mse"]  # a float (the loss tensor is out["loss"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
         return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse),
-                "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": opt.param_groups[0]["lr"],
+                "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": step_lr,
                 **stats}
 
     def save_fn(step: int) -> None:
