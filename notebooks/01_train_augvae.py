@@ -38,7 +38,7 @@
 # **On the embedded profiles** the same code runs at small sizes (64 px: levels 16/8/4/2, SL grid 8×8); dead-code
 # restarts and a data-based codebook init are on, because short runs otherwise collapse to a few codes.
 #
-# **Two additions of ours for short runs (smoke profile; not in the paper or the official code).** A 300-step ML
+# **Three additions of ours for short runs (smoke profile; not in the paper or the official code).** A 300-step ML
 # reconstructs from its finest level and leaves the H/8 level (the SL grid) nearly empty: there its encoder
 # vectors for a red and a yellow object differ by a few hundredths. SL must then learn that level almost from
 # scratch, and an EMA codebook that grows out of one point tends to keep warm colours (or blue and purple) on one
@@ -47,7 +47,11 @@
 # the whole codebook by k-means on the encoder vectors of the last `kmeans_batches` of those steps, and quantizes
 # from then on. `augvae_train.edge_weight` adds an L1 loss on image gradients, which keeps the corners of small
 # shapes that MSE blurs (in SL only when `edge_in_ml` is false, as here). Set both to 0 (`OVERRIDES`) to see the
-# plain recipe.
+# plain recipe. And the rate: the official `ReduceLROnPlateau` halves it when the mean training loss stops falling,
+# checked once per epoch; a smoke run is ~4 epochs, so it checks every `plateau_every` steps, and the last
+# `lr_decay_fraction` of each training's steps take the rate linearly to ~0. Without that decay the noisy loss
+# (batch 16, edge term) either halved the rate to nothing by mid-run or never lowered it: the training log's `lr`
+# column shows which (bench/README.md, "The tokenizer's learning rate": seed 0's SL 75% -> 87% judged right).
 #
 # **What to look for.** PSNR rising during training; every level using many codes (perplexity well above 1 —
 # a collapsed codebook shows perplexity near 1 and flat grey reconstructions); the reconstruction grid (inputs,
@@ -86,6 +90,11 @@ print(f"profile {cfg.profile}: {cfg.data.image_size} px, codebook {cfg.augvae.co
 print(f"SL: {t.unquantized_steps} unquantized steps, then k-means over {t.kmeans_batches} batches"
       if t.unquantized_steps else "SL: quantized from the first step (the paper's recipe)",
       f"| edge-loss weight {t.edge_weight} ({'ML and SL' if t.edge_in_ml else 'SL only'})")
+print("rate: ReduceLROnPlateau on the mean loss of "
+      + (f"every {t.plateau_every} steps" if t.plateau_every else "every epoch (the official code)")
+      + f", patience {t.plateau_patience}"
+      + (f"; then the last {t.lr_decay_fraction:.0%} of each training's steps fall linearly to ~0 (our addition)"
+         if t.lr_decay_fraction else ""))
 timings = {}
 
 # %% [markdown]
@@ -233,7 +242,10 @@ print(f"- {recon_eval.surgery_sentence(surgery)}")
 # `runs/<profile>+<tag>/` and `reports/<profile>+<tag>/`, and leaves the default run alone):
 # 1. Pool the EMA update over the levels (`OVERRIDES={"augvae.ema_update": "pooled"}`): does the shared-code matrix
 #    fill in, and does PSNR move?
-# 2. Halve the codebook (`OVERRIDES={"augvae.codebook_size": 256}`): how many entries does each level use now, and
-#    what happens to the SL reconstructions?
-# 3. Give SL twice the fine-tuning (`OVERRIDES={"augvae_train.sl_steps": 2600}` on `smoke`): which modules move
+# 2. Halve the codebook (`OVERRIDES={"augvae.codebook_size": 128}` on `smoke`, which has 256): how many entries
+#    does each level use now, and what happens to the SL reconstructions?
+# 3. Give SL twice the fine-tuning (`OVERRIDES={"augvae_train.sl_steps": 5600}` on `smoke`): which modules move
 #    further in the surgery table?
+# 4. Train without the final decay of the rate (`OVERRIDES={"augvae_train.lr_decay_fraction": 0.0}`): follow the
+#    `lr` column of `runs/<profile>+<tag>/logs/augvae_sl.csv` and the PSNR curve; how many reconstructions in the
+#    grid above keep their small shapes?

@@ -185,7 +185,8 @@ if len(names):
 # %% [markdown]
 # **Exercises**:
 # 1. Test the claim: train the plain VQ-VAE control at the same budget
-#    (`OVERRIDES={"augvae_train.baseline_steps": 1600}` on `smoke`; about 6 more minutes) and read the verdict.
+#    (`OVERRIDES={"augvae_train.baseline_steps": 3100}` on `smoke`: its ML + SL steps; about 6 more minutes) and read
+#    the verdict.
 # 2. Evaluate fewer images (`N_EVAL=50`): which of PSNR, SSIM and FID changes most, and why does FID need many images?
 # 3. Which photograph reconstructs worst out of domain, and what does it have that the shapes lack?
 

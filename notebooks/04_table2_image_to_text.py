@@ -229,6 +229,7 @@ print(f"- Truncation: {truncation['sentence']}")
 # **Exercises**:
 # 1. Caption the validation split instead (`SPLIT="val"`): how much do the metrics move between two held-out splits
 #    of this size?
-# 2. Sample longer captions before the cut (`OVERRIDES={"sampling.caption_tokens": 16}`): does truncation matter more?
+# 2. Sample shorter captions before the cut (`OVERRIDES={"sampling.caption_tokens": 12}`; `smoke` samples 24): how
+#    many captions now stop before naming every object, and which metric notices?
 # 3. Rerank among one candidate only (`OVERRIDES={"sampling.caption_candidates": 1}`): what is reranking worth here?
 

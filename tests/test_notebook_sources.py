@@ -90,3 +90,32 @@ def test_a_parameter_name_means_the_same_in_every_notebook():
     for name, uses in seen.items():
         assert len({u[1:] for u in uses}) == 1, f"{name} means different things: {uses}"
     assert {"PROFILE", "OVERRIDES"} <= {n for n, u in seen.items() if len(u) == len(list_notebooks())}
+
+
+def test_every_overrides_example_in_the_notebooks_is_a_valid_smoke_configuration():
+    """The exercises' `OVERRIDES={...}` (and `{"key": value}` alternatives) name real keys with values in range, and
+    a `sl_steps`/`steps`/`baseline_steps` example never asks for less than smoke trains when it says more."""
+    import ast
+    import functools
+    import re
+
+    from lverse_core.config import load_profile
+
+    smoke = load_profile("smoke")
+    found = 0
+    for py in ns.sources():
+        for line_no, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.startswith("#"):
+                continue
+            for m in re.finditer(r"`(?:OVERRIDES=)?(\{\"[a-z_]+(?:\.[a-z_]+)*\": [^`]*\})`", line):
+                over = ast.literal_eval(m.group(1))
+                found += 1
+                try:
+                    load_profile("smoke", **over)
+                except Exception as e:  # noqa: BLE001 - the message names the example
+                    raise AssertionError(f"{py.name}:{line_no}: {over} is not a valid smoke override: {e}") from e
+                for key, value in over.items():
+                    if re.search(r"longer|twice|more steps", line) and key.endswith("steps"):
+                        now = functools.reduce(getattr, key.split("."), smoke)
+                        assert value > now, f"{py.name}:{line_no}: {key} {value} is not more than smoke's {now}"
+    assert found >= 15
