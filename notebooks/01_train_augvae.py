@@ -51,7 +51,8 @@
 # checked once per epoch; a smoke run is ~4 epochs, so it checks every `plateau_every` steps, and the last
 # `lr_decay_fraction` of each training's steps take the rate linearly to ~0. Without that decay the noisy loss
 # (batch 16, edge term) either halved the rate to nothing by mid-run or never lowered it: the training log's `lr`
-# column shows which (bench/README.md, "The tokenizer's learning rate": seed 0's SL 75% -> 87% judged right).
+# column shows which (bench/README.md, "The tokenizer's learning rate": seed 0's SL alone, 2,300 steps, went from
+# 75% to 87% of the test reconstructions judged right).
 #
 # **What to look for.** PSNR rising during training; every level using many codes (perplexity well above 1 —
 # a collapsed codebook shows perplexity near 1 and flat grey reconstructions); the reconstruction grid (inputs,
