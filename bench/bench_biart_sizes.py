@@ -3,10 +3,11 @@
 Why the smoke BiART is 4 x 128 at batch 64 (configs/smoke.yaml): on 2 cores the step does not scale with the FLOPs,
 so the sequences per second a width and batch give decide how much a fixed wall-clock budget teaches. Each variant
 is a fresh BiART (smoke layout: 24 text + 64 image tokens, compact text vocabulary of 120, ``--codes`` image codes)
-trained with AdamW in bf16 autocast on random tokens; the variants run round by round so that a slow spell of a
+trained with AdamW in the precision ``biart_train.precision: auto`` gives this CPU (bf16 autocast where bf16 is
+native, FP32 elsewhere; ``--precision`` picks one) on random tokens; the variants run round by round so that a slow spell of a
 shared machine hits all of them alike. Median and range of the rounds, sequences per second, peak RSS.
 
-    python bench/bench_biart_sizes.py [--rounds 3] [--steps 4] [--codes N]
+    python bench/bench_biart_sizes.py [--rounds 3] [--steps 4] [--codes N] [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lverse_core.config import load_profile  # noqa: E402
+from lverse_core.hardware import resolve_precision  # noqa: E402
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs  # noqa: E402
 from bench import finish, interleave, step_stats  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
@@ -33,7 +35,9 @@ def main() -> dict:
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
     ap.add_argument("--codes", type=int, default=load_profile("smoke").augvae.codebook_size,
                     help="image codebook size (the image head's width; default: the smoke profile's)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     a = ap.parse_args()
+    precision = resolve_precision(a.precision, "cpu")
     torch.manual_seed(0)
     runs = {}
     for batch, layers, width, heads in VARIANTS:
@@ -45,7 +49,7 @@ def main() -> dict:
             "text": torch.randint(1, 120, (batch, 24)), "image": torch.randint(0, a.codes, (batch, 64))}
 
     def step(r):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             parts = r["model"](r["text"], r["image"], T2I if r["i"] % 2 == 0 else I2T)
         r["i"] += 1
         (parts["ref"] + parts["gen"]).backward()
@@ -56,8 +60,8 @@ def main() -> dict:
         for _ in range(2):
             step(r)
     interleave(runs, step, a.rounds, a.steps)
-    out = {"cpu": cpu_info(), "rounds": a.rounds, "steps_per_round": a.steps, "codes": a.codes, "variants": []}
-    print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
+    out = {"cpu": cpu_info(), "precision": precision, "rounds": a.rounds, "steps_per_round": a.steps, "codes": a.codes, "variants": []}
+    print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}, {precision}")
     print(f"{'batch':>5} {'layers x width':>14} {'params':>8} {'ms/step [range]':>20} {'sequences/s':>12}")
     for (batch, layers, width, heads), r in runs.items():
         med = statistics.median(r["times"])

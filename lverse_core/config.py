@@ -114,9 +114,12 @@ class AugVAETrainConfig:
     # once: decode the training split to one uint8 tensor and crop batches on the device (lverse_core/data/
     # decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it (ImageNet)
     decode: str = "per_step"
-    channels_last: bool = True  # NHWC convolutions: 1.12-1.27x per step measured on a 2-core CPU (issue notes)
+    # NHWC convolutions: auto = on, except bf16 on a CPU (NCHW measured faster there; lverse_core/hardware.py);
+    # true | false pin it
+    channels_last: str = "auto"
+    # auto: bf16 on a GPU or a CPU with native bf16 (AMX / AVX512-BF16), fp32 elsewhere (lverse_core/hardware.py) |
     # fp32 (the paper, §3.5) | bf16: convolutions under bf16 autocast, the quantizer and the loss stay FP32
-    precision: str = "fp32"
+    precision: str = "auto"
     log_every: int = 20
     ckpt_every: int = 200
     timeout_s: float = 0.0  # wall-clock safety net only; runs are fixed by step counts. 0 = none
@@ -147,7 +150,8 @@ class BiARTTrainConfig:
     ref_loss_weight: float = 1.0  # NLL weight on the [REF] (condition) part, paper §3.4
     gen_loss_weight: float = 1.0  # NLL weight on the [GEN] (target) part
     direction: str = "alternate"  # alternate (paper: t2i / i2t per iteration) | mixed (both in every batch) | t2i | i2t
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    # auto: bf16 on a GPU or a CPU with native bf16 (AMX / AVX512-BF16), fp32 elsewhere | fp32 | bf16 | fp16 (GPU)
+    precision: str = "auto"
     log_every: int = 20
     ckpt_every: int = 200
     timeout_s: float = 0.0
@@ -457,9 +461,14 @@ def _build(cls, values: dict[str, Any], where: str):
                 raise ConfigError(f"{where}{key}: expected a mapping of {', '.join(_field_types(typ))}")
             kwargs[key] = _build(typ, value, f"{where}{key}.")
         else:
+            if f"{where}{key}" in TOGGLES and isinstance(value, bool):
+                value = "true" if value else "false"  # YAML's true/false beside the word auto
             kwargs[key] = _check_value(f"{where}{key}", value, typ)
     return cls(**kwargs)
 
+
+# String options that also take YAML's true / false (stored as "true" / "false"), beside "auto".
+TOGGLES = ("augvae_train.channels_last",)
 
 # Allowed values of the string options; checked after loading.
 CHOICES = {
@@ -470,7 +479,8 @@ CHOICES = {
     "augvae.ema_update": ("per_level", "pooled"),
     "augvae.codebook": ("shared", "per_level"),
     "augvae_train.decode": ("per_step", "once"),
-    "augvae_train.precision": ("fp32", "bf16"),
+    "augvae_train.precision": ("auto", "fp32", "bf16"),
+    "augvae_train.channels_last": ("auto", "true", "false"),
     "biart_train.direction": ("alternate", "mixed", "t2i", "i2t"),
     "biart.positions": ("per_modality", "shared"),
     "biart_train.precision": ("auto", "fp32", "bf16", "fp16"),

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lverse_core import hardware
 from lverse_core.config import REPO_ROOT, Config
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -43,41 +43,18 @@ def git_commit() -> str:
         return "unknown"
 
 
-# CPU features whose presence changes which kernels torch runs (and so the last digits of results)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-@lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (lverse_core/hardware.py; works without /proc)."""
+    return hardware.cpu_model()
 
 
 def cpu_info() -> dict[str, Any]:
-    """What decides the CPU arithmetic of a run: model, the ISA flags torch uses, torch's kernel level, threads.
+    """What decides the CPU arithmetic of a run: model, class, the ISA flags torch uses, torch's kernel level, threads.
 
-    Results repeat exactly on one machine type; across CPU kinds (Intel with AMX, AMD Zen 4 with AVX512-BF16)
-    torch picks other kernels and sums in another order, so the last digits (and a sampled token) may differ.
+    Results repeat exactly on one machine type; across CPU kinds (Intel with AMX, AMD Zen 4 with AVX512-BF16, AVX2
+    only) torch picks other kernels and sums in another order, so the last digits (and a sampled token) may differ.
     """
-    import torch
-
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {"model": cpu_model(), "cores": os.cpu_count(), "isa_flags": [f for f in CPU_FLAGS if f in flags],
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": torch.get_num_threads()}
+    return hardware.describe()
 
 
 def machine() -> str:

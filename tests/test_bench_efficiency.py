@@ -4,28 +4,35 @@ import subprocess
 import sys
 
 from lverse_core.config import REPO_ROOT, load_profile
+from lverse_core.hardware import resolve_precision
+
+# Subprocess timeouts here are hang guards only, over 10x each benchmark's time on the slowest CPU measured (a
+# 2-core AVX2-only AMD EPYC, ~20-60 s each, busy): a slow machine must never fail a test
+HANG_GUARD_S = 800  # below pytest-timeout's 900 s, so the subprocess's own error is what a hang reports
 
 
 def test_efficiency_bench_on_the_ci_profile():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_efficiency.py"), "--quick", "--profile", "ci"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["cpu"]["model"] and res["matmul_peak_gflops"]["fp32"] > 0
-    for name, row in res["steps"].items():
-        assert row["gflop_per_step"] > 0 and 0 < row["fraction_of_peak"] < 1.0, (name, row)
+    assert res["cpu"]["model"] and res["cpu"]["class"] and res["matmul_peak_gflops"]["fp32"] > 0
+    # the steps run in the precision the profile resolves to on this machine (never emulated bf16 under auto)
+    assert res["precision"] == {"augvae": resolve_precision("auto", "cpu"), "biart": resolve_precision("auto", "cpu")}
+    for name, row in res["steps"].items():  # no bound on the fraction: a busy machine moves it either way
+        assert row["gflop_per_step"] > 0 and row["fraction_of_peak"] > 0, (name, row)
     # a transformer step costs about 6 FLOPs per weight per token (forward 2, backward 4): the counter agrees
     cfg = load_profile("ci")
     b = cfg.biart
     block_weights = b.n_layer * 12 * b.n_embd ** 2
     tokens = cfg.biart_train.batch_size * (b.text_len + cfg.image_tokens + 1)
-    biart = res["steps"]["BiART (bf16 autocast)"]["gflop_per_step"] * 1e9
+    biart = res["steps"][f"BiART ({res['precision']['biart']})"]["gflop_per_step"] * 1e9
     assert 6 * block_weights * tokens <= biart <= 3 * 6 * block_weights * tokens  # + heads, embeddings, attention
 
 
 def test_biart_step_variants_bench_runs_every_variant_from_the_same_weights():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_step_variants.py"), "--rounds", "1",
                           "--steps", "1", "--batch", "2"],
-                         capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rows = res["variants"]
     assert len(rows) == 4 and res["cpu"]["model"]
@@ -37,7 +44,7 @@ def test_biart_step_variants_bench_runs_every_variant_from_the_same_weights():
 
 def test_biart_sizes_bench_covers_the_smoke_model_and_reports_consistent_rates():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_sizes.py"), "--rounds", "1",
-                          "--steps", "1"], capture_output=True, text=True, timeout=300, check=True, cwd=REPO_ROOT)
+                          "--steps", "1"], capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     cfg = load_profile("smoke")
     assert res["codes"] == cfg.augvae.codebook_size and res["cpu"]["model"]
@@ -53,7 +60,7 @@ def test_biart_sizes_bench_covers_the_smoke_model_and_reports_consistent_rates()
 def test_clip_train_bench_times_every_variant_on_the_ci_data(tmp_path):
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_clip_train.py"), "--profile", "ci",
                           "--rounds", "2", "--steps", "1", "--images", "16"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert [v["variant"] for v in result["variants"]] == [

@@ -26,6 +26,13 @@ def test_every_notebook_ran(ci_run):
         assert (root / n["html"]).exists() and (root / n["executed"]).exists()
     index = (root / "index.html").read_text()
     assert all(f"html/{n['name']}.html" in index for n in manifest["notebooks"])
+    # the precision the machine chose is recorded and shown beside the headline numbers
+    from lverse_core.config import load_profile
+    from lverse_core.hardware import describe_plan, precision_plan
+
+    assert record.precision == manifest["precision"] == precision_plan(load_profile("ci"))
+    assert manifest["precision"]["augvae"] in ("fp32", "bf16") and manifest["cpu"]["class"]
+    assert f"computed in {describe_plan(manifest['precision'])}" in index
 
 
 def test_data_prep_outputs(ci_run):

@@ -4,7 +4,10 @@ Checks, each printed as ``[ok]`` or ``[problem]`` with the fix:
 - Java, which METEOR (pycocoevalcap) runs a jar with;
 - the real assets the profile needs (``assets.*`` / their environment variables) exist and are readable;
 - stale artefacts: code files made by another AugVAE-SL checkpoint, a CLIP reranker of another architecture;
-- free disk under the work directory against a rough need per profile.
+- free disk under the work directory against a rough need per profile;
+- the CPU class and the precision the run will use (lverse_core/hardware.py), a pinned bf16 on a CPU that only
+  emulates it being a problem; the memory the profile needs against what the machine has;
+- the expected time of the run from a few timed training steps (lverse_core/pipeline/estimate.py).
 Nothing is changed and nothing is downloaded. The exit status is 1 when there is a problem.
 """
 from __future__ import annotations
@@ -15,10 +18,15 @@ import subprocess
 from dataclasses import dataclass
 
 from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
+from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, describe_plan, precision_plan,
+                                  torch_capability, total_memory_bytes)
 
 # Rough free space a run writes (data set, checkpoints, codes, generations, reports), GB. The paper profile's data
 # sets are read in place (assets), so its need is checkpoints (AugVAE-ML/SL, BiART with optimizer state) and codes.
 DISK_NEED_GB = {"ci": 1, "smoke": 2, "gpu": 10, "paper": 40}
+# Peak resident memory of a run's largest notebook kernel, GiB, as measured on 2-core CPU VMs (the manifests'
+# peak_rss_mib; README.md); profiles without a measurement are not listed
+MEMORY_NEED_GIB = {"ci": 1.5, "smoke": 2.0, "paper-dry": 17.9}
 
 
 @dataclass
@@ -135,8 +143,49 @@ def check_disk(cfg: Config) -> Finding:
                    "free space there, or set LVERSE_WORKDIR to a folder on a larger disk")
 
 
-def diagnose(cfg: Config) -> list[Finding]:
-    return [check_java(), *check_assets(cfg), *check_artefacts(cfg), check_disk(cfg)]
+def check_precision(cfg: Config) -> Finding:
+    """The CPU class and the precision each trainer will use; bf16 pinned on a CPU that emulates it is a problem."""
+    plan = precision_plan(cfg)
+    msg = f"{cpu_model()}, class {cpu_class()} (torch kernels {torch_capability()}); {describe_plan(plan)}"
+    pinned = [f"{k}_train.precision" for k in ("augvae", "biart")
+              if plan[k] == "bf16" and plan["device"] == "cpu" and plan["cpu_class"] not in ("amx", "avx512-bf16")]
+    if pinned:
+        return Finding("precision", False, msg + f"; {' and '.join(pinned)} pinned to bf16, which this CPU emulates "
+                       "(~16x slower than fp32)", f"set {' and '.join(pinned)}: auto in configs/{cfg.profile}.yaml")
+    return Finding("precision", True, msg)
+
+
+def check_memory(cfg: Config) -> Finding:
+    need = MEMORY_NEED_GIB.get(cfg.profile)
+    total, avail = total_memory_bytes() / 2**30, available_memory_bytes() / 2**30
+    if need is None:
+        return Finding("memory", True, f"{total:.1f} GiB in all, {avail:.1f} GiB available (no measured need for "
+                       f"profile {cfg.profile})")
+    msg = f"profile {cfg.profile} peaks at about {need:.1f} GiB; this machine has {total:.1f} GiB, {avail:.1f} available"
+    if total and total < need:
+        return Finding("memory", False, msg, "use a machine with more memory, or a smaller profile (smoke)")
+    if avail and avail < need:
+        return Finding("memory", False, msg, "close other programs before the run, or it may be killed for memory")
+    return Finding("memory", True, msg)
+
+
+def check_time(cfg: Config) -> Finding:
+    from lverse_core.pipeline.estimate import MIN_STEPS, estimate_run
+
+    try:
+        est = estimate_run(cfg)
+    except Exception as e:  # an estimate must never hide the other findings
+        return Finding("expected time", True, f"no estimate ({type(e).__name__}: {e})")
+    if est is None:
+        return Finding("expected time", True, f"no estimate: fewer than {MIN_STEPS} training steps in all, or no "
+                       "device for the profile here")
+    return Finding("expected time", True, f"make reproduce (PROFILE={cfg.profile}): {est.describe()}")
+
+
+def diagnose(cfg: Config, timing: bool = True) -> list[Finding]:
+    found = [check_java(), *check_assets(cfg), *check_artefacts(cfg), check_disk(cfg), check_precision(cfg),
+             check_memory(cfg)]
+    return found + [check_time(cfg)] if timing else found
 
 
 def doctor(cfg: Config, log=print) -> int:
@@ -149,5 +198,5 @@ def doctor(cfg: Config, log=print) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["DISK_NEED_GB", "Finding", "check_artefacts", "check_assets", "check_disk", "check_java", "diagnose",
-           "doctor", "needed_assets"]
+__all__ = ["DISK_NEED_GB", "MEMORY_NEED_GIB", "Finding", "check_artefacts", "check_assets", "check_disk",
+           "check_java", "check_memory", "check_precision", "check_time", "diagnose", "doctor", "needed_assets"]

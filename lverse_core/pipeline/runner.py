@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_profile, load_run_config
+from lverse_core.hardware import describe_plan, maxrss_mib, precision_plan
 from lverse_core.report import cpu_info, git_commit, machine, write_json_atomic
 from lverse_core.pipeline import notebook_sources
+from lverse_core.pipeline.estimate import estimate_run
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PROC = Path("/proc")  # where the memory sampler finds the kernels' high-water marks (Linux only)
 PACKAGES = ["torch", "torchvision", "clip-anytorch", "torch-fidelity", "pycocoevalcap", "papermill", "nbconvert",
             "nbclient", "ipykernel", "numpy", "pandas", "seaborn", "matplotlib", "einops", "scikit-image"]
 
@@ -57,6 +60,8 @@ class RunRecord:
     profile: str
     started: str
     notebooks: list[NotebookResult] = field(default_factory=list)
+    precision: dict = field(default_factory=dict)  # lverse_core.hardware.precision_plan
+    estimate_s: float | None = None  # the expected time printed at the start (pipeline/estimate.py)
 
 
 def list_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -217,9 +222,8 @@ def peak_rss_mib() -> float:
     """Peak resident memory (MiB) of this process and of the largest finished child (the notebook kernels)."""
     import resource
 
-    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return round(kib / 1024, 1)  # Linux reports KiB
+    return maxrss_mib(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))  # KiB on Linux, bytes on macOS
 
 
 class DescendantPeakRSS:
@@ -251,7 +255,7 @@ class DescendantPeakRSS:
     def _poll(self) -> None:
         for pid in _descendants(os.getpid()):
             try:
-                text = Path(f"/proc/{pid}/status").read_text()
+                text = (PROC / str(pid) / "status").read_text()
             except OSError:  # exited meanwhile
                 continue
             for line in text.splitlines():
@@ -260,9 +264,12 @@ class DescendantPeakRSS:
 
 
 def _descendants(root: int) -> list[int]:
-    """Every live process whose parent chain leads to ``root`` (from /proc/<pid>/stat)."""
+    """Every live process whose parent chain leads to ``root`` (from /proc/<pid>/stat; none without /proc, where
+    the runner falls back to the finished children's peak, ``peak_rss_mib``)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
+    if not PROC.is_dir():
+        return []
+    for entry in PROC.glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
         except OSError:
@@ -318,6 +325,8 @@ def write_manifest(cfg, record: RunRecord, params: dict[str, Any]) -> Path:
         "commit": commit,
         "machine": machine(),
         "cpu": cpu_info(),
+        "precision": record.precision,
+        "estimate_seconds": record.estimate_s,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
@@ -458,14 +467,18 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
     captions = read_captions(cfg)
     esc = html.escape
     parts = [f"<h1>L-Verse kit report — profile <code>{esc(cfg.profile)}</code></h1>"]
+    plan = manifest.get("precision")
+    plan = describe_plan(plan) if isinstance(plan, dict) and "augvae" in plan else ""
+    prec = f" · {esc(plan)}" if plan else ""
     if manifest:
         parts.append(f"<p class='meta'>commit <code>{esc(str(manifest.get('commit')))}</code> · "
-                     f"{esc(str(manifest.get('machine')))} · started {esc(str(manifest.get('started')))} · total "
+                     f"{esc(str(manifest.get('machine')))}{prec} · started {esc(str(manifest.get('started')))} · total "
                      f"{manifest.get('total_seconds', 0):.0f} s · <a href='manifest.json'>manifest.json</a> · "
                      f"<a href='#notebooks'>notebook pages</a></p>")
     heads = headline_numbers(root)
     if heads:
-        parts.append("<h2 id='headline'>Headline numbers of this run</h2><ul class='headline'>"
+        computed = f"<p class='meta'>computed in {esc(plan)}</p>" if plan else ""
+        parts.append(f"<h2 id='headline'>Headline numbers of this run</h2>{computed}<ul class='headline'>"
                      + "".join(f"<li>{esc(x)}</li>" for x in heads) + "</ul>")
     # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
     stale = {}
@@ -580,8 +593,11 @@ def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
 
 
 def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
-        notebook_dir: Path = NOTEBOOK_DIR, log=print) -> RunRecord:
-    """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails."""
+        notebook_dir: Path = NOTEBOOK_DIR, log=print, estimate: bool = True) -> RunRecord:
+    """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails.
+
+    First prints the precision the run computes in and, when it trains, the expected time on this machine
+    (``estimate``: a few timed steps per training stage, lverse_core/pipeline/estimate.py)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -595,10 +611,18 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         raise RunError(str(e)) from None
     root = cfg.reports_root
     (root / "executed").mkdir(parents=True, exist_ok=True)
+    plan = precision_plan(cfg)
+    log(f"precision: {describe_plan(plan)}", flush=True)
+    expected = None
+    if estimate and any(nb.stem[:2] in ("01", "02") for nb in books):
+        expected = estimate_run(cfg)
+        if expected is not None:
+            log(f"expected time on this machine: {expected.describe()}", flush=True)
     previous = _read_manifest(root)
     was_ok = {n.get("name") for n in previous.get("notebooks", []) if isinstance(n, dict) and n.get("status") == "ok"
               } if previous.get("profile") == profile else set()
-    record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), precision=plan,
+                       estimate_s=round(expected.total_s, 1) if expected is not None else None)
     record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
     failure: str | None = None
     for i, nb in enumerate(books):

@@ -24,7 +24,6 @@ import argparse
 import collections
 import logging
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ import torch
 from lverse_core.models.augvae import AugVAE
 from lverse_core.models.perceptual import edge_loss
 from lverse_core.config import Config, load_profile
+from lverse_core.hardware import resolve_channels_last, resolve_precision
 from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
-                                       check_model_args, cpu_has_native_bf16, load_checkpoint, restore_rng_states,
+                                       check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
@@ -175,11 +175,10 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         expected = _model_args(_initial_model_shape(cfg, variant))
         check_model_args(path, resume["model_args"], expected)
         model.load_state_dict(resume["model"])
-    model = model.to(di.device).float()  # FP32 weights (paper §3.5); augvae_train.precision bf16 autocasts the convs
-    if t.precision == "bf16" and di.device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("augvae_train.precision is bf16 but this CPU has no native bf16 (avx512_bf16/amx_bf16): the "
-                      "convolutions will be emulated and slower; set augvae_train.precision: fp32 for this machine")
-    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = model.to(di.device).float()  # FP32 weights (paper §3.5); bf16 precision autocasts the convolutions
+    precision = resolve_precision(t.precision, di.device, what="augvae_train.precision")
+    fmt = (torch.channels_last if resolve_channels_last(t.channels_last, di.device, precision)
+           else torch.contiguous_format)
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
                             weight_decay=t.weight_decay)
@@ -238,7 +237,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         x = x.contiguous(memory_format=fmt)
         model.train()
         quantize = step >= warm
-        with autocast(t.precision, di.device):  # fp32 by default; bf16 keeps the quantizer in FP32 (quantize.py)
+        with autocast(precision, di.device):  # fp32 by default; bf16 keeps the quantizer in FP32 (quantize.py)
             recon, out = net(x) if quantize else net(x, quantize=False)
         if not quantize:
             bank.append(out.pop("vectors"))

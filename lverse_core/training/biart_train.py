@@ -9,9 +9,9 @@ direction only (the one-direction controls of the claims notebook). The loss is
 ``ref_loss_weight * NLL[REF] + gen_loss_weight * NLL[GEN]``, logged per direction and part.
 
 Optimisation follows minGPT (AdamW(0.9, 0.95), weight decay 0.1 on Linear weights only, grad-norm clip 1.0) with
-linear warmup and cosine decay; bf16 autocast on GPUs, or fp16 with a GradScaler (the paper trains in FP16, §3.5),
-FP32 on the CPU by default (``precision: auto``); the smoke profile asks for bf16 on the CPU, which is ~2x faster
-on CPUs with native bf16 matmuls (AMX / AVX512-BF16; see bench/README.md) and warns elsewhere. DDP under
+linear warmup and cosine decay; ``precision: auto`` trains in bf16 autocast on GPUs and on CPUs with native bf16
+matmuls (AMX / AVX512-BF16, ~2x faster than FP32 there), in FP32 on other CPUs (lverse_core/hardware.py); fp16 with
+a GradScaler (the paper trains in FP16, §3.5) needs a GPU. DDP under
 torchrun. Checkpoints are atomic and hold the optimizer, scaler and every rank's RNG states, so a killed run resumes
 bit-exactly on the same number of processes (the learning rate is a pure function of the step).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,9 @@ import torch
 
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs
 from lverse_core.config import Config
+from lverse_core.hardware import resolve_precision as _resolve
 from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
-                                       check_model_args, cpu_has_native_bf16, load_checkpoint, restore_rng_states,
+                                       check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
 
 CKPT_KIND = "biart"
@@ -103,15 +103,8 @@ def lr_at(step: int, cfg: Config) -> float:
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:
-    p = cfg.biart_train.precision
-    if p == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if p == "fp16" and device.type != "cuda":
-        raise ValueError("biart_train.precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
-    if p == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("biart_train.precision is bf16 but this CPU has no native bf16 matmul (avx512_bf16/amx_bf16): "
-                      "bf16 will be emulated and slower than fp32; set biart_train.precision: fp32 for this machine")
-    return p
+    """The precision BiART trains in on ``device`` (``biart_train.precision``; ``auto``: lverse_core/hardware.py)."""
+    return _resolve(cfg.biart_train.precision, device, what="biart_train.precision")
 
 
 def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, text_vocab_size: int | None = None,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lverse_core.hardware import cpu_has_native_bf16  # noqa: F401  (re-exported for the trainers)
 from lverse_core.report import remove_stale_temps
 
 
@@ -50,15 +51,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (bf16 autocast is then ~2x faster than fp32 here)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast(precision: str, device: torch.device):
