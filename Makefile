@@ -4,12 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= smoke
 ONLY ?=
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu: take torch and torchvision (the versions pyproject.toml
+# pins) from that index first. On Linux, PyPI's torch is the CUDA build (several GB); the CPU build is ~200 MB
+TORCH_INDEX ?=
+TORCH_PINS := $(shell grep -oE '"torch(vision)?==[0-9.]+"' pyproject.toml | tr -d '"')
 
 .PHONY: setup reproduce claims paper-dry test bench lab notebooks clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q $(TORCH_PINS) --index-url $(TORCH_INDEX),)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lverse kit)" >/dev/null
 	touch $@

@@ -43,3 +43,22 @@ def test_notebooks_clean_and_parameterised():
         src = "".join(params[0]["source"])
         assert re.search(r'^PROFILE = "\w+"', src, re.M), f"{path.name}: no PROFILE parameter"
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} must open with its paper section"
+
+
+def test_a_torch_index_installs_the_pinned_torch_from_it_first():
+    """`make setup TORCH_INDEX=...` (e.g. PyTorch's CPU-only index) takes the pyproject pins of torch and torchvision
+    from that index before the rest; without it nothing changes."""
+    import subprocess
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = [r for r in project["dependencies"] if _name(r) in ("torch", "torchvision")]
+    index = "https://download.pytorch.org/whl/cpu"
+    dry = subprocess.run(["make", "-n", "-W", "pyproject.toml", "setup", f"TORCH_INDEX={index}"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    first = next(i for i, line in enumerate(dry) if "--index-url" in line)
+    assert dry[first].split("install -q ")[1].split(" --index-url")[0].split() == pins
+    assert dry[first].endswith(f"--index-url {index}")
+    assert first < next(i for i, line in enumerate(dry) if '-e ".[test]"' in line)
+    plain = subprocess.run(["make", "-n", "-W", "pyproject.toml", "setup"], cwd=REPO_ROOT, capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    assert "--index-url" not in plain
