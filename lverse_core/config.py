@@ -105,6 +105,9 @@ class AugVAETrainConfig:
     # or never end either at a tiny rate long before the last step or at the full rate on a noisy step; 0 = off
     lr_decay_fraction: float = 0.0
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
+    # the perceptual term lpips_weight scales (models/perceptual.py): lpips (the official: LPIPS with its learned
+    # linear layers, from the lpips package) | unweighted (VGG16 features, every channel weighted 1)
+    perceptual: str = "unweighted"
     # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a weight-free
     # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile sets 1.0 with
     # unquantized_steps: alone it helped one seed and lost colours on two (bench/README.md)
@@ -478,6 +481,7 @@ CHOICES = {
     "augvae.downsample_pad": ("symmetric", "official"),
     "augvae.quant_bias": ("shared", "per_level"),
     "augvae_train.decode": ("per_step", "once"),
+    "augvae_train.perceptual": ("lpips", "unweighted"),
     "augvae_train.precision": ("fp32", "bf16"),
     "biart_train.direction": ("alternate", "mixed", "t2i", "i2t"),
     "biart.positions": ("per_modality", "shared"),
