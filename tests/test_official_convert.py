@@ -261,3 +261,20 @@ def test_the_command_line_reports_a_refusal_and_writes_nothing(tmp_path, capsys,
     assert "not the AugVAE-SL asked for" in capsys.readouterr().err and not out.exists()
     assert main(["convert-official", str(src), "--variant", "ml", "--profile", "ci", "--out", str(out)]) == 1
     assert "profile with its architecture" in capsys.readouterr().err and not out.exists()
+
+
+def test_converted_weights_are_used_as_a_finished_training_of_the_profile(tmp_path):
+    from lverse_core.pipeline.recon_eval import logged_variants
+    from lverse_core.training.augvae_train import train_augvae
+
+    cfg = small_cfg(tmp_path, **{"augvae_train.sl_steps": 1, "augvae_train.unquantized_steps": 0,
+                                 "augvae_train.batch_size": 2})
+    src = tmp_path / "ml.ckpt"
+    write_official(src, "ml", official_state("ml", random_value))
+    path = convert_official(cfg, src, "ml")
+    before = path.read_bytes()
+    images = torch.utils.data.TensorDataset(torch.rand(4, 3, 32, 32) * 2 - 1, torch.zeros(4))
+    assert train_augvae(cfg, "ml", dataset=images, progress=False) == path and path.read_bytes() == before
+    train_augvae(cfg, "sl", dataset=images, progress=False)  # the kit's SL finetune starts from the official ML
+    sl = load_augvae(cfg, "sl", "cpu")
+    assert sl.args["encoder_stem"] == "official" and logged_variants(cfg) == ["sl"]  # notebook 01 plots SL only
