@@ -2,9 +2,11 @@
 
     python -m lverse_core convert-official augvae_ml.ckpt --variant ml --profile paper   # runs/paper/augvae_ml.pt
 
-The official model (``latent_verse/models/vqvae.py`` at commit e52ed9f, read for its key names and shapes; no code
-of it is used here) is the kit's AugVAE with the parity options of the ``paper`` profile (``augvae.encoder_stem``,
-``downsample_pad``, ``quant_bias``: models/augvae.py). Its state dict differs in names and layout only:
+The official model (``latent_verse/models/vqvae.py`` at commit e52ed9f, read in its copy MIMICLab/L-Verse at b019c1c
+for key names and shapes; no code of it is used here; the keys and shapes are checked in as
+``lverse_core/reference/official_augvae_keys_{ml,sl}.json``) is the kit's AugVAE with the parity options of the
+``paper`` profile (``augvae.encoder_stem``, ``downsample_pad``, ``quant_bias``: models/augvae.py). Its state dict
+differs in names and layout only:
 
     encoders.e.{conv_in, down.i.block.j, down.i.downsample.conv, mid.block_b, norm_out, conv_out}
         -> encoders.e.{conv_in, body.n, norm_out, conv_out}  (body: the levels' blocks and downsamplers, then mid)
