@@ -278,3 +278,94 @@ def test_converted_weights_are_used_as_a_finished_training_of_the_profile(tmp_pa
     train_augvae(cfg, "sl", dataset=images, progress=False)  # the kit's SL finetune starts from the official ML
     sl = load_augvae(cfg, "sl", "cpu")
     assert sl.args["encoder_stem"] == "official" and logged_variants(cfg) == ["sl"]  # notebook 01 plots SL only
+
+
+# -- the official computation, written from the official code's forward passes ----------------------------------------
+
+def official_forward(sd: dict, variant: str, x: torch.Tensor):
+    """The official AugVAE's eval forward on an official-layout state dict, in plain functional ops: per-level codes
+    and the reconstruction. Independent of the kit's modules and of the converter."""
+    import torch.nn.functional as F
+
+    def conv(h, p, stride=1, padding=1):
+        return F.conv2d(h, sd[f"{p}.weight"], sd[f"{p}.bias"], stride, padding)
+
+    def norm_swish(h, p):
+        h = F.group_norm(h, 32, sd[f"{p}.weight"], sd[f"{p}.bias"], eps=1e-6)
+        return h * torch.sigmoid(h)
+
+    def res(h, p):
+        out = conv(norm_swish(conv(norm_swish(h, f"{p}.norm1"), f"{p}.conv1"), f"{p}.norm2"), f"{p}.conv2")
+        return (conv(h, f"{p}.nin_shortcut", padding=0) if f"{p}.nin_shortcut.weight" in sd else h) + out
+
+    def count(pattern):
+        return len({k.split(".")[pattern.count(".")] for k in sd if k.startswith(pattern)})
+
+    def encoder(h, p):
+        levels, blocks = count(f"{p}.down."), count(f"{p}.down.0.block.")
+        h = conv(h, f"{p}.conv_in")
+        for i in range(levels):
+            for j in range(blocks):
+                h = res(h, f"{p}.down.{i}.block.{j}")
+            if i != levels - 1:
+                h = conv(F.pad(h, (0, 1, 0, 1)), f"{p}.down.{i}.downsample.conv", stride=2, padding=0)
+        h = res(res(h, f"{p}.mid.block_1"), f"{p}.mid.block_2")
+        return conv(norm_swish(h, f"{p}.norm_out"), f"{p}.conv_out")
+
+    def decoder(h, p):
+        levels, blocks = count(f"{p}.up."), count(f"{p}.up.0.block.")
+        h = res(res(conv(h, f"{p}.conv_in"), f"{p}.mid.block_1"), f"{p}.mid.block_2")
+        for i in reversed(range(levels)):
+            for j in range(blocks):
+                h = res(h, f"{p}.up.{i}.block.{j}")
+            if i != 0:
+                h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), f"{p}.up.{i}.upsample.conv")
+        return conv(norm_swish(h, f"{p}.norm_out"), f"{p}.conv_out")
+
+    def quantize(z, i):
+        e = sd[f"quantizers.{i}.embedding.weight"]
+        B, C, H, W = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, C)
+        idx = (flat.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * flat @ e.t()).argmin(1)
+        return e[idx].view(B, H, W, C).permute(0, 3, 1, 2), idx.view(B, H, W)
+
+    h, quants, codes = x, [], []
+    for i in range(count("encoders.")):
+        h = encoder(h, f"encoders.{i}")
+        q, idx = quantize(conv(h, f"pre_quants.{i}", padding=0), i)
+        quants.append(q)
+        codes.append(idx)
+    dec = None
+    for i in range(count("decoders.")):
+        if variant == "sl":  # the official finetune: post_quants[0] once, then a connector before every decoder
+            dec = conv(conv(quants[-1], "post_quants.0", padding=0) if i == 0 else dec, f"connectors.{i}", padding=0)
+        else:
+            quant = conv(quants[-(i + 1)], f"post_quants.{i}", padding=0)
+            dec = quant if i == 0 else torch.cat((quant, dec), dim=1)
+        dec = decoder(dec, f"decoders.{i}")
+    return codes, dec
+
+
+def test_converted_models_compute_what_the_official_forward_computes(tmp_path):
+    torch.manual_seed(3)
+    cfg = small_cfg(tmp_path)
+    ml = AugVAE.from_config(cfg, "ml")
+    with torch.no_grad():  # distinct per-level biases and a trained-looking codebook, so a wrong row or order shows
+        ml.quant_conv.bias.add_(torch.randn_like(ml.quant_conv.bias))
+        ml.post_quant_conv.bias.add_(torch.randn_like(ml.post_quant_conv.bias))
+    ml.train()(torch.rand(8, 3, 32, 32) * 2 - 1)
+    sl = AugVAE.ml_to_sl(ml)
+    x = (torch.rand(3, 3, 32, 32) * 2 - 1).double()  # float64: no near-tie of code distances can flip a code
+    for variant, model in (("ml", ml), ("sl", sl)):
+        official = kit_to_official(model.eval(), variant)
+        src = tmp_path / f"{variant}.ckpt"
+        write_official(src, variant, official)
+        convert_official(cfg, src, variant)
+        kit = load_augvae(cfg, variant, "cpu").double()
+        codes, recon = official_forward({k: v.double() for k, v in official.items()}, variant, x)
+        kit_codes = kit.encode(x)
+        if variant == "ml":
+            assert all(torch.equal(a, b) for a, b in zip(kit_codes, codes))
+        else:
+            assert torch.equal(kit_codes, codes[kit.sl_level])
+        assert torch.allclose(kit.decode(kit_codes), recon.clamp(-1, 1), atol=1e-10)
