@@ -66,3 +66,22 @@ def test_a_file_that_is_not_vgg16_is_a_clear_error(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(RuntimeError, match="is not torchvision's VGG16 state dict"):
         LPIPSPerceptual(bad)
+
+
+def test_training_with_the_lpips_term_logs_it_and_adds_it_to_the_loss(tmp_path, vgg_file, monkeypatch):
+    import csv
+
+    from lverse_core.training.augvae_train import train_augvae
+
+    monkeypatch.setenv("LVERSE_VGG16_WEIGHTS", str(vgg_file))
+    cfg = load_profile("ci", runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
+                       **{"augvae_train.perceptual": "lpips", "augvae_train.lpips_weight": 0.1,
+                          "augvae_train.edge_weight": 0.0, "augvae_train.ml_steps": 2, "augvae_train.log_every": 1})
+    images = torch.utils.data.TensorDataset(torch.rand(8, 3, 32, 32) * 2 - 1, torch.zeros(8))
+    train_augvae(cfg, "ml", dataset=images, progress=False)
+    with open(cfg.runs_root / "logs" / "augvae_ml.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(float(r["perceptual"]) > 0 for r in rows)
+    r = rows[-1]
+    assert float(r["loss"]) == pytest.approx(float(r["mse"]) + float(r["commit"]) + 0.1 * float(r["perceptual"]),
+                                             rel=1e-4)
