@@ -369,3 +369,33 @@ def test_converted_models_compute_what_the_official_forward_computes(tmp_path):
         else:
             assert torch.equal(kit_codes, codes[kit.sl_level])
         assert torch.allclose(kit.decode(kit_codes), recon.clamp(-1, 1), atol=1e-10)
+
+
+def test_one_training_step_updates_the_codebook_as_the_official_ema_does(tmp_path):
+    torch.manual_seed(4)
+    cfg = small_cfg(tmp_path)
+    ml = AugVAE.from_config(cfg, "ml").eval()
+    official = kit_to_official(ml, "ml")
+    src = tmp_path / "ml.ckpt"
+    write_official(src, "ml", official)
+    convert_official(cfg, src, "ml")
+    kit = load_augvae(cfg, "ml", "cpu").train()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    zs = [z.detach() for z in kit._encode_levels(x)]
+    # the official training step: each level quantizes with the codebook as the levels before it left it, then
+    # moves the tied EMA tensors (counts, sums, Laplace-smoothed codebook) once
+    e, cluster, avg = (official[f"quantizers.0.embedding.{p}"].clone() for p in ("weight", "cluster_size", "embed_avg"))
+    K = e.shape[0]
+    for z in zs:
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        onehot = torch.nn.functional.one_hot((flat.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1)
+                                              - 2 * flat @ e.t()).argmin(1), K).float()
+        cluster = cluster * 0.99 + onehot.sum(0) * 0.01
+        avg = avg * 0.99 + (onehot.t() @ flat) * 0.01
+        n = cluster.sum()
+        e = avg / ((cluster + 1e-5) / (n + K * 1e-5) * n).unsqueeze(1)
+    kit(x)
+    # float32 on both sides, summed in another order (scatter-adds in the kit): agreement to rounding
+    assert torch.allclose(kit.quantizer.cluster_size, cluster, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(kit.quantizer.embed, e, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(kit.quantizer.embed, official["quantizers.0.embedding.weight"])  # it did move
