@@ -193,15 +193,17 @@ _QUANT = {"pre_quants": "quant_conv", "post_quants": "post_quant_conv"}
 _EMA = {"weight": "embed", "cluster_size": "cluster_size", "embed_avg": "embed_avg"}
 
 
-def kit_key(key: str, state: dict[str, torch.Tensor], n_dec: int) -> tuple[str, int | None] | None:
-    """Where official ``key`` goes in the kit's state dict: (kit key, bias row or None), or None (dropped)."""
+def kit_key(key: str, levels_of, n_dec: int) -> tuple[str, int | None] | None:
+    """Where official ``key`` goes in the kit's state dict: (kit key, bias row or None), or None (dropped).
+    ``levels_of(prefix, part)`` gives (resolutions, blocks per resolution) of one encoder or decoder (``_levels``);
+    ``n_dec`` is the number of official decoders."""
     if key.startswith("loss."):
         return None  # the training loss's LPIPS network: not part of the model
     if m := re.fullmatch(r"encoders\.(\d+)\.(.+)", key):
-        levels, r = _levels(state, f"encoders.{m.group(1)}.", "down")
+        levels, r = levels_of(f"encoders.{m.group(1)}.", "down")
         return f"encoders.{m.group(1)}.{_encoder_key(m.group(2), levels, r, key)}", None
     if m := re.fullmatch(r"decoders\.(\d+)\.(.+)", key):
-        levels, r = _levels(state, f"decoders.{m.group(1)}.", "up")
+        levels, r = levels_of(f"decoders.{m.group(1)}.", "up")
         return f"decoders.{n_dec - 1 - int(m.group(1))}.{_decoder_key(m.group(2), levels, r, key)}", None
     if m := re.fullmatch(r"connectors\.(\d+)\.(weight|bias)", key):
         return f"connectors.{n_dec - 1 - int(m.group(1))}.{m.group(2)}", None
@@ -217,12 +219,19 @@ def kit_state_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     """The official state dict renamed to the kit's: loss dropped, tied copies merged (after checking that they are
     equal), per-level biases stacked in row order, every tensor float32."""
     n_dec = _count(state, r"decoders\.(\d+)\.")
+    structure: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def levels_of(prefix: str, part: str) -> tuple[int, int]:  # one scan of the keys per module, not per key
+        if (prefix, part) not in structure:
+            structure[prefix, part] = _levels(state, prefix, part)
+        return structure[prefix, part]
+
     whole: dict[str, tuple[str, torch.Tensor]] = {}
     rows: dict[str, dict[int, torch.Tensor]] = {}
     for key, value in state.items():
         if not torch.is_tensor(value):
             raise OfficialCheckpointError(f"{key}: not a tensor")
-        dest = kit_key(key, state, n_dec)
+        dest = kit_key(key, levels_of, n_dec)
         if dest is None:
             continue
         name, row = dest
