@@ -184,8 +184,8 @@ class AugVAE(nn.Module):
                  sl_quantize_fine: bool = False, codebook: str = "shared", encoder_stem: str = "kit",
                  downsample_pad: str = "symmetric", quant_bias: str = "shared", in_channels: int = 3):
         super().__init__()
-        for name, value in (("encoder_stem", encoder_stem), ("downsample_pad", downsample_pad),
-                            ("quant_bias", quant_bias)):
+        options = dict(encoder_stem=encoder_stem, downsample_pad=downsample_pad, quant_bias=quant_bias)
+        for name, value in options.items():
             if value not in PARITY_OPTIONS[name]:
                 raise ValueError(f"augvae.{name} must be one of {', '.join(PARITY_OPTIONS[name])}, got {value!r}")
         if variant not in ("ml", "sl"):
@@ -209,10 +209,8 @@ class AugVAE(nn.Module):
                          sl_quantize_fine=sl_quantize_fine)
         if codebook != "shared":  # stored only when not the default: older checkpoints keep loading
             self.args["codebook"] = codebook
-        for name, value in (("encoder_stem", encoder_stem), ("downsample_pad", downsample_pad),
-                            ("quant_bias", quant_bias)):
-            if value != PARITY_OPTIONS[name][0]:  # likewise
-                self.args[name] = value
+        # likewise: recorded only when not the kit's value
+        self.args.update({name: value for name, value in options.items() if value != PARITY_OPTIONS[name][0]})
         self.quant_bias = quant_bias
         self.n_levels, self.sl_level = n_levels, sl_level
         z, g = z_channels, norm_groups
