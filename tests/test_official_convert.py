@@ -197,6 +197,11 @@ def test_files_that_are_not_official_checkpoints_are_refused(tmp_path):
     no_args = tmp_path / "no_args.ckpt"
     torch.save({"state_dict": official_state("ml", random_value), "hyper_parameters": {"batch_size": 8}}, no_args)
     _refused(cfg, no_args, "ml", "no official hyper-parameters")
+    partial = tmp_path / "partial.ckpt"
+    args = official_args()
+    del args.num_tokens
+    write_official(partial, "ml", official_state("ml", random_value), args=args)
+    _refused(cfg, partial, "ml", "lack 'num_tokens'")
 
 
 class Payload:

@@ -63,7 +63,8 @@ def read_official(path: str | Path) -> dict[str, Any]:
                                       f"official AugVAE checkpoint is the .ckpt file its train_vae.py wrote")
     if "kind" in ckpt and "model" in ckpt:
         raise OfficialCheckpointError(f"{path} is already a kit checkpoint ('{ckpt['kind']}'); nothing to convert")
-    args = (ckpt.get("hyper_parameters") or {}).get("args")
+    hparams = ckpt.get("hyper_parameters")
+    args = hparams.get("args") if isinstance(hparams, dict) else None
     if not isinstance(args, argparse.Namespace):
         raise OfficialCheckpointError(f"{path} has no official hyper-parameters (hyper_parameters['args'] as an "
                                       f"argparse.Namespace): it was not written by the official AugVAE")
@@ -90,6 +91,13 @@ def _arg(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return getattr(args, name, default)
 
 
+def _need(args: argparse.Namespace, name: str) -> Any:
+    if not hasattr(args, name):
+        raise OfficialCheckpointError(f"the official hyper-parameters lack '{name}': not an AugVAE checkpoint of the "
+                                      f"official train_vae.py")
+    return getattr(args, name)
+
+
 def official_model_args(args: argparse.Namespace, state: dict[str, torch.Tensor], variant: str,
                         cfg: Config) -> dict[str, Any]:
     """The kit's AugVAE arguments for an official model: from its hyper-parameters, and the level counts from its
@@ -104,11 +112,11 @@ def official_model_args(args: argparse.Namespace, state: dict[str, torch.Tensor]
         refuse.append(f"dropout is {args.dropout} (the kit's residual blocks have none)")
     if _arg(args, "in_channels", 3) != 3:
         refuse.append(f"in_channels is {args.in_channels} (RGB only)")
-    ch_mult = list(_arg(args, "ch_mult", []))
+    ch_mult = list(_need(args, "ch_mult"))
     if len(ch_mult) < 2 or ch_mult[1:] != [2, 4]:
         refuse.append(f"ch_mult is {ch_mult}: the official E(2) is always [2, 4] and the kit builds it from "
                       f"ch_mult[1:]")
-    z = _arg(args, "z_channels")
+    z = _need(args, "z_channels")
     if _arg(args, "codebook_dim", z) != z:
         refuse.append(f"codebook_dim {args.codebook_dim} differs from z_channels {z}")
     if refuse:
@@ -120,11 +128,14 @@ def official_model_args(args: argparse.Namespace, state: dict[str, torch.Tensor]
         raise OfficialCheckpointError(f"hyper-parameters name {len(attn)} levels (attn_resolutions {attn}) but the "
                                       f"weights hold {n_levels}")
     a = cfg.augvae
-    return dict(hidden=int(args.hidden_dim), ch_mult=ch_mult, z_channels=int(z), codebook_size=int(args.num_tokens),
-                n_levels=n_levels, sl_level=a.sl_level if variant == "ml" else n_enc - 1,
-                enc_res_blocks=int(args.num_res_blocks), dec_res_blocks=int(args.num_res_blocks) + 1,
-                mid_res_blocks=2, norm_groups=32, decay=float(args.quant_ema_decay), eps=float(args.quant_ema_eps),
-                beta=float(args.quant_beta), ema_update="per_level", dead_code_threshold=0.0, data_init=False,
+    n_res = int(_need(args, "num_res_blocks"))
+    return dict(hidden=int(_need(args, "hidden_dim")), ch_mult=ch_mult, z_channels=int(z),
+                codebook_size=int(_need(args, "num_tokens")), n_levels=n_levels,
+                sl_level=a.sl_level if variant == "ml" else n_enc - 1,
+                enc_res_blocks=n_res, dec_res_blocks=n_res + 1, mid_res_blocks=2, norm_groups=32,
+                decay=float(_need(args, "quant_ema_decay")), eps=float(_need(args, "quant_ema_eps")),
+                beta=float(_need(args, "quant_beta")), ema_update="per_level", dead_code_threshold=0.0,
+                data_init=False,
                 sl_quantize_fine=a.sl_quantize_fine if variant == "ml" else True,
                 encoder_stem="official", downsample_pad="official", quant_bias="per_level")
 
