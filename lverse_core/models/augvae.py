@@ -4,7 +4,7 @@ Architecture as in the paper and the official code (github tgisaturday/L-Verse),
 Taming-style ResNet blocks (GroupNorm -> swish -> conv3x3, twice), stride-2 convs down, nearest + conv up, two
 "mid" blocks at the deepest width in every encoder and decoder, no attention. The paper profile turns on three
 parity options (below) and then has exactly the official trainable parameter counts, 221,224,195 for ML and
-112,290,819 for SL (paper: ~100M SL); the kit's own variant has 222.9M / 112.9M.
+112,290,819 for SL (paper: ~100M SL); the kit's own variant has 222.9M / 112.8M.
 
     AugVAE-ML (256 px, n_levels = 4, level k has side 64 / 2^k):
         h_0 = E(4, z)(x)            h_k = E(2, z)(h_{k-1})                     encoders, k = 1..3
