@@ -4,7 +4,7 @@
 
 Random weights (throughput does not depend on training) in FP32, eval mode, ``torch.no_grad``; times
 ``AugVAE.encode`` on random images of the profile's size, median of ``--repeats`` after one warm-up. With
-``--profile paper`` this is the 112.8M-parameter SL at 256 px (slow on a CPU: use a small batch).
+``--profile paper`` this is the 112.3M-parameter SL at 256 px (slow on a CPU: use a small batch).
 """
 from __future__ import annotations
 

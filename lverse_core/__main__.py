@@ -1,4 +1,5 @@
-"""``python -m lverse_core run --profile P [--only 00,01]`` and ``doctor --profile P``: see lverse_core.pipeline.runner."""
+"""``python -m lverse_core run --profile P [--only 00,01]``, ``doctor --profile P`` and ``convert-official CKPT
+--variant ml|sl``: see lverse_core.pipeline.runner."""
 import sys
 
 from lverse_core.pipeline.runner import main

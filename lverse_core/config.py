@@ -75,6 +75,11 @@ class AugVAEConfig:
     data_init: bool = False  # initialise the codebook from encoder outputs on the first batch (official: randn)
     sl_quantize_fine: bool = False  # SL also quantizes the H/4 map (loss + EMA, codes unused); official code: true
     codebook: str = "shared"  # shared (paper) | per_level: each level its own 1/n_levels of the codes (ablation)
+    # parity with the official code (models/augvae.py; all three "official" in paper, so official checkpoints load;
+    # the embedded profiles keep the kit's variant, which their results were measured with):
+    encoder_stem: str = "kit"  # kit: E(2) convolves z -> 2h first | official: z -> h, then a widening res block
+    downsample_pad: str = "symmetric"  # symmetric: stride-2 conv, padding 1 | official: pad (0,1,0,1), conv unpadded
+    quant_bias: str = "shared"  # shared: one bias per pre/post-quant 1x1 conv | per_level: one per level (official)
 
 
 @dataclass
@@ -100,6 +105,9 @@ class AugVAETrainConfig:
     # or never end either at a tiny rate long before the last step or at the full rate on a noisy step; 0 = off
     lr_decay_fraction: float = 0.0
     lpips_weight: float = 0.0  # 0.1 in the official code; needs assets.vgg16_lpips
+    # the perceptual term lpips_weight scales (models/perceptual.py): lpips (the official: LPIPS with its learned
+    # linear layers, from the lpips package) | unweighted (VGG16 features, every channel weighted 1)
+    perceptual: str = "unweighted"
     # weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a weight-free
     # stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile sets 1.0 with
     # unquantized_steps: alone it helped one seed and lost colours on two (bench/README.md)
@@ -478,7 +486,11 @@ CHOICES = {
     "data.bad_input": ("error", "skip"),
     "augvae.ema_update": ("per_level", "pooled"),
     "augvae.codebook": ("shared", "per_level"),
+    "augvae.encoder_stem": ("kit", "official"),
+    "augvae.downsample_pad": ("symmetric", "official"),
+    "augvae.quant_bias": ("shared", "per_level"),
     "augvae_train.decode": ("per_step", "once"),
+    "augvae_train.perceptual": ("lpips", "unweighted"),
     "augvae_train.precision": ("auto", "fp32", "bf16"),
     "augvae_train.channels_last": ("auto", "true", "false"),
     "biart_train.direction": ("alternate", "mixed", "t2i", "i2t"),

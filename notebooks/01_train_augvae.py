@@ -122,8 +122,10 @@ print(f"AugVAE-SL: {count_parameters(sl) / 1e6:.2f}M parameters, {timings['sl_s'
 # Training curves: PSNR of each training batch and the perplexity of the codes each level uses.
 
 # %%
-fig = recon_eval.training_curves_figure(cfg, ("ml", "sl"))
-_ = report.save_figure(cfg, "augvae_training_curves", fig, caption="AugVAE training: batch PSNR and per-level code perplexity (ML, then SL fine-tuning)")
+logged = recon_eval.logged_variants(cfg, ("ml", "sl"))  # weights converted from official ones have no log
+if logged:
+    fig = recon_eval.training_curves_figure(cfg, logged)
+    _ = report.save_figure(cfg, "augvae_training_curves", fig, caption="AugVAE training: batch PSNR and per-level code perplexity (ML, then SL fine-tuning)")
 
 # %% [markdown]
 # Code usage per level on held-out (validation) images: how many entries of the one codebook each level's map uses
@@ -215,7 +217,7 @@ print(json.dumps(codes_summary, indent=1), f"\n{timings['pretokenize_s']:.0f} s"
 # The summary that tests and the report index read: `results/augvae_training.json`.
 
 # %%
-logs = {v: recon_eval.training_log(cfg, v).iloc[-1].to_dict() for v in ("ml", "sl")}
+logs = {v: recon_eval.training_log(cfg, v).iloc[-1].to_dict() for v in logged}
 summary = {"params": {"ml": count_parameters(ml), "sl": count_parameters(sl)},
            "steps": {"ml": planned_steps(cfg, "ml"), "sl": planned_steps(cfg, "sl")},
            "final_train_log": logs, "code_usage": usage.to_dict(orient="records"), "codes": codes_summary,

@@ -2,8 +2,9 @@
 
 Architecture as in the paper and the official code (github tgisaturday/L-Verse), written anew here:
 Taming-style ResNet blocks (GroupNorm -> swish -> conv3x3, twice), stride-2 convs down, nearest + conv up, two
-"mid" blocks at the deepest width in every encoder and decoder, no attention. With the paper profile this gives
-222.9M parameters for ML and 112.8M for SL (the official code's estimate: ~221M / ~112M; paper: ~100M SL).
+"mid" blocks at the deepest width in every encoder and decoder, no attention. The paper profile turns on three
+parity options (below) and then has exactly the official trainable parameter counts, 221,224,195 for ML and
+112,290,819 for SL (paper: ~100M SL); the kit's own variant has 222.9M / 112.8M.
 
     AugVAE-ML (256 px, n_levels = 4, level k has side 64 / 2^k):
         h_0 = E(4, z)(x)            h_k = E(2, z)(h_{k-1})                     encoders, k = 1..3
@@ -17,9 +18,22 @@ Taming-style ResNet blocks (GroupNorm -> swish -> conv3x3, twice), stride-2 conv
 As in the official code, only the codebook and the pre/post-quant 1x1 convs are shared across levels; encoders and
 decoders are per level. ``augvae.sl_quantize_fine`` reproduces the official SL that still quantizes the H/4 map
 (commitment loss and EMA updates) although its codes are never decoded. Sizes come from the profile.
+
+Parity options (config keys; the official values make official checkpoints load, docs/official-weights.md):
+    encoder_stem     kit: each E(2) convolves z -> 2h first | official: conv_in z -> h, and the first residual
+                     block widens h -> 2h through a 1x1 shortcut (GroupNorm then groups other channels: no exact
+                     mapping between the two exists)
+    downsample_pad   symmetric: 3x3 stride-2 conv with padding 1 | official: F.pad(x, (0, 1, 0, 1)), then the conv
+                     without padding (same weights, different outputs)
+    quant_bias       shared: one bias per 1x1 pre/post-quant conv | per_level: the weight shared, one bias per
+                     level. The official code keeps its biases in the order of its module lists: pre-quant row k
+                     serves level k; post-quant row i serves the i-th decoder it runs, deepest first, so ML level k
+                     uses row n_levels - 1 - k and SL (official finetune) uses row 0, which an SL finetuned from an
+                     ML starts from the bias ML learned for its deepest level.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,21 +60,41 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class Encoder(nn.Module):
-    """E(f, d_out): (B, cin, n, n) -> (B, d_out, n/f, n/f), f = 2^(len(ch_mult) - 1)."""
+class PadDownsample(nn.Conv2d):
+    """Official (Taming) downsampling: zero-pad one column right and one row below, then a 3x3 stride-2 conv
+    without padding. A Conv2d subclass so its weights keep the key names of the symmetric conv."""
 
-    def __init__(self, cin: int, cout: int, hidden: int, ch_mult: list[int], n_res: int, groups: int, n_mid: int = 2):
+    def __init__(self, ch: int):
+        super().__init__(ch, ch, 3, stride=2, padding=0)
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, 1, 0, 1)))
+
+
+def _downsample(ch: int, pad: str) -> nn.Module:
+    return PadDownsample(ch) if pad == "official" else nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+
+class Encoder(nn.Module):
+    """E(f, d_out): (B, cin, n, n) -> (B, d_out, n/f, n/f), f = 2^(len(ch_mult) - 1).
+
+    ``stem="official"``: conv_in goes to ``hidden`` channels and the first residual block widens them to
+    ``hidden * ch_mult[0]`` (the same as the kit's stem when ch_mult[0] is 1, as in E(4)).
+    """
+
+    def __init__(self, cin: int, cout: int, hidden: int, ch_mult: list[int], n_res: int, groups: int, n_mid: int = 2,
+                 stem: str = "kit", downsample_pad: str = "symmetric"):
         super().__init__()
         chs = [hidden * m for m in ch_mult]
-        self.conv_in = nn.Conv2d(cin, chs[0], 3, padding=1)
+        prev = hidden if stem == "official" else chs[0]
+        self.conv_in = nn.Conv2d(cin, prev, 3, padding=1)
         layers: list[nn.Module] = []
-        prev = chs[0]
         for i, ch in enumerate(chs):
             for _ in range(n_res):
                 layers.append(ResBlock(prev, ch, groups))
                 prev = ch
             if i < len(chs) - 1:
-                layers.append(nn.Conv2d(prev, prev, 3, stride=2, padding=1))
+                layers.append(_downsample(prev, downsample_pad))
         layers += [ResBlock(prev, prev, groups) for _ in range(n_mid)]  # Taming's mid blocks (no attention)
         self.body = nn.Sequential(*layers)
         self.norm_out, self.conv_out = _norm(prev, groups), nn.Conv2d(prev, cout, 3, padding=1)
@@ -100,6 +134,28 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.body(self.conv_in(x)))))
 
 
+class LevelBiasConv1x1(nn.Module):
+    """A 1x1 conv whose weight serves every level and whose bias has one row per level (the official pre/post-quant
+    convs: weights tied across levels, biases not). Initialised as ``nn.Conv2d`` would initialise each level."""
+
+    def __init__(self, cin: int, cout: int, n_rows: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cout, cin, 1, 1))
+        self.bias = nn.Parameter(torch.empty(n_rows, cout))  # (levels, cout)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(cin)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x, row: int):
+        return F.conv2d(x, self.weight, self.bias[row])
+
+
+# parity options: name -> (kit value, official value); stored in model args only when not the kit's value, so
+# checkpoints written before the options existed load as the kit's variant
+PARITY_OPTIONS = {"encoder_stem": ("kit", "official"), "downsample_pad": ("symmetric", "official"),
+                  "quant_bias": ("shared", "per_level")}
+
+
 def model_args_from_config(cfg) -> dict[str, Any]:
     """The architecture arguments of AugVAE for a profile (what a checkpoint stores as ``model_args``)."""
     a = cfg.augvae
@@ -113,7 +169,8 @@ def model_args_from_config(cfg) -> dict[str, Any]:
                 dec_res_blocks=a.dec_res_blocks, mid_res_blocks=a.mid_res_blocks, norm_groups=a.norm_groups,
                 decay=a.decay, eps=a.eps, beta=a.beta,
                 ema_update=a.ema_update, dead_code_threshold=a.dead_code_threshold, data_init=a.data_init,
-                sl_quantize_fine=a.sl_quantize_fine, codebook=a.codebook)
+                sl_quantize_fine=a.sl_quantize_fine, codebook=a.codebook,
+                **{name: getattr(a, name) for name in PARITY_OPTIONS})
 
 
 class AugVAE(nn.Module):
@@ -124,8 +181,13 @@ class AugVAE(nn.Module):
                  mid_res_blocks: int = 2, norm_groups: int = 32, decay: float = 0.99, eps: float = 1e-5,
                  beta: float = 0.25,
                  ema_update: str = "per_level", dead_code_threshold: float = 0.0, data_init: bool = False,
-                 sl_quantize_fine: bool = False, codebook: str = "shared", in_channels: int = 3):
+                 sl_quantize_fine: bool = False, codebook: str = "shared", encoder_stem: str = "kit",
+                 downsample_pad: str = "symmetric", quant_bias: str = "shared", in_channels: int = 3):
         super().__init__()
+        options = dict(encoder_stem=encoder_stem, downsample_pad=downsample_pad, quant_bias=quant_bias)
+        for name, value in options.items():
+            if value not in PARITY_OPTIONS[name]:
+                raise ValueError(f"augvae.{name} must be one of {', '.join(PARITY_OPTIONS[name])}, got {value!r}")
         if variant not in ("ml", "sl"):
             raise ValueError(f"variant must be 'ml' or 'sl', got {variant!r}")
         if codebook not in ("shared", "per_level"):
@@ -147,20 +209,30 @@ class AugVAE(nn.Module):
                          sl_quantize_fine=sl_quantize_fine)
         if codebook != "shared":  # stored only when not the default: older checkpoints keep loading
             self.args["codebook"] = codebook
+        # likewise: recorded only when not the kit's value
+        self.args.update({name: value for name, value in options.items() if value != PARITY_OPTIONS[name][0]})
+        self.quant_bias = quant_bias
         self.n_levels, self.sl_level = n_levels, sl_level
         z, g = z_channels, norm_groups
         # SL keeps levels 0..sl_level (their encoders and decoders); ML keeps all
         n_enc = n_levels if variant == "ml" else sl_level + 1
+        enc_opts = dict(stem=encoder_stem, downsample_pad=downsample_pad)
         self.encoders = nn.ModuleList(
-            [Encoder(in_channels, z, hidden, ch_mult, enc_res_blocks, g, mid_res_blocks)]
-            + [Encoder(z, z, hidden, ch_mult[1:], enc_res_blocks, g, mid_res_blocks) for _ in range(1, n_enc)])
+            [Encoder(in_channels, z, hidden, ch_mult, enc_res_blocks, g, mid_res_blocks, **enc_opts)]
+            + [Encoder(z, z, hidden, ch_mult[1:], enc_res_blocks, g, mid_res_blocks, **enc_opts)
+               for _ in range(1, n_enc)])
         # decoder k reads level k; the deepest ML decoder sees post(q) alone, the others a 2z-wide input
         self.decoders = nn.ModuleList(
             [Decoder(2 * z, in_channels, hidden, ch_mult, dec_res_blocks, g, mid_res_blocks)]
             + [Decoder(z if (variant == "ml" and k == n_levels - 1) else 2 * z, z, hidden, ch_mult[1:],
                        dec_res_blocks, g, mid_res_blocks) for k in range(1, n_enc)])
-        self.quant_conv = nn.Conv2d(z, z, 1)  # shared across levels (official code)
-        self.post_quant_conv = nn.Conv2d(z, z, 1)
+        # shared across levels (official code); per_level: one bias row per level of the ML, kept by the SL too
+        if quant_bias == "per_level":
+            self.quant_conv = LevelBiasConv1x1(z, z, n_levels)
+            self.post_quant_conv = LevelBiasConv1x1(z, z, n_levels)
+        else:
+            self.quant_conv = nn.Conv2d(z, z, 1)
+            self.post_quant_conv = nn.Conv2d(z, z, 1)
         self.quantizer = EMAVectorQuantizer(codebook_size, z, decay, eps, beta, dead_code_threshold, data_init)
         # SL: 1x1 convs z -> 2z replacing the concatenations (paper §3.3), one before each kept decoder
         self.connectors = nn.ModuleList([nn.Conv2d(z, 2 * z, 1) for _ in range(n_enc)]) if variant == "sl" else None
@@ -187,13 +259,23 @@ class AugVAE(nn.Module):
         return sl
 
     # -- levels --------------------------------------------------------------------------------------------------
+    def _pre_quant(self, h, level: int):
+        return self.quant_conv(h, level) if self.quant_bias == "per_level" else self.quant_conv(h)
+
+    def _post_quant(self, q, level: int):
+        if self.quant_bias != "per_level":
+            return self.post_quant_conv(q)
+        # the official order (module docstring): the decoders run deepest first; SL reuses the first row
+        row = self.n_levels - 1 - level if self.variant == "ml" else 0
+        return self.post_quant_conv(q, row)
+
     def _encode_levels(self, x):
         """Continuous per-level latents z_k = quant_conv(h_k), finest first."""
         h = x
         zs = []
-        for enc in self.encoders:
+        for k, enc in enumerate(self.encoders):
             h = enc(h)
-            zs.append(self.quant_conv(h))
+            zs.append(self._pre_quant(h, k))
         return zs
 
     def _decoded_levels(self) -> list[int]:
@@ -204,10 +286,10 @@ class AugVAE(nn.Module):
         if self.variant == "ml":
             d = None
             for k in reversed(range(self.n_levels)):
-                p = self.post_quant_conv(qs[k])
+                p = self._post_quant(qs[k], k)
                 d = self.decoders[k](p if d is None else torch.cat([p, d], 1))
             return d
-        d = self.connectors[self.sl_level](self.post_quant_conv(qs[self.sl_level]))
+        d = self.connectors[self.sl_level](self._post_quant(qs[self.sl_level], self.sl_level))
         for k in reversed(range(self.sl_level + 1)):
             if k < self.sl_level:
                 d = self.connectors[k](d)

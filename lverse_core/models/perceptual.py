@@ -1,12 +1,19 @@
-"""Perceptual loss from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)), and a
+"""Perceptual losses from a local VGG16 weights file (the official AugVAE loss adds 0.1 * LPIPS(VGG16)), and a
 weight-free edge loss (``edge_loss``, ``augvae_train.edge_weight``; our addition, used by the smoke profile).
 
-LPIPS proper also needs its learned per-channel linear weights, which are not part of torchvision's VGG16 file;
-with only ``assets.vgg16_lpips`` available, this is the "baseline" variant of Zhang et al. (2018): unit-normalised
-VGG16 features at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3, squared differences averaged over space and
-summed over layers with equal channel weights. Nothing is downloaded: without the file, asking for it is an error.
+``augvae_train.perceptual`` chooses the term:
+- ``lpips`` (the official loss, as in taming-transformers): LPIPS v0.1 of Zhang et al. (2018) from the ``lpips``
+  package, whose learned per-channel linear layers ship inside the package; its VGG16 backbone is built without
+  weights (``pnet_rand=True``: nothing is downloaded) and then loaded from ``assets.vgg16_lpips``.
+- ``unweighted`` (the kit's earlier stand-in): the "baseline" variant of the same paper, unit-normalised VGG16
+  features at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3, squared differences averaged over space and summed
+  over channels and layers with every channel weighted 1.
+Both read only the local VGG16 file: without it, asking for either is an error.
 """
 from __future__ import annotations
+
+import re
+import warnings
 
 import torch
 from torch import nn
@@ -48,8 +55,39 @@ class VGGPerceptual(nn.Module):
         return sum((a - b).pow(2).sum(1).mean() for a, b in zip(self._feats(x), self._feats(y)))
 
 
-def perceptual_loss_from_config(cfg) -> VGGPerceptual:
-    return VGGPerceptual(require_asset(cfg, "vgg16_lpips"))
+class LPIPSPerceptual(nn.Module):
+    """LPIPS(VGG16) v0.1 with the ``lpips`` package's learned linear layers and a VGG16 from ``weights_path``."""
+
+    def __init__(self, weights_path):
+        super().__init__()
+        import lpips
+
+        with warnings.catch_warnings():  # the package still passes torchvision's deprecated ``pretrained`` flag
+            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+            self.lpips = lpips.LPIPS(net="vgg", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        try:
+            vgg = torch.load(weights_path, map_location="cpu", weights_only=True)
+            # the package's VGG16 keeps torchvision's feature indices, split into slices: sliceN.<index>.<param>
+            self.lpips.net.load_state_dict({k: vgg[re.sub(r"^slice\d+\.", "features.", k)]
+                                            for k in self.lpips.net.state_dict()})
+        except Exception as e:
+            raise RuntimeError(f"{weights_path} is not torchvision's VGG16 state dict ({e}); "
+                               "use vgg16-397923af.pth from download.pytorch.org/models") from e
+        self.eval()  # the official loss module trains with LPIPS's dropout on: docs/deviations.md
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x, y):
+        """Mean LPIPS distance between image batches ``x`` and ``y`` in [-1, 1]."""
+        return self.lpips(x, y).mean()
+
+
+PERCEPTUAL = {"lpips": LPIPSPerceptual, "unweighted": VGGPerceptual}
+
+
+def perceptual_loss_from_config(cfg) -> nn.Module:
+    """The perceptual term ``augvae_train.perceptual`` names, its VGG16 read from ``assets.vgg16_lpips``."""
+    return PERCEPTUAL[cfg.augvae_train.perceptual](require_asset(cfg, "vgg16_lpips"))
 
 
 def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -277,6 +277,12 @@ def training_log(cfg: Config, variant: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def logged_variants(cfg: Config, variants=("ml", "sl")) -> list[str]:
+    """The ``variants`` trained here, i.e. with a training log: a checkpoint converted from official weights
+    (``python -m lverse_core convert-official``) has none."""
+    return [v for v in variants if (cfg.runs_root / "logs" / f"augvae_{v}.csv").exists()]
+
+
 def training_curves_figure(cfg: Config, variants=("ml", "sl")):
     """Left: training PSNR per step of each variant. Right: per-level code perplexity of each batch."""
     import matplotlib.pyplot as plt

@@ -2,6 +2,8 @@
 
     python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]
     python -m lverse_core doctor --profile smoke      (is this machine ready? see lverse_core.pipeline.doctor)
+    python -m lverse_core convert-official CKPT --variant ml|sl --profile paper [--out PATH]
+                                                      (official AugVAE weights: lverse_core.training.official_augvae)
 
 For each selected notebook: check the parameters against ``papermill.inspect_notebook`` (papermill itself only
 logs unknown ones), execute it into ``reports/<profile>/executed/``, convert it to a self-contained HTML page in
@@ -683,8 +685,25 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
     d = sub.add_parser("doctor", help="check this machine for a profile (Java, assets, stale artefacts, disk)")
     d.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
+    c = sub.add_parser("convert-official", help="convert an official AugVAE .ckpt into this profile's checkpoint "
+                                                "(docs/official-weights.md)")
+    c.add_argument("ckpt", help="the official PyTorch Lightning checkpoint (AugVAE-ML or AugVAE-SL)")
+    c.add_argument("--variant", required=True, choices=["ml", "sl"])
+    c.add_argument("--profile", default="paper", help="a profile with the official architecture (default paper)")
+    c.add_argument("--out", help="where to write (default runs/<profile>/augvae_<variant>.pt, where the notebooks "
+                                 "look)")
     args = ap.parse_args(argv)
     try:
+        if args.command == "convert-official":
+            from lverse_core.training.loop import CheckpointError
+            from lverse_core.training.official_augvae import convert_official
+
+            try:
+                print(convert_official(load_profile(args.profile), args.ckpt, args.variant, args.out))
+            except CheckpointError as e:  # every refusal of the converter; nothing was written
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "doctor":
             from lverse_core.pipeline.doctor import doctor
 

@@ -4,8 +4,9 @@
     torchrun --nproc_per_node 8 -m lverse_core.training.augvae_train --profile paper --variant ml   # DDP (NCCL / gloo)
 
 Recipe of the official code: AdamW(0.9, 0.999, wd 1e-5), lr = base * world * batch (``lr_scaling``),
-ReduceLROnPlateau(factor 0.5, patience 10) on the training loss averaged over each log interval, MSE +
-``lpips_weight`` * perceptual loss + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16);
+ReduceLROnPlateau(factor 0.5, patience 10; the kit reads the mean training loss of each check interval where the
+official code reads the last batch's, docs/deviations.md), MSE + ``lpips_weight`` * the perceptual term
+(``perceptual``; LPIPS in ``paper``) + commitment, FP32 throughout (paper §3.5: the quantizer underflows in FP16);
 ``edge_weight`` adds an image-gradient L1 term and ``unquantized_steps`` starts the single-level trainings as plain
 autoencoders, then sets the codebook by k-means (both our additions for short runs, used by the smoke profile).
 
