@@ -153,9 +153,9 @@ final
 # **Is the condition used?** The same NLL on held-out test pairs (teacher forcing, both directions). Image tokens are the [GEN] part of text->image (the caption comes first) and the [REF] part of image->text (nothing comes first), so the difference between the two is what the caption tells the model about the image; the text rows measure the same for the image. Paper §3.4 trains both parts; only the gap shows that the [GEN] part learned to read its condition.
 
 # %%
-from lverse_core.pipeline.biart_run import conditioning_gap, heldout_nll
+from lverse_core.pipeline.biart_run import conditioning_gap, heldout_pass
 test_pairs = paired_tokens(cfg, tok, "test")
-held = heldout_nll(model, test_pairs, device)
+held, token_gaps = heldout_pass(model, test_pairs, device)  # the table, and the per-token gaps used below
 gap = conditioning_gap(held)
 save_table(cfg, "02_biart_heldout_nll", held.assign(source=provenance(cfg)),
            "BiART NLL on held-out test pairs per direction and part ([REF] condition, [GEN] target)",
@@ -174,11 +174,10 @@ held
 # background cells, and the maps below show it code by code (red: the caption helped).
 
 # %%
-from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure, image_token_gaps, object_cells, per_image_gaps
+from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure, object_cells, per_image_gaps
 from lverse_core.data import caption_records
 from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes
-token_gaps = image_token_gaps(model, test_pairs, device)
 codes, ids = load_codes(cfg, "test")  # the codes test_pairs was built from, in the same order (also used below)
 records = {r["image_id"]: r for r in caption_records(cfg, "test")}
 test_ids = [int(i) for i in ids]

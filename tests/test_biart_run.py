@@ -161,3 +161,18 @@ def test_gap_by_region_averages_captions_then_cells():
         gap_by_region(gaps[:5], owner, n_img)
     whole = gap_by_region(gaps, owner, n_img + 1)  # an image without captions is left out; no cells: no regions
     assert whole["all"]["n_images"] == n_img and "object" not in whole and "nats per image" in whole["sentence"]
+
+
+def test_heldout_pass_gives_the_table_and_the_gaps_from_one_forward_per_direction_and_batch(monkeypatch):
+    """At paper size each forward over the held-out pairs is minutes on a CPU: the two analyses share it."""
+    from lverse_core.pipeline.biart_run import heldout_pass, image_token_gaps
+
+    model, pairs = _tiny_model_and_pairs()
+    expected_table, expected_gaps = heldout_nll(model, pairs, "cpu", batch_size=3), image_token_gaps(model, pairs,
+                                                                                                   "cpu", batch_size=3)
+    calls = []
+    real = model.logits
+    monkeypatch.setattr(model, "logits", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    table, gaps = heldout_pass(model, pairs, "cpu", batch_size=3)
+    assert len(calls) == 2 * 4  # 10 pairs in batches of 3: 4 batches, one forward per direction each
+    assert table.equals(expected_table) and torch.equal(gaps, expected_gaps)

@@ -142,13 +142,12 @@ def checkpoint_path(cfg: Config) -> Path:
 
 
 @torch.no_grad()
-def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
-    """Teacher-forced NLL (nats/token) of held-out (caption, image codes) pairs, per direction and part.
+def heldout_pass(model, pairs, device, batch_size: int = 256) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Teacher-forced NLL of held-out (caption, image codes) pairs, in one forward pass per direction and batch:
+    ``(heldout_nll's table, image_token_gaps's (M, N) tensor)``. At paper size each pass over the pairs is a
+    621M-parameter forward of 1,088 tokens per sequence, so both results come from the same logits."""
+    import torch.nn.functional as F
 
-    One row per (direction, part): ``modality`` says which tokens the part holds. In text->image the image tokens
-    are [GEN] (conditioned on the caption); in image->text they are [REF] (nothing before them). The same holds
-    for text the other way round, so comparing the two rows of one modality measures what the condition buys.
-    """
     from lverse_core.models.biart import I2T, T2I
 
     model.eval()
@@ -156,23 +155,41 @@ def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
     tokens = {"text": 0, "image": 0}
     n = len(pairs.text)
     if n == 0:
-        raise ValueError("heldout_nll needs at least one caption-image pair")
+        raise ValueError("the held-out NLL needs at least one caption-image pair")
 
     def modality(d: str, p: str) -> str:
         return "text" if (p == "ref") == (d == T2I) else "image"
 
-    for start in range(0, n, batch_size):
-        text, image = pairs.batch(list(range(start, min(n, start + batch_size))), device)
-        count = {"text": int((text != model.args.pad_id).sum()), "image": image.numel()}  # [PAD] is not scored
-        for k in tokens:
-            tokens[k] += count[k]
-        for d in (T2I, I2T):
-            out = model(text, image, d)
-            for p in ("ref", "gen"):
-                sums[(d, p)] += float(out[p]) * count[modality(d, p)]  # batch mean x its scored tokens
+    gaps = []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            text, image = pairs.batch(list(range(start, min(n, start + batch_size))), device)
+            scored = text != model.args.pad_id  # [PAD] is not scored
+            tokens["text"] += int(scored.sum())
+            tokens["image"] += image.numel()
+            image_nll = {}
+            for d in (T2I, I2T):
+                text_logits, image_logits = model.logits(text, image, d)
+                text_nll = F.cross_entropy(text_logits.float().transpose(1, 2), text.long(), reduction="none")
+                image_nll[d] = F.cross_entropy(image_logits.float().transpose(1, 2), image.long(), reduction="none")
+                part_sum = {"text": float(text_nll[scored].sum()), "image": float(image_nll[d].sum())}
+                for p in ("ref", "gen"):
+                    sums[(d, p)] += part_sum[modality(d, p)]
+            gaps.append((image_nll[I2T] - image_nll[T2I]).float().cpu())
     rows = [{"direction": "text->image" if d == T2I else "image->text", "part": f"[{p.upper()}]",
              "modality": modality(d, p), "nll": s / tokens[modality(d, p)]} for (d, p), s in sums.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), torch.cat(gaps)
+
+
+def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
+    """Teacher-forced NLL (nats/token) of held-out (caption, image codes) pairs, per direction and part.
+
+    One row per (direction, part): ``modality`` says which tokens the part holds. In text->image the image tokens
+    are [GEN] (conditioned on the caption); in image->text they are [REF] (nothing before them). The same holds
+    for text the other way round, so comparing the two rows of one modality measures what the condition buys.
+    (``heldout_pass`` gives this table and ``image_token_gaps`` from one pass.)
+    """
+    return heldout_pass(model, pairs, device, batch_size)[0]
 
 
 def conditioning_gap(nll: pd.DataFrame) -> dict:
@@ -197,31 +214,14 @@ def conditioning_gap(nll: pd.DataFrame) -> dict:
     return out
 
 
-@torch.no_grad()
 def image_token_gaps(model, pairs, device, batch_size: int = 256) -> torch.Tensor:
     """What each caption tells BiART about each image token: (M, N) nats, one row per held-out pair.
 
     Entry (m, j) is the NLL of image token j of pair m with nothing before it (image->text, [REF]) minus its NLL
     after the caption (text->image, [GEN]); positive where the caption made the token more predictable. Its mean is
-    the image gap of ``conditioning_gap(heldout_nll(...))``.
+    the image gap of ``conditioning_gap(heldout_nll(...))`` (``heldout_pass`` gives both from one pass).
     """
-    import torch.nn.functional as F
-
-    from lverse_core.models.biart import I2T, T2I
-
-    model.eval()
-    n = len(pairs.text)
-    if n == 0:
-        raise ValueError("image_token_gaps needs at least one caption-image pair")
-    out = []
-    for start in range(0, n, batch_size):
-        text, image = pairs.batch(list(range(start, min(n, start + batch_size))), device)
-        nll = {}
-        for d in (T2I, I2T):
-            _, image_logits = model.logits(text, image, d)
-            nll[d] = F.cross_entropy(image_logits.float().transpose(1, 2), image.long(), reduction="none")
-        out.append((nll[I2T] - nll[T2I]).float().cpu())
-    return torch.cat(out)
+    return heldout_pass(model, pairs, device, batch_size)[1]
 
 
 def object_cells(objects: Sequence[dict], image_size: int, grid: int) -> torch.Tensor:
