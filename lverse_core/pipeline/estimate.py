@@ -19,10 +19,11 @@ from lverse_core.models.augvae import AugVAE
 from lverse_core.models.biart import I2T, T2I, BiART
 from lverse_core.training.loop import autocast
 
-# The rest of a run (data, CLIP, judge, sampling, tables) as a share of its training time, from full smoke runs
-# measured on 2-core AMD EPYC VMs (fp32 on an AVX2-only one, bf16 on a Zen 4 one; bench/README.md)
-REST_SHARE = {"smoke": 0.30, "gpu": 0.5}
-DEFAULT_REST_SHARE = 0.3
+# The rest of a run (data, CLIP, judge, sampling, tables) as a share of its training time, from full smoke runs on
+# 2-core AMD EPYC VMs: 0.14 in fp32 on an AVX2-only one (3,116 s, trainings ~2,740 s by their step times), 0.40 in
+# bf16 on a Zen 4 one (1,114 s, trainings 794 s); the sampling and scoring gain less from bf16 than the trainings
+REST_SHARE = {"smoke": 0.25}
+DEFAULT_REST_SHARE = 0.25
 # below this many planned training steps the trainings are not what takes the time: no estimate (ci, paper-dry)
 MIN_STEPS = 100
 COMPACT_TEXT_VOCAB = 128  # about the BPE ids the embedded captions use (compact_vocab maps them to a small range)
