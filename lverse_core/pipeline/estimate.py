@@ -60,11 +60,14 @@ class Estimate:
                 f"{100 * self.rest_share:.0f}% for data, reranker, judge, sampling and tables)")
 
 
-def _timed(step, steps: int) -> float:
+def _timed(step, steps: int, device: str = "cpu") -> float:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # GPU steps run asynchronously
     step()  # warm-up: first-call allocations, the quantizer's data-based init
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
@@ -127,7 +130,8 @@ def estimate_run(cfg: Config, steps: int = 3) -> Estimate | None:
                 "VQ-VAE control": lambda: augvae_step(cfg, "baseline", plan), "BiART": lambda: biart_step(cfg, plan)}
     torch_state = torch.get_rng_state()
     try:
-        stages = [Stage(name, n, _timed(builders[name](), steps)) for name, n in planned.items() if n > 0]
+        stages = [Stage(name, n, _timed(builders[name](), steps, plan["device"])) for name, n in planned.items()
+                  if n > 0]
     finally:
         torch.set_rng_state(torch_state)  # timing must not move the run's random numbers
     return Estimate(stages, REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE), plan)
