@@ -322,3 +322,25 @@ def test_peak_memory_is_each_blocks_own_not_the_largest_so_far():
 
     big, small = child(300), child(40)
     assert 300 <= big < 600 and 40 <= small < 150
+
+
+def test_the_run_starts_with_its_precision_and_estimate_and_an_estimate_failure_does_not_stop_it(books, workdir,
+                                                                                                 monkeypatch):
+    from lverse_core.pipeline import estimate
+
+    lines = []
+    monkeypatch.setattr(estimate, "MIN_STEPS", 0)  # ci trains too little to be estimated otherwise
+    rec = runner.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert lines[0].startswith("precision: AugVAE ") and "BiART " in lines[0]
+    assert lines[1].startswith("expected time on this machine: about ") and rec.estimate_s > 0
+    manifest = json.loads((workdir / "reports" / "ci" / "manifest.json").read_text())
+    assert manifest["estimate_seconds"] == rec.estimate_s and manifest["precision"] == rec.precision
+
+    def broken(cfg):
+        raise RuntimeError("no such model")
+
+    monkeypatch.setattr(runner, "estimate_run", broken)
+    lines.clear()
+    rec = runner.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert "no time estimate (RuntimeError: no such model)" in lines[1]
+    assert all(n.status == "ok" for n in rec.notebooks) and rec.estimate_s is None

@@ -617,7 +617,10 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     log(f"precision: {describe_plan(plan)}", flush=True)
     expected = None
     if estimate and any(nb.stem[:2] in ("01", "02") for nb in books):
-        expected = estimate_run(cfg)
+        try:
+            expected = estimate_run(cfg)
+        except Exception as e:  # an estimate must never stop a run: the notebooks report real errors themselves
+            log(f"no time estimate ({type(e).__name__}: {e})", flush=True)
         if expected is not None:
             log(f"expected time on this machine: {expected.describe()}", flush=True)
     previous = _read_manifest(root)
