@@ -5,10 +5,7 @@ import sys
 
 from lverse_core.config import REPO_ROOT, load_profile
 from lverse_core.hardware import resolve_precision
-
-# Subprocess timeouts here are hang guards only, over 10x each benchmark's time on the slowest CPU measured (a
-# 2-core AVX2-only AMD EPYC, ~20-60 s each, busy): a slow machine must never fail a test
-HANG_GUARD_S = 800  # below pytest-timeout's 900 s, so the subprocess's own error is what a hang reports
+from ._limits import HANG_GUARD_S
 
 
 def test_efficiency_bench_on_the_ci_profile():

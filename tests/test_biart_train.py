@@ -5,6 +5,7 @@ import torch
 
 from lverse_core.training.biart_train import CheckpointError, load_biart, lr_at, synthetic_pairs, train_biart
 from lverse_core.config import load_profile
+from tests._limits import HANG_GUARD_S  # absolute: other test modules import this one by name
 
 VT, PAD = 30, 0
 
@@ -90,9 +91,9 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     worker = str(REPO_ROOT / "tests" / "_ddp_biart_worker.py")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    worker, str(tmp_path / "ddp"), "4"], check=True, env=env, capture_output=True, timeout=240)
+                    worker, str(tmp_path / "ddp"), "4"], check=True, env=env, capture_output=True, timeout=HANG_GUARD_S)
     subprocess.run([sys.executable, worker, str(tmp_path / "one"), "8"], check=True, env=env, capture_output=True,
-                   timeout=240)
+                   timeout=HANG_GUARD_S)
     a = load_checkpoint(tmp_path / "ddp" / "biart.pt", "biart")["model"]
     b = load_checkpoint(tmp_path / "one" / "biart.pt", "biart")["model"]
     assert_same_training(a, b, steps=4, lr=3e-3)

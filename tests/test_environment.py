@@ -7,6 +7,7 @@ import yaml
 
 from lverse_core.config import REPO_ROOT
 from lverse_core.pipeline.runner import list_notebooks
+from ._limits import HANG_GUARD_S
 
 
 def _name(req: str) -> str:
@@ -54,11 +55,11 @@ def test_a_torch_index_installs_the_pinned_torch_from_it_first():
     pins = [r for r in project["dependencies"] if _name(r) in ("torch", "torchvision")]
     index = "https://download.pytorch.org/whl/cpu"
     dry = subprocess.run(["make", "-n", "-W", "pyproject.toml", "setup", f"TORCH_INDEX={index}"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+                         capture_output=True, text=True, timeout=HANG_GUARD_S, check=True).stdout.splitlines()
     first = next(i for i, line in enumerate(dry) if "--index-url" in line)
     assert dry[first].split("install -q ")[1].split(" --index-url")[0].split() == pins
     assert dry[first].endswith(f"--index-url {index}")
     assert first < next(i for i, line in enumerate(dry) if '-e ".[test]"' in line)
     plain = subprocess.run(["make", "-n", "-W", "pyproject.toml", "setup"], cwd=REPO_ROOT, capture_output=True,
-                           text=True, timeout=60, check=True).stdout
+                           text=True, timeout=HANG_GUARD_S, check=True).stdout
     assert "--index-url" not in plain

@@ -13,6 +13,7 @@ from _generate_stubs import RecordingScorer, StubTokenizer, inputs, stub_decode,
 from lverse_core.config import REPO_ROOT
 from lverse_core.sampling.generate import generate_captions, generate_images, t2i_prompts
 from lverse_core.sampling.row_sampler import MASK32, RowSampler, hash32, row_keys, uniforms
+from ._limits import HANG_GUARD_S
 
 
 # -- the per-row random streams --------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def test_two_gloo_processes_give_the_one_process_result(tiny, tmp_path):
         port = str(s.getsockname()[1])
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           port, worker, str(tmp_path / "ddp.pt")], env=env, capture_output=True, text=True,
-                         timeout=240)
+                         timeout=HANG_GUARD_S)
     assert run.returncode == 0, run.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     one_caps = generate_captions(cfg, model, tok, codes, image_ids, RecordingScorer(), images=images)

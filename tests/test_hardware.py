@@ -14,6 +14,7 @@ from lverse_core.config import ConfigError, REPO_ROOT, load_profile
 from lverse_core.pipeline import doctor as D
 from lverse_core.pipeline import estimate as E
 from lverse_core.pipeline import runner as R
+from ._limits import HANG_GUARD_S
 
 
 @pytest.mark.parametrize("capability, flags, onednn, expected", [
@@ -72,7 +73,7 @@ def test_a_faked_avx2_capability_makes_the_machine_avx2_only_and_auto_fp32():
     code = ("import json; from lverse_core import hardware as H; from lverse_core.config import load_profile\n"
             "print(json.dumps({'cap': H.torch_capability(), 'plan': H.precision_plan(load_profile('smoke'))}))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S,
                          cwd=REPO_ROOT, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["cap"] == "AVX2"

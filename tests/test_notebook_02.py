@@ -10,6 +10,7 @@ import torch
 from lverse_core.pipeline.biart_run import image_grid_figure, loss_curves, plot_loss_curves
 from lverse_core.config import REPO_ROOT, load_profile
 from lverse_core.training.loop import CSVLog
+from ._limits import HANG_GUARD_S
 
 
 def test_loss_curves_are_read_per_direction_and_part(tmp_path):
@@ -45,7 +46,7 @@ def test_biart_train_cli_resumes_finished_run(ci_outputs):
     cfg = ci_outputs
     before = torch.load(cfg.runs_root / "biart.pt", weights_only=True)["step"]
     done = subprocess.run([sys.executable, "-m", "lverse_core.training.biart_train", "--profile", "ci"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.load(cfg.runs_root / "biart.pt", weights_only=True)["step"] == before == cfg.biart_train.steps
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from ._limits import HANG_GUARD_S
 from .conftest import offline_env
 
 PROBE = """
@@ -31,7 +32,7 @@ except OSError as e:
 
 def test_processes_started_under_the_guard_have_loopback_but_no_network(tmp_path):
     out = subprocess.run([sys.executable, "-c", PROBE], env=offline_env(dict(os.environ)), capture_output=True,
-                         text=True, timeout=60, cwd=tmp_path)
+                         text=True, timeout=HANG_GUARD_S, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["BLOCKED", "BLOCKED6", "URLLIB", "True"], out.stdout
 
@@ -39,5 +40,5 @@ def test_processes_started_under_the_guard_have_loopback_but_no_network(tmp_path
 def test_the_guard_is_off_unless_asked_for():
     env = {k: v for k, v in offline_env(dict(os.environ)).items() if k != "LVERSE_BLOCK_NETWORK"}
     code = "import socket, sitecustomize; print(socket.socket.connect is socket._socket.socket.connect)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.stdout.strip() == "True", out.stderr

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from lverse_core.pipeline import runner
+from ._limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +174,7 @@ def test_rerank_analysis_judges_every_candidate_of_a_finished_run(ci_pipeline, t
     env = {**os.environ, "LVERSE_WORKDIR": str(work)}
     subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "rerank_analysis.py"), "--profile", "ci",
                     "--candidates", "9", "--out", str(out)], env=env, check=True, capture_output=True, text=True,
-                   timeout=300)
+                   timeout=HANG_GUARD_S)
     res = json.loads(out.read_text())
     by_k = res["by k"]
     assert sorted(map(int, by_k)) == [1, 8, 9] and res["candidates"] == 9

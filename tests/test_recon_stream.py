@@ -17,6 +17,7 @@ from lverse_core.models.augvae import AugVAE
 from lverse_core.pipeline import recon_eval
 
 from test_fid import _torch_fidelity_fid
+from tests._limits import HANG_GUARD_S  # absolute: other test modules import this one by name
 
 WORKER = Path(__file__).resolve().parent / "_memory_scaling_worker.py"
 
@@ -76,7 +77,7 @@ def _growth(kind: str, n: int, size: int, tmp_path) -> dict:
         pytest.skip("the heap measure is glibc's mallinfo2 (Linux with glibc >= 2.33)")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, str(WORKER), kind, str(n), str(size), str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
