@@ -1,5 +1,5 @@
 """Shared fixtures. Every test that writes data, runs or reports does it under a tmp dir (LVERSE_WORKDIR);
-a tiny judge is trained once per session on stand-in scenes (tests/synthetic_scenes.py)."""
+a tiny judge is trained once per test run on stand-in scenes (tests/synthetic_scenes.py)."""
 from __future__ import annotations
 
 import os

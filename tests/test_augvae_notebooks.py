@@ -1,6 +1,6 @@
 """Notebooks 01 and 03 run headless with papermill on the ci profile and write their results.
 
-They are read from the session's ci pipeline run (tests/conftest.py: ci_pipeline); training itself is tested in
+They are read from the test run's ci pipeline (tests/conftest.py: ci_pipeline); training itself is tested in
 test_augvae.py."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m lverse_core doctor`: each problem is found and comes with what to do (issue 12)."""
+"""`python -m lverse_core doctor`: each problem is found and comes with what to do."""
 from __future__ import annotations
 
 import json

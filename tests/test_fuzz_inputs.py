@@ -1,5 +1,5 @@
 """Property tests (hypothesis) for every input kind: arbitrary bytes, JSON and strings give a valid result or the
-kit's own error type naming the input, never another exception (issue 12).
+kit's own error type naming the input, never another exception.
 
 Bounded and deterministic: ``derandomize=True`` draws the same examples on every run (no example database
 needed) and each property runs at most ``MAX_EXAMPLES`` examples, a few seconds for the whole file.

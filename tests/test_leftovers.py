@@ -1,4 +1,4 @@
-"""What a SIGKILL leaves behind is cleaned up the next time, and unreadable parts name their file (issue 12)."""
+"""What a SIGKILL leaves behind is cleaned up the next time, and unreadable parts name their file."""
 from __future__ import annotations
 
 import os

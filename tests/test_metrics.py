@@ -133,7 +133,7 @@ def test_several_sets_score_as_if_alone(scores):
     assert both["b"]["CIDEr"] < both["a"]["CIDEr"]
 
 
-# -- the nlg-eval pipeline (issue 10 #7) ----------------------------------------------------------------------------
+# -- the nlg-eval pipeline ----------------------------------------------------------------------------------------
 
 def test_nlg_eval_scores_raw_text_where_coco_caption_tokenizes(monkeypatch_module):
     preds = {1: "a red circle", 2: "a blue square"}

@@ -76,7 +76,7 @@ def _launch_two_nodes(work, logs):
             except subprocess.TimeoutExpired:
                 os.killpg(a.pid, signal.SIGKILL)
                 a.wait()
-        for pid_file in work.glob("pid-rank*"):  # workers run in their own sessions: end any left by their pid
+        for pid_file in work.glob("pid-rank*"):  # workers run in their own process sessions (setsid): end any left by their pid
             text = pid_file.read_text().strip()
             if text.isdigit():
                 _kill_worker(int(text))
