@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lverse_core.hardware import cpu_has_native_bf16  # noqa: F401  (re-exported for the trainers)
 from lverse_core.report import remove_stale_temps
 
 
