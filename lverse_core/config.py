@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import typing
@@ -279,8 +280,11 @@ class Config:
 
     # -- derived values (never stored in YAML) ---------------------------------------------------------------
     def path(self, template: str) -> Path:
-        """A config path template with {profile} filled in, relative paths taken from the repo root."""
-        p = Path(template.format(profile=self.profile))
+        """A config path template with ``{profile}`` filled in, relative paths taken against ``workdir()``.
+
+        Only the literal text ``{profile}`` is replaced: a folder is never run through ``str.format``, so other
+        braces stay as they are instead of raising or looking up attributes."""
+        p = Path(template.replace("{profile}", self.profile))
         return p if p.is_absolute() else workdir() / p
 
     @property
@@ -433,23 +437,26 @@ def _check_value(where: str, value: Any, typ: Any) -> Any:
     if origin is list:
         (item,) = typing.get_args(typ)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected a list of {item.__name__}, got {_short(value)}")
         return [_check_value(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
-        return float(value)
+            raise ConfigError(f"{where}: expected a number, got {_short(value)} ({type(value).__name__})")
+        try:
+            return float(value)  # NaN and +-inf pass here; the declared ranges refuse them, naming the key
+        except OverflowError:  # an integer beyond the largest float
+            raise ConfigError(f"{where}: {_short(value)} is out of range; expected a finite number") from None
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)} ({type(value).__name__})")
         return value
     if typ is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_short(value)}")
         return value
     if typ is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)} ({type(value).__name__})")
         return value
     raise ConfigError(f"{where}: unsupported type {typ}")  # pragma: no cover - schema bug
 
@@ -518,24 +525,38 @@ class Range:
     hi_open: bool = False
 
     def __contains__(self, v: float) -> bool:
+        # NaN compares false with every bound and inf passes an open upper end; an int is always finite (and
+        # math.isfinite would overflow on a huge one)
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
             return False
         return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
 
     def __str__(self) -> str:
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        lo = "-inf" if self.lo is None else _number(self.lo)
+        hi = "inf" if self.hi is None else _number(self.hi)
         return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
 
 
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
 AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, lo_open=True)
+# Every integer of a profile is below 2**31: sizes, counts and seeds reach torch and numpy as C integers, where a
+# larger value fails far from the profile (an overflow, or a tensor that cannot be allocated) after earlier notebooks
+# have written their outputs. Seeds are added to (seed + rank, seed + epoch), so they have the same bound.
+INT_MAX = 2**31 - 1
+SEED = Range(0, INT_MAX)
 FRACTION, OPEN_FRACTION = Range(0, 1), Range(0, 1, hi_open=True)
 
 # The declared range of every number in a profile (tests/test_config.py checks that none is missing). Counts of
 # optimizer steps are at least 1: a non-positive count would write an untrained checkpoint marked finished.
 RANGES: dict[str, Range] = {
-    "seed": AT_LEAST_0,
-    "data.image_size": Range(16), "data.n_train": AT_LEAST_0, "data.n_val": AT_LEAST_0, "data.n_test": AT_LEAST_0,
+    "seed": SEED,
+    "data.image_size": Range(16, 4096),  # the paper: 256
+    "data.n_train": AT_LEAST_0, "data.n_val": AT_LEAST_0, "data.n_test": AT_LEAST_0,
     "data.n_restval": AT_LEAST_0, "data.captions_per_image": AT_LEAST_1, "data.max_objects": AT_LEAST_1,
     "data.ood_images": AT_LEAST_0, "data.min_image_side": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
     "data.gen_workers": AT_LEAST_0,
@@ -576,7 +597,7 @@ RANGES: dict[str, Range] = {
     "eval.human_eval_form_size": AT_LEAST_1, "eval.human_eval_raters": AT_LEAST_1, "eval.bootstrap": AT_LEAST_1,
     "eval.judge_steps": AT_LEAST_1, "eval.judge_batch_size": AT_LEAST_1, "eval.judge_lr": POSITIVE,
     "eval.judge_width": AT_LEAST_1, "eval.judge_feature_dim": AT_LEAST_1,
-    "claims.seeds": AT_LEAST_0, "claims.ml_steps": AT_LEAST_0, "claims.sl_steps": AT_LEAST_0,
+    "claims.seeds": SEED, "claims.ml_steps": AT_LEAST_0, "claims.sl_steps": AT_LEAST_0,
     "claims.biart_steps": AT_LEAST_0,
     "claims.eval_images": Range(2), "claims.n_candidates": AT_LEAST_0, "claims.level": Range(0.5, 0.999),
     "eval.judge_image_size": AT_LEAST_0,  # 0 = data.image_size
@@ -584,13 +605,31 @@ RANGES: dict[str, Range] = {
 }
 
 
+# (fewest, most) items of the list-valued keys; None = no bound
+LENGTHS: dict[str, tuple[int, int | None]] = {
+    "augvae.ch_mult": (1, None),  # one entry per encoder stage
+    "biart_train.betas": (2, 2),  # Adam's (beta1, beta2)
+    "eval.blur_radii": (1, None),  # Table 3 has one FID-k column per radius
+}
+
+
 def _check_ranges(cfg: Config) -> None:
+    for key, (fewest, most) in LENGTHS.items():
+        value = _get(cfg, key)
+        if len(value) < fewest or (most is not None and len(value) > most):
+            want = f"exactly {fewest}" if fewest == most else f"at least {fewest}" if most is None else \
+                f"{fewest} to {most}"
+            raise ConfigError(f"{key}: {_short(value)} has {len(value)} item(s); give {want}")
     for key, allowed in RANGES.items():
         value = _get(cfg, key)
         for v in value if isinstance(value, list) else [value]:
-            if v != v or v not in allowed:  # v != v: NaN, which compares false with every bound
-                raise ConfigError(f"{key}: {value!r} is out of range; allowed: {allowed}"
-                                  + (" for every item" if isinstance(value, list) else ""))
+            if v not in allowed:  # Range refuses NaN and +-inf
+                raise ConfigError(f"{key}: {_short(value)} is out of range; allowed: {allowed}"
+                                  + (" for every item" if isinstance(value, list) else "")
+                                  + (", a finite number" if isinstance(v, float) and not math.isfinite(v) else ""))
+            if isinstance(v, int) and v > INT_MAX:
+                raise ConfigError(f"{key}: {_short(value)} is out of range; integers in a profile are at most "
+                                  f"{INT_MAX} (2**31 - 1)" + (" for every item" if isinstance(value, list) else ""))
 
 
 def validate(cfg: Config) -> Config:
@@ -653,7 +692,11 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
     if tree.get("profile", name) != name:
         raise ConfigError(f"{path} says profile {tree['profile']!r} but was loaded as {name!r}")
     tree = _extended(tree, path, [name])
+    _check_profile_folders(tree, path)
     tree["profile"] = name
+    if "profile" in overrides:
+        raise ConfigError(f"override 'profile': the profile is chosen by name (load_profile({name!r}, ...)), "
+                          f"never overridden")
     for key, value in overrides.items():
         if isinstance(value, dict) and "." not in key:
             for sub, v in value.items():
@@ -665,6 +708,22 @@ def load_profile(name: str = "smoke", **overrides: Any) -> Config:
         if os.environ.get(env):
             assets[key] = os.environ[env]
     return validate(_build(Config, tree, ""))
+
+
+def _check_profile_folders(tree: dict[str, Any], path: Path) -> None:
+    """The output folders a profile YAML sets are relative and stay inside the work directory: ``LVERSE_WORKDIR``
+    is the one setting that moves every output (README.md), and no profile of the kit sets an absolute folder."""
+    for key in OUTPUT_FOLDER_KEYS:
+        node: Any = tree
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue  # not set here, or of the wrong type (validation names it)
+        rel = Path(node.replace("{profile}", "x"))
+        if rel.is_absolute() or os.path.normpath(rel).split(os.sep)[0] == "..":
+            raise ConfigError(f"{path}: {key} = {node!r} leaves the work directory; a profile's folders are relative "
+                              f"to it (e.g. '{key.split('.')[-1] if key != 'data.root' else 'data'}/{{profile}}'). "
+                              f"To write elsewhere, set LVERSE_WORKDIR")
 
 
 def _read_tree(path: Path) -> dict[str, Any]:
@@ -719,11 +778,79 @@ def derive(cfg: Config, **dotted: Any) -> Config:
 
 
 
+# Keys that name the profile or a folder: a run's OVERRIDES may not set them. The run's own folders follow from the
+# profile and the overrides' tag (load_run_config); a user-chosen one could point at another run's folders (a ci-sized
+# data set written over smoke's) or outside the work directory. The kit's own code sets them through load_profile's
+# and derive's keyword overrides (the claims' per-seed folders, the tests' tmp dirs), which are not user input.
+OUTPUT_FOLDER_KEYS = ("runs_dir", "reports_dir", "data.root")
+RESERVED_OVERRIDES = ("profile", *OUTPUT_FOLDER_KEYS, *(f"assets.{k}" for k in ASSET_ENV))
+OVERRIDES_MAX_DEPTH = 8  # {"section": {"key": [[...]]}}: a profile is never deeper than a few levels
+
+
+def _nesting_depth(value: Any, limit: int) -> int:
+    """How many levels of dicts and lists ``value`` has, counted level by level without recursion and only up to
+    ``limit + 1`` (a value nested thousands of levels deep would otherwise end in a RecursionError)."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        level = [x for x in level if isinstance(x, (dict, list, tuple))]
+        if not level:
+            break
+        depth += 1
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x)]
+    return depth
+
+
+def _reserved_key_error(key: str) -> ConfigError:
+    if key == "profile":
+        return ConfigError("OVERRIDES: 'profile' cannot be overridden; choose the profile with PROFILE (the runner's "
+                           "--profile), and set values with dotted keys in OVERRIDES")
+    if key.startswith("assets."):
+        name = key.split(".", 1)[1]
+        return ConfigError(f"OVERRIDES: '{key}' names a folder or file and cannot be overridden; set it in "
+                           f"configs/<profile>.yaml or with the environment variable {ASSET_ENV[name]}")
+    return ConfigError(f"OVERRIDES: '{key}' names a folder and cannot be overridden; a run with OVERRIDES gets its "
+                       f"own runs/, reports/ (and data/) folders named after its tag. To move every output, set "
+                       f"LVERSE_WORKDIR")
+
+
 def overrides_tag(overrides: dict[str, Any]) -> str:
-    """A short, stable name for a set of overrides: the first 8 hex digits of their canonical JSON's SHA-1."""
+    """A stable name for a set of overrides: 16 hex digits (64 bits) of their canonical JSON's SHA-256, so two
+    different sets practically never share folders; ``load_run_config`` also checks ``overrides.json`` in the run
+    folder against the overrides it stands for."""
     import hashlib
 
-    return hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flat_overrides(overrides: Any) -> dict[str, Any]:
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"OVERRIDES must be a dict of dotted config keys to values, e.g. "
+                          f"{{\"augvae_train.sl_steps\": 2600}}; got {_short(overrides)}")
+    if _nesting_depth(overrides, OVERRIDES_MAX_DEPTH) > OVERRIDES_MAX_DEPTH:
+        raise ConfigError(f"OVERRIDES is nested more than {OVERRIDES_MAX_DEPTH} levels deep; a profile's values are "
+                          f"numbers, strings and flat lists under dotted keys, e.g. "
+                          f"{{\"biart_train.betas\": [0.9, 0.95]}}")
+    flat = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and "." not in key:
+            if not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"OVERRIDES: section {key!r} must map key names to values; got {_short(value)}")
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    for key in flat:
+        for reserved in RESERVED_OVERRIDES:
+            if key == reserved or key.startswith(reserved + "."):
+                raise _reserved_key_error(reserved)
+    return flat
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deeply, or an integer of more than 4300 digits
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_run_config(name: str, overrides: dict[str, Any] | None = None) -> Config:
@@ -731,31 +858,44 @@ def load_run_config(name: str, overrides: dict[str, Any] | None = None) -> Confi
 
     ``OVERRIDES`` maps dotted keys to values (``{"augvae_train.sl_steps": 2600}``). A run with overrides never
     reuses or overwrites the default run's checkpoints and reports: it gets its own ``runs/<profile>+<tag>/`` and
-    ``reports/<profile>+<tag>/`` (``tag`` = ``overrides_tag``), and its own ``data/<profile>+<tag>/`` when it changes
-    ``seed`` or a ``data.`` key; ``overrides.json`` in the run folder says what the tag stands for. Overrides that
-    set those folders themselves are taken as given.
+    ``reports/<profile>+<tag>/`` (``tag`` = ``overrides_tag`` of the validated values), and its own
+    ``data/<profile>+<tag>/`` when it changes ``seed`` or a ``data.`` key; ``overrides.json`` in the run folder says
+    what the tag stands for, and a run whose overrides differ from it is refused. Keys naming the profile or a
+    folder (``RESERVED_OVERRIDES``) are refused: the run's folders are the kit's to choose.
     """
     if overrides is None or overrides == {}:
         return load_profile(name)
-    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
-        raise ConfigError(f"OVERRIDES must be a dict of dotted config keys to values, e.g. "
-                          f"{{\"augvae_train.sl_steps\": 2600}}; got {overrides!r}")
-    flat = {}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and "." not in key:
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    tag = overrides_tag(flat)
+    flat = _flat_overrides(overrides)
+    if not flat:  # e.g. {"augvae": {}}: nothing overridden
+        return load_profile(name)
+    # the tag stands for the validated values (1 and 1.0 for a float are the same run), in their JSON form
+    resolved = load_profile(name, **flat)
+    values = json.loads(json.dumps({k: _get(resolved, k) for k in flat}, sort_keys=True))
+    tag = overrides_tag(values)
     folders = {"runs_dir": f"runs/{{profile}}+{tag}", "reports_dir": f"reports/{{profile}}+{tag}"}
     if any(k == "seed" or k.startswith("data.") for k in flat):
         folders["data.root"] = f"data/{{profile}}+{tag}"
-    cfg = load_profile(name, **{**folders, **flat})
-    runs = cfg.runs_root
-    runs.mkdir(parents=True, exist_ok=True)
-    record = runs / "overrides.json"
-    if not record.exists():
-        tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(json.dumps({"profile": name, "overrides": flat, "tag": tag}, indent=1, sort_keys=True, default=str))
-        tmp.replace(record)
+    cfg = load_profile(name, **{**flat, **folders})
+    _check_run_record(cfg.runs_root, {"profile": name, "overrides": values, "tag": tag})
     return cfg
+
+
+def _check_run_record(runs: Path, record: dict[str, Any]) -> None:
+    """Write ``overrides.json`` into a new run folder; in an existing one, refuse a record of other overrides."""
+    path = runs / "overrides.json"
+    if path.exists():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {e}), so what {runs} holds is unknown; "
+                              f"move that folder away and run again") from None
+        if not isinstance(held, dict) or {k: held.get(k) for k in record} != record:
+            said = {k: held.get(k) for k in record} if isinstance(held, dict) else held
+            raise ConfigError(f"{path} records another run ({_short(said)}) than these overrides "
+                              f"({_short(record)}); the folder is not reused. Move {runs} away (or compare the two) "
+                              f"and run again")
+        return
+    runs.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(path)

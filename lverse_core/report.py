@@ -162,11 +162,27 @@ def format_number(v: float) -> str:
 
 def read_captions(cfg: Config) -> dict[str, dict[str, str]]:
     """{artefact path under reports/<profile>/: {"caption", "verdict"}}, as ``index.html`` shows them."""
+    return read_captions_checked(cfg)[0]
+
+
+def read_captions_checked(cfg: Config) -> tuple[dict[str, dict[str, str]], str]:
+    """The captions registry and what was wrong with it ("" when nothing): a damaged registry (not JSON, not UTF-8,
+    not a mapping of paths to {"caption", "verdict"} strings) only loses the entries it cannot give; the next
+    notebooks write theirs again."""
     path = cfg.reports_root / CAPTIONS_FILE
+    if not path.exists():
+        return {}, ""
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        return {}  # a damaged registry only loses captions; the next notebooks write theirs again
+        tree = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        return {}, f"{CAPTIONS_FILE} is unreadable ({type(e).__name__})"
+    if not isinstance(tree, dict):
+        return {}, f"{CAPTIONS_FILE} holds a {type(tree).__name__}, not a mapping of artefacts to captions"
+    good = {k: {"caption": v.get("caption", ""), "verdict": v.get("verdict", "")} for k, v in tree.items()
+            if isinstance(v, dict) and all(isinstance(v.get(f, ""), str) for f in ("caption", "verdict"))}
+    bad = sorted(set(tree) - set(good))
+    return good, (f"{CAPTIONS_FILE}: unreadable entries for {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "")
+                  if bad else "")
 
 
 def record_caption(cfg: Config, rel_path: str, caption: str = "", verdict: str = "") -> None:

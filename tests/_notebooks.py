@@ -13,3 +13,17 @@ def make_notebook(path: Path, body: list[str], params: str = 'PROFILE = "ci"  # 
     nb.cells += [nbformat.v4.new_code_cell(src) for src in body]
     nbformat.write(nb, path)
     return path
+
+
+def executed_notebook(path: Path, finished: bool = True, **metadata) -> Path:
+    """What papermill leaves as an executed copy: two code cells with papermill's per-cell status; ``finished``
+    False leaves the second one pending and never executed (a kernel or runner stopped in the first)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update(metadata)
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("print(x)")]
+    for i, cell in enumerate(nb.cells):
+        done = finished or i == 0
+        cell.execution_count = i + 1 if done else None
+        cell.metadata["papermill"] = {"status": "completed" if done else "pending"}
+    nbformat.write(nb, path)
+    return path

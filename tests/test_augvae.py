@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -349,6 +350,29 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_augvae(cfg, "sl")
 
 
+def test_checkpoints_with_other_tensors_or_no_model_args_name_the_file_and_the_tensor(tmp_path):
+    cfg = _train_cfg(tmp_path, "t", **{"augvae_train.ml_steps": 1})
+    path = train_augvae(cfg, "ml", dataset=ImageSet(synthetic_images(8, 32)), progress=False)
+    state = torch.load(path, weights_only=True)
+    first = next(iter(state["model"]))
+
+    def extra(s):
+        s["model"]["decoder.stray.weight"] = torch.zeros(1)
+
+    def reshaped(s):
+        s["model"][first] = torch.zeros(3)
+
+    for edit, words in [(extra, r"unexpected tensor\(s\) decoder.stray.weight"),
+                        (lambda s: s["model"].pop(first), rf"missing tensor\(s\) {re.escape(first)}"),
+                        (reshaped, rf"misshaped tensor\(s\) {re.escape(first)}"),
+                        (lambda s: s.pop("model_args"), "no 'model_args' mapping")]:
+        broken = {**state, "model": dict(state["model"])}
+        edit(broken)
+        save_checkpoint(path, broken)
+        with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*{words}.*re-run the training notebook"):
+            load_augvae(cfg, "ml")
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(tmp_path):
     cfg = _train_cfg(tmp_path, "p", **{"augvae_train.lpips_weight": 0.1, "assets.vgg16_lpips": ""})
     with pytest.raises(MissingAssetError, match="vgg16_lpips"):
@@ -600,6 +624,31 @@ def test_codes_of_a_retrained_sl_checkpoint_are_refused(tmp_path):
         load_codes(cfg, "val")
     checkpoint_path(cfg, "sl").unlink()
     with pytest.raises(CheckpointError, match="augvae_sl.pt does not exist"):
+        load_codes(cfg, "val")
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("beyond", "holds code 128, beyond the codebook of 128 codes"),  # was accepted: an embedding index error later
+    ("no_ids", "has no 'image_ids' list"),  # was a KeyError
+    ("torn", "val_codes.npy cannot be read"),  # was numpy's own ValueError
+    ("index_not_json", "val_index.json cannot be read"),
+])
+def test_damaged_code_files_are_named_with_what_to_do(tmp_path, damage, words):
+    cfg = tiny_cfg(tmp_path)
+    g, size = cfg.image_grid, cfg.augvae.codebook_size
+    codes = np.zeros((2, g, g), dtype=np.uint16)
+    index = {"image_ids": [1, 2], "grid": g, "codebook_size": size, "checkpoint": _fake_sl_checkpoint(cfg)}
+    if damage == "beyond":
+        codes[1, 0, 0] = size
+    elif damage == "no_ids":
+        del index["image_ids"]
+    folder = cfg.runs_root / "codes"
+    folder.mkdir(parents=True)
+    np.save(folder / "val_codes.npy", codes)
+    (folder / "val_index.json").write_text("{oops" if damage == "index_not_json" else json.dumps(index))
+    if damage == "torn":
+        (folder / "val_codes.npy").write_bytes((folder / "val_codes.npy").read_bytes()[:-7])
+    with pytest.raises(ValueError, match=rf"{words}.*re-run pre-tokenization"):
         load_codes(cfg, "val")
 
 

@@ -1,4 +1,6 @@
 """Profiles: loading, overrides, strict validation with helpful errors, asset lookup."""
+import re
+
 import pytest
 
 from lverse_core.config import (ASSET_ENV, ConfigError, MissingAssetError, available_profiles, config_from_dict,
@@ -174,3 +176,123 @@ def test_a_run_with_overrides_gets_its_own_folders_and_says_what_they_hold(tmp_p
         load_run_config("ci", ["seed", 3])
     with pytest.raises(ConfigError, match="unknown key 'augvae_train.nope'"):
         load_run_config("ci", {"augvae_train.nope": 1})
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"profile": "smoke"}, "profile"),  # used to write a ci-sized data set over smoke's
+    ({"runs_dir": "../../somewhere"}, "runs_dir"),
+    ({"reports_dir": "/tmp/elsewhere"}, "reports_dir"),
+    ({"data.root": "data/smoke"}, "data.root"),
+    ({"data": {"root": "data/{profile.__class__}"}}, "data.root"),
+    ({"assets.coco_root": "/tmp"}, "assets.coco_root"),
+    ({"assets": {"wds_shards": "/tmp"}}, "assets.wds_shards"),
+])
+def test_overrides_may_not_name_the_profile_or_a_folder(workdir, overrides, key):
+    from lverse_core.config import load_run_config
+
+    with pytest.raises(ConfigError, match=rf"OVERRIDES: '{re.escape(key)}' (names a folder|cannot be overridden)"):
+        load_run_config("ci", overrides)
+    assert not (workdir / "runs").exists() and not (workdir / "data").exists()  # refused before anything is written
+
+
+def test_the_kits_own_folder_overrides_still_work(workdir, tmp_path_factory):
+    # the claims' per-seed folders, stand-ins and tests set folders through load_profile / derive, not OVERRIDES
+    from lverse_core.config import derive
+    from lverse_core.pipeline.claims_run import seed_config
+
+    outside = tmp_path_factory.mktemp("outside")
+    assert load_profile("ci", runs_dir=str(outside / "r")).runs_root == outside / "r"
+    cfg = seed_config(load_profile("ci"), 1)
+    assert cfg.runs_root == workdir / "runs" / "ci" / "claims" / "s1"
+    assert cfg.data_root == workdir / "data" / "ci+claims-s1"
+    assert derive(cfg, **{"runs_dir": str(outside)}).runs_root == outside
+    with pytest.raises(ConfigError, match="'profile'"):
+        load_profile("ci", profile="smoke")
+
+
+def test_folder_templates_are_never_formatted(workdir):
+    # str.format would raise IndexError / KeyError on these, or look up an attribute
+    cfg = load_profile("ci", runs_dir="runs/{0}{profile}{x}{profile.__class__}")
+    assert cfg.runs_root == workdir / "runs" / "{0}ci{x}{profile.__class__}"
+
+
+@pytest.mark.parametrize("yaml_line,key", [
+    ("runs_dir: ../../somewhere", "runs_dir"),
+    ("reports_dir: /tmp/reports", "reports_dir"),
+    ("data:\n  root: data/../../{profile}", "data.root"),
+])
+def test_a_profile_whose_folders_leave_the_work_directory_is_refused(monkeypatch, tmp_path, yaml_line, key):
+    from lverse_core import config
+
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
+    (tmp_path / "mine.yaml").write_text(f"profile: mine\n{yaml_line}\n")
+    with pytest.raises(ConfigError, match=rf"mine.yaml: {re.escape(key)} = .* leaves the work directory.*"
+                                          rf"LVERSE_WORKDIR"):
+        load_profile("mine")
+    (tmp_path / "fine.yaml").write_text("profile: fine\nruns_dir: elsewhere/{profile}/runs\n")
+    assert load_profile("fine").runs_root == config.workdir() / "elsewhere" / "fine" / "runs"
+
+
+def test_the_run_tag_is_long_and_checked_against_overrides_json(workdir):
+    import json
+
+    from lverse_core.config import load_run_config, overrides_tag
+
+    cfg = load_run_config("ci", {"seed": 3})
+    tag = cfg.runs_root.name.split("+", 1)[1]
+    assert tag == overrides_tag({"seed": 3}) and len(tag) == 16
+    assert load_run_config("ci", {"augvae_train.lr": 1}).runs_root == \
+        load_run_config("ci", {"augvae_train": {"lr": 1.0}}).runs_root  # the same validated values, the same run
+    record = cfg.runs_root / "overrides.json"
+    assert json.loads(record.read_text()) == {"profile": "ci", "overrides": {"seed": 3}, "tag": tag}
+    record.write_text(json.dumps({"profile": "ci", "overrides": {"seed": 4}, "tag": tag}))  # a tag collision
+    with pytest.raises(ConfigError, match=r"overrides.json records another run .*seed': 4.* than these overrides"):
+        load_run_config("ci", {"seed": 3})
+    record.write_text("{not json")
+    with pytest.raises(ConfigError, match="overrides.json cannot be read"):
+        load_run_config("ci", {"seed": 3})
+
+
+def test_a_deeply_nested_overrides_is_a_config_error():
+    from lverse_core.config import load_run_config
+
+    deep: dict = {}
+    node = deep
+    for _ in range(10_000):  # json.dumps / repr of it would raise RecursionError
+        node["x"] = {}
+        node = node["x"]
+    for over in ({"seed": deep}, {"augvae": deep}, {"eval.blur_radii": [[[[[[[[[[1]]]]]]]]]]}):
+        with pytest.raises(ConfigError, match="nested more than 8 levels"):
+            load_run_config("ci", over)
+    deep_list: list = []
+    for _ in range(10_000):
+        deep_list = [deep_list]
+    with pytest.raises(ConfigError, match=r"seed: expected an integer, got <list too large to show>"):
+        load_profile("ci", seed=deep_list)
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("sampling.temperature", float("inf"), r"out of range; allowed: \[0, inf\), a finite number"),
+    ("augvae_train.lr", float("inf"), "a finite number"),
+    ("biart_train.grad_clip", float("-inf"), "a finite number"),
+    ("augvae_train.lr", 10**400, "expected a finite number"),  # beyond the largest float
+    ("seed", 2**70, r"allowed: \[0, 2147483647\]"),
+    ("claims.seeds", [0, 2**40], r"allowed: \[0, 2147483647\] for every item"),
+    ("data.image_size", 2**40, r"allowed: \[16, 4096\]"),
+    ("augvae_train.ml_steps", 2**63, "integers in a profile are at most 2147483647"),
+    pytest.param("seed", 10**5000, "too large to show", id="seed-5000-digits"),  # its repr raises ValueError
+])
+def test_non_finite_and_overflowing_values_are_config_errors(key, value, msg):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*{msg}"):
+        load_profile("ci", **{key: value})
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("biart_train.betas", [0.9], "has 1 item.*give exactly 2"),
+    ("biart_train.betas", [0.9, 0.95, 0.99], "has 3 item.*give exactly 2"),
+    ("augvae.ch_mult", [], "has 0 item.*give at least 1"),
+    ("eval.blur_radii", [], "has 0 item.*give at least 1"),
+])
+def test_list_lengths_are_checked(key, value, msg):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*{msg}"):
+        load_profile("ci", **{key: value})

@@ -60,3 +60,46 @@ def test_lverse_cc_needs_the_cc3m_tsv_beside_coco():
     cc, paper = load_profile("paper-cc"), load_profile("paper")
     assert set(needed_assets(cc)) - set(needed_assets(paper)) == {"cc3m_tsv"}
     assert {"coco_karpathy_json", "coco_root"} <= set(needed_assets(cc))  # evaluated on MS-COCO
+
+
+def test_a_work_directory_that_is_a_file_or_read_only_is_a_problem(tmp_path, monkeypatch, capsys):
+    import os
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    monkeypatch.setattr(D, "_java_version", lambda: "java 17")
+    a_file = tmp_path / "work"
+    a_file.write_text("not a folder")
+    # read-only for every user, root included (a chmod would not stop root)
+    read_only = Path("/proc/lverse-work") if Path("/proc/self").exists() else None
+    cases = [(a_file, "work is a file, not a folder"), (a_file / "below", "cannot be created: .*work is a file")]
+    if read_only is not None:
+        cases.append((read_only, "/proc cannot be written in"))
+    elif os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        cases.append((ro, "ro cannot be written in"))
+    else:
+        pytest.skip("no folder here that this user cannot write in")
+    for where, msg in cases:
+        monkeypatch.setenv("LVERSE_WORKDIR", str(where))
+        found = {f.check: f for f in D.diagnose(load_profile("ci"), timing=False)}["work directory"]
+        assert not found.ok and re.search(msg, found.message) and "LVERSE_WORKDIR" in found.fix, found
+    monkeypatch.setenv("LVERSE_WORKDIR", str(a_file))
+    assert main(["doctor", "--profile", "ci"]) == 1
+    out = capsys.readouterr().out
+    assert "[problem] work directory" in out and "ready" not in out
+
+
+def test_caption_metrics_without_java_give_the_doctors_diagnosis(monkeypatch):
+    import pytest
+
+    from lverse_core.evaluation import metrics
+
+    monkeypatch.setattr(D, "_java_version", lambda: None)
+    monkeypatch.setattr(metrics, "_java_found", False)
+    with pytest.raises(metrics.JavaMissingError, match=r"no working 'java' on PATH; METEOR.*openjdk.*doctor"):
+        metrics.score_captions({1: "a red circle."}, {1: ["a red circle.", "a circle."]})

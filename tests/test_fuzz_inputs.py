@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lverse_core.config import Config, ConfigError, RANGES, load_profile
+from lverse_core.config import (INT_MAX, RANGES, RESERVED_OVERRIDES, Config, ConfigError, load_profile,
+                                load_run_config)
 from lverse_core.data.loaders import BadInputError, karpathy_records, load_image, read_cc3m_tsv
 from lverse_core.data.tokenizer import TextTokenizer
 from lverse_core.evaluation.human_eval import CHOICES, AnswerFileError, validate_answer_file
@@ -108,6 +109,14 @@ CONFIG_KEYS = st.sampled_from(sorted(RANGES) + ["data.source", "device", "augvae
                                                 "profile", "nope.x", "data", "augvae.nope", "seed.x", ""]) | TEXT
 # Numbers near the range bounds, where off-by-one and NaN bugs live, plus any JSON value.
 CONFIG_VALUES = st.sampled_from([0, 1, 2, -1, 0.5, 1.0, 1.5, 64, 2**63]) | JSON
+# OVERRIDES as a user may write them: the reserved keys (profile, folders, assets) among any keys, whole sections,
+# folder-like strings and format fields, and values nested far deeper than any profile.
+DEEP = st.tuples(st.integers(1, 2000), st.sampled_from(["dict", "list"])).map(
+    lambda t: __import__("functools").reduce(lambda acc, _: {"x": acc} if t[1] == "dict" else [acc], range(t[0]), 1))
+OVERRIDE_KEYS = CONFIG_KEYS | st.sampled_from(sorted(RESERVED_OVERRIDES) + ["data", "assets", "augvae_train",
+                                                                         "runs_dir.x", "data.root.x"])
+OVERRIDE_VALUES = (CONFIG_VALUES | DEEP | st.sampled_from(["../../x", "/tmp", "{0}", "{profile.__class__}", "smoke",
+                                                            float("inf"), -float("inf"), 2**31, 2**70]))
 
 
 @st.composite
@@ -212,6 +221,79 @@ def test_config_validator_on_arbitrary_numbers(key, value):
             assert key in str(e)
         return
     assert value == value and value in allowed
+
+
+@FUZZ
+@given(over=st.dictionaries(OVERRIDE_KEYS, OVERRIDE_VALUES | st.dictionaries(CONFIG_KEYS, OVERRIDE_VALUES, max_size=2),
+                            max_size=3))
+@example(over={"profile": "smoke"})
+@example(over={"data": {"root": "../../elsewhere"}})
+@example(over={"seed": [[[[[[[[[[1]]]]]]]]]]})
+def test_run_config_on_arbitrary_overrides(tmp_path, monkeypatch, over):
+    # A run's config or a ConfigError, never another exception; an accepted run keeps the profile, has every
+    # number finite and in range, and its folders are runs/, reports/ (data/) <profile>+<tag> inside the work
+    # directory, with overrides.json saying what the tag stands for.
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    flat = {f"{k}.{s}" if isinstance(v, dict) and "." not in k else k: None
+            for k, v in over.items() for s in (v if isinstance(v, dict) and "." not in k else [None])}
+    try:
+        cfg = load_run_config("ci", over)
+    except ConfigError:
+        return
+    assert not any(k == r or k.startswith(r + ".") for k in flat for r in RESERVED_OVERRIDES), over
+    assert cfg.profile == "ci"
+    for key, allowed in RANGES.items():
+        value = getattr(cfg, key) if "." not in key else getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
+        for v in value if isinstance(value, list) else [value]:
+            assert v in allowed and (not isinstance(v, int) or v <= INT_MAX), (key, v)
+    if not flat:
+        assert cfg.runs_root == tmp_path / "runs" / "ci"
+        return
+    runs = cfg.runs_root
+    assert runs.parent == tmp_path / "runs" and runs.name.startswith("ci+")
+    assert cfg.reports_root == tmp_path / "reports" / runs.name
+    assert cfg.data_root.parent == tmp_path / "data" and cfg.data_root.name in ("ci", runs.name)
+    assert json.loads((runs / "overrides.json").read_text())["tag"] == runs.name[3:]
+
+
+RESULT_NAMES = st.sampled_from(["table1_reconstruction", "table2", "table3", "02_biart", "06_human_eval", "other"])
+# Any JSON, or the shapes the headlines read with any leaf replaced: {"judge": {"generated images": {...}}} ...
+RESULT_JSON = JSON | st.fixed_dictionaries({
+    "judge": st.dictionaries(st.sampled_from(["generated images", "decoder ceiling",
+                                              "images generated from shuffled captions (floor)"]),
+                             st.dictionaries(st.sampled_from(["judged_correct", "ci95"]), JSON, max_size=2),
+                             max_size=2),
+    "models": st.fixed_dictionaries({"AugVAE-SL": st.dictionaries(st.just("psnr_db"), JSON)}),
+    "ours": st.dictionaries(TEXT, st.dictionaries(st.sampled_from(["BLEU-4", "CIDEr", "attribute_accuracy"]), JSON),
+                            max_size=1),
+    "conditioning_gap": st.dictionaries(st.just("sentence"), JSON),
+    "pred_plus_both": JSON, "ci": JSON})
+
+
+@FUZZ
+@given(results=st.dictionaries(RESULT_NAMES, st.binary(max_size=40) | RESULT_JSON.map(lambda v: json.dumps(v).encode()),
+                               max_size=3),
+       captions=st.binary(max_size=40) | JSON.map(lambda v: json.dumps(v).encode()),
+       manifest=JSON)
+@example(results={"02_biart": b'{"conditioning_gap": {"sentence": "\\ud800"}}', "table3": b"[1]"},
+         captions=b'{"x": {"caption": 1}}', manifest={"notebooks": [{"name": 1, "seconds": "2"}]})
+def test_index_on_arbitrary_results_captions_and_manifest(tmp_path, monkeypatch, results, captions, manifest):
+    # write_index always writes the page: what it cannot read is marked unreadable, never an exception
+    from lverse_core.pipeline import runner
+
+    monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
+    cfg = load_profile("ci")
+    root = cfg.reports_root
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    for old in (root / "results").glob("*.json"):
+        old.unlink()
+    for name, content in results.items():
+        (root / "results" / f"{name}.json").write_bytes(content)
+    (root / "captions.json").write_bytes(captions)
+    (root / "manifest.json").write_text(json.dumps(manifest if not isinstance(manifest, dict) else
+                                                   {"profile": "ci", **manifest}))
+    page = runner.write_index(cfg).read_text()
+    assert page.startswith("<!doctype html>") and page.endswith("</html>")
 
 
 @lru_cache(maxsize=None)

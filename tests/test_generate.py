@@ -240,7 +240,8 @@ def test_generation_files_are_refused_when_their_checkpoints_changed(tmp_path):
     ids = made_from(cfg)
     assert set(ids) == {"biart", "augvae_sl", "clip_reranker"} and all(v.startswith("sha256:") for v in ids.values())
     caps = tmp_path / "captions.json"
-    caps.write_text(json.dumps({"made_from": ids, "records": [{"image_id": 1, "caption": "a red circle."}]}))
+    record = {"image_id": 1, "caption": "a red circle.", "caption_untruncated": "a red circle. a", "clip_score": 0.3}
+    caps.write_text(json.dumps({"made_from": ids, "records": [record]}))
     imgs = tmp_path / "images.npz"
     np.savez(imgs, codes=np.zeros((1, 1, 2, 2), np.uint16), prompt_ids=np.array([100]), image_ids=np.array([1]),
              captions=np.array(["a red circle."]), clip_scores=np.zeros((1, 1), np.float32),
@@ -257,6 +258,24 @@ def test_generation_files_are_refused_when_their_checkpoints_changed(tmp_path):
     with pytest.raises(CheckpointError, match="does not record"):
         load_generated_captions(old, cfg)
     assert load_generated_captions(old) == []  # without a profile nothing is checked (reading a file as it is)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"records": [', "cannot be read"),
+    (b"[1, 2]", "holds a list, not the mapping"),
+    (b'{"records": {"1": "a red circle."}}', "'records' must be a list"),
+    (b'{"records": ["a red circle."]}', "record 0 is a str"),
+    (b'{"records": [{"image_id": "1", "caption": "a.", "caption_untruncated": "a.", "clip_score": 0.1}]}',
+     "record 0 has image_id = '1'"),
+    (b'{"records": [{"image_id": 1, "caption": "a.", "clip_score": 0.1}]}', "record 0 has caption_untruncated = None"),
+])
+def test_a_captions_file_of_the_wrong_shape_is_named(tmp_path, content, words):
+    from lverse_core.sampling.generate import GeneratedFileError, load_generated_captions
+
+    path = tmp_path / "captions.json"
+    path.write_bytes(content)
+    with pytest.raises(GeneratedFileError, match=rf"captions file .*captions.json.*{words}.*GENERATED_CAPTIONS"):
+        load_generated_captions(path)
 
 
 def test_caption_candidates_and_likelihood_reranking(tiny):

@@ -77,7 +77,8 @@ def test_unblinding_a_hand_made_answer_file(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["malformed", "duplicate_set", "duplicate_key", "other_form_sets", "unknown_set",
-                                  "missing", "invalid_choice", "other_study", "unknown_form", "not_object"])
+                                  "missing", "invalid_choice", "other_study", "unknown_form", "not_object",
+                                  "unknown_version"])
 def test_bad_answer_files_are_refused_and_nothing_is_lost(tmp_path, case):
     cfg, study = _study(tmp_path)
     f0, f1 = study["forms"][0], study["forms"][1]
@@ -107,6 +108,8 @@ def test_bad_answer_files_are_refused_and_nothing_is_lost(tmp_path, case):
             rec["study"] = "0123456789ab"
         elif case == "unknown_form":
             rec["form_id"] = "nope"
+        elif case == "unknown_version":  # used to be ingested
+            rec["version"] = 2
         text = json.dumps(rec)
         if case == "duplicate_key":
             text = text.replace('"version": 1', '"version": 1, "form_id": "x"')
@@ -261,6 +264,24 @@ def test_a_damaged_line_inside_the_store_is_named(tmp_path):
     lines = H.store_path(cfg).read_text().splitlines()
     H.store_path(cfg).write_text(lines[0][:20] + "\n" + lines[1] + "\n")
     with pytest.raises(H.AnswerFileError, match=r"answers.jsonl, line 1: unreadable"):
+        H.unblind(cfg)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r.update(form_id="nope"), "form 'nope' is not a form of this study"),  # was a KeyError
+    (lambda r: r.update(answers={"s1": "first"}), "'answers' must be a list"),  # was a TypeError
+    (lambda r: r["answers"].append("first"), "'answers' must be a list"),
+    (lambda r: r["answers"][0].update(set_id=["s1"]), "'answers' must be a list"),
+    (lambda r: r.update(version=7), "format version 7, this kit reads version 1"),
+])
+def test_a_hand_edited_store_record_is_named_not_a_bare_error(tmp_path, edit, words):
+    cfg, study = _study(tmp_path)
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][0], ["first"] * 5)])
+    H.ingest_answers(cfg, [_answer(tmp_path, study, study["forms"][1], ["first"] * 5)])
+    first, second = [json.loads(line) for line in H.store_path(cfg).read_text().splitlines()]
+    edit(second)
+    H.store_path(cfg).write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    with pytest.raises(H.AnswerFileError, match=rf"answers.jsonl, record 2: {words}.*re-ingest"):
         H.unblind(cfg)
 
 

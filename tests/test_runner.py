@@ -9,7 +9,7 @@ import torch
 from lverse_core.pipeline import runner
 from lverse_core.config import REPO_ROOT
 
-from ._notebooks import make_notebook
+from ._notebooks import executed_notebook, make_notebook
 
 WRITE_RESULT = """
 from lverse_core.config import load_profile
@@ -115,6 +115,10 @@ def test_a_partial_rerun_keeps_the_other_notebooks_in_the_manifest(workdir):
     assert "00_first" in index and "from an earlier run (2026-01-01T10:00:00)" in index
 
 
+def _meta(path):
+    return json.loads(path.read_text())["metadata"]
+
+
 def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkeypatch):
     # papermill and nbconvert replaced by stand-ins: this checks the runner's bookkeeping, not the kernels
     import papermill
@@ -124,8 +128,7 @@ def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkey
 
     def fake_execute(src, dst, **kw):
         name = src.rsplit("/", 1)[-1][:-6]
-        with open(dst, "w") as f:
-            f.write(json.dumps({"run": outcome.get(name, "ok"), "name": name}))
+        executed_notebook(dst, run=outcome.get(name, "ok"), name=name)
         if outcome.get(name) == "fail":
             raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
 
@@ -142,11 +145,11 @@ def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkey
         outcome["01_second"] = "fail"
         with pytest.raises(runner.RunError):
             runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
-        assert json.loads((root / "executed" / "01_second.ipynb").read_text())["run"] == "fail"  # traceback copy
-        assert json.loads((root / "executed" / "last_good" / "01_second.ipynb").read_text())["run"] == "ok"
+        assert _meta(root / "executed" / "01_second.ipynb")["run"] == "fail"  # traceback copy
+        assert _meta(root / "executed" / "last_good" / "01_second.ipynb")["run"] == "ok"
         entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
         assert entry["status"] == "failed" and entry["last_good"] == "html/last_good/01_second.html"
-        assert json.loads((root / entry["last_good"]).read_text())["run"] == "ok"
+        assert _meta(root / entry["last_good"])["run"] == "ok"
         assert "last good run" in (root / "index.html").read_text()
     outcome["01_second"] = "ok"
     runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
@@ -161,8 +164,7 @@ def test_tables_of_a_notebook_that_failed_are_marked_stale(books, workdir, monke
 
     def fake_execute(src, dst, **kw):
         name = src.rsplit("/", 1)[-1][:-6]
-        with open(dst, "w") as f:
-            f.write("{}")
+        executed_notebook(dst)
         if name in fail:
             raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
         if name == "00_first":  # what the real notebook writes through lverse_core.report
@@ -194,8 +196,7 @@ def test_tables_made_from_retrained_checkpoints_are_marked_stale(books, workdir,
     root = cfg.reports_root
 
     def fake_execute(src, dst, **kw):  # notebook 00 stands in for 04/05: a table and results saying made_from
-        with open(dst, "w") as f:
-            f.write("{}")
+        executed_notebook(dst)
         if src.endswith("00_first.ipynb"):
             for sub in ("tables", "results"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -344,3 +345,131 @@ def test_the_run_starts_with_its_precision_and_estimate_and_an_estimate_failure_
     rec = runner.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert "no time estimate (RuntimeError: no such model)" in lines[1]
     assert all(n.status == "ok" for n in rec.notebooks) and rec.estimate_s is None
+
+
+def test_an_empty_only_is_an_error_not_a_silent_success(books, workdir, capsys):
+    for only in (",", " , ", ""):
+        with pytest.raises(runner.RunError, match="names no notebook.*e.g. --only 00,01"):
+            runner.run("ci", only=only, notebook_dir=books)
+    assert runner.main(["run", "--profile", "ci", "--only", ","]) == 1
+    assert "names no notebook" in capsys.readouterr().err
+    assert not (workdir / "reports").exists()
+
+
+def test_a_deeply_nested_parameter_is_an_error_not_a_recursion_error(capsys):
+    assert runner.main(["run", "--profile", "ci", "-p", "OVERRIDES", "[" * 100_000 + "]" * 100_000]) == 1
+    assert "-p OVERRIDES: the value is nested too deeply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop", ["import sys; sys.exit(0)",  # papermill lets a SystemExit(0) pass as success
+                                  "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])  # the kernel killed
+def test_a_notebook_that_stops_before_its_end_is_not_ok(books, workdir, stop):
+    make_notebook(books / "00_first.ipynb", ["a = 1", stop, "print('the last cell ran')"])
+    with pytest.raises(runner.RunError, match="00_first.ipynb failed"):
+        runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
+    entry = json.loads((workdir / "reports" / "ci" / "manifest.json").read_text())["notebooks"][0]
+    assert entry["status"] == "failed"
+    assert runner.unfinished(workdir / "reports" / "ci" / "executed" / "00_first.ipynb")
+
+
+def test_a_runner_killed_mid_notebook_never_leaves_ok_nor_replaces_last_good(books, workdir, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    root = workdir / "reports" / "ci"
+    mode = {"01_second": "ok"}
+
+    def fake_execute(src, dst, **kw):
+        name = src.rsplit("/", 1)[-1][:-6]
+        if mode.get(name) == "killed":
+            # while it runs, the manifest on disk says so (and not the earlier "ok")
+            entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
+            assert entry["name"] == "01_second" and entry["status"] == "running"
+            executed_notebook(dst, finished=False, run="half")
+            raise KeyboardInterrupt  # the runner itself stopped: nothing after this line of run() happens
+        executed_notebook(dst, finished=mode.get(name) != "fail", run=mode.get(name, "ok"))
+        if mode.get(name) == "fail":
+            raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    quiet = dict(notebook_dir=books, log=lambda *a, **k: None)
+    runner.run("ci", **quiet)
+    mode["01_second"] = "fail"  # sets the good copy aside in last_good/
+    with pytest.raises(runner.RunError):
+        runner.run("ci", only="01", **quiet)
+    last_good = root / "executed" / "last_good" / "01_second.ipynb"
+    assert _meta(last_good)["run"] == "ok"
+    mode["01_second"] = "killed"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("ci", only="01", **quiet)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [(n["name"], n["status"]) for n in manifest["notebooks"]] == [("00_first", "ok"), ("01_second", "running")]
+    assert manifest["notebooks"][1]["earlier"]["status"] == "failed"  # what it replaced is still on record
+    for hand_edited in (False, True):  # True: a manifest saying ok beside the half-run copy (as runs wrote before)
+        mode["01_second"] = "killed"
+        with pytest.raises(KeyboardInterrupt):
+            runner.run("ci", only="01", **quiet)
+        assert _meta(last_good)["run"] == "ok"
+        if hand_edited:
+            manifest = json.loads((root / "manifest.json").read_text())
+            manifest["notebooks"][1]["status"] = "ok"
+            (root / "manifest.json").write_text(json.dumps(manifest))
+        mode["01_second"] = "fail"
+        with pytest.raises(runner.RunError):
+            runner.run("ci", only="01", **quiet)
+        assert _meta(last_good)["run"] == "ok"  # the half-run copy never replaced the last good one
+        entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
+        assert entry["status"] == "failed" and entry["last_good"] == "executed/last_good/01_second.ipynb"
+
+
+def test_the_index_survives_damaged_results_captions_tables_and_manifest_entries(workdir, monkeypatch):
+    import papermill
+
+    from lverse_core import report
+    from lverse_core.config import load_profile
+
+    cfg = load_profile("ci")
+    root = cfg.reports_root
+    report.save_results(cfg, "06_human_eval", {"pred_plus_both": 0.5, "ci": [0.4, 0.6], "n_votes": 10})
+    (root / "results" / "table3.json").write_text('{"judge": {"generated images": {"judged_c')  # cut short
+    (root / "results" / "table1_reconstruction.json").write_text("[1, 2]")  # not a mapping
+    (root / "results" / "table2.json").write_text(json.dumps({"ours": {"x": {"BLEU-4": "high", "CIDEr": 1}}}))
+    (root / "results" / "02_biart.json").write_bytes(b"\xff\xfe not utf-8")
+    (root / "tables").mkdir()
+    (root / "tables" / "data_split_counts.csv").write_bytes(b"\xff\x00\x01")
+    (root / report.CAPTIONS_FILE).write_text(json.dumps({"tables/x.csv": "not a mapping", "tables/y.csv": {
+        "caption": "fine", "verdict": ""}}))
+    (root / "manifest.json").write_text(json.dumps({"profile": "ci", "notebooks": [
+        {"name": "00_first", "seconds": "slow", "outputs": "tables/x.csv"}, "junk", {"status": 3}]}))
+    page = runner.write_index(cfg).read_text()
+    assert "Pred + Both 50.0%" in page  # the readable results still give their headline
+    for bad in ("results/table3.json is unreadable", "results/table1_reconstruction.json holds a list",
+                "results/table2.json holds a value of the wrong kind", "results/02_biart.json is unreadable",
+                "tables/data_split_counts.csv is unreadable", "captions.json: unreadable entries for tables/x.csv"):
+        assert bad in page, bad
+    assert "<td>00_first</td><td class='unknown'>unknown" in page
+    # a later run reads the hand-edited manifest (an entry without status) without a KeyError
+    books = workdir / "nbs"
+    books.mkdir()
+    make_notebook(books / "00_first.ipynb", ["x = 1"])
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: executed_notebook(dst))
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    assert runner.run("ci", notebook_dir=books, log=lambda *a, **k: None).notebooks[0].status == "ok"
+
+
+def test_a_run_refuses_a_work_directory_it_cannot_write_in(books, workdir, monkeypatch):
+    monkeypatch.setenv("LVERSE_WORKDIR", str(workdir / "nbs" / "00_first.ipynb"))  # a file
+    with pytest.raises(runner.RunError, match=r"work directory cannot hold this run: .*00_first.ipynb is a file.*"
+                                              r"LVERSE_WORKDIR"):
+        runner.run("ci", notebook_dir=books)
+
+
+def test_notebook_04_without_java_is_refused_with_the_doctors_fix(workdir, monkeypatch):
+    from lverse_core.pipeline import doctor as D
+
+    monkeypatch.setattr(D, "_java_version", lambda: None)
+    with pytest.raises(runner.RunError, match=r"04_table2_image_to_text: no working 'java'.*METEOR.*openjdk.*"
+                                              r"doctor.*leave 04 out of --only"):
+        runner.run("ci", only="04")
+    assert not (workdir / "reports").exists()

@@ -347,3 +347,50 @@ def test_missing_shards_are_named(tmp_path, monkeypatch):
     from lverse_core.pipeline.doctor import needed_assets
 
     assert "wds_shards" in needed_assets(c) and "cc3m_tsv" not in needed_assets(c)
+
+
+def _copied_samples(cfg, n: int) -> list[list[tuple[str, bytes]]]:
+    """The first ``n`` samples of the embedded shards, each a list of (member name, bytes)."""
+    samples = collections.OrderedDict()
+    for tar in sorted((cfg.data_root / "wds").glob("*.tar")):
+        for name, body in members(tar):
+            samples.setdefault(name.split(".")[0], []).append((name, body))
+    return list(samples.values())[:n]
+
+
+def test_two_members_of_one_key_and_extension_refuse_the_shard_in_both_readers(cfg, tmp_path, caplog, monkeypatch):
+    # the index kept the second member, the streaming reader refused the shard: now both refuse it
+    samples = _copied_samples(cfg, 12)  # 4 in the damaged shard, 8 (train 4, val 2, test 2) in the other
+    out = tmp_path / "dup"
+    out.mkdir()
+    first = [m for s in samples[:4] for m in s]
+    jpg = next(m for m in samples[1] if m[0].endswith(".jpg"))
+    first.insert(first.index(jpg) + 1, (jpg[0], samples[2][0][1]))  # the same name again, another image
+    write_tar(out / "00000.tar", first)
+    write_tar(out / "00001.tar", [m for s in samples[4:] for m in s])
+    c = wds_cfg(tmp_path, out, "error")
+    with pytest.raises(BadInputError, match=rf"00000.tar#{jpg[0]}: a second member for key .* extension .jpg"):
+        data.caption_records(c, "train")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    c = derive(c, **{"data.bad_input": "skip"})
+    with caplog.at_level(logging.WARNING, logger="lverse_core.data"):
+        listed = [r["image_id"] for s in SPLITS for r in data.caption_records(c, s)]
+    kept = [int(s[0][0].split(".")[0]) for s in samples[4:]]
+    assert listed == kept and "a second member" in caplog.text  # the whole shard is left out
+    assert sorted(b["image_id"] for s in SPLITS for b in shard_stream(c, s)) == sorted(kept)
+
+
+def test_numeric_keys_beyond_int64_get_position_ids_in_both_readers(cfg, tmp_path, monkeypatch):
+    samples = _copied_samples(cfg, 8)
+    out = tmp_path / "bigkeys"
+    out.mkdir()
+    big = [[(f"{2**64 + i}.{name.split('.', 1)[1]}", body) for name, body in s] for i, s in enumerate(samples)]
+    write_tar(out / "00000.tar", [m for s in big for m in s])
+    c = wds_cfg(tmp_path, out, "error")
+    ids = [r["image_id"] for s in SPLITS for r in data.caption_records(c, s)]
+    assert ids == list(range(8))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    batches = DataLoader(shard_stream(c, "test"), batch_size=2, collate_fn=data.collate_captions)
+    assert [int(i) for b in batches for i in b["image_id"]] == [6, 7]  # collated as int64 without overflow

@@ -41,7 +41,10 @@ from lverse_core.data.records import BadInputError, check_records
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # img2dataset's encode_format choices, in order of preference
-INDEX_VERSION = 1  # bump when the index layout changes: cached indexes of another version are rebuilt
+# bump when the index layout or what it refuses changes: cached indexes of another version are rebuilt (2: a key
+# with two members of one extension makes the whole shard a problem)
+INDEX_VERSION = 2
+INT64_MAX = 2**63 - 1  # numeric keys above it are not image ids (torch collates ids as int64)
 END_BLOCK = 512  # a tar ends with zero blocks of this size
 META_MEMBER = r"__[^/]*__($|/)"  # members webdataset's tar reader skips (its skip_meta), so positions agree
 
@@ -136,12 +139,19 @@ def scan_shard(shard: Path) -> dict:
             index["problem"] = (f"{shard}: not a readable tar file ({type(e).__name__}: {e}); re-download or re-write "
                                 f"the shard, or remove it")
             return index
+        except DuplicateMemberError as e:  # webdataset refuses the shard as a whole, so the index does too
+            index["problem"] = str(e)
+            return index
         if samples and samples[-1]["problem"] is None and _read(f, end, END_BLOCK) != bytes(END_BLOCK):
             samples[-1]["problem"] = (f"{shard}#{samples[-1]['key']}: the shard ends without tar end-of-archive "
                                       f"blocks after this sample (truncated or damaged; members of it may be lost); "
                                       f"re-download or re-write the shard")
         index["samples"] = [_index_entry(f, shard, s) for s in samples]
     return index
+
+
+class DuplicateMemberError(BadInputError):
+    """A shard with two members of one key and extension (which of them is the sample's is not defined)."""
 
 
 def _member_headers(f, shard: Path, size: int) -> tuple[list[dict], int]:
@@ -158,6 +168,11 @@ def _member_headers(f, shard: Path, size: int) -> tuple[list[dict], int]:
                     continue
                 if not samples or samples[-1]["key"] != key:
                     samples.append({"key": key, "members": {}, "problem": None})
+                if ext.lower() in samples[-1]["members"]:
+                    raise DuplicateMemberError(
+                        f"{shard}#{m.name}: a second member for key {key} with extension .{ext} (a sample holds one "
+                        f"of each); the streaming reader refuses such a shard, so the index does too: re-write the "
+                        f"shard with one member per key and extension, or remove it")
                 if m.offset_data + m.size > size:
                     samples[-1]["problem"] = (
                         f"{shard}#{m.name}: the shard is truncated inside this member (needs bytes up to "
@@ -266,8 +281,10 @@ def shard_listing(root: Path, cache_dir: Path | None, problems: list[str] | None
 
 
 def numeric_keys(listing: list[tuple[Path, list]]) -> bool:
-    """Whether every key is a decimal number (img2dataset's are): then the keys are the image ids."""
-    return all(entry[0].isascii() and entry[0].isdigit() for _, entry in listing)
+    """Whether every key is a decimal number (img2dataset's are) that fits an int64: then the keys are the image
+    ids (a larger one would overflow when a batch collates its ids), else positions are."""
+    return all(entry[0].isascii() and entry[0].isdigit() and len(entry[0]) <= 19 and int(entry[0]) <= INT64_MAX
+               for _, entry in listing)
 
 
 def _ids(listing: list[tuple[Path, list]]) -> list[int]:

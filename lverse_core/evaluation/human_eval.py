@@ -168,6 +168,9 @@ def validate_answer_file(path: Path, study: dict) -> dict:
     for field, typ in ANSWER_FIELDS.items():
         if field in data and (not isinstance(data[field], typ) or (typ is int and isinstance(data[field], bool))):
             raise fail(f"'{field}' must be of JSON type {typ.__name__.replace('str', 'string')}, got {data[field]!r:.60}")
+    if "version" in data and data["version"] != FORMAT_VERSION:
+        raise fail(f"has format version {data['version']}, and this kit reads version {FORMAT_VERSION}; answer it "
+                   f"with a form this kit rendered (human_eval.build_study)")
     if data["study"] != study["study"]:
         raise fail(f"belongs to another study ({data['study']!r}, this one is {study['study']!r})")
     forms = {f["form_id"]: f for f in study["forms"]}
@@ -294,8 +297,8 @@ def unblind(cfg: Config, root: Path | None = None):
     study, key = load_study(cfg, root)
     by_set = {s["set_id"]: s for s in study["pool"]}
     rows = []
-    for rec in read_store(cfg, root):
-        order = key["key"][rec["form_id"]]
+    for n, rec in enumerate(read_store(cfg, root), start=1):
+        order = _stored_order(store_path(cfg, root), n, rec, key["key"])
         for a in rec["answers"]:
             if a["choice"] == "both":
                 vote = "Both"
@@ -306,6 +309,28 @@ def unblind(cfg: Config, root: Path | None = None):
                          "simulated": bool(rec.get("simulated", False)), "set_id": a["set_id"],
                          "image_id": by_set[a["set_id"]]["image_id"], "choice": a["choice"], "vote": vote})
     return pd.DataFrame(rows, columns=["form_id", "rater", "simulated", "set_id", "image_id", "choice", "vote"])
+
+
+def _stored_order(store: Path, n: int, rec: dict, keys: dict) -> dict:
+    """The un-blinding order of stored record ``n``, after checking it is one this study can read: a store edited
+    by hand or copied from another study names an unknown form, holds answers of the wrong shape, or of another
+    format version (each an AnswerFileError naming the store, the record and what to do)."""
+    def fail(msg: str) -> AnswerFileError:
+        return AnswerFileError(f"answer store {store}, record {n}: {msg}; restore the store from a copy or re-ingest "
+                               f"the answer files into a fresh store")
+
+    if rec.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise fail(f"format version {rec.get('version')!r:.40}, this kit reads version {FORMAT_VERSION}")
+    form = rec["form_id"]
+    if not isinstance(form, str) or form not in keys:
+        raise fail(f"form {form!r:.60} is not a form of this study")
+    order, answers = keys[form], rec["answers"]
+    if not isinstance(answers, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("set_id"), str) and a["set_id"] in order
+            and a.get("choice") in CHOICES for a in answers):
+        raise fail(f"'answers' must be a list of {{set_id of form {form}, choice in {'/'.join(CHOICES)}}}, got "
+                   f"{answers!r:.100}")
+    return order
 
 
 def vote_shares(votes, n_boot: int, seed: int = 0, level: float = 0.95):

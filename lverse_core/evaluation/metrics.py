@@ -64,6 +64,29 @@ def _check_inputs(preds: Mapping[Any, str], refs: Mapping[Any, Sequence[str]]) -
             raise ValueError(f"references for image {k!r} must be a non-empty list of strings, got {v!r}")
 
 
+class JavaMissingError(RuntimeError):
+    """No working ``java`` for the Java parts of the caption metrics (METEOR, the PTB tokenizer)."""
+
+
+_java_found = False
+
+
+def require_java() -> None:
+    """Raise JavaMissingError with ``doctor``'s diagnosis and fix when there is no working ``java``: without it
+    pycocoevalcap fails with a bare ``FileNotFoundError: 'java'``. No setting avoids Java: METEOR needs it under
+    both eval.caption_metrics pipelines."""
+    from lverse_core.pipeline.doctor import check_java
+
+    global _java_found
+    if _java_found:  # found once in this process: not asked again for every scoring call
+        return
+    found = check_java()
+    _java_found = found.ok
+    if not found.ok:
+        raise JavaMissingError(f"{found.message} (and the coco-caption PTB tokenizer). To do: {found.fix}; "
+                               f"python -m lverse_core doctor checks this before a run")
+
+
 def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """pycocoevalcap's PTB tokenizer (Java): lower-cased, punctuation removed, one string per caption."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -165,6 +188,7 @@ def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any,
     tool, n_refs = resolve_tool(cfg, tool, n_refs)
     for preds in sets.values():
         _check_inputs(preds, refs)
+    require_java()
     if tool == "nlg-eval":
         gts, tokenized = nlg_eval_inputs(sets, refs, n_refs)
     else:

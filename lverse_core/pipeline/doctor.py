@@ -1,6 +1,8 @@
 """``python -m lverse_core doctor --profile P``: is this machine ready to run profile P, and what to do if not.
 
 Checks, each printed as ``[ok]`` or ``[problem]`` with the fix:
+- the work directory (``LVERSE_WORKDIR`` or the repo) is a folder this user can write in (``run`` refuses one that
+  is not, before it starts);
 - Java, which METEOR (pycocoevalcap) runs a jar with;
 - the real assets the profile needs (``assets.*`` / their environment variables) exist and are readable;
 - stale artefacts: code files made by another AugVAE-SL checkpoint, a CLIP reranker of another architecture;
@@ -15,7 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
 from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, describe_plan, precision_plan,
@@ -70,12 +74,46 @@ def _java_version() -> str | None:
     return (out.stderr or out.stdout).strip().splitlines()[0] if out.returncode == 0 else None
 
 
+def workdir_problem(where: Path | None = None) -> str:
+    """Why the work directory cannot hold a run's data/, runs/ and reports/ ("" when it can): it, or a folder above
+    it, is a file, or the nearest existing folder cannot be written in (read-only, or not this user's). Tried by
+    creating and removing a file, so a read-only file system counts, and so does what permissions allow root."""
+    where = workdir() if where is None else where
+    probe = where
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return (f"{where} is a file, not a folder" if probe == where
+                else f"{where} cannot be created: {probe} is a file")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".lverse-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        return f"{probe} cannot be written in ({e.strerror or type(e).__name__})" + (
+            f", so {where} cannot be created" if probe != where else "")
+    return ""
+
+
+def check_workdir() -> Finding:
+    where = workdir()
+    problem = workdir_problem(where)
+    if problem:
+        return Finding("work directory", False, problem,
+                       "set LVERSE_WORKDIR to a folder this user can write in (or fix the permissions there)")
+    return Finding("work directory", True, f"{where} can be written in")
+
+
+JAVA_FIX = "install a Java runtime (e.g. apt-get install openjdk-17-jre-headless) and make 'java' available"
+
+
 def check_java() -> Finding:
     v = _java_version()
     if v:
         return Finding("java", True, v)
-    return Finding("java", False, "no working 'java' on PATH; METEOR in Table 2 runs a Java program",
-                   "install a Java runtime (e.g. apt-get install openjdk-17-jre-headless) and make 'java' available")
+    return Finding("java", False, "no working 'java' on PATH; METEOR in Table 2 runs a Java program", JAVA_FIX)
 
 
 def check_assets(cfg: Config) -> list[Finding]:
@@ -183,7 +221,9 @@ def check_time(cfg: Config) -> Finding:
 
 
 def diagnose(cfg: Config, timing: bool = True) -> list[Finding]:
-    found = [check_java(), *check_assets(cfg), *check_artefacts(cfg), check_disk(cfg), check_precision(cfg),
+    place = check_workdir()
+    artefacts = check_artefacts(cfg) if place.ok else []  # nothing can be read under a file or an unusable folder
+    found = [place, check_java(), *check_assets(cfg), *artefacts, check_disk(cfg), check_precision(cfg),
              check_memory(cfg)]
     return found + [check_time(cfg)] if timing else found
 
@@ -198,5 +238,6 @@ def doctor(cfg: Config, log=print) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["DISK_NEED_GB", "MEMORY_NEED_GIB", "Finding", "check_artefacts", "check_assets", "check_disk",
-           "check_java", "check_memory", "check_precision", "check_time", "diagnose", "doctor", "needed_assets"]
+__all__ = ["DISK_NEED_GB", "JAVA_FIX", "MEMORY_NEED_GIB", "Finding", "check_artefacts", "check_assets", "check_disk",
+           "check_java", "check_memory", "check_precision", "check_time", "check_workdir", "diagnose", "doctor",
+           "needed_assets", "workdir_problem"]

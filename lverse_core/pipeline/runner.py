@@ -47,7 +47,7 @@ class RunError(RuntimeError):
 @dataclass
 class NotebookResult:
     name: str
-    status: str  # ok | failed | not run
+    status: str  # ok | failed | not run | running (written before it starts: a run killed meanwhile leaves it)
     seconds: float = 0.0
     peak_rss_mib: float = 0.0  # the largest resident set of this notebook's kernel or its workers (DescendantPeakRSS)
     executed: str = ""
@@ -64,6 +64,9 @@ class RunRecord:
     notebooks: list[NotebookResult] = field(default_factory=list)
     precision: dict = field(default_factory=dict)  # lverse_core.hardware.precision_plan
     estimate_s: float | None = None  # the expected time printed at the start (pipeline/estimate.py)
+    # tells this run's own manifest entries (written while it runs) from an earlier run's, even one started in the
+    # same second
+    run_id: str = field(default_factory=lambda: os.urandom(8).hex())
 
 
 def list_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -81,22 +84,30 @@ def select_notebooks(only: str | None, directory: Path = NOTEBOOK_DIR) -> list[P
     books = list_notebooks(directory)
     if not books:
         raise RunError(f"no notebooks (NN_name.ipynb) found in {directory}")
-    if not only:
+    if only is None:
         return [p for p in books if p.name[:2] not in OPT_IN]
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     by_prefix = {p.name[:2]: p for p in books}
+    if not wanted:  # e.g. --only ',' : running nothing and exiting 0 would look like a finished run
+        raise RunError(f"--only {only!r} names no notebook; give comma-separated numbers, e.g. --only 00,01 "
+                       f"(valid: {', '.join(sorted(by_prefix))})")
     unknown = [w for w in wanted if w[:2] not in by_prefix]
     if unknown:
         raise RunError(f"--only {','.join(unknown)}: no such notebook; valid: {', '.join(sorted(by_prefix))}")
     return [by_prefix[w[:2]] for w in sorted(set(wanted))]
 
 
-def coerce(value: str) -> Any:
+def coerce(value: str, name: str = "VALUE") -> Any:
     """A -p value from the command line: JSON literal if it parses (3, 0.5, true, "x"), else the string."""
     try:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+    except RecursionError:
+        raise RunError(f"-p {name}: the value is nested too deeply to read; a parameter is a number, a string or a "
+                       f"flat JSON object such as '{{\"augvae_train.sl_steps\": 2600}}'") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise RunError(f"-p {name}: the value cannot be read ({e})") from None
 
 
 def notebook_parameters(books: list[Path], params: dict[str, Any]) -> dict[Path, dict[str, Any]]:
@@ -298,18 +309,27 @@ def _merge_notebooks(previous: dict[str, Any], record: RunRecord, commit: str) -
     """This run's notebook entries plus the earlier manifest's entries of notebooks this run did not select
     (``--only``), each saying which run it comes from, so a partial rerun keeps the report's provenance whole.
     A notebook this run selected replaces its earlier entry, whose status and run are kept under ``earlier``."""
-    this = {n.name: {**vars(n), "run_started": record.started, "commit": commit} for n in record.notebooks}
+    this = {n.name: {**vars(n), "run_started": record.started, "run_id": record.run_id, "commit": commit}
+            for n in record.notebooks}
     earlier: dict[str, dict] = {}
+    carried: dict[str, Any] = {}  # this run's own entries written while it ran: the earlier run they replaced
     if previous.get("profile") == record.profile:
-        for n in previous.get("notebooks", []):
+        notebooks = previous.get("notebooks")
+        for n in notebooks if isinstance(notebooks, list) else []:
             if isinstance(n, dict) and isinstance(n.get("name"), str):
+                if n.get("run_id") == record.run_id:
+                    if n.get("earlier"):
+                        carried[n["name"]] = n["earlier"]
+                    continue
                 earlier[n["name"]] = {"run_started": previous.get("started"), "commit": previous.get("commit"),
                                       **{k: v for k, v in n.items() if k != "earlier"}}
     merged = []
     for name in sorted(set(this) | set(earlier)):
         if name in this:
             entry = this[name]
-            if name in earlier:
+            if name in carried:
+                entry["earlier"] = carried[name]
+            elif name in earlier:
                 entry["earlier"] = {k: earlier[name].get(k) for k in ("status", "run_started", "commit", "outputs")}
         else:
             entry = {**earlier[name], "from_earlier_run": True}
@@ -356,8 +376,8 @@ def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str
     except Exception:  # no trained models (yet): nothing to compare with
         return {}
     stale = {}
-    for nb in manifest.get("notebooks", []):
-        outputs = nb.get("outputs") or []
+    for nb in _manifest_entries(manifest):
+        outputs = nb["outputs"]
         for out in outputs:
             if not (out.startswith("results/") and out.endswith(".json")):
                 continue
@@ -396,54 +416,137 @@ def section_of(name: str) -> tuple[str, int]:
     return "other", 0
 
 
+class UnreadableResult(ValueError):
+    """A results file the index cannot read (hand-edited, cut short, not a mapping)."""
+
+
 def _result(root: Path, name: str) -> dict:
-    try:
-        return json.loads((root / "results" / f"{name}.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    """``results/<name>.json`` as a mapping; {} when it does not exist, UnreadableResult when it cannot be read."""
+    path = root / "results" / f"{name}.json"
+    if not path.exists():
         return {}
+    try:
+        tree = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise UnreadableResult(f"results/{name}.json is unreadable ({type(e).__name__})") from None
+    if not isinstance(tree, dict):
+        raise UnreadableResult(f"results/{name}.json holds a {type(tree).__name__}, not a mapping")
+    return tree
 
 
-def headline_numbers(root: Path) -> list[str]:
-    """The run's headline numbers, one sentence each, read from the results files (missing ones are skipped)."""
-    lines = []
+def _headline_table1(root: Path) -> str:
     t1 = _result(root, "table1_reconstruction")
-    t3 = _result(root, "table3")
+    try:
+        t3 = _result(root, "table3")
+    except UnreadableResult:  # the judge's ceiling is left out; Table 3's own headline says why
+        t3 = {}
     judge = t3.get("judge") or {}
     ceiling = next((v for k, v in judge.items() if "decoder ceiling" in k), {})
     sl = (t1.get("models") or {}).get("AugVAE-SL") or {}
-    if sl.get("psnr_db") is not None:
-        lines.append(f"AugVAE-SL reconstructs the {t1.get('n_eval', '?')} test images at {sl['psnr_db']:.1f} dB PSNR"
-                     + (f"; the attribute judge finds {100 * ceiling['judged_correct']:.1f}% of its reconstructions "
-                        f"right (the ceiling for generated images)" if ceiling.get("judged_correct") is not None
-                        else "") + ".")
+    if sl.get("psnr_db") is None:
+        return ""
+    return (f"AugVAE-SL reconstructs the {t1.get('n_eval', '?')} test images at {sl['psnr_db']:.1f} dB PSNR"
+            + (f"; the attribute judge finds {100 * ceiling['judged_correct']:.1f}% of its reconstructions "
+               f"right (the ceiling for generated images)" if ceiling.get("judged_correct") is not None else "") + ".")
+
+
+def _headline_biart(root: Path) -> str:
     b = _result(root, "02_biart")
-    if (b.get("conditioning_gap") or {}).get("sentence"):
-        lines.append("BiART held-out NLL: " + b["conditioning_gap"]["sentence"])
+    sentence = (b.get("conditioning_gap") or {}).get("sentence")
+    if not sentence:
+        return ""
+    if not isinstance(sentence, str):
+        raise TypeError(f"conditioning_gap.sentence is a {type(sentence).__name__}, not text")
+    return "BiART held-out NLL: " + sentence
+
+
+def _headline_table2(root: Path) -> str:
     t2 = _result(root, "table2")
     ours2 = next(iter((t2.get("ours") or {}).values()), None)
-    if ours2:
-        acc = ours2.get("attribute_accuracy")
-        lines.append(f"Captions (Table 2, {t2.get('n_images', '?')} images): BLEU-4 {100 * ours2['BLEU-4']:.1f}, "
-                     f"CIDEr {100 * ours2['CIDEr']:.1f}"
-                     + (f"; {100 * acc:.1f}% name every object right" if acc is not None else "") + ".")
+    if not ours2:
+        return ""
+    acc = ours2.get("attribute_accuracy")
+    return (f"Captions (Table 2, {t2.get('n_images', '?')} images): BLEU-4 {100 * ours2['BLEU-4']:.1f}, "
+            f"CIDEr {100 * ours2['CIDEr']:.1f}" + (f"; {100 * acc:.1f}% name every object right" if acc is not None
+                                                    else "") + ".")
+
+
+def _headline_table3(root: Path) -> str:
+    t3 = _result(root, "table3")
+    judge = t3.get("judge") or {}
     gen, floor = judge.get("generated images") or {}, judge.get("images generated from shuffled captions (floor)") or {}
-    if gen.get("judged_correct") is not None:
-        text = f"Images (Table 3, {t3.get('n_prompts', '?')} prompts): {100 * gen['judged_correct']:.1f}% judged right"
-        if gen.get("ci95"):
-            text += f" [{100 * gen['ci95'][0]:.1f}, {100 * gen['ci95'][1]:.1f}]"
-        if floor.get("judged_correct") is not None:
-            text += f", against a shuffled-caption floor of {100 * floor['judged_correct']:.1f}%"
-            if floor.get("ci95"):
-                text += f" [{100 * floor['ci95'][0]:.1f}, {100 * floor['ci95'][1]:.1f}]"
-        lines.append(text + ".")
+    if gen.get("judged_correct") is None:
+        return ""
+    text = f"Images (Table 3, {t3.get('n_prompts', '?')} prompts): {100 * gen['judged_correct']:.1f}% judged right"
+    if gen.get("ci95"):
+        text += f" [{100 * gen['ci95'][0]:.1f}, {100 * gen['ci95'][1]:.1f}]"
+    if floor.get("judged_correct") is not None:
+        text += f", against a shuffled-caption floor of {100 * floor['judged_correct']:.1f}%"
+        if floor.get("ci95"):
+            text += f" [{100 * floor['ci95'][0]:.1f}, {100 * floor['ci95'][1]:.1f}]"
+    return text + "."
+
+
+def _headline_human_eval(root: Path) -> str:
     h = _result(root, "06_human_eval")
-    if h.get("pred_plus_both") is not None:
-        lines.append(f"Human-evaluation protocol ({h.get('raters', 'raters')}): Pred + Both "
-                     f"{100 * h['pred_plus_both']:.1f}% [{100 * h['ci'][0]:.1f}, {100 * h['ci'][1]:.1f}] of "
-                     f"{h.get('n_votes', '?')} votes"
-                     + (f"; the paper's human raters gave L-Verse {h['paper_pred_plus_both_percent']:.1f}% on MS-COCO"
-                        if h.get("paper_pred_plus_both_percent") is not None else "") + ".")
+    if h.get("pred_plus_both") is None:
+        return ""
+    return (f"Human-evaluation protocol ({h.get('raters', 'raters')}): Pred + Both "
+            f"{100 * h['pred_plus_both']:.1f}% [{100 * h['ci'][0]:.1f}, {100 * h['ci'][1]:.1f}] of "
+            f"{h.get('n_votes', '?')} votes"
+            + (f"; the paper's human raters gave L-Verse {h['paper_pred_plus_both_percent']:.1f}% on MS-COCO"
+               if h.get("paper_pred_plus_both_percent") is not None else "") + ".")
+
+
+# Each headline, the results files it reads (for the note when one cannot be read) and the notebook writing them.
+HEADLINES = ((_headline_table1, ("table1_reconstruction", "table3"), "03"),
+             (_headline_biart, ("02_biart",), "02"), (_headline_table2, ("table2",), "04"),
+             (_headline_table3, ("table3",), "05"), (_headline_human_eval, ("06_human_eval",), "06"))
+UNREADABLE = "not shown: "  # how a headline that could not be made starts (the index shows it as a problem)
+
+
+def headline_numbers(root: Path) -> list[str]:
+    """The run's headline numbers, one sentence each, read from the results files (missing ones are skipped). A
+    results file that cannot be read, or holds values of the wrong kind, gives a line saying so instead of its
+    headline; the other headlines are still made."""
+    lines = []
+    for make, names, notebook in HEADLINES:
+        try:
+            line = make(root)
+        except UnreadableResult as e:
+            line = f"{UNREADABLE}{e}; re-run notebook {notebook}"
+        except (ArithmeticError, AttributeError, KeyError, IndexError, TypeError, ValueError) as e:  # hand-edited
+            files = " or ".join(f"results/{n}.json" for n in names)
+            line = (f"{UNREADABLE}{files} holds a value of the wrong kind ({type(e).__name__}: {e}); "
+                    f"re-run notebook {notebook}")
+        if line and line not in lines:
+            lines.append(line)
     return lines
+
+
+def _manifest_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's notebook entries with the fields the index reads, each of the kind it expects: a hand-edited
+    entry (no status, a number as name, outputs as text) is shown as it can be, never a KeyError."""
+    def text(v: Any, default: str = "") -> str:
+        return v if isinstance(v, str) else default
+
+    def paths(v: Any) -> list[str]:
+        return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+    entries = manifest.get("notebooks")
+    out = []
+    for n in entries if isinstance(entries, list) else []:
+        if not isinstance(n, dict):
+            continue
+        seconds = n.get("seconds")
+        earlier = n.get("earlier") if isinstance(n.get("earlier"), dict) else {}
+        out.append({"name": text(n.get("name"), "?"), "status": text(n.get("status"), "unknown"),
+                    "seconds": float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                    else 0.0, "error": text(n.get("error")), "html": text(n.get("html")),
+                    "executed": text(n.get("executed")), "last_good": text(n.get("last_good")),
+                    "from_earlier_run": bool(n.get("from_earlier_run")), "run_started": n.get("run_started"),
+                    "outputs": paths(n.get("outputs")), "earlier": {"outputs": paths(earlier.get("outputs"))}})
+    return out
 
 
 def _table_html(df) -> str:
@@ -462,32 +565,42 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
     rater forms linked, then the notebook pages and the run's provenance."""
     import pandas as pd
 
-    from lverse_core.report import read_captions
+    from lverse_core.report import read_captions_checked
 
     root = cfg.reports_root
-    manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
-    captions = read_captions(cfg)
+    manifest = _read_manifest(root)
+    captions, captions_problem = read_captions_checked(cfg)
     esc = html.escape
     parts = [f"<h1>L-Verse kit report — profile <code>{esc(cfg.profile)}</code></h1>"]
+    if (root / "manifest.json").exists() and not manifest:
+        parts.append("<p class='failed'>manifest.json is unreadable: the run's provenance and notebook list are "
+                     "left out; the next run writes it again</p>")
+    if captions_problem:
+        parts.append(f"<p class='failed'>{esc(captions_problem)}: those captions and verdicts are left out; the "
+                     f"notebooks write theirs again when they run</p>")
     plan = manifest.get("precision")
     plan = describe_plan(plan) if isinstance(plan, dict) and "augvae" in plan else ""
     prec = f" · {esc(plan)}" if plan else ""
     if manifest:
+        total = manifest.get("total_seconds")
+        total = total if isinstance(total, (int, float)) and not isinstance(total, bool) else 0
         parts.append(f"<p class='meta'>commit <code>{esc(str(manifest.get('commit')))}</code> · "
                      f"{esc(str(manifest.get('machine')))}{prec} · started {esc(str(manifest.get('started')))} · total "
-                     f"{manifest.get('total_seconds', 0):.0f} s · <a href='manifest.json'>manifest.json</a> · "
+                     f"{total:.0f} s · <a href='manifest.json'>manifest.json</a> · "
                      f"<a href='#notebooks'>notebook pages</a></p>")
     heads = headline_numbers(root)
     if heads:
         computed = f"<p class='meta'>computed in {esc(plan)}</p>" if plan else ""
         parts.append(f"<h2 id='headline'>Headline numbers of this run</h2>{computed}<ul class='headline'>"
-                     + "".join(f"<li>{esc(x)}</li>" for x in heads) + "</ul>")
+                     + "".join(f"<li class='failed'>{esc(x)}</li>" if x.startswith(UNREADABLE) else f"<li>{esc(x)}</li>"
+                               for x in heads) + "</ul>")
     # outputs of notebooks whose latest run did not end ok: from an earlier run, no longer backed by the notebook
+    entries = _manifest_entries(manifest)
     stale = {}
-    for nb in manifest.get("notebooks", []):
-        if nb.get("status") != "ok":
-            for out in (nb.get("outputs") or []) + ((nb.get("earlier") or {}).get("outputs") or []):
-                stale[out] = f"{nb['name']} {nb.get('status')}"
+    for nb in entries:
+        if nb["status"] != "ok":
+            for out in nb["outputs"] + nb["earlier"]["outputs"]:
+                stale[out] = f"{nb['name']} {nb['status']}"
     stale.update(_made_from_other_checkpoints(cfg, manifest))
 
     def stale_note(rel: str) -> str:
@@ -515,8 +628,11 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         rel = _rel(t, root)
         links = " · ".join(f"<a href='{_rel(t.with_suffix(x), root)}'>{x[1:]}</a>" for x in (".csv", ".md", ".tex")
                            if t.with_suffix(x).exists())
-        df = pd.read_csv(t)
-        add(t.name, f"<div class='item'>{heading(rel, t.stem)}{stale_note(rel)}{_table_html(df)}<p class='links'>{links}</p>"
+        try:
+            table = _table_html(pd.read_csv(t))
+        except Exception as e:  # a damaged CSV loses its own table only (pandas raises many kinds of error)
+            table = f"<p class='failed'>{esc(rel)} is unreadable ({esc(type(e).__name__)}); re-run its notebook</p>"
+        add(t.name, f"<div class='item'>{heading(rel, t.stem)}{stale_note(rel)}{table}<p class='links'>{links}</p>"
             f"</div>")
     for f in sorted((root / "figures").glob("*.png")) if (root / "figures").exists() else []:
         rel = _rel(f, root)
@@ -536,7 +652,7 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
 
     parts.append("<h2 id='notebooks'>Notebooks</h2><table class='data'><tr><th>notebook</th><th>status</th>"
                  "<th>wall time</th><th>pages</th></tr>")
-    for nb in manifest.get("notebooks", []):
+    for nb in entries:
         links = []
         if nb.get("html"):
             links.append(f"<a href='{esc(nb['html'])}'>HTML</a>")
@@ -548,12 +664,19 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if nb.get("from_earlier_run"):
             err += f"<br><small>from an earlier run ({esc(str(nb.get('run_started')))})</small>"
         parts.append(f"<tr><td>{esc(nb['name'])}</td><td class='{esc(nb['status'])}'>{esc(nb['status'])}{err}</td>"
-                     f"<td>{nb.get('seconds', 0):.1f} s</td><td>{' · '.join(links)}</td></tr>")
+                     f"<td>{nb['seconds']:.1f} s</td><td>{' · '.join(links)}</td></tr>")
     parts.append("</table>")
     results = sorted((root / "results").glob("*.json")) if (root / "results").exists() else []
     if results:
+        def note(r: Path) -> str:
+            try:
+                _result(root, r.stem)
+            except UnreadableResult:
+                return " <span class='failed'>(unreadable)</span>"
+            return ""
+
         parts.append("<h2 id='results'>Results (JSON)</h2><ul>" + "".join(
-            f"<li><a href='{_rel(r, root)}'>{esc(r.name)}</a></li>" for r in results) + "</ul>")
+            f"<li><a href='{_rel(r, root)}'>{esc(r.name)}</a>{note(r)}</li>" for r in results) + "</ul>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "table.data{border-collapse:collapse;font-size:90%}table.data td,table.data th{border:1px solid #ccc;"
              "padding:3px 8px}.failed{color:#b00}.ok{color:#070}.verdict{background:#f3f6fa;border-left:4px solid "
@@ -562,7 +685,7 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>L-Verse kit — {esc(cfg.profile)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     out = root / "index.html"
-    out.write_text(scrub_local_paths(page))
+    out.write_text(scrub_local_paths(page), errors="replace")  # a lone surrogate from a hand-edited JSON string
     return out
 
 
@@ -575,12 +698,44 @@ def _output_files(root: Path) -> dict[str, int]:
             for p in (root / d).iterdir() if p.is_file()}
 
 
+def unfinished(executed: Path) -> str:
+    """Why the executed notebook ``executed`` did not run to its end ("" when it did): papermill records each code
+    cell's status in the copy as it goes, and a cell that ran has an execution count. A notebook stopped by
+    ``sys.exit(0)`` (which papermill lets pass), a kernel that died, or a runner killed mid-run leaves cells
+    pending, running or failed, or never executed."""
+    try:
+        nb = json.loads(executed.read_text())
+        cells = nb["cells"]
+        if not isinstance(cells, list):
+            raise TypeError("cells is not a list")
+    except FileNotFoundError:
+        return "no executed copy was written"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"the executed copy is not a readable notebook ({type(e).__name__}: {e})"
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source")
+        if not ("".join(source) if isinstance(source, list) else str(source or "")).strip():
+            continue  # an empty cell is skipped by the kernel
+        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        status = (meta.get("papermill") or {}).get("status") if isinstance(meta.get("papermill"), dict) else None
+        if status != "completed" or cell.get("execution_count") is None:
+            return (f"cell {i} did not complete (status {status or 'unknown'}); the kernel exited or was stopped "
+                    f"before the notebook's end")
+    return ""
+
+
 def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
     """Copy the executed notebook and HTML page of a notebook whose last run was ok to ``last_good/`` before it
     runs again: papermill writes the new copy in place (a failure keeps its traceback there), and a failed rerun
-    must not destroy the last good result. Returns the copies (executed, then HTML), removed again on success."""
+    must not destroy the last good result. Only a copy that ran to its end is set aside (``unfinished``): a copy
+    half-written by a run killed after the manifest said ok never replaces the last good one. Returns the copies
+    (executed, then HTML), removed again on success."""
     import shutil
 
+    if was_ok and unfinished(root / "executed" / nb.name):
+        was_ok = False
     if not was_ok:  # the copy in place is not a good one; an earlier set-aside copy (if any) stays the last good
         return [p for p in (root / "executed" / "last_good" / nb.name, root / "html" / "last_good" / f"{nb.stem}.html")
                 if p.exists()]
@@ -592,6 +747,27 @@ def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
             shutil.copy2(src, dst)
             copies.append(dst)
     return copies
+
+
+# Notebooks that run a Java program (Table 2's METEOR and PTB tokenizer, lverse_core/evaluation/metrics.py)
+NEEDS_JAVA = ("04",)
+
+
+def check_environment(books: list[Path]) -> None:
+    """What ``doctor`` would report as a problem for these notebooks, checked before anything runs: a work
+    directory that cannot be written in, and no Java for a notebook that needs it (a RunError with the fix)."""
+    from lverse_core.pipeline.doctor import check_java, workdir_problem
+
+    problem = workdir_problem()
+    if problem:
+        raise RunError(f"the work directory cannot hold this run: {problem}. Set LVERSE_WORKDIR to a folder this "
+                       f"user can write in (python -m lverse_core doctor checks this)")
+    java = [nb.stem for nb in books if nb.name[:2] in NEEDS_JAVA]
+    if java:
+        found = check_java()
+        if not found.ok:
+            raise RunError(f"{', '.join(java)}: {found.message}; {found.fix} (python -m lverse_core doctor checks "
+                           f"this), or leave {', '.join(j[:2] for j in java)} out of --only")
 
 
 def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
@@ -606,6 +782,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     params = dict(params or {})
     books = select_notebooks(only, notebook_dir)
     per_book = notebook_parameters(books, params)  # all checks before anything runs
+    check_environment(books)
     cfg = load_run_config(profile, params.get("OVERRIDES"))  # with overrides: runs/ and reports/<profile>+<tag>/
     try:
         notebook_sources.check(notebook_dir, books)
@@ -624,17 +801,22 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         if expected is not None:
             log(f"expected time on this machine: {expected.describe()}", flush=True)
     previous = _read_manifest(root)
-    was_ok = {n.get("name") for n in previous.get("notebooks", []) if isinstance(n, dict) and n.get("status") == "ok"
+    was_ok = {n["name"] for n in _manifest_entries(previous) if n["status"] == "ok"
               } if previous.get("profile") == profile else set()
     record = RunRecord(profile=profile, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), precision=plan,
                        estimate_s=round(expected.total_s, 1) if expected is not None else None)
     record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
+    manifest_params = {"PROFILE": profile, **params}
     failure: str | None = None
     for i, nb in enumerate(books):
         res = record.notebooks[i]
         executed = root / "executed" / nb.name
         good = _set_aside_good_copy(root, nb, nb.stem in was_ok)
         before = _output_files(root)
+        # on record before it starts: a run killed from here on leaves "running", never an earlier "ok"
+        res.status = "running"
+        write_manifest(cfg, RunRecord(record.profile, record.started, record.notebooks[:i + 1], record.precision,
+                                      record.estimate_s, record.run_id), manifest_params)
         log(f"[{i + 1}/{len(books)}] {nb.stem}: running (profile {profile}) ...", flush=True)
         t0 = time.monotonic()
         with DescendantPeakRSS() as memory:
@@ -642,7 +824,8 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
                 papermill.execute_notebook(str(nb), str(executed), parameters={"PROFILE": profile, **per_book[nb]},
                                            kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
                                            log_output=False)
-                res.status = "ok"
+                why = unfinished(executed)
+                res.status, res.error = ("failed", f"the notebook did not finish: {why}") if why else ("ok", "")
             except PapermillExecutionError as e:
                 res.status, res.error = "failed", _failed_cell(e)
             except Exception as e:  # kernel died, notebook unreadable ...
@@ -667,7 +850,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
             log(f"[{i + 1}/{len(books)}] {nb.stem}: FAILED after {res.seconds:.0f} s")
             break
         log(f"[{i + 1}/{len(books)}] {nb.stem}: ok in {res.seconds:.0f} s")
-    write_manifest(cfg, record, {"PROFILE": profile, **params})
+    write_manifest(cfg, record, manifest_params)
     write_index(cfg, record)
     if failure:
         raise RunError(failure)
@@ -725,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             for nb in list_notebooks():
                 print(nb.name, ", ".join(papermill.inspect_notebook(str(nb))))
             return 0
-        run(args.profile, args.only, {k: coerce(v) for k, v in args.param})
+        run(args.profile, args.only, {k: coerce(v, k) for k, v in args.param})
     except (RunError, ConfigError, notebook_sources.NotebookDriftError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -434,10 +434,42 @@ def load_generated_captions(path: str | Path, cfg: Config | None = None) -> list
     """What ``--task captions`` wrote: [{image_id, caption, caption_untruncated, clip_score}].
 
     With ``cfg``, the file must have been made from this profile's current checkpoints (``check_made_from``)."""
-    tree = json.loads(Path(path).read_text())
+    try:
+        tree = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # missing, cut short, not UTF-8, not JSON
+        raise GeneratedFileError(f"captions file {path} cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+                                 f"{_REGENERATE}") from None
+    if not isinstance(tree, dict):
+        raise GeneratedFileError(f"captions file {path} holds a {type(tree).__name__}, not the mapping "
+                                 f"{{profile, split, made_from, records}} that --task captions writes; {_REGENERATE}")
     if cfg is not None:
         check_made_from(path, tree.get("made_from"), cfg)
-    return tree["records"]
+    return check_caption_records(path, tree.get("records"))
+
+
+class GeneratedFileError(ValueError):
+    """A generation file (``GENERATED_CAPTIONS`` / ``GENERATED_IMAGES``) of the wrong shape."""
+
+
+_REGENERATE = "re-run python -m lverse_core.sampling.generate --task captions, or leave GENERATED_CAPTIONS empty"
+CAPTION_RECORD = {"image_id": int, "caption": str, "caption_untruncated": str, "clip_score": (int, float)}
+
+
+def check_caption_records(path: str | Path, records: Any) -> list[dict[str, Any]]:
+    """``records`` if it is a list of {image_id, caption, caption_untruncated, clip_score} of the right types, else
+    a GeneratedFileError naming the file, the record and the field."""
+    if not isinstance(records, list):
+        raise GeneratedFileError(f"captions file {path}: 'records' must be a list of {{{', '.join(CAPTION_RECORD)}}}, "
+                                 f"got {type(records).__name__}; {_REGENERATE}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise GeneratedFileError(f"captions file {path}: record {i} is a {type(r).__name__}, not a mapping; "
+                                     f"{_REGENERATE}")
+        for field, typ in CAPTION_RECORD.items():
+            if not isinstance(r.get(field), typ) or isinstance(r.get(field), bool):
+                raise GeneratedFileError(f"captions file {path}: record {i} has {field} = {r.get(field)!r:.60} "
+                                         f"(expected {getattr(typ, '__name__', 'a number')}); {_REGENERATE}")
+    return records
 
 
 def main(argv: list[str] | None = None) -> None:

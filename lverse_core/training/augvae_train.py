@@ -37,6 +37,7 @@ from lverse_core.hardware import resolve_channels_last, resolve_precision
 from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
                                        check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
+from lverse_core.training.loop import load_model_state
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
 VARIANTS = {
@@ -110,7 +111,7 @@ def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | N
     check_model_args(path, state["model_args"], _model_args(model))
     if not allow_unfinished and not state.get("finished", False):
         raise CheckpointError(f"{path} is an unfinished run (step {state['step']}); re-run its training to finish it")
-    model.load_state_dict(state["model"])
+    load_model_state(path, model, state["model"])
     return model.to(device or cfg.resolved_device()).eval()
 
 

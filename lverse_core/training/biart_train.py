@@ -30,6 +30,7 @@ from lverse_core.hardware import resolve_precision as _resolve
 from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSampler, all_rng_states, autocast,
                                        check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
+from lverse_core.training.loop import load_model_state
 
 CKPT_KIND = "biart"
 LOG_FIELDS = ["loss", "t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen", "lr", "tokens_per_s"]
@@ -116,11 +117,15 @@ def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, t
     saved = dict(state["model_args"])
     if tokenizer is not None:
         text_vocab_size, pad_id = tokenizer.vocab_size, tokenizer.pad_id
-    expected = BiART.args_from_config(cfg, text_vocab_size if text_vocab_size is not None else saved["text_vocab"],
-                                      pad_id if pad_id is not None else saved["pad_id"]).arch()
+    expected = BiART.args_from_config(cfg, text_vocab_size if text_vocab_size is not None else saved.get("text_vocab"),
+                                      pad_id if pad_id is not None else saved.get("pad_id")).arch()
     check_model_args(path, {k: v for k, v in saved.items() if k != "dropout"}, expected)
-    model = BiART(BiARTArgs(**saved))
-    model.load_state_dict(state["model"])
+    try:
+        model = BiART(BiARTArgs(**saved))
+    except TypeError as e:  # an argument BiARTArgs does not know
+        raise CheckpointError(f"checkpoint {path}: model_args do not describe a BiART ({e}); delete it and re-run "
+                              f"notebooks/02_train_biart.ipynb") from None
+    load_model_state(path, model, state["model"])
     return model.eval()
 
 

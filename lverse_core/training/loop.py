@@ -224,7 +224,27 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
         raise CheckpointError(f"{path} is not an L-Verse kit checkpoint (no 'kind'/'model' entries)")
     if kind is not None and state["kind"] != kind:
         raise CheckpointError(f"{path} holds a '{state['kind']}' checkpoint, but a '{kind}' checkpoint was expected")
+    if not isinstance(state.get("model_args"), dict) or not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path} has no 'model_args' mapping (the architecture it was trained with) or no "
+                              f"'model' tensors; it was not written by this kit's trainer. Delete it and re-run the "
+                              f"training notebook")
     return state
+
+
+def load_model_state(path: str | os.PathLike, model: torch.nn.Module, tensors: dict[str, Any]) -> None:
+    """``model.load_state_dict(tensors)``, or a CheckpointError naming the file and every tensor that is missing,
+    extra, not a tensor or of another shape (torch's own error says none of it about the file)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    shaped = sorted(k for k in set(own) & set(tensors)
+                    if not torch.is_tensor(tensors[k]) or tensors[k].shape != own[k].shape)
+    if missing or extra or shaped:
+        parts = [f"{what} tensor(s) {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                 for what, names in (("missing", missing), ("unexpected", extra), ("misshaped", shaped)) if names]
+        raise CheckpointError(f"checkpoint {path} does not fit the model its model_args describe: {'; '.join(parts)}"
+                              f". It was edited or written by other code: delete it and re-run the training notebook")
+    model.load_state_dict(tensors)
 
 
 def check_model_args(path: str | os.PathLike, saved: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -76,9 +76,18 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
         hint = " (a pre-tokenization run was interrupted; re-run it to finish)" if p["partial"].exists() else ""
         raise FileNotFoundError(f"{p['codes']} or its index does not exist{hint}; run notebooks/01_train_augvae.ipynb "
                                 f"or lverse_core.training.pretokenize.pretokenize(cfg) first")
-    codes = np.load(p["codes"], mmap_mode="r")
-    index = json.loads(p["index"].read_text())
-    ids = index["image_ids"]
+    rerun = "delete it and re-run pre-tokenization (notebooks/01_train_augvae.ipynb)"
+    try:
+        codes = np.load(p["codes"], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # torn (cut short), not an .npy, or an object array
+        raise ValueError(f"{p['codes']} cannot be read ({type(e).__name__}: {str(e)[:120]}); {rerun}") from None
+    try:
+        index = json.loads(p["index"].read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p['index']} cannot be read ({type(e).__name__}); {rerun}") from None
+    ids = index.get("image_ids") if isinstance(index, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"{p['index']} has no 'image_ids' list of integers (the image of each code row); {rerun}")
     g = cfg.image_grid
     if codes.dtype != np.uint16 or codes.ndim != 3 or codes.shape[1:] != (g, g):
         raise ValueError(f"{p['codes']} holds {codes.dtype} {codes.shape}, expected uint16 (N, {g}, {g}) for profile "
@@ -86,6 +95,10 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
     if len(ids) != codes.shape[0]:
         raise ValueError(f"{p['index']} lists {len(ids)} image ids for {codes.shape[0]} code rows; re-run "
                          f"pre-tokenization")
+    top = int(codes.max()) if codes.size else 0
+    if top >= cfg.augvae.codebook_size:
+        raise ValueError(f"{p['codes']} holds code {top}, beyond the codebook of {cfg.augvae.codebook_size} codes "
+                         f"(augvae.codebook_size) of profile {cfg.profile}; {rerun}")
     made_by, current = index.get("checkpoint"), sl_checkpoint_id(cfg)
     if made_by != current:
         raise CheckpointError(
