@@ -667,9 +667,6 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     (``estimate``: a few timed steps per training stage, lverse_core/pipeline/estimate.py).
     ``timeout_s`` limits the whole run's wall time: when it passes, the running notebook's kernel is killed with
     its process group (``Deadline``), that notebook is recorded as failed by the timeout and the run stops."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     params = dict(params or {})
     books = select_notebooks(only, notebook_dir)
     per_book = notebook_parameters(books, params)  # all checks before anything runs
