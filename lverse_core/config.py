@@ -208,6 +208,9 @@ class EvalConfig:
     # or nlg-eval (the paper's tool: raw stripped text, the first caption_refs references of every image)
     caption_metrics: str = "coco-caption"
     caption_refs: int = 5  # references per image under nlg-eval (it needs the same number for every image)
+    # METEOR runs a Java program; false leaves it out (None in Table 2, with the reason), which with
+    # caption_metrics: nlg-eval (no PTB tokenizer, also Java) makes caption scoring Java-free (the gpu profile)
+    meteor: bool = True
     t2i_prompts: int = 200  # captions for Table 3 (paper: 30000)
     # split(s) the Table 3 prompts and FID's real images come from: train | restval | val | test, or several joined
     # with "+" (paper: "val+test", 10,000 Karpathy images, 3 captions each; Karpathy restval is training data here)

@@ -95,10 +95,12 @@ print(f"ready in {info['ensure_s']:.1f} s (generation took {info.get('generation
       f"ran); {info['bytes_on_disk'] / 2**20:.1f} MiB on disk under {info['root']}")
 
 # %% [markdown]
-# The text tokenizer: CLIP's BPE, compact over the training captions when `biart.compact_vocab` is on.
+# The text tokenizer: CLIP's BPE, compact over the training captions when `biart.compact_vocab` is on. Built here
+# once and saved to `runs/<profile>/tokenizer.json`, which the later notebooks read.
 
 # %%
 tokenizer = TextTokenizer.build(cfg, [c for r in records["train"] for c in r["captions"]])
+print("saved to", tokenizer.save(cfg.runs_root / "tokenizer.json").relative_to(cfg.runs_root.parent.parent))
 example = records[SAMPLE_SPLIT][0]["captions"][0]
 ids = tokenizer.encode([example])
 print(tokenizer)

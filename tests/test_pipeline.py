@@ -43,6 +43,19 @@ def test_data_prep_outputs(ci_run):
     assert (root / "figures" / "data_samples.png").stat().st_size > 1000
 
 
+def test_notebook_00_writes_the_tokenizer_the_later_notebooks_read(ci_run, ci_pipeline):
+    from lverse_core.data.tokenizer import TextTokenizer
+
+    root, _ = ci_run
+    executed = json.loads((root / "executed" / "00_data_prep.ipynb").read_text())
+    assert "saved to runs/ci/tokenizer.json" in json.dumps(executed)
+    tok = TextTokenizer.load(ci_pipeline[0] / "runs" / "ci" / "tokenizer.json")
+    logs = ci_pipeline[0] / "runs" / "ci" / "logs"  # every training log has its elapsed seconds
+    for name in ("augvae_ml", "augvae_sl", "biart", "clip_reranker", "judge"):
+        assert (logs / f"{name}.csv").read_text().splitlines()[0].endswith(",elapsed_s"), name
+    assert tok.text_len == 24  # the ci profile's biart.text_len
+
+
 def test_table2_outputs(ci_run):
     from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 

@@ -162,10 +162,11 @@ def karpathy_source(cfg: Config) -> tuple[Path, Path]:
     return require_asset(cfg, "coco_karpathy_json"), require_asset(cfg, "coco_root")
 
 
-def read_karpathy(json_path: Path) -> list[dict]:
-    """The ``images`` list of a Karpathy split file, with a clear error if the file is not Karpathy's."""
+def read_karpathy(json_path: Path, raw: bytes | None = None) -> list[dict]:
+    """The ``images`` list of a Karpathy split file (its bytes ``raw`` when already read), with a clear error if
+    the file is not Karpathy's."""
     try:
-        tree = json.loads(Path(json_path).read_text())
+        tree = json.loads(Path(json_path).read_text() if raw is None else raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise BadInputError(f"{json_path}: cannot read a Karpathy split JSON ({type(e).__name__}: {e})") from None
     if not isinstance(tree, dict) or not isinstance(tree.get("images"), list):
@@ -173,11 +174,37 @@ def read_karpathy(json_path: Path) -> list[dict]:
     return tree["images"]
 
 
+_PARSED: dict[tuple, list[dict]] = {}  # karpathy_records' cache: the last few files parsed in this process
+_PARSED_KEEP = 2
+
+
 def karpathy_records(json_path: Path, image_root: Path) -> list[dict]:
     """Every entry of a Karpathy file as a record {image_id, path, captions, split}, each one schema-checked
-    (``lverse_core.data.records``): an entry that breaks the schema is a BadInputError naming it."""
+    (``lverse_core.data.records``): an entry that breaks the schema is a BadInputError naming it.
+
+    Parsed once per process: the records are kept, keyed by the file's resolved path and a hash of its bytes
+    (reading and hashing cost a small part of parsing; size and modification time alone miss a rewrite within the
+    file system's timestamp granularity), and each call gets its own copies (a pipeline parsed the gpu profile's
+    115 MB of captions about 15 times before)."""
+    import hashlib
+
+    json_path = Path(json_path)
+    try:
+        raw = json_path.read_bytes()
+    except OSError as e:
+        raise BadInputError(f"{json_path}: cannot read a Karpathy split JSON ({type(e).__name__}: {e})") from None
+    key = (str(json_path.resolve()), str(image_root), hashlib.blake2b(raw, digest_size=20).digest())
+    if key not in _PARSED:
+        records = _parse_karpathy(json_path, image_root, raw)
+        while len(_PARSED) >= _PARSED_KEEP:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = records
+    return [{**r, "captions": list(r["captions"])} for r in _PARSED[key]]
+
+
+def _parse_karpathy(json_path: Path, image_root: Path, raw: bytes | None = None) -> list[dict]:
     records, entries = [], []
-    for i, im in enumerate(read_karpathy(json_path)):
+    for i, im in enumerate(read_karpathy(json_path, raw)):
         entry = f"images[{i}]"
         if not isinstance(im, dict):
             raise entry_error(json_path, entry, f"an image entry must be an object, got {im!r:.60}")

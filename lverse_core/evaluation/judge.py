@@ -25,6 +25,7 @@ CPU prototype's judge scored 100% on real images and 86% on VQ reconstructions o
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lverse_core.config import Config
-from lverse_core.training.loop import CheckpointError, load_checkpoint, save_checkpoint, seed_everything
+from lverse_core.training.loop import (CheckpointError, CSVLog, DivergenceGuard, load_checkpoint, save_checkpoint,
+                                       seed_everything)
 
 CHECKPOINT_KIND = "judge"
 JUDGE_VERSION = 2  # 1: one count head per (colour, shape, size) triple (retired: it learnt only the prior on ci)
@@ -201,8 +203,10 @@ def build_judge(cfg: Config, shapes: Sequence[str], colours: Sequence[str], size
 
 def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[dict]], *, steps: int,
               batch_size: int, lr: float, noise: float = 0.0, seed: int = 0,
-              device: str | torch.device = "cpu") -> list[float]:
-    """Train ``judge`` in place on images (N, 3, S, S) (uint8 or float in [-1, 1]); returns the loss per step.
+              device: str | torch.device = "cpu", log: CSVLog | None = None, log_every: int = 20) -> list[float]:
+    """Train ``judge`` in place on ``device`` on images (N, 3, S, S) (uint8 or float in [-1, 1]); returns the
+    loss per step, read back from the device once at the end (and at the rows of ``log``: the loss of every
+    ``log_every``-th step with ``elapsed_s``). A loss that turns NaN/inf raises ``TrainingDivergedError``.
 
     Images stay uint8 in memory (8000 x 64 px = 98 MB) and are converted one batch at a time.
     """
@@ -215,32 +219,43 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
                             for i in range(0, images.shape[0], 512)])
     gen = torch.Generator().manual_seed(seed)
     judge.to(device).train()
-    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4,  # fused on a GPU; the CPU keeps its default
+                            **({"fused": True} if torch.device(device).type == "cuda" else {}))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    losses = []
+    losses: list[torch.Tensor] = []
+    guard = DivergenceGuard("judge training", steps)
+    t0 = time.monotonic()
     n = images.shape[0]
     perm, pos = torch.randperm(n, generator=gen), 0
-    for _ in range(steps):
+    for step in range(steps):
         if pos + batch_size > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos:pos + batch_size]
         pos += batch_size
         x, t = to_unit_range(images[idx]), targets[idx]
-        # Horizontal flips keep every object's colour, shape and size (the judge ignores relations).
+        # Horizontal flips keep every object's colour, shape and size (the judge ignores relations); a select,
+        # not a boolean-mask assignment, so no step waits on a count of flipped images
         flip = torch.rand(len(idx), generator=gen) < 0.5
-        x[flip], t[flip] = x[flip].flip(-1), t[flip].flip(-1)
+        x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        t = torch.where(flip.view(-1, *[1] * (t.dim() - 1)), t.flip(-1), t)
         if noise > 0:
             # Mild pixel noise: generated images are never as clean as the rendered training scenes.
             x = x + noise * torch.randn(x.shape, generator=gen)
-        loss = judge.loss(judge(x.to(device)), t.to(device))
+        loss = judge.loss(judge(x.to(device, non_blocking=True)), t.to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())
+        guard.observe(step + 1, loss)
+        if step % log_every == 0:
+            guard.check()
+            if log is not None:
+                log.write(step + 1, loss=float(loss), elapsed_s=round(time.monotonic() - t0, 3))
+    guard.check()
     judge.eval()
-    return losses
+    return torch.stack(losses).tolist() if losses else []
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -294,7 +309,8 @@ def judge_path(cfg: Config) -> Path:
 
 
 def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]]:
-    """Train the judge on the real training split, score it on real test images, save runs/<profile>/judge.pt."""
+    """Train the judge on the real training split, score it on real test images, save runs/<profile>/judge.pt;
+    the judge trains, scores and is returned on the profile's device (``cfg.resolved_device()``)."""
     from lverse_core.data import shapes, shapes_dataset
 
     if cfg.data.source != "shapes":
@@ -305,20 +321,14 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
     images, objects, _ = load_split(cfg, "train")
     judge = build_judge(cfg, shapes.SHAPES, shapes.COLOURS, shapes.SIZES)
     e = cfg.eval
+    csv = CSVLog(cfg.runs_root / "logs" / "judge.csv", ["loss"]) if log else None
     losses = fit_judge(judge, images, objects, steps=e.judge_steps, batch_size=e.judge_batch_size, lr=e.judge_lr,
-                       noise=e.judge_noise, seed=cfg.seed, device=cfg.resolved_device())
-    judge.cpu()
+                       noise=e.judge_noise, seed=cfg.seed, device=cfg.resolved_device(), log=csv)
     test_images, test_objects, test_captions = load_split(cfg, "test")
     metrics = {"train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
                "steps": len(losses), **{f"test_{k}": v for k, v in
                                         judge_accuracy(judge, test_images, test_objects, test_captions).items()}}
     save_judge(cfg, judge, metrics)
-    if log:
-        from lverse_core.training.loop import CSVLog
-
-        csv = CSVLog(cfg.runs_root / "logs" / "judge.csv", ["loss"])
-        for s in range(0, len(losses), 20):
-            csv.write(s + 1, loss=losses[s])
     return judge, metrics
 
 
@@ -326,7 +336,7 @@ def save_judge(cfg: Config, judge: JudgeNet, metrics: dict[str, Any] | None = No
                path: str | Path | None = None) -> Path:
     return save_checkpoint(path or judge_path(cfg), {
         "kind": CHECKPOINT_KIND, "version": JUDGE_VERSION, "model_args": judge.model_args, "config": cfg.to_dict(),
-        "model": judge.state_dict(), "metrics": dict(metrics or {})})
+        "model": {k: v.cpu() for k, v in judge.state_dict().items()}, "metrics": dict(metrics or {})})
 
 
 def load_judge_file(path: str | Path, map_location: Any = "cpu") -> JudgeNet:
@@ -345,11 +355,12 @@ def load_judge_file(path: str | Path, map_location: Any = "cpu") -> JudgeNet:
 
 
 def load_judge(cfg: Config) -> JudgeNet:
-    """The trained judge of this profile (runs/<profile>/judge.pt); train it with ``train_judge(cfg)`` first."""
+    """The trained judge of this profile (runs/<profile>/judge.pt) on the profile's device; train it with
+    ``train_judge(cfg)`` first."""
     path = judge_path(cfg)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: train the judge first with lverse_core.evaluation.judge.train_judge(cfg)")
-    return load_judge_file(path)
+    return load_judge_file(path).to(cfg.resolved_device())
 
 
 def ensure_judge(cfg: Config) -> JudgeNet:
@@ -365,5 +376,5 @@ def ensure_judge(cfg: Config) -> JudgeNet:
             judge = None
         if judge is not None and judge.model_args == build_judge(cfg, shapes.SHAPES, shapes.COLOURS,
                                                                  shapes.SIZES).model_args:
-            return judge
+            return judge.to(cfg.resolved_device())
     return train_judge(cfg)[0]

@@ -9,6 +9,9 @@ pipelines feed them, chosen by ``eval.caption_metrics`` (``TOOLS``) and named in
   space, against the same number of references for every image (the first ``eval.caption_refs``; nlg-eval reads one
   reference file per reference). Punctuation stays glued to words ("circle." is not "circle"), so its scores differ.
 
+With ``eval.meteor: false`` METEOR is left out (None, with "METEOR_reason"); with ``nlg-eval`` as well, no Java
+runs at all (the gpu profile: GPU machines have no Java).
+
 SPICE is never constructed unless Stanford CoreNLP 3.6.0 is on this machine: pycocoevalcap's ``Spice()`` would
 download it, and the kit never reaches the network at run time.
 Without it the SPICE value is None with a reason string "not computed: ...". The PTB tokenizer and METEOR run
@@ -196,7 +199,8 @@ def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any,
         tokenized = ptb_tokenize({(name, k): [preds[k]] for name, preds in sets.items() for k in refs})
     corenlp, reason = spice_status(cfg)
     results: dict[str, dict] = {}
-    meteor = Meteor()  # a Java subprocess, ended by Meteor.__del__
+    # a Java subprocess, ended by Meteor.__del__; none with eval.meteor false (Java-free scoring with nlg-eval)
+    meteor = Meteor() if cfg is None or cfg.eval.meteor else None
     try:
         for name in sets:
             res = {k: tokenized[(name, k)] for k in refs}
@@ -204,7 +208,10 @@ def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any,
                                    "references": n_refs if tool == "nlg-eval" else "all"}
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
             out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
-            out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+            if meteor is not None:
+                out["METEOR"] = float(meteor.compute_score(gts, res)[0])
+            else:
+                out["METEOR"], out["METEOR_reason"] = None, "not computed: eval.meteor is false (METEOR runs Java)"
             out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
             out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
             out["SPICE"], out["SPICE_reason"] = None, reason

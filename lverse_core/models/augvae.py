@@ -331,7 +331,8 @@ class AugVAE(nn.Module):
         return self._decode_quantized(qs).clamp(-1, 1)
 
     def forward(self, x: torch.Tensor, quantize: bool = True):
-        """Training pass: (reconstruction (B, 3, H, W) unclamped, dict with ``loss`` (tensor) and float stats).
+        """Training pass: (reconstruction (B, 3, H, W) unclamped, dict with ``loss`` (tensor) and statistics (0-dim
+        float64 tensors on the device, detached: nothing is read back to the host during a step).
 
         ``loss`` = MSE(x^, x) + sum of the commitment losses of the quantized levels; the EMA codebook is
         updated here in training mode (per level or pooled, ``ema_update``) and never in eval mode.
@@ -349,12 +350,13 @@ class AugVAE(nn.Module):
             recon = self._decode_quantized({k: zs[k]})
             mse = F.mse_loss(recon, x)
             vectors = zs[k].detach().float().permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1])
-            return recon, {"loss": mse, "mse": float(mse.detach()), f"perplexity_l{k}": 0.0, f"used_l{k}": 0.0,
-                           "commit": 0.0, "dead": self.quantizer.dead_fraction(), "vectors": vectors}
+            zero = mse.new_zeros((), dtype=torch.float64)
+            return recon, {"loss": mse, "mse": mse.detach().double(), f"perplexity_l{k}": zero, f"used_l{k}": zero,
+                           "commit": zero, "dead": self.quantizer.dead_fraction(), "vectors": vectors}
         quantized = list(range(self.n_levels)) if self.variant == "ml" else (
             sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
         qs, commit, pending, stats = {}, x.new_zeros(()), [], {}
-        if self.codebook == "per_level" and self.training and not bool(self.quantizer.initted):
+        if self.codebook == "per_level" and self.training and not self.quantizer.is_initialised():
             for k in quantized:  # each level's codes start from that level's own encoder vectors
                 z = zs[k].detach().float()
                 self.quantizer._init_from_data_(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), self.code_range(k))
@@ -372,8 +374,8 @@ class AugVAE(nn.Module):
             self.quantizer.update_(torch.cat([f for f, _ in pending]), torch.cat([c.reshape(-1) for _, c in pending]))
         recon = self._decode_quantized(qs)
         mse = F.mse_loss(recon, x)
-        stats.update(mse=float(mse.detach()), commit=float(commit.detach()), dead=self.quantizer.dead_fraction())
-        return recon, {"loss": mse + commit, "mse": mse, **stats}
+        stats.update(mse=mse.detach().double(), commit=commit.detach().double(), dead=self.quantizer.dead_fraction())
+        return recon, {"loss": mse + commit, **stats}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -20,10 +20,16 @@ Two options for short runs (off in the paper profile, as in the official code): 
 encoder outputs of the first training batch, and restarting codes whose EMA count falls below a threshold with
 random encoder outputs of the current batch (without either, a short CPU prototype run collapsed to a single code
 within 100 steps).
+
+A training step reads nothing back to the host: the statistics (perplexity, codes used, dead codes) are device
+tensors, read when a log line is written; the codebook's "initialised" flag is read once, until it is set; counts
+are scatter-adds (CUDA's ``bincount`` reads its input's maximum first). The dead-code restart has two forms with the
+same meaning (the codes below the threshold, in ascending order, take distinct random encoder vectors of the batch
+while it has as many): on a GPU a sync-free one that always draws a permutation and picks with a mask; on the CPU,
+where reading the count costs nothing, the host-driven one that draws only when a code is dead, so the CPU runs'
+random streams (which the crops share) and numbers stay as they were (``sync_free_restart`` chooses; tests force it).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.distributed as dist
@@ -35,8 +41,19 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _counts(codes: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n,) how often each of 0..n-1 occurs in ``codes``: ``bincount`` without its read of the maximum on a GPU
+    (a scatter-add of ones; exact in float32 up to 2**24 per code)."""
+    codes = codes.reshape(-1)
+    return torch.zeros(n, dtype=dtype, device=codes.device).index_add_(
+        0, codes, torch.ones(codes.shape[0], dtype=dtype, device=codes.device))
+
+
 class EMAVectorQuantizer(nn.Module):
     """A codebook of ``codebook_size`` vectors of size ``dim``; call it on (B, dim, H, W) maps, one per level."""
+
+    #: the dead-code restart without a host read (module docstring): None = on every device but the CPU
+    sync_free_restart: bool | None = None
 
     def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, beta: float = 0.25,
                  dead_code_threshold: float = 0.0, data_init: bool = False):
@@ -51,6 +68,17 @@ class EMAVectorQuantizer(nn.Module):
         self.register_buffer("embed_avg", embed.clone())  # (K, D) EMA of assigned-vector sums
         self.register_buffer("cluster_size", torch.zeros(codebook_size))  # (K,) EMA of counts
         self.register_buffer("initted", torch.tensor(not data_init))
+        self._initted_seen = not data_init  # host copy of ``initted`` once it is True (read until then)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._initted_seen = False  # a loaded ``initted`` may be False again: read it on the next training step
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def is_initialised(self) -> bool:
+        """Whether the codebook is initialised; reads the buffer (a host sync) only until it is True."""
+        if not self._initted_seen:
+            self._initted_seen = bool(self.initted)
+        return self._initted_seen
 
     # -- lookup ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -83,7 +111,7 @@ class EMAVectorQuantizer(nn.Module):
     def _quantize(self, z: torch.Tensor, code_range: tuple[int, int] | None = None):
         B, D, H, W = z.shape
         flat = z.detach().permute(0, 2, 3, 1).reshape(-1, D)  # (B*H*W, D)
-        if self.training and not bool(self.initted):
+        if self.training and not self.is_initialised():
             self._init_from_data_(flat)
         codes = self.nearest(flat, code_range)
         q = F.embedding(codes, self.embed).view(B, H, W, D).permute(0, 3, 1, 2)  # (B, D, H, W)
@@ -102,7 +130,7 @@ class EMAVectorQuantizer(nn.Module):
         flat = flat.float()
         codes = codes.reshape(-1) - lo
         # n_j and sum_{k(z)=j} z by scatter-adds: O(N D) instead of the (N, K) one-hot matmul
-        counts = torch.bincount(codes, minlength=hi - lo).to(flat.dtype)  # (K,)
+        counts = _counts(codes, hi - lo, flat.dtype)  # (K,)
         sums = torch.zeros_like(self.embed_avg[lo:hi]).index_add_(0, codes, flat)  # (K, D)
         if _distributed():
             dist.all_reduce(counts)
@@ -134,6 +162,7 @@ class EMAVectorQuantizer(nn.Module):
         self.embed_avg[lo:hi] = self.embed[lo:hi]
         self.cluster_size[lo:hi] = 1.0
         self.initted.fill_(True)
+        self._initted_seen = True
 
     @torch.no_grad()
     def _restart_dead_(self, flat: torch.Tensor, lo: int = 0, hi: int | None = None) -> None:
@@ -142,6 +171,12 @@ class EMAVectorQuantizer(nn.Module):
         dead[lo:hi] = self.cluster_size[lo:hi] < self.dead_code_threshold
         if _distributed():  # every process must restart the same codes
             dist.broadcast(dead, 0)
+        sync_free = self.sync_free_restart
+        if sync_free is None:
+            sync_free = flat.device.type != "cpu"
+        if sync_free:
+            self._restart_dead_sync_free_(flat, dead, hi - lo)
+            return
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -149,6 +184,20 @@ class EMAVectorQuantizer(nn.Module):
         self.embed[dead] = new
         self.cluster_size[dead] = self.dead_code_threshold
         self.embed_avg[dead] = new * self.dead_code_threshold
+
+    @torch.no_grad()
+    def _restart_dead_sync_free_(self, flat: torch.Tensor, dead: torch.Tensor, n_max: int) -> None:
+        """The restart without reading how many codes are dead: the j-th dead code (ascending) takes row
+        ``idx[j]`` of ``flat``, ``idx`` drawn as ``_sample`` draws ``n_max`` rows (the most that can be dead), so
+        it is the host-driven form's choice whenever a code is dead and the batch has at least ``n_max`` rows."""
+        new = self._sample(flat, n_max)  # (n_max, D), identical on every process
+        rank = (torch.cumsum(dead.long(), 0) - 1).clamp(0, n_max - 1)  # position of each dead code among the dead
+        mask = dead.unsqueeze(1)
+        picked = new[rank]  # (K, D); rows of codes that are not dead are ignored
+        self.embed.copy_(torch.where(mask, picked, self.embed))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.dead_code_threshold),
+                                            self.cluster_size))
+        self.embed_avg.copy_(torch.where(mask, picked * self.dead_code_threshold, self.embed_avg))
 
     @torch.no_grad()
     def init_kmeans_(self, flat: torch.Tensor, batches: int = 1, iters: int = 20, seed: int = 0) -> dict[str, float]:
@@ -175,21 +224,24 @@ class EMAVectorQuantizer(nn.Module):
         self.cluster_size.copy_(counts)
         self.embed_avg.copy_(centroids * counts.unsqueeze(1))
         self.initted.fill_(True)
+        self._initted_seen = True
         return {"used": float((counts > 0).float().mean()), "mse": err}
 
     # -- statistics --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def usage(self, codes: torch.Tensor) -> dict[str, float]:
-        """Perplexity of the code histogram of ``codes`` and the fraction of the codebook they use."""
-        counts = torch.bincount(codes.reshape(-1), minlength=self.codebook_size).float()
+    def usage(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Perplexity of the code histogram of ``codes`` and the fraction of the codebook they use, as 0-dim
+        float64 tensors on the codes' device (``float()`` them where a number is needed: that reads the device)."""
+        counts = _counts(codes, self.codebook_size)
         p = counts / counts.sum().clamp_min(1)
-        perplexity = math.exp(float(-(p * torch.log(p.clamp_min(1e-12))).sum()))
-        return {"perplexity": perplexity, "used": float((counts > 0).float().mean())}
+        perplexity = (-(p * torch.log(p.clamp_min(1e-12))).sum()).double().exp()
+        return {"perplexity": perplexity, "used": (counts > 0).float().mean().double()}
 
     @torch.no_grad()
-    def dead_fraction(self, threshold: float = 1.0) -> float:
-        """Fraction of codes whose EMA count is below ``threshold`` (default: less than one vector per step)."""
-        return float((self.cluster_size < threshold).float().mean())
+    def dead_fraction(self, threshold: float = 1.0) -> torch.Tensor:
+        """Fraction of codes whose EMA count is below ``threshold`` (default: less than one vector per step), a
+        0-dim float64 tensor on the codebook's device."""
+        return (self.cluster_size < threshold).float().mean().double()
 
 
 @torch.no_grad()

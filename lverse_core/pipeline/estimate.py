@@ -5,11 +5,24 @@ BiART) are most of a CPU run: each is timed here for ``steps`` steps at the prof
 memory format the run will use (lverse_core/hardware.py), on random inputs. Everything else a run does (data, the
 CLIP reranker, the judge, sampling, the tables) is added as a share of the training time measured on a full run of
 the profile (``REST_SHARE``). ``doctor`` prints the estimate; the runner prints it when a run starts.
+
+The same model projects a profile from step times measured elsewhere (``project``), e.g. read from the training
+logs of a short run on the target machine (``measured_step_times``: every training log has ``elapsed_s``), which
+also covers the CLIP reranker and the judge:
+
+    python -m lverse_core.pipeline.estimate --profile gpu --logs runs/gpu+TAG/logs
+
+``dry_run_overrides`` gives the OVERRIDES of a short run of a profile's shapes (2-5 steps per stage) that
+catches config and shape errors, and measures step times, before any long run.
 """
 from __future__ import annotations
 
+import csv
+import math
+import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -137,4 +150,126 @@ def estimate_run(cfg: Config, steps: int = 3) -> Estimate | None:
     return Estimate(stages, REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE), plan)
 
 
-__all__ = ["Estimate", "MIN_STEPS", "REST_SHARE", "Stage", "estimate_run", "planned_training_steps"]
+# stage -> its training log in runs/<profile>/logs/
+STAGE_LOGS = {"AugVAE-ML": "augvae_ml.csv", "AugVAE-SL": "augvae_sl.csv", "VQ-VAE control": "augvae_baseline.csv",
+              "BiART": "biart.csv", "CLIP reranker": "clip_reranker.csv", "judge": "judge.csv"}
+
+
+def planned_steps(cfg: Config) -> dict[str, int]:
+    """Every trained stage's planned steps: the trainings of ``planned_training_steps``, the CLIP reranker (0 on
+    the paper profile, which reads OpenAI's) and the attribute judge (embedded profiles only)."""
+    return {**planned_training_steps(cfg), "CLIP reranker": cfg.clip.train_steps,
+            "judge": cfg.eval.judge_steps if cfg.data.source == "shapes" else 0}
+
+
+def step_seconds(log: str | Path) -> float | None:
+    """Seconds per step of the training that wrote ``log``: the median over its rows of the step time between
+    consecutive rows (elapsed_s difference over step difference), within the last run that wrote it (a resumed
+    run's elapsed_s starts again from 0) and after its first row, which holds the first steps' warm-up. None when
+    the log has fewer than two timed rows of one run."""
+    try:
+        with open(log, newline="") as f:
+            rows = [(int(r["step"]), float(r["elapsed_s"])) for r in csv.DictReader(f)
+                    if r.get("elapsed_s") not in (None, "")]
+    except (OSError, KeyError, ValueError):
+        return None
+    run: list[tuple[int, float]] = []
+    for step, t in rows:
+        if run and (t < run[-1][1] or step <= run[-1][0]):  # a resumed run starts its own clock
+            run = []
+        run.append((step, t))
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(run, run[1:])]
+    rates = [r for r in rates if math.isfinite(r) and r >= 0]
+    return statistics.median(rates) if rates else None
+
+
+def measured_step_times(logs_dir: str | Path) -> dict[str, float]:
+    """Seconds per step of every stage whose log in ``logs_dir`` has timed rows (``step_seconds``)."""
+    out = {}
+    for name, file in STAGE_LOGS.items():
+        value = step_seconds(Path(logs_dir) / file)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def project(cfg: Config, step_s: dict[str, float], rest_share: float | None = None) -> Estimate:
+    """The run of ``cfg`` projected from measured seconds per step (``step_s``, by stage name as in
+    ``planned_steps``) times the profile's planned steps, plus ``rest_share`` (default: the profile's
+    ``REST_SHARE``) for what is not a training step. A stage the profile trains and ``step_s`` lacks is a
+    ValueError naming it."""
+    planned = {k: v for k, v in planned_steps(cfg).items() if v > 0}
+    missing = [k for k in planned if k not in step_s]
+    if missing:
+        raise ValueError(f"no measured step time for {', '.join(missing)} (profile {cfg.profile} trains "
+                         f"{', '.join(f'{k} {v} steps' for k, v in planned.items())}); measure them first, e.g. with "
+                         f"a short run of the profile's shapes (dry_run_overrides)")
+    share = REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE) if rest_share is None else rest_share
+    return Estimate([Stage(k, n, step_s[k]) for k, n in planned.items()], share, precision_plan(cfg))
+
+
+def dry_run_overrides(cfg: Config, steps: int = 3, n_train: int = 64, device: str | None = None) -> dict:
+    """OVERRIDES that run ``cfg``'s shapes (models, batch sizes, image size, precision) for ``steps`` steps per
+    stage on a small data set: a check of a profile's config and shapes before any long run, and the short run
+    whose logs ``measured_step_times`` reads. ``device`` (e.g. "cpu") moves the run; keep it None to time the
+    profile's own device.
+
+        python -m lverse_core run --profile gpu -p OVERRIDES "$(python -m lverse_core.pipeline.estimate \
+            --profile gpu --dry-run-overrides --device cpu)"
+    """
+    if not 2 <= steps <= 1000:
+        raise ValueError(f"dry_run_overrides: steps must be in 2..1000, got {steps}")
+    t = cfg.augvae_train
+    warm = min(t.unquantized_steps, steps - 1) if t.unquantized_steps else 0
+    out = {
+        "data.n_train": n_train, "data.n_val": max(8, n_train // 8), "data.n_test": max(8, n_train // 8),
+        "augvae_train.ml_steps": steps, "augvae_train.sl_steps": steps,
+        "augvae_train.baseline_steps": 2 * steps if t.baseline_steps else 0,
+        "augvae_train.unquantized_steps": warm, "augvae_train.kmeans_batches": max(1, min(t.kmeans_batches, warm)),
+        "augvae_train.log_every": 1, "augvae_train.ckpt_every": steps,
+        "biart_train.steps": steps, "biart_train.warmup_steps": 1, "biart_train.log_every": 1,
+        "biart_train.ckpt_every": steps,
+        "clip.train_steps": steps if cfg.clip.train_steps else 0,
+        "eval.judge_steps": steps, "eval.t2i_prompts": 4, "eval.human_eval_pool": 4,
+    }
+    if device is not None:
+        out["device"] = device
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from lverse_core.config import load_profile
+
+    ap = argparse.ArgumentParser(description="project a profile's run time from measured step times")
+    ap.add_argument("--profile", default="gpu")
+    ap.add_argument("--logs", help="training logs (runs/<profile>[+tag]/logs) of a run on the target machine")
+    ap.add_argument("--dry-run-overrides", action="store_true",
+                    help="print the OVERRIDES of a short run of the profile's shapes (JSON) and exit")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_profile(args.profile)
+    if args.dry_run_overrides:
+        print(json.dumps(dry_run_overrides(cfg, args.steps, device=args.device)))
+        return 0
+    if not args.logs:
+        ap.error("--logs or --dry-run-overrides is needed")
+    measured = measured_step_times(args.logs)
+    try:
+        est = project(cfg, measured)
+    except ValueError as e:
+        print(f"error: {e}")
+        return 1
+    print(f"profile {cfg.profile}, step times from {args.logs}: {est.describe()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["Estimate", "MIN_STEPS", "REST_SHARE", "STAGE_LOGS", "Stage", "dry_run_overrides", "estimate_run",
+           "measured_step_times", "planned_steps", "planned_training_steps", "project", "step_seconds"]

@@ -66,8 +66,10 @@ def table2(cfg: Config, scores: Mapping[str, Mapping[str, Any]], descriptions: M
     rows = []
     for name, s in scores.items():
         note = (descriptions or {}).get(name, "")
-        if s.get("SPICE") is None and s.get("SPICE_reason"):
-            note = f"{note}; SPICE {s['SPICE_reason']}" if note else f"SPICE {s['SPICE_reason']}"
+        for metric in ("METEOR", "SPICE"):
+            if s.get(metric) is None and s.get(f"{metric}_reason"):
+                why = f"{metric} {s[f'{metric}_reason']}"
+                note = f"{note}; {why}" if note else why
         acc = s.get("attribute_accuracy")
         rows.append({"model": name, **{m: (np.nan if s.get(m) is None else 100 * s[m]) for m in TABLE2_METRICS},
                      "captions naming the right objects (%)": np.nan if acc is None else 100 * acc,

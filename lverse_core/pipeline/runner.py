@@ -16,6 +16,7 @@ the plain papermill CLI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -295,6 +296,69 @@ def _descendants(root: int) -> list[int]:
         out.append(pid)
         todo += children.get(pid, [])
     return out
+
+
+def kill_descendants(root: int | None = None, sig: int | None = None) -> list[int]:
+    """Kill every process started under ``root`` (default this one), each in its own process group as a whole.
+
+    Jupyter starts a notebook's kernel in a new session (its own process group), so ending the runner alone (e.g.
+    by ``timeout``) leaves the kernel, its DataLoader workers and whatever it holds (a GPU) running. Here every
+    descendant's group is signalled with ``killpg`` unless it is the caller's own group, where the processes are
+    signalled one by one. Returns the pids found."""
+    import signal
+
+    root = os.getpid() if root is None else root
+    sig = signal.SIGKILL if sig is None else sig
+    pids = _descendants(root)
+    own = os.getpgid(0)
+    groups = set()
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+        except OSError:  # exited meanwhile
+            continue
+        if group == own:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        else:
+            groups.add(group)
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, sig)
+    return pids
+
+
+class Deadline:
+    """A run's wall-clock limit: a thread that, ``seconds`` after the block starts, kills the notebook kernels'
+    process groups (``kill_descendants``), so the running notebook fails at once and the run stops cleanly
+    (manifest and index written, the notebook recorded as failed by the timeout). A training notebook killed this
+    way keeps its last checkpoint, which the next run resumes."""
+
+    def __init__(self, seconds: float | None):
+        import threading
+
+        self.seconds, self.fired = seconds, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if seconds else None
+
+    def __enter__(self) -> "Deadline":
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        if self._stop.wait(self.seconds):
+            return
+        self.fired = True
+        while True:  # again every half second: a kernel that was still starting is caught too
+            kill_descendants()
+            if self._stop.wait(0.5):
+                return
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -771,14 +835,14 @@ def check_environment(books: list[Path]) -> None:
 
 
 def run(profile: str, only: str | None = None, params: dict[str, Any] | None = None,
-        notebook_dir: Path = NOTEBOOK_DIR, log=print, estimate: bool = True) -> RunRecord:
+        notebook_dir: Path = NOTEBOOK_DIR, log=print, estimate: bool = True,
+        timeout_s: float | None = None) -> RunRecord:
     """Execute the selected notebooks; raise RunError (after writing manifest and index) when one fails.
 
     First prints the precision the run computes in and, when it trains, the expected time on this machine
-    (``estimate``: a few timed steps per training stage, lverse_core/pipeline/estimate.py)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+    (``estimate``: a few timed steps per training stage, lverse_core/pipeline/estimate.py).
+    ``timeout_s`` limits the whole run's wall time: when it passes, the running notebook's kernel is killed with
+    its process group (``Deadline``), that notebook is recorded as failed by the timeout and the run stops."""
     params = dict(params or {})
     books = select_notebooks(only, notebook_dir)
     per_book = notebook_parameters(books, params)  # all checks before anything runs
@@ -808,6 +872,26 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     record.notebooks = [NotebookResult(nb.stem, "not run") for nb in books]
     manifest_params = {"PROFILE": profile, **params}
     failure: str | None = None
+    deadline = Deadline(timeout_s).__enter__()
+    try:
+        failure = _run_books(cfg, books, record, root, was_ok, per_book, profile, log, deadline, manifest_params)
+    finally:
+        deadline.__exit__(None, None, None)
+    write_manifest(cfg, record, manifest_params)
+    write_index(cfg, record)
+    if failure:
+        raise RunError(failure)
+    log(f"report: {root / 'index.html'} (total {sum(n.seconds for n in record.notebooks):.0f} s)")
+    return record
+
+
+def _run_books(cfg, books, record, root, was_ok, per_book, profile, log, deadline: Deadline,
+               manifest_params: dict[str, Any]) -> str | None:
+    """Execute ``books`` in order into ``record``; the failure message of the first that fails, else None."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    failure: str | None = None
     for i, nb in enumerate(books):
         res = record.notebooks[i]
         executed = root / "executed" / nb.name
@@ -830,6 +914,12 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
                 res.status, res.error = "failed", _failed_cell(e)
             except Exception as e:  # kernel died, notebook unreadable ...
                 res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+        if deadline.fired and res.status == "ok":  # the deadline fell between the last cell and here
+            res.status = "failed"
+        if deadline.fired:
+            res.error = (f"the run's timeout of {deadline.seconds:.0f} s passed during this notebook; its kernel was "
+                         f"killed (a training keeps its last checkpoint and resumes on the next run)"
+                         + (f" [{res.error}]" if res.error else ""))
         res.seconds = round(time.monotonic() - t0, 1)
         res.peak_rss_mib = memory.peak_mib or peak_rss_mib()  # this notebook's kernel; else the largest so far
         res.outputs = sorted(k for k, v in _output_files(root).items() if before.get(k) != v)
@@ -850,12 +940,18 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
             log(f"[{i + 1}/{len(books)}] {nb.stem}: FAILED after {res.seconds:.0f} s")
             break
         log(f"[{i + 1}/{len(books)}] {nb.stem}: ok in {res.seconds:.0f} s")
-    write_manifest(cfg, record, manifest_params)
-    write_index(cfg, record)
-    if failure:
-        raise RunError(failure)
-    log(f"report: {root / 'index.html'} (total {sum(n.seconds for n in record.notebooks):.0f} s)")
-    return record
+    return failure
+
+
+def _end_kernels_on_sigterm() -> None:
+    """On SIGTERM (``timeout``, a job scheduler), kill the notebook kernels' process groups before exiting, so
+    no kernel outlives the runner."""
+    import signal
+
+    def handler(signum, frame):
+        kill_descendants()
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -866,6 +962,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,01")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="extra notebook parameter (validated against each notebook's parameters cell)")
+    r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop the run after SECONDS of wall time, killing the running notebook's kernel (a training "
+                        "keeps its checkpoint and resumes on the next run)")
     sub.add_parser("list", help="list the notebooks and their parameters")
     n = sub.add_parser("notebooks", help="rewrite notebooks/*.ipynb from their sources notebooks/*.py")
     n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
@@ -908,7 +1007,8 @@ def main(argv: list[str] | None = None) -> int:
             for nb in list_notebooks():
                 print(nb.name, ", ".join(papermill.inspect_notebook(str(nb))))
             return 0
-        run(args.profile, args.only, {k: coerce(v, k) for k, v in args.param})
+        _end_kernels_on_sigterm()
+        run(args.profile, args.only, {k: coerce(v, k) for k, v in args.param}, timeout_s=args.timeout)
     except (RunError, ConfigError, notebook_sources.NotebookDriftError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

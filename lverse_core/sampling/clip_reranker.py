@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from lverse_core.config import Config, ConfigError, require_asset
 from lverse_core.data.decoded import from_uint8, to_uint8
-from lverse_core.training.loop import CheckpointError, StepSampler, save_checkpoint
+from lverse_core.training.loop import CheckpointError, CSVLog, StepSampler, run_steps, save_checkpoint
 
 with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
     warnings.simplefilter("ignore")
@@ -87,37 +87,56 @@ def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
     return clip.tokenize(list(texts), context_length=context_length, truncate=True)
 
 
+LOG_EVERY = 50  # steps between two rows of runs/<profile>/logs/clip_reranker.csv
+
+
 def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) -> Path:
     """Train the small CLIP contrastively (symmetric InfoNCE, as in CLIP) on ``dataset`` items
-    {"image": (3,S,S) in [-1,1], "captions": [str, ...]} for ``clip.train_steps`` steps; save the state dict.
+    {"image": (3,S,S) in [-1,1], "captions": [str, ...]} for ``clip.train_steps`` steps on the profile's device
+    (``cfg.resolved_device()``); save the state dict (on the CPU: ``open_clip`` reads it anywhere).
 
     Each image is decoded once and kept (``KeptImages``), and AdamW runs fused where the build has it: together
     1.55x the steps per second in ``bench/bench_clip_train.py`` (2-core Xeon VM; 750 smoke steps took 142 s instead
-    of 211 s), the same model for the same seed up to float rounding."""
+    of 211 s), the same model for the same seed up to float rounding. The steps run in ``run_steps``: the loss is
+    read back only for the log (``logs/clip_reranker.csv``, every ``LOG_EVERY`` steps, with ``elapsed_s``), and a
+    loss that turns NaN/inf stops the training with ``TrainingDivergedError`` before anything is saved."""
     c = cfg.clip
     path = Path(path) if path is not None else reranker_path(cfg)
+    device = torch.device(cfg.resolved_device())
     torch.manual_seed(cfg.seed)
-    model = build_small_clip(cfg).train()
+    model = build_small_clip(cfg).train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.1, betas=(0.9, 0.98), **fused_if_supported())
     sampler = StepSampler(len(dataset), min(c.batch_size, len(dataset)), cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed)
     kept = KeptImages(dataset)
-    for step in range(c.train_steps):
+
+    def step_fn(step: int) -> dict:
         items = [kept[i] for i in sampler.indices(step)]
-        images = torch.stack([im for im, _ in items])
+        images = torch.stack([im for im, _ in items]).to(device, non_blocking=True)
         texts = [caps[int(torch.randint(len(caps), (1,), generator=pick))] for _, caps in items]
+        lr = c.lr * min(1.0, (step + 1) / max(1, c.train_steps // 10))
         for group in opt.param_groups:  # short linear warmup: contrastive training of a fresh ViT is fragile
-            group["lr"] = c.lr * min(1.0, (step + 1) / max(1, c.train_steps // 10))
-        logits_img, logits_txt = model(clip_pixels(images, cfg.data.image_size), tokenize(texts, c.context_length))
+            group["lr"] = lr
+        logits_img, logits_txt = model(clip_pixels(images, cfg.data.image_size),
+                                       tokenize(texts, c.context_length).to(device, non_blocking=True))
         # captions repeat across images (templates): treat every image whose caption is identical as a positive
-        same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)
+        same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32).to(device,
+                                                                                               non_blocking=True)
         target = same / same.sum(1, keepdim=True)
         loss = (torch.sum(-target * logits_img.log_softmax(-1), -1).mean()
                 + torch.sum(-target * logits_txt.log_softmax(-1), -1).mean()) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    save_checkpoint(path, model.state_dict())
+        return {"loss": loss.detach(), "lr": lr}
+
+    def save_fn(step: int) -> None:
+        if step >= c.train_steps:  # only the finished model is written (run_steps calls this at the end)
+            save_checkpoint(path, {k: v.cpu() for k, v in model.state_dict().items()})
+
+    log = CSVLog(cfg.runs_root / "logs" / "clip_reranker.csv", ["loss", "lr"])
+    run_steps(step_fn, start=0, total=c.train_steps, save_fn=save_fn, ckpt_every=max(1, c.train_steps), log=log,
+              log_every=LOG_EVERY, desc="CLIP reranker", progress=False)
     return path
 
 

@@ -182,8 +182,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     fmt = (torch.channels_last if resolve_channels_last(t.channels_last, di.device, precision)
            else torch.contiguous_format)
     model = model.to(memory_format=fmt)
+    # fused AdamW on a GPU (one kernel for all parameters); the CPU keeps the default implementation
     opt = torch.optim.AdamW(model.parameters(), lr=effective_lr(cfg, di.world_size), betas=(0.9, 0.999),
-                            weight_decay=t.weight_decay)
+                            weight_decay=t.weight_decay, **({"fused": True} if di.device.type == "cuda" else {}))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=t.plateau_factor, patience=t.plateau_patience,
                                                        cooldown=t.plateau_cooldown, min_lr=t.plateau_min_lr)
     plateau_every = plateau_interval(cfg, len(dataset), di.world_size)
@@ -193,6 +194,9 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         sched.load_state_dict(resume["scheduler"])
         start, plateau = resume["step"], dict(resume["plateau"])
         restore_rng_states(path, resume["rng"], di)
+    # the plateau's running sum stays on the device (float64, the sum of the same float32 losses in the same order
+    # as a Python float would be); it is read at the plateau checks and checkpoint writes only
+    plateau["sum"] = torch.tensor(float(plateau["sum"]), dtype=torch.float64, device=di.device)
 
     perceptual = None
     if t.lpips_weight > 0:
@@ -269,20 +273,21 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         opt.step()
         for g, lr in zip(opt.param_groups, plateau_lr):
             g["lr"] = lr
-        plateau["sum"] += float(loss.detach())
+        loss = loss.detach()
+        plateau["sum"] += loss.double()
         plateau["n"] += 1
-        if plateau["n"] >= plateau_every:
-            mean = torch.tensor(plateau["sum"] / plateau["n"], dtype=torch.float64, device=di.device)
+        if plateau["n"] >= plateau_every:  # a plateau check reads the mean loss (one host read per interval)
+            mean = plateau["sum"] / plateau["n"]
             if di.distributed:  # every process must see the same loss, or their learning rates drift apart
                 torch.distributed.all_reduce(mean)
                 mean /= di.world_size
             sched.step(float(mean))
-            plateau.update(sum=0.0, n=0)
-        mse = out["mse"]  # a float (the loss tensor is out["loss"])
+            plateau.update(sum=torch.zeros_like(plateau["sum"]), n=0)
+        mse = out["mse"]  # a float64 tensor (the loss tensor is out["loss"])
         stats = {k: v for k, v in out.items() if k not in ("loss", "mse")}
-        return {"loss": float(loss.detach()), "mse": mse, "psnr": psnr_from_mse(mse),
-                "perceptual": float(p_loss.detach()), "edge": float(e_loss.detach()), "lr": step_lr,
-                **stats}
+        # device tensors: run_steps reads them (one host read) when it writes a log line
+        return {"loss": loss, "mse": mse, "psnr": psnr_from_mse(mse),
+                "perceptual": p_loss.detach(), "edge": e_loss.detach(), "lr": step_lr, **stats}
 
     def save_fn(step: int) -> None:
         rng = all_rng_states(di)  # every rank's stream (a collective under DDP)
@@ -290,7 +295,8 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
             save_checkpoint(path, {
                 "kind": kind, "model_args": _model_args(model), "config": cfg.to_dict(), "step": step,
                 "finished": step >= total, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng, "plateau": dict(plateau),
+                "scheduler": sched.state_dict(), "rng": rng,
+                "plateau": {"sum": float(plateau["sum"]), "n": plateau["n"]},
                 "world_size": di.world_size,
                 # inside the unquantized warm-up: the vectors kept so far, so that a resumed run sets the same codebook
                 **({"kmeans_bank": [b.cpu() for b in bank]} if step < warm else {})})
@@ -335,10 +341,11 @@ def _quantized_levels(model: AugVAE) -> list[int]:
     return sorted({0, model.sl_level}) if model.sl_quantize_fine else [model.sl_level]
 
 
-def psnr_from_mse(mse: float, peak_to_peak: float = 2.0) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their mean squared error."""
-    import math
-
+def psnr_from_mse(mse, peak_to_peak: float = 2.0):
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from their mean squared error: a float for a float, a
+    float64 tensor on the same device for a tensor (no host read)."""
+    if torch.is_tensor(mse):
+        return 10 * torch.log10(peak_to_peak**2 / mse.double().clamp_min(1e-12))
     return 10 * math.log10(peak_to_peak**2 / max(mse, 1e-12))
 
 

@@ -185,14 +185,16 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
         else:  # mixed: each direction on half of the batch
             h = len(text) // 2
             jobs = [(T2I, text[:h], image[:h]), (I2T, text[h:], image[h:])]
-        metrics, total = {}, 0.0
+        # the losses stay on the device (run_steps reads them when it writes a log line)
+        metrics, total = {}, None
         for direction, tx, im in jobs:
             with autocast(precision, dev):
                 parts = net(tx, im, direction)
             loss = (w["ref"] * parts["ref"] + w["gen"] * parts["gen"]) * len(tx) / len(text)
             scaler.scale(loss).backward()
-            total += loss.item()
-            metrics[f"{direction}_ref"], metrics[f"{direction}_gen"] = parts["ref"].item(), parts["gen"].item()
+            value = loss.detach().double()
+            total = value if total is None else total + value
+            metrics[f"{direction}_ref"], metrics[f"{direction}_gen"] = parts["ref"].detach(), parts["gen"].detach()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         scaler.step(opt)

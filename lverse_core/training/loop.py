@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import math
 import os
 import random
 import sys
@@ -32,6 +33,71 @@ from lverse_core.report import remove_stale_temps
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, foreign or from an incompatible config."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """A training whose loss became NaN or infinite: it stops, and no checkpoint of it is marked finished."""
+
+    def __init__(self, desc: str, step: int, last_finite: float | None, last_finite_step: int | None, total: int):
+        self.step, self.last_finite, self.last_finite_step = step, last_finite, last_finite_step
+        before = (f"the last finite loss was {last_finite:.6g} at step {last_finite_step}" if last_finite is not None
+                  else "no step of this run had a finite loss")
+        super().__init__(
+            f"{desc} diverged: the loss of step {step} (of {total}) is not finite; {before}. Training stopped; "
+            f"the checkpoint keeps the last state written before the divergence, unfinished. Lower the learning "
+            f"rate (or other settings that make the loss explode) in the profile and re-run the training")
+
+
+class DivergenceGuard:
+    """Watches a training's loss without reading it back on each step: device-side, the first step (1-based, as
+    in the logs) whose loss is not finite and the last finite loss before it; ``check()`` reads them (one host
+    read) and raises ``TrainingDivergedError``. Python floats are watched the same way."""
+
+    def __init__(self, desc: str, total: int):
+        self.desc, self.total = desc, total
+        self.first_bad: Any = None  # 0-dim long tensor (-1: none yet) or int
+        self.last: Any = None  # 0-dim float64 tensor or float: the last finite loss before the first bad one
+        self.last_step: Any = None
+
+    def observe(self, step: int, loss: Any) -> None:
+        """Record the loss of 1-based ``step``."""
+        if torch.is_tensor(loss):
+            loss = loss.detach().reshape(()).double()
+            if self.first_bad is None or not torch.is_tensor(self.first_bad):
+                self.first_bad = torch.tensor(-1 if self.first_bad is None else self.first_bad,
+                                              dtype=torch.long, device=loss.device)
+                self.last = torch.tensor(float("nan") if self.last is None else self.last, dtype=torch.float64,
+                                         device=loss.device)
+                self.last_step = torch.tensor(-1 if self.last_step is None else self.last_step,
+                                              dtype=torch.long, device=loss.device)
+            ok = torch.isfinite(loss) & (self.first_bad < 0)
+            self.first_bad = torch.where(~torch.isfinite(loss) & (self.first_bad < 0), step, self.first_bad)
+            self.last = torch.where(ok, loss, self.last)
+            self.last_step = torch.where(ok, step, self.last_step)
+            return
+        if self.first_bad is None:
+            self.first_bad, self.last, self.last_step = -1, float("nan"), -1
+        if torch.is_tensor(self.first_bad):  # a float after tensors: keep tensors
+            self.observe(step, torch.tensor(float(loss), device=self.first_bad.device))
+            return
+        if self.first_bad < 0:
+            if math.isfinite(float(loss)):
+                self.last, self.last_step = float(loss), step
+            else:
+                self.first_bad = step
+
+    def check(self) -> None:
+        """Raise ``TrainingDivergedError`` if a non-finite loss was observed (a host read when on a device)."""
+        if self.first_bad is None:
+            return
+        if torch.is_tensor(self.first_bad):
+            first, last, last_step = torch.stack([self.first_bad.double(), self.last,
+                                                  self.last_step.double()]).tolist()
+        else:
+            first, last, last_step = self.first_bad, self.last, self.last_step
+        if first >= 0:
+            raise TrainingDivergedError(self.desc, int(first), last if last_step >= 0 else None,
+                                        int(last_step) if last_step >= 0 else None, self.total)
 
 
 # -- processes -----------------------------------------------------------------------------------------------------
@@ -259,10 +325,14 @@ def check_model_args(path: str | os.PathLike, saved: dict[str, Any], expected: d
 # -- logs ----------------------------------------------------------------------------------------------------------
 
 class CSVLog:
-    """An append-only CSV of training metrics. On resume, rows after the resumed step are dropped first."""
+    """An append-only CSV of training metrics. On resume, rows after the resumed step are dropped first.
+
+    Every log has an ``elapsed_s`` column, last: wall seconds since the training call that wrote the row started
+    (a resumed run counts from its own start; rows of earlier logs without it keep it empty)."""
 
     def __init__(self, path: str | os.PathLike, fields: list[str], resume_step: int | None = None):
-        self.path, self.fields = Path(path), ["step", *fields]
+        fields = [f for f in fields if f != "elapsed_s"]
+        self.path, self.fields = Path(path), ["step", *fields, "elapsed_s"]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None or not self.path.exists():
             with open(self.path, "w", newline="") as f:
@@ -292,8 +362,63 @@ def progress_enabled() -> bool:
     return "ipykernel" not in sys.modules
 
 
+TRACE_ENV = "LVERSE_TRACE_DIR"  # set to a folder: each training loop traces TRACE_STEPS steps with torch.profiler
+TRACE_SKIP, TRACE_STEPS = 5, 10  # the trace starts after TRACE_SKIP steps (warm-up, first allocations)
+
+
+class _StepTrace:
+    """A torch.profiler trace of steps ``[start + TRACE_SKIP, start + TRACE_SKIP + TRACE_STEPS)`` of one training
+    loop when ``LVERSE_TRACE_DIR`` is set: ``<dir>/<desc>.trace.json`` (chrome://tracing, Perfetto) and
+    ``<dir>/<desc>.ops.txt`` (the ops by time spent). Off (no cost) otherwise."""
+
+    def __init__(self, desc: str, start: int, enabled: bool = True):
+        folder = os.environ.get(TRACE_ENV, "").strip()
+        self.dir = Path(folder) if folder and enabled else None
+        self.name = "".join(c if c.isalnum() else "_" for c in desc).strip("_") or "train"
+        self.first, self.prof = start + TRACE_SKIP, None
+
+    def before(self, step: int) -> None:
+        if self.dir is not None and step == self.first and self.prof is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+
+    def after(self, step: int) -> None:
+        """``step``: the number of steps done."""
+        if self.prof is not None and step >= self.first + TRACE_STEPS:
+            self.close()
+
+    def close(self) -> None:
+        if self.prof is None:
+            return
+        prof, self.prof = self.prof, None
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        prof.__exit__(None, None, None)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(self.dir / f"{self.name}.trace.json"))
+        key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        (self.dir / f"{self.name}.ops.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+        self.dir = None  # one trace per loop
+
+
+def _read_means(acc: dict[str, Any], cnt: dict[str, int]) -> dict[str, float]:
+    """The interval means of the accumulated metrics: device tensors are read in one host transfer per device."""
+    out = {k: v / cnt[k] for k, v in acc.items() if not torch.is_tensor(v)}
+    by_device: dict[Any, list[str]] = {}
+    for k, v in acc.items():
+        if torch.is_tensor(v):
+            by_device.setdefault(v.device, []).append(k)
+    for keys in by_device.values():
+        for k, v in zip(keys, torch.stack([acc[k] for k in keys]).tolist()):
+            out[k] = v / cnt[k]
+    return {k: out[k] for k in acc}
+
+
 def run_steps(
-    step_fn: Callable[[int], dict[str, float]],
+    step_fn: Callable[[int], dict[str, Any]],
     *,
     start: int,
     total: int,
@@ -309,9 +434,15 @@ def run_steps(
 ) -> int:
     """Call ``step_fn(step)`` for ``step`` in ``[start, total)``; log, checkpoint, and return the next step.
 
+    ``step_fn`` returns its metrics as floats or 0-dim device tensors; tensors are summed on the device (float64)
+    and read back once per log line, so a step that does not log never waits for the device. Its ``loss`` is
+    watched for NaN/inf the same way (``DivergenceGuard``), checked at every log line, before every checkpoint
+    write and at the end: a diverged training raises ``TrainingDivergedError`` and writes no checkpoint after the
+    divergence (so none is marked finished).
     ``save_fn(next_step)`` is called every ``ckpt_every`` steps and at the end (also when the timeout fires).
     ``stop_after`` ends the loop after that many steps of this call (tests use it to simulate a kill).
-    ``progress=False`` hides the progress bar (the log is still written).
+    ``progress=False`` hides the progress bar (the log is still written). Log rows get ``elapsed_s``.
+    With ``LVERSE_TRACE_DIR`` set, steps 5-14 of the loop are traced with torch.profiler (``_StepTrace``).
     """
     from tqdm import tqdm  # not tqdm.auto: without ipywidgets it only warns, with a local path, in notebooks
 
@@ -319,24 +450,37 @@ def run_steps(
     bar = tqdm(total=total, initial=start, desc=desc, disable=not (is_main and progress and progress_enabled()),
                mininterval=2.0)
     step = start
-    acc: dict[str, float] = {}
+    guard = DivergenceGuard(desc, total)
+    trace = _StepTrace(desc, start, enabled=is_main)
+    acc: dict[str, Any] = {}
     cnt: dict[str, int] = {}  # per key: a metric logged on alternate steps only (BiART directions) is averaged
                               # over the steps that reported it
     try:
         while step < total:
+            trace.before(step)
             metrics = step_fn(step)
             for k, v in metrics.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
+                if torch.is_tensor(v):
+                    v = v.detach().reshape(()).to(torch.float64)  # the float64 sum a Python float would give
+                else:
+                    v = float(v)
+                acc[k] = (0.0 + v) if k not in acc else acc[k] + v
                 cnt[k] = cnt.get(k, 0) + 1
             step += 1
+            if "loss" in metrics:
+                guard.observe(step, metrics["loss"])
+            trace.after(step)
             bar.update(1)
+            if step % log_every == 0 or step == total:
+                guard.check()
             if log is not None and (step % log_every == 0 or step == total):
-                means = {k: v / cnt[k] for k, v in acc.items()}
+                means = _read_means(acc, cnt)
                 if is_main:
-                    log.write(step, **means)
+                    log.write(step, **means, elapsed_s=round(time.monotonic() - t0, 3))
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
                 acc, cnt = {}, {}
             if step % ckpt_every == 0 and step < total:
+                guard.check()
                 save_fn(step)
             if stop_after is not None and step - start >= stop_after:
                 return step
@@ -346,6 +490,8 @@ def run_steps(
                 break
     finally:
         bar.close()
+        trace.close()  # a loop shorter than the trace writes what it saw
+    guard.check()
     save_fn(step)
     return step
 
