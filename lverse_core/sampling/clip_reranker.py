@@ -50,6 +50,15 @@ def reranker_file(cfg: Config) -> Path:
     return require_asset(cfg, "clip_vit_b32") if cfg.clip.train_steps == 0 else reranker_path(cfg)
 
 
+def reranker_made_from(cfg: Config):
+    """What the small CLIP reranker of ``cfg`` is made from (``lverse_core.provenance``): the ``clip`` settings, the
+    seed and the data set it is trained on."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+
+    return provenance.made_from(cfg, "clip-reranker", {"data set": dataset_id(cfg)}, "CLIP reranker")
+
+
 def check_clip_config(cfg: Config) -> None:
     c = cfg.clip
     for name in ("vision_width", "transformer_width"):
@@ -118,6 +127,9 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
         loss.backward()
         opt.step()
     save_checkpoint(path, model.state_dict())
+    from lverse_core import provenance
+
+    provenance.record(path, reranker_made_from(cfg))
     return path
 
 
@@ -250,18 +262,26 @@ def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer
                                 f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
     state = read_clip_state(path)
     check_reranker_architecture(cfg, state, path)
+    if cfg.clip.train_steps:  # trained here: only when its record says from these settings and this data set
+        from lverse_core import provenance
+
+        provenance.require(path, reranker_made_from(cfg), CheckpointError)
     return CLIPScorer(_build(state, path, device), device)
 
 
 def ensure_reranker(cfg: Config, dataset=None) -> Path:
-    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path.
-    An existing file of another architecture (another profile's reranker) is a CheckpointError."""
+    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt was made from this run's settings
+    and data set (its provenance record); return its path. An existing file of another architecture (another
+    profile's reranker) is a CheckpointError."""
+    from lverse_core import provenance
+
     if cfg.clip.train_steps == 0:
         return require_asset(cfg, "clip_vit_b32")
     path = reranker_path(cfg)
-    if path.exists():  # reused only if it is this profile's architecture (a CheckpointError says what to do)
+    if path.exists():  # another profile's architecture is an error (it says what to do); else reused if current
         check_reranker_architecture(cfg, read_clip_state(path), path)
-        return path
+        if provenance.retrain_reason(path, reranker_made_from(cfg)) is None:
+            return path
     if dataset is None:
         from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module
 
