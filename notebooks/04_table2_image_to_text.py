@@ -121,12 +121,12 @@ pd.DataFrame(generated).head(N_FIGURE)
 
 # %%
 from lverse_core.pipeline.eval_run import TRUNCATED, UNTRUNCATED, caption_variants
-from lverse_core.pipeline.eval_tables import save_caption_files
+from lverse_core.pipeline.eval_tables import captions_made_from, save_caption_files
 from lverse_core.evaluation.metrics import baseline_predictions
 variants = caption_variants(generated)
 if cfg.data.source == "shapes":
     variants.update(baseline_predictions(cfg, ids))
-files = save_caption_files(cfg, variants, refs, split=SPLIT)
+files = save_caption_files(cfg, variants, refs, split=SPLIT, made=captions_made_from(cfg, SPLIT))
 pd.DataFrame({"caption set": list(files), "file": [str(p) for p in files.values()]})
 
 # %% [markdown]

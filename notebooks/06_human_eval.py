@@ -68,11 +68,13 @@ print(f"profile {cfg.profile}: pool {cfg.eval.human_eval_pool}, {cfg.eval.human_
 
 # %%
 from lverse_core.pipeline.eval_run import TRUNCATED
-from lverse_core.pipeline.eval_tables import slug
+from lverse_core.pipeline.eval_tables import captions_made_from, slug
 from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
+from lverse_core.provenance import require
 cap_dir = cfg.reports_root / "results" / "captions"
 path = cap_dir / f"captions_{slug(TRUNCATED)}_test.json"
 assert path.exists(), f"{path} is missing: run notebooks/04_table2_image_to_text.ipynb with PROFILE={PROFILE!r} first"
+require(path, captions_made_from(cfg, "test"))  # drawn by this run's models and settings, else refused as stale
 preds = read_caption_results(path)
 refs = read_coco_references(cap_dir / "references_test.json")
 print(f"{len(preds)} generated captions, {len(refs)} images with references")

@@ -128,9 +128,13 @@ def test_ml_to_sl_carries_the_options_over(tmp_path):
 
 
 def _write(cfg, model, variant):
-    save_checkpoint(checkpoint_path(cfg, variant), {
+    from lverse_core import provenance
+    from lverse_core.training.augvae_train import augvae_made_from
+
+    path = save_checkpoint(checkpoint_path(cfg, variant), {
         "kind": f"augvae-{variant}", "model_args": {**model.args, "variant": model.variant}, "step": 1,
         "finished": True, "model": model.state_dict()})
+    provenance.record(path, augvae_made_from(cfg, variant))  # as the trainer records what it made
 
 
 def test_a_checkpoint_without_the_options_loads_as_the_kits_variant(tmp_path):

@@ -6,8 +6,8 @@ import lverse_core
 
 PKG = Path(lverse_core.__file__).parent
 # lower number = lower layer; a module may import its own layer and the layers below it
-LAYERS = {"config": 0, "hardware": 0, "report": 0, "data": 1, "models": 2, "training": 3, "sampling": 4, "evaluation": 5,
-          "pipeline": 6}
+LAYERS = {"config": 0, "hardware": 0, "report": 0, "provenance": 0, "data": 1, "models": 2, "training": 3,
+          "sampling": 4, "evaluation": 5, "pipeline": 6}
 
 
 def _module_name(path: Path) -> str:

@@ -249,6 +249,12 @@ def test_a_reranker_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="another architecture"):
         ensure_reranker(ci)  # not reused as if it were ci's
     save_checkpoint(reranker_path(ci), build_small_clip(ci).state_dict())
+    from lverse_core import provenance
+    from lverse_core.sampling.clip_reranker import reranker_made_from
+
+    with pytest.raises(CheckpointError, match="may be stale: it has no record"):
+        load_reranker(ci)  # ci's architecture, but nothing says it was trained on this run's data
+    provenance.record(reranker_path(ci), reranker_made_from(ci))  # as train_clip_reranker records it
     assert ensure_reranker(ci) == reranker_path(ci)
     load_reranker(ci)
     with pytest.raises(CheckpointError, match="not OpenAI CLIP ViT-B/32"):

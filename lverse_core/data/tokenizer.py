@@ -226,17 +226,40 @@ class TextTokenizer:
         return f"TextTokenizer({kind}, vocab_size={self.vocab_size}, text_len={self.text_len})"
 
 
+def tokenizer_path(cfg: Config) -> Path:
+    return cfg.runs_root / "tokenizer.json"
+
+
+def tokenizer_made_from(cfg: Config):
+    """What the run's tokenizer is made from (``lverse_core.provenance``): its settings and the data set's captions."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+
+    return provenance.made_from(cfg, "tokenizer", {"data set": dataset_id(cfg)}, "tokenizer")
+
+
 def ensure_tokenizer(cfg: Config):
-    """runs/<profile>/tokenizer.json, built from the training captions on first use (compact vocabulary when
-    ``biart.compact_vocab``); a saved tokenizer whose text_len differs from the profile is rebuilt."""
+    """runs/<profile>/tokenizer.json, built from the training captions (compact vocabulary when
+    ``biart.compact_vocab``); a saved one is reused only when its record says it was built from this data set with
+    these settings (``lverse_core.provenance``), else rebuilt."""
+    from lverse_core import provenance
     from lverse_core.data.loaders import caption_records
 
-    path = cfg.runs_root / "tokenizer.json"
-    if path.exists():
-        tok = TextTokenizer.load(path)
-        if tok.text_len == cfg.biart.text_len and tok.compact == cfg.biart.compact_vocab:
-            return tok
+    path = tokenizer_path(cfg)
+    made = tokenizer_made_from(cfg)
+    if provenance.retrain_reason(path, made) is None:
+        return TextTokenizer.load(path)
     captions = [c for r in caption_records(cfg, "train") for c in r["captions"]]
     tok = TextTokenizer.build(cfg, captions)
     tok.save(path)
+    provenance.record(path, made)
     return tok
+
+
+def load_tokenizer(cfg: Config) -> "TextTokenizer":
+    """The run's tokenizer (``runs/<profile>/tokenizer.json``), refused unless its record matches this run."""
+    from lverse_core import provenance
+
+    path = tokenizer_path(cfg)
+    provenance.require(path, tokenizer_made_from(cfg))
+    return TextTokenizer.load(path)

@@ -332,11 +332,26 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
     return judge, metrics
 
 
+def judge_made_from(cfg: Config):
+    """What the run's judge is made from (``lverse_core.provenance``): the ``eval.judge_*`` settings, the seed and
+    the embedded data set it is trained on."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+
+    return provenance.made_from(cfg, "judge", {"data set": dataset_id(cfg)}, "attribute judge")
+
+
 def save_judge(cfg: Config, judge: JudgeNet, metrics: dict[str, Any] | None = None,
                path: str | Path | None = None) -> Path:
-    return save_checkpoint(path or judge_path(cfg), {
+    """Save ``judge``; the run's own (no ``path``) gets its provenance record (``judge_made_from``)."""
+    out = save_checkpoint(path or judge_path(cfg), {
         "kind": CHECKPOINT_KIND, "version": JUDGE_VERSION, "model_args": judge.model_args, "config": cfg.to_dict(),
         "model": {k: v.cpu() for k, v in judge.state_dict().items()}, "metrics": dict(metrics or {})})
+    if path is None:
+        from lverse_core import provenance
+
+        provenance.record(out, judge_made_from(cfg))
+    return out
 
 
 def load_judge_file(path: str | Path, map_location: Any = "cpu") -> JudgeNet:
@@ -360,13 +375,19 @@ def load_judge(cfg: Config) -> JudgeNet:
     path = judge_path(cfg)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: train the judge first with lverse_core.evaluation.judge.train_judge(cfg)")
-    return load_judge_file(path).to(cfg.resolved_device())
+    judge = load_judge_file(path)
+    from lverse_core import provenance
+
+    provenance.require(path, judge_made_from(cfg), CheckpointError)
+    return judge.to(cfg.resolved_device())
 
 
 def ensure_judge(cfg: Config) -> JudgeNet:
     """The profile's judge; trained first when there is none, or when the saved one is stale (another judge
-    version, or architecture settings that differ from ``cfg``). It is a derived artefact, cheap to rebuild."""
-    from lverse_core.data import shapes, shapes_dataset
+    version, architecture settings that differ from ``cfg``, or a provenance record that does not match: other
+    settings, seed or data set). It is a derived artefact, cheap to rebuild."""
+    from lverse_core import provenance
+    from lverse_core.data import shapes
 
     path = judge_path(cfg)
     if path.exists():
@@ -375,6 +396,7 @@ def ensure_judge(cfg: Config) -> JudgeNet:
         except CheckpointError:
             judge = None
         if judge is not None and judge.model_args == build_judge(cfg, shapes.SHAPES, shapes.COLOURS,
-                                                                 shapes.SIZES).model_args:
+                                                                 shapes.SIZES).model_args \
+                and provenance.retrain_reason(path, judge_made_from(cfg)) is None:
             return judge.to(cfg.resolved_device())
     return train_judge(cfg)[0]

@@ -109,16 +109,46 @@ def per_level_config(cfg_s: Config) -> Config:
 
 # -- measures -----------------------------------------------------------------------------------------------------
 
+def _measures_made_from(cfg_s: Config, arm: str):
+    """What the measures of ``arm`` are made from (``lverse_core.provenance``): the budgets and the settings of the
+    arm's model, and the ids of every file they read or that the arm's model is trained from (its checkpoint, the
+    AugVAE-SL, codes and tokenizer a BiART arm trains on, the judge and the reranker)."""
+    from lverse_core import provenance
+    from lverse_core.data.tokenizer import tokenizer_path
+    from lverse_core.evaluation.judge import judge_path
+    from lverse_core.sampling.clip_reranker import reranker_path
+    from lverse_core.training.augvae_train import checkpoint_path
+    from lverse_core.training.pretokenize import codes_dir
+
+    config: dict[str, Any] = {"budgets": budgets(cfg_s), "seed": cfg_s.seed,
+                              "judge and reranker": f"seed {cfg_s.claims.seeds[0]}"}
+    files = {"judge": judge_path(cfg_s)}
+    if arm in AUGVAE_ARMS:
+        files[arm] = checkpoint_path(per_level_config(cfg_s), "ml") if arm == "ml_per_level" \
+            else checkpoint_path(cfg_s, arm)
+        config["augvae"] = provenance.config_values(cfg_s, "augvae-sl")
+    else:
+        files.update({f"BiART {arm}": cfg_s.runs_root / f"biart_{arm}.pt", "AugVAE-SL": checkpoint_path(cfg_s, "sl"),
+                      "codes (train)": codes_dir(cfg_s) / "train_codes.npy",
+                      "codes (test)": codes_dir(cfg_s) / "test_codes.npy", "tokenizer": tokenizer_path(cfg_s),
+                      "CLIP reranker": reranker_path(cfg_s)})
+        config["biart"] = provenance.config_values(biart_arm_config(cfg_s, arm), "biart")
+        config["sampling"] = cfg_s.to_dict()["sampling"]
+    return provenance.MadeFrom("claims-measures", provenance.plain(config),
+                               {k: provenance.input_id(p) for k, p in files.items()}, f"claims measures ({arm})")
+
+
 def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """``compute()`` once per arm and budget: runs/.../measures_<arm>.json is reused while the budget matches."""
+    """``compute()`` once per arm: runs/.../measures_<arm>.json is reused only while its provenance record matches
+    (the same budgets and settings, and the same checkpoints, codes and instruments: ``_measures_made_from``)."""
+    from lverse_core import provenance
+
     path = cfg_s.runs_root / f"measures_{arm}.json"
-    key = {"budgets": budgets(cfg_s), "seed": cfg_s.seed, "judge and reranker": f"seed {cfg_s.claims.seeds[0]}"}
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("key") == key:
-            return saved["measures"]
+    if provenance.retrain_reason(path, _measures_made_from(cfg_s, arm)) is None:
+        return json.loads(path.read_text())["measures"]
     measures = compute()
-    write_json_atomic(path, {"key": key, "measures": measures})
+    write_json_atomic(path, {"measures": measures})
+    provenance.record(path, _measures_made_from(cfg_s, arm))  # the ids as they are now: a BiART arm just trained
     return measures
 
 
@@ -378,17 +408,26 @@ def share_instruments(first: Config, cfg_s: Config) -> None:
     import os
     import shutil
 
+    from lverse_core import provenance
+    from lverse_core.evaluation.judge import judge_made_from
+    from lverse_core.sampling.clip_reranker import reranker_made_from
+
+    made_from_of = {"judge.pt": judge_made_from, "clip_reranker.pt": reranker_made_from}
+
     cfg_s.runs_root.mkdir(parents=True, exist_ok=True)
     for name in SHARED:
         src, dst = first.runs_root / name, cfg_s.runs_root / name
         if not src.exists():
             raise FileNotFoundError(f"{src} does not exist: seed {first.seed}, the first of claims.seeds, trains "
                                     f"the {name} every seed shares; run its seed first")
-        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
-            continue
-        tmp = dst.with_name(f".{name}.tmp-{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        if not (dst.exists() and filecmp.cmp(src, dst, shallow=False)):
+            tmp = dst.with_name(f".{name}.tmp-{os.getpid()}")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        # the copy stands for this seed's instrument by design: its record says so (and where it came from), so the
+        # seed's ensure_judge / ensure_reranker reuse it instead of training their own
+        provenance.record(dst, made_from_of[name](cfg_s), made_by="shared", shared_from=str(src),
+                          shared_from_id=provenance.file_id(src))
 
 
 def save_measures(path: Path, measures: Mapping[int, Any]) -> None:

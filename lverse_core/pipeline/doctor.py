@@ -5,7 +5,9 @@ Checks, each printed as ``[ok]`` or ``[problem]`` with the fix:
   is not, before it starts);
 - Java, which METEOR (pycocoevalcap) runs a jar with;
 - the real assets the profile needs (``assets.*`` / their environment variables) exist and are readable;
-- stale artefacts: code files made by another AugVAE-SL checkpoint, a CLIP reranker of another architecture;
+- every artefact of the run (data set, tokenizer, checkpoints, code files, reranker, judge): ok, missing, stale (what
+  changed: settings old -> new, or which input) or unknown (no record of what it was made from), by the one
+  provenance decision the trainers and readers take (lverse_core/provenance.py);
 - free disk under the work directory against a rough need per profile;
 - the CPU class and the precision the run will use (lverse_core/hardware.py), a pinned bf16 on a CPU that only
   emulates it being a problem; the memory the profile needs against what the machine has;
@@ -20,6 +22,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
 from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, describe_plan, precision_plan,
@@ -143,29 +146,76 @@ def check_assets(cfg: Config) -> list[Finding]:
     return out
 
 
-def check_artefacts(cfg: Config) -> list[Finding]:
-    from lverse_core.sampling.clip_reranker import check_reranker_architecture, read_clip_state, reranker_path
-    from lverse_core.training.loop import CheckpointError
-    from lverse_core.training.pretokenize import SPLITS, load_codes
+def artefact_decisions(cfg: Config) -> list[tuple[str, object]]:
+    """Every artefact of a run of ``cfg`` with its provenance decision (``lverse_core.provenance.decide``: ok, stale
+    and what changed, unknown, missing), in the order the notebooks make them: the same decision the trainers and
+    readers take."""
+    from lverse_core import provenance
+    from lverse_core.data.tokenizer import tokenizer_made_from, tokenizer_path
+    from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path, control_enabled
+    from lverse_core.training.biart_train import biart_made_from
+    from lverse_core.training.pretokenize import SPLITS, codes_dir, codes_made_from
 
-    out = []
+    items: list[tuple[str, Callable[[], object]]] = []
+    if cfg.data.source == "shapes":
+        items.append(("data set", lambda: _dataset_decision(cfg)))
+    items.append(("tokenizer", lambda: provenance.decide(tokenizer_path(cfg), tokenizer_made_from(cfg))))
+    variants = [("ml", "AugVAE-ML"), ("sl", "AugVAE-SL")] + ([("baseline", "VQ-VAE control")]
+                                                             if control_enabled(cfg) else [])
+    for variant, label in variants:
+        items.append((label, lambda v=variant: provenance.decide(checkpoint_path(cfg, v), augvae_made_from(cfg, v))))
     for split in SPLITS:
+        items.append((f"codes {split}", lambda sp=split: provenance.decide(codes_dir(cfg) / f"{sp}_codes.npy",
+                                                                           codes_made_from(cfg, sp))))
+    items.append(("BiART", lambda: provenance.decide(cfg.runs_root / "biart.pt", biart_made_from(cfg))))
+    if cfg.clip.train_steps:
+        from lverse_core.sampling.clip_reranker import reranker_made_from, reranker_path
+
+        items.append(("CLIP reranker", lambda: provenance.decide(reranker_path(cfg), reranker_made_from(cfg))))
+    if cfg.data.source == "shapes":
+        from lverse_core.evaluation.judge import judge_made_from, judge_path
+
+        items.append(("judge", lambda: provenance.decide(judge_path(cfg), judge_made_from(cfg))))
+    out = []
+    for label, decide in items:
         try:
-            load_codes(cfg, split)
-            out.append(Finding(f"codes {split}", True, "made by the current AugVAE-SL checkpoint"))
-        except FileNotFoundError:
-            pass  # not made yet: the run makes them
-        except (CheckpointError, ValueError) as e:
-            out.append(Finding(f"codes {split}", False, str(e).split(". ")[0],
-                               "re-run notebooks/01_train_augvae.ipynb (pre-tokenization), then 02"))
-    path = reranker_path(cfg)
-    if cfg.clip.train_steps and path.exists():
-        try:
-            check_reranker_architecture(cfg, read_clip_state(path), path)
-            out.append(Finding("CLIP reranker", True, f"{path} matches the profile's clip section"))
-        except CheckpointError as e:
-            out.append(Finding("CLIP reranker", False, str(e).split(". ")[0],
-                               f"delete {path} and re-run notebooks/02_train_biart.ipynb"))
+            out.append((label, decide()))
+        except Exception as e:  # one unreadable artefact must not hide the others
+            out.append((label, e))
+    return out
+
+
+def _dataset_decision(cfg: Config):
+    """The embedded data set's decision: its COMPLETE.json holds the generation parameters it was made with."""
+    from lverse_core import provenance
+    from lverse_core.data.shapes_dataset import generation_params, read_marker
+
+    root = cfg.data_root
+    expected = provenance.MadeFrom("data set", provenance.plain(generation_params(cfg)), {}, "embedded data set")
+    marker = read_marker(root)
+    if marker is None:
+        if root.exists() and any(root.iterdir()):
+            return provenance.Decision("unknown", root, expected, reason="it holds no COMPLETE.json")
+        return provenance.Decision("missing", root, expected)
+    params = marker.get("params") if isinstance(marker, dict) else None
+    return provenance.compare({"config": params, "inputs": {}}, expected, root)
+
+
+def check_artefacts(cfg: Config) -> list[Finding]:
+    """One finding per artefact of the run: ok, missing (the run makes it), stale (what changed) or unknown (no
+    record of what it was made from); the last two are problems whose fix is the notebook that rebuilds them."""
+    out = []
+    for label, d in artefact_decisions(cfg):
+        if isinstance(d, Exception):
+            out.append(Finding(label, False, f"cannot be checked ({type(d).__name__}: {str(d)[:200]})",
+                               "delete it and re-run the notebook that makes it"))
+        elif d.state == "ok":
+            out.append(Finding(label, True, f"ok: {d.path} was made from this run's settings and inputs"))
+        elif d.state == "missing":
+            out.append(Finding(label, True, f"missing: {d.path} is made by {d.expected.notebook}"))
+        else:
+            out.append(Finding(label, False, f"{d.summary()} ({d.path})",
+                               f"re-run {d.expected.notebook} (it rebuilds it), then the notebooks after it"))
     return out
 
 
@@ -238,6 +288,6 @@ def doctor(cfg: Config, log=print) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["DISK_NEED_GB", "JAVA_FIX", "MEMORY_NEED_GIB", "Finding", "check_artefacts", "check_assets", "check_disk",
-           "check_java", "check_memory", "check_precision", "check_time", "check_workdir", "diagnose", "doctor",
-           "needed_assets", "workdir_problem"]
+__all__ = ["DISK_NEED_GB", "JAVA_FIX", "MEMORY_NEED_GIB", "Finding", "artefact_decisions", "check_artefacts",
+           "check_assets", "check_disk", "check_java", "check_memory", "check_precision", "check_time", "check_workdir",
+           "diagnose", "doctor", "needed_assets", "workdir_problem"]

@@ -27,15 +27,33 @@ def slug(name: str) -> str:
 
 # -- Table 2: image -> text ------------------------------------------------------------------------------------------
 
+def captions_made_from(cfg: Config, split: str = "test"):
+    """What the caption files of ``split`` are made from (``lverse_core.provenance``): the sampling settings and the
+    checkpoints that drew them (BiART, AugVAE-SL, CLIP reranker: ``generate.made_from``) and the codes they caption.
+    Notebook 04 records it beside each file; notebook 06 reads only files whose record matches."""
+    from lverse_core import provenance
+    from lverse_core.sampling.generate import made_from
+    from lverse_core.training.pretokenize import codes_dir
+
+    inputs = {**made_from(cfg), f"codes ({split})": provenance.input_id(codes_dir(cfg) / f"{split}_codes.npy")}
+    return provenance.made_from(cfg, "captions", inputs, f"generated captions ({split})")
+
+
 def save_caption_files(cfg: Config, variants: Mapping[str, Mapping[int, str]], refs: Mapping[int, Sequence[str]],
-                       split: str = "test") -> dict[str, Path]:
-    """COCO-format files under reports/<profile>/results/captions/: one results file per variant, references."""
+                       split: str = "test", made=None) -> dict[str, Path]:
+    """COCO-format files under reports/<profile>/results/captions/: one results file per variant, references.
+    ``made`` (``captions_made_from``): recorded beside each results file, what notebook 06 checks before reading."""
     from lverse_core.evaluation.metrics import write_caption_results, write_coco_references
     from lverse_core.report import report_dir
 
     d = report_dir(cfg, "results") / "captions"
     out = {name: write_caption_results(d / f"captions_{slug(name)}_{split}.json", preds)
            for name, preds in variants.items()}
+    if made is not None:
+        from lverse_core import provenance
+
+        for path in out.values():
+            provenance.record(path, made)
     out["references"] = write_coco_references(d / f"references_{split}.json", refs,
                                               description=f"L-Verse kit, profile {cfg.profile}, split {split}")
     return out

@@ -433,6 +433,7 @@ def _rel(path: Path, root: Path) -> str:
 def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str]:
     """Outputs of notebooks whose results JSON records ``made_from`` checkpoint ids (notebooks 04/05) that differ
     from this profile's current checkpoints: a table made from a BiART, AugVAE-SL or reranker retrained since."""
+    from lverse_core import provenance
     from lverse_core.sampling.generate import made_from
 
     try:
@@ -449,7 +450,12 @@ def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str
                 recorded = json.loads((cfg.reports_root / out).read_text()).get("made_from")
             except (OSError, ValueError, AttributeError):
                 continue
-            changed = [k for k in now if isinstance(recorded, dict) and recorded.get(k) != now[k]]
+            if not isinstance(recorded, dict):
+                continue
+            # the results record the checkpoints they were made from: the same decision as every artefact's
+            decision = provenance.compare({"config": {}, "inputs": recorded},
+                                          provenance.MadeFrom("results", {}, now, out), cfg.reports_root / out)
+            changed = [k for k in decision.changed_inputs if k in now]
             if changed:
                 stale.update({o: f"made from other {', '.join(changed)} checkpoint(s) than the current ones "
                                  f"({nb['name']})" for o in outputs})

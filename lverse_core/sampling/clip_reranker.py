@@ -50,6 +50,15 @@ def reranker_file(cfg: Config) -> Path:
     return require_asset(cfg, "clip_vit_b32") if cfg.clip.train_steps == 0 else reranker_path(cfg)
 
 
+def reranker_made_from(cfg: Config):
+    """What the small CLIP reranker of ``cfg`` is made from (``lverse_core.provenance``): the ``clip`` settings, the
+    seed and the data set it is trained on."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+
+    return provenance.made_from(cfg, "clip-reranker", {"data set": dataset_id(cfg)}, "CLIP reranker")
+
+
 def check_clip_config(cfg: Config) -> None:
     c = cfg.clip
     for name in ("vision_width", "transformer_width"):
@@ -130,9 +139,12 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
         opt.step()
         return {"loss": loss.detach(), "lr": lr}
 
+    from lverse_core import provenance
+
     def save_fn(step: int) -> None:
         if step >= c.train_steps:  # only the finished model is written (run_steps calls this at the end)
             save_checkpoint(path, {k: v.cpu() for k, v in model.state_dict().items()})
+            provenance.record(path, reranker_made_from(cfg))
 
     log = CSVLog(cfg.runs_root / "logs" / "clip_reranker.csv", ["loss", "lr"])
     run_steps(step_fn, start=0, total=c.train_steps, save_fn=save_fn, ckpt_every=max(1, c.train_steps), log=log,
@@ -269,18 +281,26 @@ def load_reranker(cfg: Config, device: str | torch.device = "cpu") -> CLIPScorer
                                 f"(notebooks/02_train_biart.ipynb or lverse_core.sampling.clip_reranker.ensure_reranker)")
     state = read_clip_state(path)
     check_reranker_architecture(cfg, state, path)
+    if cfg.clip.train_steps:  # trained here: only when its record says from these settings and this data set
+        from lverse_core import provenance
+
+        provenance.require(path, reranker_made_from(cfg), CheckpointError)
     return CLIPScorer(_build(state, path, device), device)
 
 
 def ensure_reranker(cfg: Config, dataset=None) -> Path:
-    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt exists; return its path.
-    An existing file of another architecture (another profile's reranker) is a CheckpointError."""
+    """Train the embedded-profile reranker unless runs/<profile>/clip_reranker.pt was made from this run's settings
+    and data set (its provenance record); return its path. An existing file of another architecture (another
+    profile's reranker) is a CheckpointError."""
+    from lverse_core import provenance
+
     if cfg.clip.train_steps == 0:
         return require_asset(cfg, "clip_vit_b32")
     path = reranker_path(cfg)
-    if path.exists():  # reused only if it is this profile's architecture (a CheckpointError says what to do)
+    if path.exists():  # another profile's architecture is an error (it says what to do); else reused if current
         check_reranker_architecture(cfg, read_clip_state(path), path)
-        return path
+        if provenance.retrain_reason(path, reranker_made_from(cfg)) is None:
+            return path
     if dataset is None:
         from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module
 

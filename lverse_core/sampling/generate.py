@@ -372,12 +372,12 @@ def load_models(cfg: Config, device) -> dict[str, Any]:
     from lverse_core.sampling.candidates import load_augvae_decoder
     from lverse_core.training.biart_train import load_biart
     from lverse_core.sampling.clip_reranker import load_reranker
-    from lverse_core.data.tokenizer import TextTokenizer
+    from lverse_core.data.tokenizer import load_tokenizer, tokenizer_path
 
-    path = cfg.runs_root / "tokenizer.json"
+    path = tokenizer_path(cfg)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/02_train_biart.ipynb for profile {cfg.profile}")
-    tok = TextTokenizer.load(path)
+    tok = load_tokenizer(cfg)  # refused when stale (made from another data set or text settings)
     return {"tokenizer": tok, "model": load_biart(cfg, tokenizer=tok).to(device),
             "scorer": load_reranker(cfg, device), "decode": load_augvae_decoder(cfg, device)}
 
@@ -390,8 +390,9 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def made_from(cfg: Config) -> dict[str, str]:
-    """The ids (content hashes) of the checkpoints a generation depends on: BiART, AugVAE-SL (its codes and
-    decoder) and the CLIP reranker. A generation file records them; its loaders refuse it when they changed."""
+    """The ids (content hashes, ``provenance.file_id``) of the checkpoints a generation depends on: BiART, AugVAE-SL
+    (its codes and decoder) and the CLIP reranker. A generation file records them; its loaders refuse it when they
+    changed."""
     from lverse_core.sampling.clip_reranker import reranker_file
     from lverse_core.training.augvae_train import checkpoint_path
     from lverse_core.training.pretokenize import checkpoint_id
@@ -409,8 +410,12 @@ def check_made_from(path: str | Path, recorded: Any, cfg: Config) -> None:
     if not isinstance(recorded, dict):
         raise CheckpointError(f"{path} does not record which checkpoints made it (written by an older kit); "
                               f"re-run python -m lverse_core.sampling.generate for profile {cfg.profile}")
-    now = made_from(cfg)
-    changed = [k for k in now if recorded.get(k) != now[k]]
+    from lverse_core import provenance
+
+    now = made_from(cfg)  # the same decision as every artefact's, on the checkpoint ids the file records
+    decision = provenance.compare({"config": {}, "inputs": recorded}, provenance.MadeFrom("generation", {}, now),
+                                  path)
+    changed = [k for k in decision.changed_inputs if k in now]
     if changed:
         raise CheckpointError(f"{path} was generated with other {', '.join(changed)} checkpoint(s) than this run's "
                               f"(retrained since); re-run python -m lverse_core.sampling.generate for profile "

@@ -96,6 +96,24 @@ def _model_args(model: AugVAE) -> dict[str, Any]:
     return {**model.args, "variant": model.variant}
 
 
+NAMES = {"ml": "AugVAE-ML checkpoint", "sl": "AugVAE-SL checkpoint", "baseline": "VQ-VAE control checkpoint"}
+
+
+def augvae_made_from(cfg: Config, variant: str):
+    """What the ``variant`` checkpoint of this run is made from (``lverse_core.provenance``): the resolved settings
+    that shape it, the data set, and for SL the AugVAE-ML checkpoint it starts from (and LPIPS weights when used)."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+
+    _check_variant(variant)
+    inputs = {"data set": dataset_id(cfg)}
+    if variant == "sl":
+        inputs["AugVAE-ML checkpoint"] = provenance.input_id(checkpoint_path(cfg, "ml"))
+    if cfg.augvae_train.lpips_weight > 0 and cfg.augvae_train.perceptual == "lpips" and cfg.assets.vgg16_lpips:
+        inputs["VGG16 LPIPS weights"] = provenance.listing_id([cfg.assets.vgg16_lpips])
+    return provenance.made_from(cfg, VARIANTS[variant][1], inputs, NAMES[variant], architecture=("augvae",))
+
+
 def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | None = None,
                 allow_unfinished: bool = False) -> AugVAE:
     """The trained model of ``variant`` (ml | sl | baseline) in eval mode, FP32, checked against the profile.
@@ -111,6 +129,9 @@ def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | N
     check_model_args(path, state["model_args"], _model_args(model))
     if not allow_unfinished and not state.get("finished", False):
         raise CheckpointError(f"{path} is an unfinished run (step {state['step']}); re-run its training to finish it")
+    from lverse_core import provenance
+
+    provenance.require(path, augvae_made_from(cfg, variant), CheckpointError)
     load_model_state(path, model, state["model"])
     return model.to(device or cfg.resolved_device()).eval()
 
@@ -168,7 +189,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         dataset = training_images(cfg)
     seed_everything(cfg.seed + di.rank)
     resume = None
-    if path.exists():
+    made = augvae_made_from(cfg, variant)
+    from lverse_core import provenance
+
+    # reused or resumed only when made from these settings and inputs; else trained again from step 0
+    if provenance.retrain_reason(path, made, log=print if di.is_main else None) is None:
         resume = load_checkpoint(path, kind)
         if resume["step"] >= total:
             return path
@@ -300,6 +325,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
                 "world_size": di.world_size,
                 # inside the unquantized warm-up: the vectors kept so far, so that a resumed run sets the same codebook
                 **({"kmeans_bank": [b.cpu() for b in bank]} if step < warm else {})})
+            provenance.record(path, made)
         if di.distributed:
             torch.distributed.barrier()
 

@@ -43,6 +43,9 @@ class PairedTokens:
     text: torch.Tensor  # (M, L) long
     owner: torch.Tensor  # (M,) long, index into codes
     codes: torch.Tensor  # (n_images, N) int16/int32/long image codes
+    # what the pairs were made from, as provenance ids (``paired_tokens``: code file, tokenizer, AugVAE-SL); a
+    # BiART trained on them records these. None: pairs made in memory (tests, benchmarks)
+    inputs: dict[str, str] | None = None
 
     def __post_init__(self):
         if len(self.text) != len(self.owner):
@@ -75,7 +78,28 @@ def paired_tokens(cfg: Config, tokenizer, split: str = "train") -> PairedTokens:
         raise ValueError(f"{len(missing)} {split} images have captions but no codes (e.g. {missing[:3]}); re-run "
                          f"the pre-tokenization (notebook 01) for profile {cfg.profile}")
     flat = torch.from_numpy(codes.reshape(len(codes), -1).astype("int32"))
-    return PairedTokens(tokenizer.encode(texts), torch.tensor(owners), flat)
+    return PairedTokens(tokenizer.encode(texts), torch.tensor(owners), flat, biart_inputs(cfg, split))
+
+
+def biart_inputs(cfg: Config, split: str = "train") -> dict[str, str]:
+    """The provenance ids of what this run's BiART trains on: the code file of ``split``, the tokenizer, and the
+    AugVAE-SL checkpoint whose codebook the codes index (and whose decoder turns generated codes into images)."""
+    from lverse_core import provenance
+    from lverse_core.data.tokenizer import tokenizer_path
+    from lverse_core.training.augvae_train import checkpoint_path
+    from lverse_core.training.pretokenize import codes_dir
+
+    return {f"codes ({split})": provenance.input_id(codes_dir(cfg) / f"{split}_codes.npy"),
+            "tokenizer": provenance.input_id(tokenizer_path(cfg)),
+            "AugVAE-SL checkpoint": provenance.input_id(checkpoint_path(cfg, "sl"))}
+
+
+def biart_made_from(cfg: Config, inputs: dict[str, str] | None = None):
+    """What a BiART checkpoint of ``cfg`` is made from (``lverse_core.provenance``); ``inputs`` default: this run's
+    code file, tokenizer and AugVAE-SL (``biart_inputs``)."""
+    from lverse_core import provenance
+
+    return provenance.made_from(cfg, "biart", biart_inputs(cfg) if inputs is None else inputs, "BiART checkpoint")
 
 
 def synthetic_pairs(n_images: int, captions_per_image: int, text_len: int, text_vocab: int, image_tokens: int,
@@ -111,7 +135,10 @@ def resolve_precision(cfg: Config, device: torch.device) -> str:
 def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, text_vocab_size: int | None = None,
                pad_id: int | None = None, map_location="cpu") -> BiART:
     """The trained BiART of this run (``runs/<profile>/biart.pt``) in eval mode; a checkpoint whose architecture
-    differs from ``cfg`` (layers, width, text_len, grid, vocabularies) is a CheckpointError listing each difference."""
+    differs from ``cfg`` (layers, width, text_len, grid, vocabularies) is a CheckpointError listing each difference.
+    The run's own checkpoint (no ``path``) must also have been made from this run's settings, codes, tokenizer and
+    AugVAE-SL (its provenance record), else it is refused as stale; a ``path`` given is the caller's to vouch for."""
+    own = path is None
     path = Path(path) if path is not None else cfg.runs_root / "biart.pt"
     state = load_checkpoint(path, CKPT_KIND, map_location=map_location)
     saved = dict(state["model_args"])
@@ -120,6 +147,10 @@ def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, t
     expected = BiART.args_from_config(cfg, text_vocab_size if text_vocab_size is not None else saved.get("text_vocab"),
                                       pad_id if pad_id is not None else saved.get("pad_id")).arch()
     check_model_args(path, {k: v for k, v in saved.items() if k != "dropout"}, expected)
+    if own:
+        from lverse_core import provenance
+
+        provenance.require(path, biart_made_from(cfg), CheckpointError)
     try:
         model = BiART(BiARTArgs(**saved))
     except TypeError as e:  # an argument BiARTArgs does not know
@@ -153,7 +184,11 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
     precision = resolve_precision(cfg, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     start = 0
-    if resume and path.exists():
+    from lverse_core import provenance
+
+    made = biart_made_from(cfg, data.inputs or {})
+    # resumed (or reused when finished) only when made from these settings and pairs; else trained from step 0
+    if resume and provenance.retrain_reason(path, made, log=print if info.is_main else None) is None:
         state = load_checkpoint(path, CKPT_KIND, map_location=dev)
         check_model_args(path, {k: v for k, v in state["model_args"].items() if k != "dropout"},
                          model.args.arch())
@@ -209,6 +244,7 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
             save_checkpoint(path, {"kind": CKPT_KIND, "model_args": {**model.args.arch(), "dropout": model.args.dropout},
                                    "config": cfg.to_dict(), "step": next_step, "model": model.state_dict(),
                                    "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs})
+            provenance.record(path, made)
 
     if start >= t.steps:
         return model.eval()
@@ -249,5 +285,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["PairedTokens", "paired_tokens", "synthetic_pairs", "lr_at", "train_biart", "load_biart",
-           "CheckpointError", "LOG_FIELDS"]
+__all__ = ["PairedTokens", "biart_inputs", "biart_made_from", "paired_tokens", "synthetic_pairs", "lr_at", "train_biart",
+           "load_biart", "CheckpointError", "LOG_FIELDS"]

@@ -35,7 +35,7 @@ import torch
 
 from lverse_core.config import Config
 from lverse_core.models.augvae import AugVAE
-from lverse_core.training.augvae_train import VARIANTS, checkpoint_path, planned_steps
+from lverse_core.training.augvae_train import NAMES, VARIANTS, checkpoint_path, planned_steps
 from lverse_core.training.loop import CheckpointError, check_model_args, save_checkpoint
 
 ALLOWED_GLOBALS = [argparse.Namespace]
@@ -328,13 +328,21 @@ def convert_official(cfg: Config, source: str | Path, variant: str, out: str | P
     model = AugVAE(variant, **model_args)
     kit_state["quantizer.initted"] = torch.tensor(True)
     model.load_state_dict(kit_state)
+    digest = _sha256(source)
     save_checkpoint(dest, {
         "kind": VARIANTS[variant][1], "model_args": saved_args, "config": cfg.to_dict(),
         # a finished run of this profile: the trainer skips it, ml_to_sl and load_augvae take it as their own
         "step": planned_steps(cfg, variant), "finished": True, "model": model.state_dict(), "world_size": 1,
-        "official": {"source": str(source), "sha256": _sha256(source), "epoch": _plain(ckpt.get("epoch")),
+        "official": {"source": str(source), "sha256": digest, "epoch": _plain(ckpt.get("epoch")),
                      "global_step": _plain(ckpt.get("global_step")),
                      "args": {k: _plain(v) for k, v in sorted(vars(args).items())},
                      "batch_size": _plain(ckpt["hyper_parameters"].get("batch_size")),
                      "learning_rate": _plain(ckpt["hyper_parameters"].get("learning_rate"))}})
+    # its provenance record: converted (not trained here) from the official file, so a reader and the trainer take
+    # it as this profile's while the profile's architecture (augvae.*) is the one recorded
+    from lverse_core import provenance
+
+    made = provenance.made_from(cfg, VARIANTS[variant][1], {"official checkpoint": f"sha256:{digest[:24]}"},
+                                NAMES[variant], architecture=("augvae",))
+    provenance.record(dest, made, made_by="conversion", official_source=str(source))
     return dest

@@ -11,8 +11,9 @@ waiting on JPEG decoding at ImageNet/COCO scale; a bad image is reported back fr
 resumable: codes are written into ``<split>_codes.partial.npy`` (a memory map) and the count of finished rows
 into ``<split>_progress.json`` after each batch; a killed run continues from there, and a finished split (final
 files present, same image ids and same checkpoint) is not redone. The final files appear by atomic rename only
-when the split is complete. ``load_codes`` refuses codes whose checkpoint id (a hash of the SL checkpoint file)
-is not that of the current ``augvae_sl.pt``.
+when the split is complete, with its provenance record (``<split>_codes.npy.made-from.json``: the SL checkpoint's
+id, a hash of its file, and the data set's). ``load_codes`` refuses codes whose record does not match the current
+``augvae_sl.pt`` and data set.
 """
 from __future__ import annotations
 
@@ -45,12 +46,11 @@ def _paths(cfg: Config, split: str) -> dict[str, Path]:
 
 def checkpoint_id(path: Path) -> str:
     """The identity of a checkpoint file: a hash of its whole content, so a retrained checkpoint (same size,
-    same step count) has another id while a copied or touched one keeps its id. About 1 s per GB."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # not hashlib.file_digest: the GPU image's Python may predate 3.11
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()[:24]
+    same step count) has another id while a copied or touched one keeps its id (``lverse_core.provenance.file_id``:
+    cached in the checkpoint's record while its size and mtime stay the same)."""
+    from lverse_core.provenance import file_id
+
+    return file_id(path)
 
 
 def sl_checkpoint_id(cfg: Config) -> str:
@@ -61,6 +61,21 @@ def sl_checkpoint_id(cfg: Config) -> str:
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: train AugVAE-SL first (notebooks/01_train_augvae.ipynb)")
     return checkpoint_id(path)
+
+
+def codes_made_from(cfg: Config, split: str, sl_id: str | None = None):
+    """What the code file of ``split`` is made from (``lverse_core.provenance``): the AugVAE-SL checkpoint that
+    encoded it (``sl_id``; default the current one's id) and the data set."""
+    from lverse_core import provenance
+    from lverse_core.data.identity import dataset_id
+    from lverse_core.training.augvae_train import checkpoint_path
+
+    if sl_id is None:
+        sl_id = provenance.input_id(checkpoint_path(cfg, "sl"))
+    return provenance.made_from(
+        cfg, "codes", {"AugVAE-SL checkpoint": sl_id, "data set": dataset_id(cfg)}, f"code file ({split})",
+        rebuild="pre-tokenization (notebooks/01_train_augvae.ipynb or lverse_core.training.pretokenize."
+                "pretokenize(cfg)), then BiART (notebooks/02_train_biart.ipynb), which was trained on the old codes")
 
 
 def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
@@ -99,13 +114,11 @@ def load_codes(cfg: Config, split: str) -> tuple[np.ndarray, list[int]]:
     if top >= cfg.augvae.codebook_size:
         raise ValueError(f"{p['codes']} holds code {top}, beyond the codebook of {cfg.augvae.codebook_size} codes "
                          f"(augvae.codebook_size) of profile {cfg.profile}; {rerun}")
-    made_by, current = index.get("checkpoint"), sl_checkpoint_id(cfg)
-    if made_by != current:
-        raise CheckpointError(
-            f"{p['codes']} is stale: it was encoded by AugVAE-SL checkpoint {made_by!r}, but the current "
-            f"runs/{cfg.profile}/augvae_sl.pt is {current!r} (retrained since). Re-run pre-tokenization "
-            f"(notebooks/01_train_augvae.ipynb or lverse_core.training.pretokenize.pretokenize(cfg)), then "
-            f"BiART (notebooks/02_train_biart.ipynb), which was trained on the old codes.")
+    from lverse_core import provenance
+
+    # made by the current AugVAE-SL from this data set (its record says), else refused: BiART would train on, and
+    # generation decode, codes of another codebook or of other images
+    provenance.require(p["codes"], codes_made_from(cfg, split, sl_checkpoint_id(cfg)), CheckpointError)
     return np.asarray(codes), [int(i) for i in ids]
 
 
@@ -154,11 +167,15 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     n, g, K = len(ids), cfg.image_grid, model.quantizer.codebook_size
     if K > 65536:
         raise ValueError(f"codebook of {K} codes does not fit uint16 code files")
+    from lverse_core import provenance
+
     meta = {"image_ids": ids, "grid": g, "codebook_size": K, "checkpoint": checkpoint_id}
+    made = codes_made_from(cfg, split, checkpoint_id)
     p = _paths(cfg, split)
     p["codes"].parent.mkdir(parents=True, exist_ok=True)
-    if p["codes"].exists() and p["index"].exists() and _finished(json.loads(p["index"].read_text()), meta):
-        return p["codes"]  # finished with the same images and model: not redone
+    if p["codes"].exists() and p["index"].exists() and _finished(json.loads(p["index"].read_text()), meta) \
+            and provenance.retrain_reason(p["codes"], made) is None:
+        return p["codes"]  # finished with the same images, model and data set: not redone
 
     done, skipped = 0, []  # skipped: row numbers of bad images (data.bad_input = skip)
     meta_key = _digest(meta)
@@ -211,6 +228,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
         del arr
         os.replace(p["partial"], p["codes"])
     write_json_atomic(p["index"], index)
+    provenance.record(p["codes"], made)
     p["progress"].unlink(missing_ok=True)
     return p["codes"]
 
