@@ -394,3 +394,32 @@ def test_numeric_keys_beyond_int64_get_position_ids_in_both_readers(cfg, tmp_pat
     monkeypatch.setenv("WORLD_SIZE", "1")
     batches = DataLoader(shard_stream(c, "test"), batch_size=2, collate_fn=data.collate_captions)
     assert [int(i) for b in batches for i in b["image_id"]] == [6, 7]  # collated as int64 without overflow
+
+
+def test_a_shard_rewritten_with_the_same_size_and_mtime_is_refused_on_read(cfg, tmp_path, monkeypatch):
+    c, victim, keys = make_shards(cfg, tmp_path, "none", "error")
+    recs = data.caption_records(c, "train")
+    first = recs[0]["path"]
+    assert first.read_bytes()[:2] == b"\xff\xd8"  # a JPEG, read through the re-checked header
+    tar = tmp_path / "rewritten.tar"
+    shard = first.shard
+    st = shard.stat()
+    samples = collections.OrderedDict()
+    for name, body in members(shard):
+        samples.setdefault(name.split(".")[0], []).append((name, body))
+    order = list(samples.values())
+    order[0], order[1] = order[1], order[0]  # the same members, two samples swapped: the same size
+    write_tar(tar, [m for sample in order for m in sample])
+    assert tar.stat().st_size == st.st_size
+    tar.replace(shard)
+    import os
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: the cached index still looks current
+
+    def no_scan(s):
+        raise AssertionError(f"{s} was scanned again")
+
+    monkeypatch.setattr(shards, "scan_shard", no_scan)
+    stale = data.caption_records(c, "train")[0]["path"]  # from the cache, as before
+    assert (stale.key, stale.offset) == (first.key, first.offset)
+    with pytest.raises(BadInputError, match="changed since it was indexed"):
+        stale.read_bytes()

@@ -12,7 +12,8 @@ Two ways in, one bad-input policy:
 
 - random access (``shard_records``): each shard's member headers are scanned once (``tarfile``, seeking over the
   data; in ``data.num_workers`` processes) into an index of byte offsets and captions, cached under
-  ``<data root>/wds_index`` and rebuilt when the shard's size or mtime changes. A record's ``path`` is a ``ShardMember`` (shard, key, byte range), which
+  ``<data root>/wds_index`` and rebuilt when the shard's size or mtime changes; each read re-checks the member's
+  tar header against the index (a shard rewritten with the same size and mtime is refused). A record's ``path`` is a ``ShardMember`` (shard, key, byte range), which
   ``loaders.load_image`` decodes like a file, so ``CaptionImageDataset``, pre-tokenization and every other consumer
   of records work unchanged.
 - streaming (``shard_stream.shard_stream``): a ``webdataset`` pipeline over the split's shards, split by
@@ -66,12 +67,36 @@ class ShardMember:
     def __str__(self) -> str:
         return f"{self.shard}#{self.name}"
 
+    def _check_header(self, f) -> None:
+        """The tar header right before the data must still name this member with this size. The index is cached
+        by the shard's size and mtime; a shard rewritten with both unchanged (members reordered, say) would
+        otherwise hand out another sample's bytes under this key. One 512-byte read, no scan."""
+        block = b""
+        if self.offset >= tarfile.BLOCKSIZE:
+            f.seek(self.offset - tarfile.BLOCKSIZE)
+            block = f.read(tarfile.BLOCKSIZE)
+        try:
+            info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError:
+            info = None
+        want = self.name.lower()
+        got = info.name.lower() if info is not None else ""
+        # a name longer than the header's 100-byte field (GNU long names, pax) is cut there: compare the prefix
+        same_name = got == want or (len(info.name.encode()) >= 99 and want.startswith(got)) if info else False
+        if not same_name or info.size != self.size:
+            now = f"{info.name!r} of {info.size} bytes" if info is not None else "no member header"
+            raise BadInputError(
+                f"{self}: the shard changed since it was indexed (at byte {self.offset} it now holds {now}, the "
+                f"index says {self.name!r} of {self.size} bytes); delete the cached index (the wds_index folder "
+                f"beside the data) or touch the shard, so that it is scanned again")
+
     def is_file(self) -> bool:
         return self.offset >= 0 and self.shard.is_file()
 
     def read_bytes(self) -> bytes:
         try:
             with open(self.shard, "rb") as f:
+                self._check_header(f)
                 f.seek(self.offset)
                 data = f.read(self.size)
         except FileNotFoundError:
