@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from lverse_core.models.augvae import AugVAE, count_parameters
-from lverse_core.training.augvae_train import checkpoint_path, effective_lr, load_augvae, train_augvae
+from lverse_core import provenance
+from lverse_core.training.augvae_train import (augvae_made_from, checkpoint_path, effective_lr, load_augvae,
+                                               train_augvae)
 from lverse_core.config import MissingAssetError, derive, load_profile
 from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
 from lverse_core.models.quantize import EMAVectorQuantizer
@@ -369,6 +371,8 @@ def test_checkpoints_with_other_tensors_or_no_model_args_name_the_file_and_the_t
         broken = {**state, "model": dict(state["model"])}
         edit(broken)
         save_checkpoint(path, broken)
+        # recorded as made from this run's settings, so that the tensors themselves are what gets refused
+        provenance.record(path, augvae_made_from(cfg, "ml"))
         with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*{words}.*re-run the training notebook"):
             load_augvae(cfg, "ml")
 
