@@ -73,6 +73,11 @@ def test_augvae_sl_that_diverges_in_its_unquantized_start_stops(tmp_path):
     A.train_augvae(cfg, "ml", dataset=data, progress=False)
     bad = augvae_cfg(tmp_path, **{"augvae_train.sl_steps": 12, "augvae_train.unquantized_steps": 8,
                                   "augvae_train.lr": HUGE_LR, "augvae_train.ckpt_every": 1})
+    from lverse_core import provenance
+
+    # the ML above stands in for one trained under ``bad`` (only SL's rate matters here): recorded as such, so that
+    # SL starts from it instead of refusing it as made with another learning rate
+    provenance.record(A.checkpoint_path(bad, "ml"), A.augvae_made_from(bad, "ml"))
     with pytest.raises(TrainingDivergedError, match="AugVAE sl diverged") as e:
         A.train_augvae(bad, "sl", dataset=data, progress=False)
     assert e.value.step <= 8  # inside the unquantized start

@@ -99,7 +99,18 @@ def test_caption_metrics_without_java_give_the_doctors_diagnosis(monkeypatch):
 
     from lverse_core.evaluation import metrics
 
-    monkeypatch.setattr(D, "_java_version", lambda: None)
+    monkeypatch.setattr(metrics, "java_version", lambda: None)
     monkeypatch.setattr(metrics, "_java_found", False)
     with pytest.raises(metrics.JavaMissingError, match=r"no working 'java' on PATH; METEOR.*openjdk.*doctor"):
         metrics.score_captions({1: "a red circle."}, {1: ["a red circle.", "a circle."]})
+
+
+def test_java_is_not_asked_for_where_the_profile_scores_without_it(monkeypatch):
+    from lverse_core.config import load_profile
+    from lverse_core.evaluation import metrics
+
+    monkeypatch.setattr(D, "_java_version", lambda: None)
+    assert not D.check_java(load_profile("ci")).ok  # coco-caption and METEOR: Java needed
+    found = D.check_java(load_profile("gpu"))  # nlg-eval without METEOR
+    assert found.ok and "not needed" in found.message
+    assert metrics.needs_java(load_profile("ci")) and not metrics.needs_java(load_profile("gpu"))

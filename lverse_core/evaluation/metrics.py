@@ -71,23 +71,44 @@ class JavaMissingError(RuntimeError):
     """No working ``java`` for the Java parts of the caption metrics (METEOR, the PTB tokenizer)."""
 
 
+JAVA_FIX = "install a Java runtime (e.g. apt-get install openjdk-17-jre-headless) and make 'java' available"
+JAVA_MISSING = "no working 'java' on PATH; METEOR in Table 2 runs a Java program"
 _java_found = False
+
+
+def java_version() -> str | None:
+    """The first line of ``java -version``, or None when there is no working ``java`` on PATH."""
+    import shutil
+
+    java = shutil.which("java")
+    if java is None:
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stderr or out.stdout).strip().splitlines()[0] if out.returncode == 0 else None
+
+
+def needs_java(cfg: Config | None = None, tool: str | None = None) -> bool:
+    """Whether scoring captions under ``cfg`` runs Java: the coco-caption pipeline's PTB tokenizer, or METEOR
+    (on unless ``eval.meteor`` is false). The nlg-eval pipeline without METEOR runs none (the gpu profile)."""
+    tool = tool or (cfg.eval.caption_metrics if cfg is not None else "coco-caption")
+    return tool != "nlg-eval" or cfg is None or bool(cfg.eval.meteor)
 
 
 def require_java() -> None:
     """Raise JavaMissingError with ``doctor``'s diagnosis and fix when there is no working ``java``: without it
-    pycocoevalcap fails with a bare ``FileNotFoundError: 'java'``. No setting avoids Java: METEOR needs it under
-    both eval.caption_metrics pipelines."""
-    from lverse_core.pipeline.doctor import check_java
-
+    pycocoevalcap fails with a bare ``FileNotFoundError: 'java'``. ``eval.meteor: false`` with
+    ``eval.caption_metrics: nlg-eval`` scores without Java (``needs_java``)."""
     global _java_found
     if _java_found:  # found once in this process: not asked again for every scoring call
         return
-    found = check_java()
-    _java_found = found.ok
-    if not found.ok:
-        raise JavaMissingError(f"{found.message} (and the coco-caption PTB tokenizer). To do: {found.fix}; "
-                               f"python -m lverse_core doctor checks this before a run")
+    _java_found = java_version() is not None
+    if not _java_found:
+        raise JavaMissingError(f"{JAVA_MISSING} (and the coco-caption PTB tokenizer). To do: {JAVA_FIX}, or set "
+                               f"eval.meteor: false with eval.caption_metrics: nlg-eval (no METEOR); python -m "
+                               f"lverse_core doctor checks this before a run")
 
 
 def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
@@ -191,7 +212,8 @@ def score_caption_sets(sets: Mapping[str, Mapping[Any, str]], refs: Mapping[Any,
     tool, n_refs = resolve_tool(cfg, tool, n_refs)
     for preds in sets.values():
         _check_inputs(preds, refs)
-    require_java()
+    if needs_java(cfg, tool):
+        require_java()
     if tool == "nlg-eval":
         gts, tokenized = nlg_eval_inputs(sets, refs, n_refs)
     else:

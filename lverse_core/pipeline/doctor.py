@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from lverse_core.evaluation.metrics import JAVA_FIX, JAVA_MISSING, java_version, needs_java
 from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
 from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, describe_plan, precision_plan,
                                   torch_capability, total_memory_bytes)
@@ -67,14 +68,7 @@ def needed_assets(cfg: Config) -> list[str]:
 
 
 def _java_version() -> str | None:
-    java = shutil.which("java")
-    if java is None:
-        return None
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stderr or out.stdout).strip().splitlines()[0] if out.returncode == 0 else None
+    return java_version()
 
 
 def workdir_problem(where: Path | None = None) -> str:
@@ -109,14 +103,17 @@ def check_workdir() -> Finding:
     return Finding("work directory", True, f"{where} can be written in")
 
 
-JAVA_FIX = "install a Java runtime (e.g. apt-get install openjdk-17-jre-headless) and make 'java' available"
 
 
-def check_java() -> Finding:
+def check_java(cfg: Config | None = None) -> Finding:
+    """Java for Table 2's caption metrics; not needed where ``cfg`` scores without it (``metrics.needs_java``)."""
     v = _java_version()
     if v:
         return Finding("java", True, v)
-    return Finding("java", False, "no working 'java' on PATH; METEOR in Table 2 runs a Java program", JAVA_FIX)
+    if cfg is not None and not needs_java(cfg):
+        return Finding("java", True, "none on PATH, and not needed: this profile scores captions with nlg-eval and "
+                                     "eval.meteor false")
+    return Finding("java", False, JAVA_MISSING, JAVA_FIX)
 
 
 def check_assets(cfg: Config) -> list[Finding]:
@@ -273,7 +270,7 @@ def check_time(cfg: Config) -> Finding:
 def diagnose(cfg: Config, timing: bool = True) -> list[Finding]:
     place = check_workdir()
     artefacts = check_artefacts(cfg) if place.ok else []  # nothing can be read under a file or an unusable folder
-    found = [place, check_java(), *check_assets(cfg), *artefacts, check_disk(cfg), check_precision(cfg),
+    found = [place, check_java(cfg), *check_assets(cfg), *artefacts, check_disk(cfg), check_precision(cfg),
              check_memory(cfg)]
     return found + [check_time(cfg)] if timing else found
 

@@ -823,18 +823,19 @@ def _set_aside_good_copy(root: Path, nb: Path, was_ok: bool) -> list[Path]:
 NEEDS_JAVA = ("04",)
 
 
-def check_environment(books: list[Path]) -> None:
+def check_environment(books: list[Path], cfg=None) -> None:
     """What ``doctor`` would report as a problem for these notebooks, checked before anything runs: a work
-    directory that cannot be written in, and no Java for a notebook that needs it (a RunError with the fix)."""
+    directory that cannot be written in, and (given the run's ``cfg``) no Java for a notebook that needs it under
+    that configuration (a RunError with the fix)."""
     from lverse_core.pipeline.doctor import check_java, workdir_problem
 
     problem = workdir_problem()
     if problem:
         raise RunError(f"the work directory cannot hold this run: {problem}. Set LVERSE_WORKDIR to a folder this "
                        f"user can write in (python -m lverse_core doctor checks this)")
-    java = [nb.stem for nb in books if nb.name[:2] in NEEDS_JAVA]
+    java = [nb.stem for nb in books if nb.name[:2] in NEEDS_JAVA] if cfg is not None else []
     if java:
-        found = check_java()
+        found = check_java(cfg)
         if not found.ok:
             raise RunError(f"{', '.join(java)}: {found.message}; {found.fix} (python -m lverse_core doctor checks "
                            f"this), or leave {', '.join(j[:2] for j in java)} out of --only")
@@ -854,6 +855,7 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
     per_book = notebook_parameters(books, params)  # all checks before anything runs
     check_environment(books)
     cfg = load_run_config(profile, params.get("OVERRIDES"))  # with overrides: runs/ and reports/<profile>+<tag>/
+    check_environment(books, cfg)  # Java, where this configuration's notebooks run it
     try:
         notebook_sources.check(notebook_dir, books)
     except notebook_sources.NotebookDriftError as e:
