@@ -30,11 +30,12 @@ import fnmatch
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from lverse_core.report import atomic_write
 
 FORMAT, VERSION = "lverse-made-from", 1
 SUFFIX = ".made-from.json"
@@ -220,17 +221,8 @@ def _write_record(path: Path, rec: dict[str, Any]) -> Path:
     target = sidecar(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # a hidden temp name: never one of the "<checkpoint>.<pid>.<random>.tmp" names save_checkpoint clears
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda f: f.write(json.dumps(rec, indent=1, sort_keys=True) + "\n"),
+                 prefix=f".{target.name}.{os.getpid()}.")
     return target
 
 

@@ -14,9 +14,10 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 from lverse_core import hardware
 from lverse_core.config import REPO_ROOT, Config
@@ -85,6 +86,25 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def atomic_write(path: Path, write: Callable[[IO], None], *, binary: bool = False, prefix: str | None = None) -> Path:
+    """Write ``path`` through ``write(file)``: into a unique temp file in the same folder (``prefix`` + random +
+    ``.tmp``; default prefix ``<name>.<pid>.``), flushed and fsynced, then renamed into place. A reader sees the old
+    file or the whole new one, never half of it; a failed write removes its temp file and leaves ``path`` as it was."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:

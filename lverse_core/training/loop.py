@@ -18,7 +18,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lverse_core.report import remove_stale_temps
+from lverse_core.report import atomic_write, remove_stale_temps
 
 
 class CheckpointError(RuntimeError):
@@ -260,18 +259,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     # told from a write in progress and removed here, the next time this checkpoint is written
     remove_stale_temps(path.parent.glob(glob.escape(path.name) + ".*.tmp"),
                        lambda p: _tmp_pid(p.name[len(path.name) + 1:]))
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
