@@ -190,15 +190,47 @@ def input_id(path: str | os.PathLike) -> str:
 
 def listing_id(paths: Iterable[str | os.PathLike], recursive: bool = False) -> str:
     """A cheap id of files and folders read in place (real data sets, asset files): their paths, sizes and mtimes
-    (a folder: its entries', one level deep unless ``recursive``); never their content."""
-    rows = []
+    (a folder: its entries', one level deep unless ``recursive``, then every file and folder below it); never their
+    content. A recursive listing is hashed as it is walked: a folder of a million images costs one ``stat`` each."""
+    rows, digest = [], hashlib.sha256()
     for p in paths:
         p = Path(p)
-        if p.is_dir():
-            entries = sorted(p.rglob("*") if recursive else p.iterdir())
-            rows += [[str(e), *_stat(e)] for e in entries]
+        if p.is_dir() and recursive:
+            for entry_path, st in _walk(p, set()):
+                digest.update(json.dumps([entry_path, *st]).encode() + b"\n")
+        elif p.is_dir():
+            rows += [[str(e), *_stat(e)] for e in sorted(p.iterdir())]
         rows.append([str(p), *_stat(p)])
+    if recursive:
+        digest.update(json.dumps(rows).encode())
+        return "listing:r:" + digest.hexdigest()[:24]
     return "listing:" + hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:24]
+
+
+def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterable[tuple[str, list[int]]]:
+    """Every entry below ``root`` in a stable order (sorted by name at each level) with its size and mtime. A folder
+    that cannot be read counts as one entry of size -1 (a permission change is a change); a folder reached again
+    through a symbolic link is listed but not entered twice."""
+    try:
+        st = root.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        yield str(root) + os.sep, [-1, -1]
+        return
+    for e in entries:
+        try:
+            is_dir = e.is_dir(follow_symlinks=True)
+            st = e.stat(follow_symlinks=True)
+        except OSError:
+            yield e.path, [-1, -1]
+            continue
+        yield e.path, [0 if is_dir else st.st_size, st.st_mtime_ns]
+        if is_dir:
+            yield from _walk(Path(e.path), seen)
 
 
 def _stat(p: Path) -> list[int]:

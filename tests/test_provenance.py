@@ -210,3 +210,57 @@ def test_caption_files_are_read_only_while_the_models_that_drew_them_are_current
     with pytest.raises(P.StaleArtefactError,
                        match=r"generated captions \(test\) .* is stale.*input biart changed.*04_table2_image_to_text"):
         P.require(path, captions_made_from(cfg))
+
+
+def _tree(root):
+    """A real-data-like folder: class folders with images two levels below the asset folder."""
+    for cls in ("n01", "n02"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / "train" / cls / f"{i}.JPEG").write_bytes(b"x" * (10 + i))
+    return root
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove", "rename"])
+def test_a_recursive_listing_sees_a_change_deep_below_the_asset_folder(tmp_path, change):
+    root = _tree(tmp_path / "imagenet")
+    before, shallow = P.listing_id([root], recursive=True), P.listing_id([root])
+    victim = root / "train" / "n02" / "1.JPEG"
+    top = os.stat(root / "train")  # keep the folders' own mtimes: only the deep entry changes
+    if change == "edit":
+        victim.write_bytes(b"y" * 99)
+    elif change == "add":
+        (root / "train" / "n02" / "9.JPEG").write_bytes(b"z")
+    elif change == "remove":
+        victim.unlink()
+    else:
+        victim.rename(victim.with_name("7.JPEG"))
+    os.utime(root / "train", ns=(top.st_atime_ns, top.st_mtime_ns))
+    assert P.listing_id([root], recursive=True) != before
+    assert P.listing_id([root]) == shallow  # one level deep cannot see it: why the data set id walks the tree
+
+
+def test_a_recursive_listing_is_stable_and_survives_a_symlink_loop(tmp_path):
+    root = _tree(tmp_path / "imagenet")
+    (root / "train" / "n01" / "loop").symlink_to(root, target_is_directory=True)
+    assert P.listing_id([root], recursive=True) == P.listing_id([root], recursive=True)
+    assert P.listing_id([root], recursive=True).startswith("listing:r:")
+
+
+def test_a_real_data_sets_id_changes_with_an_image_below_its_class_folder(tmp_path):
+    from lverse_core.data import identity
+
+    root = _tree(tmp_path / "imagenet")
+    (tmp_path / "karpathy.json").write_text("{}")
+    (tmp_path / "coco").mkdir()
+    cfg = load_profile("ci", **{"data.root": str(tmp_path / "d"), "data.source": "coco",
+                                "assets.imagenet_root": str(root), "assets.coco_root": str(tmp_path / "coco"),
+                                "assets.coco_karpathy_json": str(tmp_path / "karpathy.json")})
+    before = identity.dataset_id(cfg)
+    assert identity.dataset_id(cfg) == before
+    victim = root / "train" / "n01" / "0.JPEG"
+    top = os.stat(root / "train")
+    victim.write_bytes(b"another image of another size")
+    os.utime(root / "train", ns=(top.st_atime_ns, top.st_mtime_ns))
+    identity._LISTINGS.clear()  # a later process walks the tree again
+    assert identity.dataset_id(cfg) != before

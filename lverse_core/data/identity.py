@@ -1,9 +1,11 @@
 """The id of the data set a run reads, as the provenance records keep it (``lverse_core.provenance``).
 
 The embedded set is fixed by its generation parameters (the ones its ``COMPLETE.json`` holds), so they are its id.
-A real data set is read in place from ``assets.*``: its id is its listing (each asset's path, size and mtime; a
-folder's entries one level deep: ImageNet's class folders, the Karpathy image folders, the shard files), with the
-settings that cut it into splits. Cheap to compute on every check; a file edited in place changes its mtime.
+A real data set is read in place from ``assets.*``: its id is its listing (each asset's path, size and mtime, and
+those of every file and folder below an asset folder: ImageNet's images in their class folders, the COCO images in
+their split folders, the shard files), with the settings that cut it into splits. No content is read: one ``stat`` per
+file, walked once per process (the walk is kept while the assets' own sizes and mtimes stay the same); a file edited,
+added or removed anywhere below changes the id a later process computes.
 """
 from __future__ import annotations
 
@@ -37,4 +39,15 @@ def dataset_id(cfg: Config) -> str:
         except MissingAssetError:
             paths.append(f"missing {name}: {getattr(cfg.assets, name)}")
     return params_id("data", {"source": d.source, "train_source": d.train_source, "n_val": d.n_val,
-                              "n_test": d.n_test, "n_restval": d.n_restval, "listing": listing_id(paths)})
+                              "n_test": d.n_test, "n_restval": d.n_restval, "listing": _listing(tuple(paths))})
+
+
+_LISTINGS: dict[tuple, str] = {}
+
+
+def _listing(paths: tuple[str, ...]) -> str:
+    """The recursive ``listing_id`` of ``paths``, walked once per process while the paths' own stats stay put."""
+    key = (paths, listing_id(paths))  # the one-level listing: cheap, and changes when the folders' entries do
+    if key not in _LISTINGS:
+        _LISTINGS[key] = listing_id(paths, recursive=True)
+    return _LISTINGS[key]
