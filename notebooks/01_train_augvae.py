@@ -222,6 +222,10 @@ summary = {"params": {"ml": count_parameters(ml), "sl": count_parameters(sl)},
            "steps": {"ml": planned_steps(cfg, "ml"), "sl": planned_steps(cfg, "sl")},
            "final_train_log": logs, "code_usage": usage.to_dict(orient="records"), "codes": codes_summary,
            "timings_s": timings}
+from lverse_core.pipeline import artefact_ids
+
+summary["made_from"] = artefact_ids.ids(cfg, ("data set", "augvae_ml", "augvae_sl", "codes train", "codes val",
+                                              "codes test"))  # index.html marks this stale if one is remade
 report.save_results(cfg, "augvae_training", summary)
 print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, indent=1))
 

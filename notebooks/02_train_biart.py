@@ -282,6 +282,10 @@ summary = {"profile": cfg.profile, "source": provenance(cfg), "parameters": mode
            "test_images_captioned": len(captions), "image_examples": len(pick),
            "caption_correct_fraction": float(captions["correct"].mean()) if "correct" in captions else None,
            "mean_clip_score_chosen_images": float(drawn["scores"].max(-1).values.mean())}
+from lverse_core.pipeline import artefact_ids
+
+summary["made_from"] = artefact_ids.ids(cfg, ("tokenizer", "augvae_sl", "codes train", "codes val", "codes test",
+                                              "biart", "clip_reranker"))  # index.html marks this stale if one is remade
 save_results(cfg, "02_biart", summary)
 summary
 

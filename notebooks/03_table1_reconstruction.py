@@ -167,6 +167,9 @@ ood_table
 # %%
 results = {"fid_feature_space": fid_label(cfg), "n_eval": len(test), "models": ours, "verdict": verdict,
            "ood_psnr_db": dict(zip(names, ood_psnr.tolist())), "timings_s": timings}
+from lverse_core.pipeline import artefact_ids
+
+results["made_from"] = artefact_ids.ids(cfg, ("data set", "augvae_ml", "augvae_sl", "augvae_control", "judge"))
 report.save_results(cfg, "table1_reconstruction", results)
 print(json.dumps(timings, indent=1))
 

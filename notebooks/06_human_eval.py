@@ -71,6 +71,7 @@ from lverse_core.pipeline.eval_run import TRUNCATED
 from lverse_core.pipeline.eval_tables import captions_made_from, slug
 from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 from lverse_core.provenance import require
+from lverse_core.pipeline import artefact_ids
 cap_dir = cfg.reports_root / "results" / "captions"
 path = cap_dir / f"captions_{slug(TRUNCATED)}_test.json"
 assert path.exists(), f"{path} is missing: run notebooks/04_table2_image_to_text.ipynb with PROFILE={PROFILE!r} first"
@@ -135,7 +136,8 @@ if votes_in:
     save_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
                                        "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
                                        "ci": [float(row["ci_low"]), float(row["ci_high"])],
-                                       "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent()})
+                                       "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent(),
+                                       "made_from": artefact_ids.ids(cfg, ("biart", "augvae_sl", "clip_reranker"))})
     print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] ({who}); paper: "
           f"{H.paper_pred_plus_both_percent():.1f}% (human)")
 

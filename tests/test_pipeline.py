@@ -36,6 +36,22 @@ def test_every_notebook_ran(ci_run):
     assert f"computed in {describe_plan(manifest['precision'])}" in index
 
 
+def test_every_notebooks_results_record_what_they_were_made_from_and_nothing_is_stale(ci_run, ci_outputs):
+    from lverse_core.pipeline import artefact_ids
+
+    root, _ = ci_run
+    expected = {"data_summary": {"data set", "tokenizer"}, "augvae_training": {"augvae_ml", "augvae_sl"},
+                "02_biart": {"biart", "codes train", "clip_reranker"}, "table1_reconstruction": {"augvae_sl", "judge"},
+                "table2": {"biart", "augvae_sl"}, "table3": {"biart", "clip_reranker"},
+                "06_human_eval": {"biart", "augvae_sl"}}
+    for name, inputs in expected.items():
+        made = json.loads((root / "results" / f"{name}.json").read_text())["made_from"]
+        assert inputs <= set(made), name
+        assert made == artefact_ids.ids(ci_outputs, made), name  # the run's current artefacts, all present
+        assert "missing" not in {v for k, v in made.items() if k != "augvae_control"}, name
+    assert "stale" not in (root / "index.html").read_text()
+
+
 def test_data_prep_outputs(ci_run):
     root, _ = ci_run
     summary = json.loads((root / "results" / "data_summary.json").read_text())

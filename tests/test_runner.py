@@ -210,7 +210,57 @@ def test_tables_made_from_retrained_checkpoints_are_marked_stale(books, workdir,
     (cfg.runs_root / "biart.pt").write_bytes(b"retrained")  # BiART retrained; the table was not regenerated
     runner.write_index(cfg)
     page = (root / "index.html").read_text()
-    assert "stale: made from other biart checkpoint(s) than the current ones (00_first)" in page
+    assert "stale: made from another biart than the run holds now: rerun 00_first" in page
+
+
+@pytest.mark.parametrize("remake, named", [("augvae_ml", "augvae_ml"), ("judge", "judge"),
+                                           ("data set", "data set"), ("codes test", "codes test")])
+def test_results_of_any_notebook_record_their_inputs_and_go_stale_when_one_is_remade(books, workdir, monkeypatch,
+                                                                                      remake, named):
+    import papermill
+
+    from lverse_core.config import load_profile
+    from lverse_core.pipeline import artefact_ids
+
+    cfg = load_profile("ci")
+    files = {"augvae_ml": cfg.runs_root / "augvae_ml.pt", "judge": cfg.runs_root / "judge.pt",
+             "codes test": artefact_ids._files(cfg)["codes test"]()}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(path.name.encode())
+    root = cfg.reports_root
+    inputs = ("data set", "augvae_ml", "judge", "codes test", "augvae_sl")  # augvae_sl: missing, and stays so
+
+    def fake_execute(src, dst, **kw):  # notebook 00 stands in for 03: a figure and results saying made_from
+        executed_notebook(dst)
+        if src.endswith("00_first.ipynb"):
+            for sub in ("figures", "results"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / "figures" / "toy_figure.png").write_bytes(b"png")
+            (root / "results" / "toy.json").write_text(json.dumps({"made_from": artefact_ids.ids(cfg, inputs)}))
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    assert "stale" not in (root / "index.html").read_text()
+    if remake == "data set":
+        cfg = load_profile("ci", seed=cfg.seed + 1)  # the same folders, another embedded data set
+    else:
+        files[remake].write_bytes(b"remade")
+    runner.write_index(cfg)
+    page = (root / "index.html").read_text()
+    # the notebook's figure carries the note, not only its results JSON
+    assert f"stale: made from another {named} than the run holds now: rerun 00_first</p><figure>" in page
+
+
+def test_artefact_ids_name_what_they_do_not_know():
+    from lverse_core.config import load_profile
+    from lverse_core.pipeline import artefact_ids
+
+    with pytest.raises(ValueError, match="unknown artefact 'biart.pt'.*known: data set, tokenizer"):
+        artefact_ids.ids(load_profile("ci"), ["biart.pt"])
+    assert artefact_ids.changed(load_profile("ci"), ["not", "a", "mapping"]) == []
+    assert artefact_ids.changed(load_profile("ci"), {"from another kit": "x"}) == []
 
 
 def test_index_reads_like_the_paper_headlines_captions_verdicts_forms(tmp_path, monkeypatch):

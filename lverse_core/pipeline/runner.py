@@ -431,15 +431,11 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str]:
-    """Outputs of notebooks whose results JSON records ``made_from`` checkpoint ids (notebooks 04/05) that differ
-    from this profile's current checkpoints: a table made from a BiART, AugVAE-SL or reranker retrained since."""
-    from lverse_core import provenance
-    from lverse_core.sampling.generate import made_from
+    """Outputs of notebooks whose results JSON records ``made_from`` artefact ids that differ from this run's
+    current ones (``pipeline.artefact_ids``): a table made from a data set, tokenizer, AugVAE, codes, BiART, reranker
+    or judge remade since, each named with what changed and the notebook to rerun."""
+    from lverse_core.pipeline import artefact_ids
 
-    try:
-        now = made_from(cfg)
-    except Exception:  # no trained models (yet): nothing to compare with
-        return {}
     stale = {}
     for nb in _manifest_entries(manifest):
         outputs = nb["outputs"]
@@ -448,17 +444,12 @@ def _made_from_other_checkpoints(cfg, manifest: dict[str, Any]) -> dict[str, str
                 continue
             try:
                 recorded = json.loads((cfg.reports_root / out).read_text()).get("made_from")
+                changed = artefact_ids.changed(cfg, recorded)
             except (OSError, ValueError, AttributeError):
                 continue
-            if not isinstance(recorded, dict):
-                continue
-            # the results record the checkpoints they were made from: the same decision as every artefact's
-            decision = provenance.compare({"config": {}, "inputs": recorded},
-                                          provenance.MadeFrom("results", {}, now, out), cfg.reports_root / out)
-            changed = [k for k in decision.changed_inputs if k in now]
             if changed:
-                stale.update({o: f"made from other {', '.join(changed)} checkpoint(s) than the current ones "
-                                 f"({nb['name']})" for o in outputs})
+                stale.update({o: f"made from another {', '.join(changed)} than the run holds now: rerun "
+                                 f"{nb['name']}" for o in outputs})
     return stale
 
 
@@ -677,7 +668,7 @@ def write_index(cfg, record: RunRecord | None = None) -> Path:
         if rel not in stale:
             return ""
         why = stale[rel]
-        return (f"<p class='failed'>stale: {esc(why)}; re-run that notebook</p>" if why.startswith("made")
+        return (f"<p class='failed'>stale: {esc(why)}</p>" if why.startswith("made")
                 else f"<p class='failed'>stale: written by an earlier run of {esc(why)} in the latest run; "
                      f"re-run that notebook</p>")
 
