@@ -18,6 +18,7 @@ from lverse_core.training.augvae_train import (augvae_made_from, checkpoint_path
 from lverse_core.config import MissingAssetError, derive, load_profile
 from lverse_core.training.pretokenize import checkpoint_id, load_codes, pretokenize_split
 from lverse_core.models.quantize import EMAVectorQuantizer
+from lverse_core.data.decoded import from_uint8, to_uint8
 from lverse_core.training.loop import CheckpointError, DistInfo, save_checkpoint
 
 
@@ -707,3 +708,52 @@ def test_lverse_cc_trains_on_the_cc3m_view_and_keeps_evaluation_on_the_source(tm
     karpathy_test = caption_records(derive(cfg, **{"data.train_source": ""}), "test")
     assert len(test.text) == sum(len(r["captions"]) for r in karpathy_test) > len(karpathy_test)
     assert ours_label(cfg).startswith("L-Verse-CC") and not ours_label(load_profile("ci")).startswith("L-Verse-CC")
+
+
+def test_the_training_split_is_decoded_once_per_process_and_not_at_all_for_a_finished_checkpoint(tmp_path,
+                                                                                                 monkeypatch):
+    from lverse_core import data
+    from lverse_core.training import augvae_train as AT
+
+    images = synthetic_images(12, 32)
+    decodes = []
+
+    def image_dataset(cfg, split, train=True):
+        assert (split, train) == ("train", False)  # decoded once from the eval transform, cropped per batch
+        decodes.append(cfg.seed)
+        return ImageSet(images)
+
+    monkeypatch.setattr(data, "image_dataset", image_dataset)
+    monkeypatch.setattr(AT, "_DECODED", {})
+    cfg = _train_cfg(tmp_path, "once")
+    ml = train_augvae(cfg, "ml", progress=False)
+    train_augvae(cfg, "sl", progress=False)
+    assert decodes == [cfg.seed]  # ML and SL shared one decoded tensor
+    shared = AT._DECODED.copy()
+    # the decoded copy is the images, exactly, whoever asks
+    assert torch.equal(AT.training_images(cfg).images, AT.training_images(cfg).images)
+    assert torch.equal(from_uint8(AT.training_images(cfg).images), from_uint8(to_uint8(images)))
+    before = ml.stat().st_mtime_ns
+    monkeypatch.setattr(AT, "training_images", lambda cfg: pytest.fail("a finished checkpoint decoded the images"))
+    assert train_augvae(cfg, "ml", progress=False) == ml and ml.stat().st_mtime_ns == before
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "image_dataset", image_dataset)
+    monkeypatch.setattr(AT, "_DECODED", shared)
+    AT.training_images(load_profile("ci", **{"runs_dir": str(tmp_path / "o"), "data.bad_input": "skip"}))
+    assert len(decodes) == 2 and len(AT._DECODED) == 1  # other data settings: decoded again, one split kept
+
+
+def test_decoding_inside_the_trainer_draws_nothing_from_the_seeded_generator(tmp_path, monkeypatch):
+    # the trainer decodes before it seeds (a DataLoader draws from the global generator): the same weights as a
+    # run handed the decoded images
+    from lverse_core import data
+    from lverse_core.data.decoded import DecodedImages
+    from lverse_core.training import augvae_train as AT
+
+    images = synthetic_images(12, 32)
+    given = torch.load(train_augvae(_train_cfg(tmp_path, "given"), "ml", progress=False,
+                                    dataset=DecodedImages(to_uint8(images))), weights_only=False)
+    monkeypatch.setattr(data, "image_dataset", lambda cfg, split, train=True: ImageSet(images))
+    monkeypatch.setattr(AT, "_DECODED", {})
+    decoded = torch.load(train_augvae(_train_cfg(tmp_path, "decoded"), "ml", progress=False), weights_only=False)
+    _assert_same_state(given["model"], decoded["model"])

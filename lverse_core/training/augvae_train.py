@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import json
 import logging
 import math
 from pathlib import Path
@@ -145,17 +147,33 @@ def _initial_model(cfg: Config, variant: str) -> AugVAE:
     return AugVAE("sl", **{**base.args, "sl_quantize_fine": False})
 
 
+_DECODED: dict[str, torch.Tensor] = {}  # the last training split decoded in this process, by what it was decoded from
+
+
 def training_images(cfg: Config):
     """The training split as ``augvae_train.decode`` says: decoded once to a uint8 tensor (cropped per batch on
     the device) or an ImageFolder dataset that decodes and crops each image when a batch needs it (in
-    ``data.num_workers`` worker processes, ``lverse_core.data.step_batches``)."""
+    ``data.num_workers`` worker processes, ``lverse_core.data.step_batches``).
+
+    Decoded once per process: AugVAE-ML, AugVAE-SL and the control trained one after the other (notebook 01) share
+    one tensor, kept while the data set's id and the ``data`` settings stay the same; on a CUDA device it sits in
+    pinned memory, so the copy of each batch to the device overlaps the step."""
     from lverse_core import data
 
     if cfg.augvae_train.decode == "once":
         from lverse_core.data.decoded import DecodedImages
+        from lverse_core.data.identity import dataset_id
 
-        return DecodedImages.from_dataset(data.image_dataset(cfg, "train", train=False), train=True,
-                                          num_workers=cfg.data.num_workers)
+        key = json.dumps([dataset_id(cfg), dataclasses.asdict(cfg.data), str(cfg.data_root)], sort_keys=True,
+                         default=str)
+        if key not in _DECODED:
+            _DECODED.clear()  # one split in memory at a time
+            images = DecodedImages.from_dataset(data.image_dataset(cfg, "train", train=False), train=True,
+                                                num_workers=cfg.data.num_workers).images
+            if torch.device(cfg.resolved_device()).type == "cuda" and torch.cuda.is_available():
+                images = images.pin_memory()
+            _DECODED[key] = images
+        return DecodedImages(_DECODED[key], train=True)
     return data.image_dataset(cfg, "train", train=True)
 
 
@@ -185,9 +203,6 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     path = checkpoint_path(cfg, variant)
     kind = VARIANTS[variant][1]
 
-    if dataset is None:
-        dataset = training_images(cfg)
-    seed_everything(cfg.seed + di.rank)
     resume = None
     made = augvae_made_from(cfg, variant)
     from lverse_core import provenance
@@ -196,7 +211,11 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     if provenance.retrain_reason(path, made, log=print if di.is_main else None) is None:
         resume = load_checkpoint(path, kind)
         if resume["step"] >= total:
-            return path
+            seed_everything(cfg.seed + di.rank)  # the state a caller saw before (the notebooks draw after this)
+            return path  # finished: nothing to decode
+    if dataset is None:
+        dataset = training_images(cfg)
+    seed_everything(cfg.seed + di.rank)  # after decoding: a DataLoader draws from the global generator
     model = AugVAE(**_strip_variant(resume["model_args"])) if resume else _initial_model(cfg, variant)
     if resume:
         expected = _model_args(_initial_model_shape(cfg, variant))
