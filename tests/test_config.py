@@ -124,6 +124,19 @@ def test_every_field_is_declared_once_with_its_help_and_valid_values():
     assert CHOICES["augvae.ema_update"] == ("per_level", "pooled")
 
 
+def test_a_field_declared_without_setting_is_named():
+    import dataclasses
+
+    from lverse_core.config import leaves
+
+    @dataclasses.dataclass
+    class Section:
+        x: int = 3
+
+    with pytest.raises(TypeError, match="'x' is declared without setting"):
+        list(leaves(Section))
+
+
 def test_a_setting_refuses_a_declaration_without_help_or_with_a_default_outside_its_choices():
     from lverse_core.config import setting
 

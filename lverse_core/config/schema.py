@@ -47,7 +47,9 @@ class Range:
     def __str__(self) -> str:
         lo = "-inf" if self.lo is None else _number(self.lo)
         hi = "inf" if self.hi is None else _number(self.hi)
-        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+        left = "(" if self.lo_open or self.lo is None else "["
+        right = ")" if self.hi_open or self.hi is None else "]"
+        return f"{left}{lo}, {hi}{right}"
 
 
 def _number(x: float) -> str:
@@ -335,8 +337,8 @@ class CLIPConfig:
     vision_width: int = setting(128, range=Range(64), help="ViT width")
     vision_layers: int = setting(4, range=AT_LEAST_1, help="ViT blocks")
     vision_patch_size: int = setting(8, range=AT_LEAST_1, help="ViT patch side, pixels")
-    transformer_width: int = setting(128, range=Range(64),
-                                     help="text transformer width, a multiple of 64 (clip.load infers heads = width // 64)")
+    transformer_width: int = setting(128, range=Range(64), help=(
+        "text transformer width, a multiple of 64 (clip.load infers heads = width // 64)"))
     transformer_heads: int = setting(2, range=AT_LEAST_1, help=(
         "must equal transformer_width // 64 (see lverse_core/sampling/clip_reranker.py)"))
     transformer_layers: int = setting(2, range=AT_LEAST_1, help="text transformer blocks")
@@ -524,6 +526,11 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def spec_of(f: dataclasses.Field) -> Spec:
+    """A field's declaration; a field declared without :func:`setting` (or :func:`section`, :func:`asset`) is a
+    schema bug, named here when the kit is imported."""
+    if "spec" not in f.metadata:
+        raise TypeError(f"config field {f.name!r} is declared without setting(...): give it a help text and its valid "
+                        f"values in lverse_core/config/schema.py")
     return f.metadata["spec"]
 
 
