@@ -430,3 +430,17 @@ def test_non_finite_and_overflowing_values_are_config_errors(key, value, msg):
 def test_list_lengths_are_checked(key, value, msg):
     with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*{msg}"):
         load_profile("ci", **{key: value})
+
+
+def test_the_settings_listing_shows_each_keys_value_valid_values_and_help(capsys):
+    from lverse_core.config.__main__ import main
+
+    assert main(["--profile", "ci", "sampling.top_p", "augvae.ema_update", "biart_train.betas"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_profile("ci")
+    assert f"sampling.top_p = {cfg.sampling.top_p}  (float; (0, 1])\n    nucleus sampling mass; 1.0 = off" in out
+    assert 'augvae.ema_update = "per_level"  (str; per_level | pooled)' in out
+    assert "biart_train.betas = [0.9, 0.95]  (list[float]; [0, 1), 2 item(s))" in out
+    assert "seed =" not in out and "data." not in out  # only the keys asked for
+    assert main(["nope"]) == 2 and "no setting starts with nope" in capsys.readouterr().err
+    assert main(["--profile", "smok"]) == 2 and "unknown profile 'smok'" in capsys.readouterr().err
