@@ -101,20 +101,154 @@ def test_numbers_outside_their_declared_range_are_config_errors(key, value):
         load_profile("ci", **{key: value})
 
 
-def test_every_number_in_a_profile_has_a_declared_range():
+def test_every_field_is_declared_once_with_its_help_and_valid_values():
+    # each field of each section carries its help text, and every number (or list of numbers) a declared range
+    # (config.ANY where any finite number will do); validation reads nothing else
     import dataclasses
     import typing
 
-    from lverse_core.config import RANGES, Config, _field_types
+    from lverse_core.config import CHOICES, RANGES, Config, field_types, leaves
 
-    def numbers(cls, prefix=""):
-        for name, typ in _field_types(cls).items():
-            if dataclasses.is_dataclass(typ):
-                yield from numbers(typ, f"{prefix}{name}.")
-            elif typ in (int, float) or typing.get_args(typ) in ((int,), (float,)):
-                yield prefix + name
+    def fields(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            yield prefix + f.name, f
+            if dataclasses.is_dataclass(field_types(cls)[f.name]):
+                yield from fields(field_types(cls)[f.name], f"{prefix}{f.name}.")
 
-    assert set(numbers(Config)) == set(RANGES)
+    undeclared = [key for key, f in fields(Config) if "spec" not in f.metadata or not f.metadata["spec"].help.strip()]
+    assert not undeclared, f"fields without a setting(...) declaration and help text: {undeclared}"
+    numbers = {key for key, typ, _ in leaves() if typ in (int, float) or typing.get_args(typ) in ((int,), (float,))}
+    unranged = {key for key, _, spec in leaves() if key in numbers and spec.range is None}
+    assert not unranged, f"numbers without a declared range (use range=ANY for any finite number): {unranged}"
+    assert set(RANGES) == numbers  # the views by key are read from the declarations
+    assert CHOICES["augvae.ema_update"] == ("per_level", "pooled")
+
+
+def test_a_field_declared_without_setting_is_named():
+    import dataclasses
+
+    from lverse_core.config import leaves
+
+    @dataclasses.dataclass
+    class Section:
+        x: int = 3
+
+    with pytest.raises(TypeError, match="'x' is declared without setting"):
+        list(leaves(Section))
+
+
+def test_a_setting_refuses_a_declaration_without_help_or_with_a_default_outside_its_choices():
+    from lverse_core.config import setting
+
+    with pytest.raises(TypeError, match="help"):
+        setting(1, help=" ")
+    with pytest.raises(TypeError, match="not one of its choices"):
+        setting("c", help="x", choices=("a", "b"))
+    a, b = (setting([1, 2], help="x").default_factory() for _ in range(2))
+    assert a == b == [1, 2] and a is not b  # a list default is copied for every instance
+
+
+def test_each_asset_is_described_by_one_record():
+    # the env variable, the source quoted in errors and the stand-in path all come from the asset's field
+    import dataclasses
+
+    from lverse_core.config import (ASSET_ENV, ASSET_HELP, ASSETS, RESERVED_OVERRIDES, STAND_IN_PATHS,
+                                    AssetsConfig)
+
+    declared = {f.name: f.metadata["spec"].asset for f in dataclasses.fields(AssetsConfig)}
+    assert {k for k, a in declared.items() if a is None} == {"stand_ins"}  # every path field is an asset
+    assert ASSETS == {k: a for k, a in declared.items() if a is not None}
+    assert ASSET_ENV == {k: a.env for k, a in ASSETS.items()} and ASSET_HELP == {k: a.source for k, a in ASSETS.items()}
+    assert STAND_IN_PATHS == {k: a.stand_in for k, a in ASSETS.items() if a.stand_in}
+    assert set(ASSETS) - set(STAND_IN_PATHS) == {"corenlp_dir"}  # SPICE's jars have no stand-in
+    assert len(set(ASSET_ENV.values())) == len(ASSETS) and all(v.startswith("LVERSE_") for v in ASSET_ENV.values())
+    assert {f"assets.{k}" for k in ASSETS} <= set(RESERVED_OVERRIDES)
+
+
+def test_an_asset_path_from_its_env_variable_wins_over_the_yaml(monkeypatch, tmp_path):
+    from lverse_core.config import ASSETS
+
+    for name, spec in ASSETS.items():
+        monkeypatch.setenv(spec.env, str(tmp_path / name))
+    cfg = load_profile("paper")
+    assert all(getattr(cfg.assets, name) == str(tmp_path / name) for name in ASSETS)
+
+
+def test_the_old_flat_tables_are_views_of_the_declarations():
+    from lverse_core.config import LENGTHS, RANGES, TOGGLES, Range
+
+    assert RANGES["sampling.top_p"] == Range(0, 1, lo_open=True) and str(RANGES["sampling.top_p"]) == "(0, 1]"
+    assert LENGTHS == {"augvae.ch_mult": (1, None), "biart_train.betas": (2, 2), "eval.blur_radii": (1, None)}
+    assert TOGGLES == ("augvae_train.channels_last",)
+
+
+def _in_range(st, rng, integer):
+    from lverse_core.config import INT_MAX
+
+    if integer:
+        lo = None if rng.lo is None else int(rng.lo) + (1 if rng.lo_open else 0)
+        hi = INT_MAX if rng.hi is None else min(INT_MAX, int(rng.hi) - (1 if rng.hi_open else 0))
+        return st.integers(min_value=lo, max_value=hi)
+    return st.floats(min_value=rng.lo, max_value=rng.hi, exclude_min=rng.lo_open and rng.lo is not None,
+                     exclude_max=rng.hi_open and rng.hi is not None, allow_nan=False, allow_infinity=False)
+
+
+def _out_of_range(st, rng, integer):
+    from lverse_core.config import INT_MAX
+
+    if integer:
+        below = [] if rng.lo is None else [st.integers(max_value=int(rng.lo) - (0 if rng.lo_open else 1))]
+        above = st.integers(min_value=INT_MAX + 1 if rng.hi is None else int(rng.hi) + (0 if rng.hi_open else 1))
+        return st.one_of(*below, above)
+    below = [] if rng.lo is None else [st.floats(max_value=rng.lo, exclude_max=not rng.lo_open)]
+    above = [] if rng.hi is None else [st.floats(min_value=rng.hi, exclude_min=not rng.hi_open)]
+    return st.one_of(*below, *above, st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["in-range", "out-of-range"])
+def test_values_in_their_declared_range_pass_it_and_others_are_refused_naming_the_key(inside):
+    # For every declared number: a value the declaration allows never fails its range check (it may still break a
+    # check that ties two fields together, e.g. biart.n_head dividing biart.n_embd); any other is a ConfigError
+    # naming the key and its allowed range.
+    import typing
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from lverse_core.config import leaves
+
+    declared = {key: (typ, spec) for key, typ, spec in leaves() if spec.range is not None}
+
+    @st.composite
+    def case(draw):
+        key = draw(st.sampled_from(sorted(declared)))
+        typ, spec = declared[key]
+        item = (typing.get_args(typ) or (typ,))[0]
+        v = draw((_in_range if inside else _out_of_range)(st, spec.range, item is int))
+        if item is not typ:  # a list: as few items as it may have, the drawn one first, then distinct valid ones
+            n = max(1, spec.length[0] if spec.length else 1)
+            rest = draw(st.lists(_in_range(st, spec.range, item is int), min_size=n - 1, max_size=n - 1, unique=True)
+                        .filter(lambda r: v not in r))
+            v = [v, *rest]
+        return key, v, spec
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(case())
+    def check(c):
+        key, value, spec = c
+        try:
+            cfg = load_profile("ci", **{key: value})
+        except ConfigError as e:
+            assert not inside or "out of range" not in str(e), (key, value, str(e))
+            assert inside or (f"{key}: " in str(e) and "out of range" in str(e)), (key, value, str(e))
+            return
+        assert inside, (key, value)
+        got = cfg
+        for part in key.split("."):
+            got = getattr(got, part)
+        assert got == value
+
+    check()
 
 
 @pytest.mark.parametrize("name", ["../../../tmp/evil", "/etc/evil", "ci/../ci", "..", "", ".ci", "c i"])
@@ -296,3 +430,17 @@ def test_non_finite_and_overflowing_values_are_config_errors(key, value, msg):
 def test_list_lengths_are_checked(key, value, msg):
     with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*{msg}"):
         load_profile("ci", **{key: value})
+
+
+def test_the_settings_listing_shows_each_keys_value_valid_values_and_help(capsys):
+    from lverse_core.config.__main__ import main
+
+    assert main(["--profile", "ci", "sampling.top_p", "augvae.ema_update", "biart_train.betas"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_profile("ci")
+    assert f"sampling.top_p = {cfg.sampling.top_p}  (float; (0, 1])\n    nucleus sampling mass; 1.0 = off" in out
+    assert 'augvae.ema_update = "per_level"  (str; per_level | pooled)' in out
+    assert "biart_train.betas = [0.9, 0.95]  (list[float]; [0, 1), 2 item(s))" in out
+    assert "seed =" not in out and "data." not in out  # only the keys asked for
+    assert main(["nope"]) == 2 and "no setting starts with nope" in capsys.readouterr().err
+    assert main(["--profile", "smok"]) == 2 and "unknown profile 'smok'" in capsys.readouterr().err

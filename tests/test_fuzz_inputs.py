@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lverse_core.config import (INT_MAX, RANGES, RESERVED_OVERRIDES, Config, ConfigError, load_profile,
-                                load_run_config)
+from lverse_core.config import CHOICES as CONFIG_CHOICES, INT_MAX, RANGES, RESERVED_OVERRIDES, Config, ConfigError
+from lverse_core.config import load_profile, load_run_config
 from lverse_core.data.loaders import BadInputError, karpathy_records, load_image, read_cc3m_tsv
 from lverse_core.data.tokenizer import TextTokenizer
 from lverse_core.evaluation.human_eval import CHOICES, AnswerFileError, validate_answer_file
@@ -105,8 +105,9 @@ def karpathy_file(draw):
 TSV_PIECES = st.sampled_from(["a cat.", "\t", "img/1.png", "\n", "\r\n", "../x", "/abs", "\ufeff", "é", "\x00", " "])
 TSV_TEXT = st.lists(TSV_PIECES | st.text(max_size=6), max_size=20).map("".join)
 
-CONFIG_KEYS = st.sampled_from(sorted(RANGES) + ["data.source", "device", "augvae.ema_update", "eval.t2i_split",
-                                                "profile", "nope.x", "data", "augvae.nope", "seed.x", ""]) | TEXT
+CONFIG_KEYS = st.sampled_from(sorted(RANGES) + sorted(CONFIG_CHOICES)
+                              + ["eval.t2i_split", "claims.seeds", "profile", "nope.x", "data", "augvae.nope", "seed.x",
+                                 ""]) | TEXT
 # Numbers near the range bounds, where off-by-one and NaN bugs live, plus any JSON value.
 CONFIG_VALUES = st.sampled_from([0, 1, 2, -1, 0.5, 1.0, 1.5, 64, 2**63]) | JSON
 # OVERRIDES as a user may write them: the reserved keys (profile, folders, assets) among any keys, whole sections,
@@ -196,13 +197,14 @@ def test_cc3m_reader_on_arbitrary_text(tmp_path, content):
 
 @FUZZ
 @given(over=st.dictionaries(CONFIG_KEYS, CONFIG_VALUES, min_size=1, max_size=3))
+@example(over={"C:\\x": {"": None, "../../etc": None}})  # the message quotes the key: 'C:\\x...'
 def test_config_validator_on_arbitrary_overrides(over):
     try:
         cfg = load_profile("ci", **over)
     except ConfigError as e:
         # The message names an overridden key or its section (cross-checks name the partner key, e.g.
-        # biart.n_embd for biart.n_head).
-        assert any(k.split(".")[0] in str(e) for k in over), (over, str(e))
+        # biart.n_embd for biart.n_head), as it is or quoted (repr doubles a backslash: 'C:\\x').
+        assert any(k.split(".")[0] in str(e) or repr(k.split(".")[0])[1:-1] in str(e) for k in over), (over, str(e))
         return
     assert isinstance(cfg, Config)
 
