@@ -391,8 +391,26 @@ def decide(path: str | os.PathLike, expected: MadeFrom) -> Decision:
     content = rec.get("content") if isinstance(rec.get("content"), dict) else {}
     if content.get("sha256") != content_digest(path):
         return Decision("unknown", path, expected, reason=f"the file changed after its record {sidecar(path).name} "
-                                                          f"was written")
+                                                          f"was written{_how_it_changed(path, content)}")
     return d
+
+
+def _how_it_changed(path: Path, content: dict[str, Any]) -> str:
+    """What a cheap look tells of a file that changed after its record: a size that shrank (cut short: a copy or
+    download that stopped, a full disk), and for a torch checkpoint (a zip archive) whether it still opens."""
+    import zipfile
+
+    size, was = path.stat().st_size, content.get("size")
+    notes = []
+    if isinstance(was, int) and size != was:
+        notes.append(f"{size:,} bytes, was {was:,}" + ("; cut short?" if size < was else ""))
+    if path.suffix == ".pt":
+        try:
+            with zipfile.ZipFile(path):  # reads the central directory at the end only
+                pass
+        except (zipfile.BadZipFile, OSError):
+            notes.append("it does not open as a torch checkpoint: damaged")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def require(path: str | os.PathLike, expected: MadeFrom,

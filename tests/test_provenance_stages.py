@@ -148,3 +148,22 @@ def test_more_sl_steps_redo_sl_and_codes_and_retrain_biart(run_copy, capsys):
     out = capsys.readouterr().out
     assert "AugVAE-SL checkpoint" in out and "augvae_train.sl_steps 2 -> 3" in out
     assert "BiART checkpoint" in out and "input AugVAE-SL checkpoint changed" in out
+
+
+def test_a_truncated_checkpoint_is_named_damaged_by_the_doctor_and_retrained(run_copy, capsys):
+    from lverse_core.pipeline.doctor import doctor
+    from lverse_core.training.augvae_train import checkpoint_path, train_augvae
+
+    cfg = tiny()
+    sl = checkpoint_path(cfg, "sl")
+    size = sl.stat().st_size
+    sl.write_bytes(sl.read_bytes()[: size // 2])  # a copy that stopped half way
+    assert doctor(cfg) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("[problem] AugVAE-SL:"))
+    assert f"{size // 2:,} bytes, was {size:,}; cut short?" in line
+    assert "does not open as a torch checkpoint: damaged" in line
+    assert "01_train_augvae" in out.split(line)[1].lstrip("\n").splitlines()[0]  # the fix: the notebook remaking it
+    train_augvae(cfg, "sl", progress=False)  # the trainer does not resume it: it trains again
+    assert "AugVAE-SL" in capsys.readouterr().out and states(cfg)["AugVAE-SL"] == "ok"
+    assert sl.stat().st_size == size
