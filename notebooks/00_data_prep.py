@@ -160,7 +160,7 @@ else:
 
 # %%
 summary = data_report.summary(cfg, info, captions, objects, tokenizer)
-report.save_results(cfg, "data_summary", summary)
+report.write_results(cfg, "data_summary", summary, headline=[])  # the data set has no headline number
 print(json.dumps({k: summary[k] for k in ("splits", "bytes_on_disk", "lengths", "vocab_size")}, indent=1))
 
 # %% [markdown]

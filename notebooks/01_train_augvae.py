@@ -222,7 +222,7 @@ summary = {"params": {"ml": count_parameters(ml), "sl": count_parameters(sl)},
            "steps": {"ml": planned_steps(cfg, "ml"), "sl": planned_steps(cfg, "sl")},
            "final_train_log": logs, "code_usage": usage.to_dict(orient="records"), "codes": codes_summary,
            "timings_s": timings}
-report.save_results(cfg, "augvae_training", summary)
+report.write_results(cfg, "augvae_training", summary, headline=[])  # Table 1 (notebook 03) gives the headline
 print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, indent=1))
 
 # %% [markdown]

@@ -167,7 +167,9 @@ ood_table
 # %%
 results = {"fid_feature_space": fid_label(cfg), "n_eval": len(test), "models": ours, "verdict": verdict,
            "ood_psnr_db": dict(zip(names, ood_psnr.tolist())), "timings_s": timings}
-report.save_results(cfg, "table1_reconstruction", results)
+report.write_results(cfg, "table1_reconstruction", results, headline=[
+    report.headline_number(f"{name} PSNR on {len(test)} test images", r["psnr_db"], unit="dB")
+    for name, r in ours.items()])
 print(json.dumps(timings, indent=1))
 
 # %% [markdown]
