@@ -272,7 +272,7 @@ RESULT_JSON = JSON | st.fixed_dictionaries({"headline": st.lists(HEADLINE, max_s
          captions=b'{"x": {"caption": 1}}', manifest={"notebooks": [{"name": 1, "seconds": "2"}]})
 def test_index_on_arbitrary_results_captions_and_manifest(tmp_path, monkeypatch, results, captions, manifest):
     # write_index always writes the page: what it cannot read is marked unreadable, never an exception
-    from lverse_core.pipeline import index_page
+    from lverse_core.pipeline import index_page, results_page
 
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     cfg = load_profile("ci")
@@ -287,6 +287,12 @@ def test_index_on_arbitrary_results_captions_and_manifest(tmp_path, monkeypatch,
                                                    {"profile": "ci", **manifest}))
     page = index_page.write_index(cfg).read_text()
     assert page.startswith("<!doctype html>") and page.endswith("</html>")
+    try:  # RESULTS.md likewise: written with what it can read, or a ResultsError for a manifest it cannot
+        text = results_page.results_markdown(cfg)
+    except results_page.ResultsError as e:
+        assert "manifest.json" in str(e)
+    else:
+        assert text.startswith("# Results: profile `ci`")
 
 
 @lru_cache(maxsize=None)

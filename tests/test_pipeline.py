@@ -91,19 +91,19 @@ def test_table3_outputs(ci_run):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
 
 
-def test_every_notebook_declares_its_headline_numbers_and_the_index_shows_them(ci_run):
+def test_every_notebook_declares_its_headline_numbers_and_both_pages_show_them(ci_run):
     import html
 
     from lverse_core.pipeline.eval_run import GENERATED
     from lverse_core.pipeline.headlines import format_headline
 
     root, _ = ci_run
-    index = (root / "index.html").read_text()
-    assert "not shown:" not in index
+    index, text = (root / "index.html").read_text(), (root / "RESULTS.md").read_text()
+    assert "not shown:" not in index and "**not shown**" not in text and "**unreadable**" not in text
     for f in sorted((root / "results").glob("*.json")):
         for h in json.loads(f.read_text())["headline"]:
             line = format_headline(h)
-            assert f"<li>{html.escape(line)}</li>" in index, line
+            assert f"<li>{html.escape(line)}</li>" in index and f"\n- {line}\n" in text, line
     t1 = json.loads((root / "results" / "table1_reconstruction.json").read_text())
     sl = next(h for h in t1["headline"] if h["label"].startswith("AugVAE-SL PSNR"))
     assert sl["value"] == t1["models"]["AugVAE-SL"]["psnr_db"] and sl["unit"] == "dB"

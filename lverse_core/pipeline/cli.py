@@ -1,6 +1,8 @@
 """Run the kit's notebooks in order with papermill and assemble ``reports/<profile>/``.
 
     python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]   (lverse_core.pipeline.execute)
+    python -m lverse_core results --profile smoke [--readme]
+                                 (reports/<profile>/RESULTS.md from the run: lverse_core.pipeline.results_page)
     python -m lverse_core doctor --profile smoke      (is this machine ready? see lverse_core.pipeline.doctor)
     python -m lverse_core convert-official CKPT --variant ml|sl --profile paper [--out PATH]
                                                       (official AugVAE weights: lverse_core.training.official_augvae)
@@ -16,6 +18,7 @@ from lverse_core.config import REPO_ROOT, ConfigError, available_profiles, load_
 from lverse_core.pipeline import notebook_sources
 from lverse_core.pipeline.execute import RunError, list_notebooks, run
 from lverse_core.pipeline.processes import kill_descendants
+from lverse_core.pipeline.results_page import README, ResultsError, write_results_page
 
 
 def coerce(value: str, name: str = "VALUE") -> Any:
@@ -53,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the run after SECONDS of wall time, killing the running notebook's kernel (a training "
                         "keeps its checkpoint and resumes on the next run)")
+    res = sub.add_parser("results", help="write reports/<profile>/RESULTS.md from the latest run's results, tables "
+                                         "and manifest")
+    res.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
+    res.add_argument("--readme", action="store_true", help="also refresh README.md's block between "
+                     "<!-- results:PROFILE begin --> and <!-- results:PROFILE end -->")
     sub.add_parser("list", help="list the notebooks and their parameters")
     n = sub.add_parser("notebooks", help="rewrite notebooks/*.ipynb from their sources notebooks/*.py")
     n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
@@ -76,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             except CheckpointError as e:  # every refusal of the converter; nothing was written
                 print(f"error: {e}", file=sys.stderr)
                 return 1
+            return 0
+        if args.command == "results":
+            try:
+                print(write_results_page(load_profile(args.profile), README if args.readme else None))
+            except ResultsError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            if args.readme:
+                print(README)
             return 0
         if args.command == "doctor":
             from lverse_core.pipeline.doctor import doctor

@@ -2,7 +2,8 @@
 
 For each selected notebook: check the parameters against ``papermill.inspect_notebook`` (papermill itself only
 logs unknown ones), execute it into ``reports/<profile>/executed/``, convert it to a self-contained HTML page in
-``html/`` (``notebook_html``), then write ``manifest.json`` (``manifest``) and ``index.html`` (``index_page``).
+``html/`` (``notebook_html``), then write ``manifest.json`` (``manifest``), ``index.html`` (``index_page``) and
+``RESULTS.md`` (``results_page``).
 A failing notebook stops the run: the executed copy with its traceback is kept, the message names the notebook and
 the failing cell, and the exit status is non-zero. The runner is a convenience: every notebook also runs alone with
 the plain papermill CLI.
@@ -23,6 +24,7 @@ from lverse_core.pipeline.manifest import (NotebookResult, RunRecord, manifest_e
                                            write_manifest)
 from lverse_core.pipeline.notebook_html import notebook_to_html
 from lverse_core.pipeline.processes import Deadline, DescendantPeakRSS, peak_rss_mib
+from lverse_core.pipeline.results_page import RESULTS_FILE, write_results_page
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -217,6 +219,10 @@ def run(profile: str, only: str | None = None, params: dict[str, Any] | None = N
         deadline.__exit__(None, None, None)
     write_manifest(cfg, record, manifest_params)
     write_index(cfg, record)
+    try:  # RESULTS.md always matches the latest run (python -m lverse_core results writes it alone)
+        write_results_page(cfg)
+    except Exception as e:  # the page must never hide the notebooks' own outcome
+        log(f"    warning: {RESULTS_FILE} was not written: {type(e).__name__}: {e}")
     if failure:
         raise RunError(failure)
     log(f"report: {root / 'index.html'} (total {sum(n.seconds for n in record.notebooks):.0f} s)")
