@@ -74,7 +74,6 @@ class Declared:
     file: str  # results/<name>.json
     notebook: str  # the manifest's notebook that wrote it ("" when the manifest does not say)
     lines: list[str] = field(default_factory=list)
-    entries: list[dict] = field(default_factory=list)  # the declared entries themselves (numbers, for RESULTS.md)
     problem: str = ""
 
 
@@ -109,11 +108,10 @@ def declared(root: Path, manifest: dict[str, Any]) -> list[Declared]:
                 raise TypeError(f"'{HEADLINE_KEY}' is a {type(heads).__name__}, not a list")
             else:
                 item.lines = [format_headline(h) for h in heads]
-                item.entries = list(heads)
         except UnreadableResult as e:
             item.problem = f"{e}; {rerun(item.notebook, file)}"
         except TypeError as e:
-            item.lines, item.entries = [], []
+            item.lines = []
             item.problem = f"{file} holds a headline of the wrong kind ({e}); {rerun(item.notebook, file)}"
         out.append(item)
     return sorted(out, key=lambda d: (d.notebook or "~", d.file))

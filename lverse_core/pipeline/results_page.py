@@ -99,7 +99,7 @@ def _run_section(manifest: dict[str, Any]) -> list[str]:
         books.append([n.get("name", "?"), n.get("status", "unknown")
                       + (" (from an earlier run)" if n.get("from_earlier_run") else ""),
                       None if seconds is None else f"{seconds:.1f}", None if mib is None else f"{mib:.0f}"])
-    return ["## The run", "", _markdown_table(["", ""], rows), "", "## Notebooks", "",
+    return ["## The run", "", _markdown_table(["", "this run"], rows), "", "## Notebooks", "",
             _markdown_table(["notebook", "status", "wall time (s)", "peak memory (MiB)"], books), ""]
 
 
