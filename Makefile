@@ -9,7 +9,7 @@ ONLY ?=
 TORCH_INDEX ?=
 TORCH_PINS := $(shell grep -oE '"torch(vision)?==[0-9.]+"' pyproject.toml | tr -d '"')
 
-.PHONY: setup reproduce claims paper-dry test bench lab notebooks clean-reports
+.PHONY: setup reproduce results claims paper-dry test bench lab notebooks clean-reports
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ setup: $(VENV)/.installed
 
 reproduce: setup
 	$(PY) -m lverse_core run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+
+# reports/$(PROFILE)/RESULTS.md from the latest run (a run writes it too); README=1 also refreshes README.md's block
+# between <!-- results:$(PROFILE) begin --> and <!-- results:$(PROFILE) end -->
+results: setup
+	$(PY) -m lverse_core results --profile $(PROFILE) $(if $(README),--readme,)
 
 claims: setup
 	$(PY) -m lverse_core run --profile $(PROFILE) --only 07

@@ -272,3 +272,28 @@ def reference_table(name: str):
         valid = ", ".join(p.stem for p in REFERENCE_DIR.glob("*.csv"))
         raise FileNotFoundError(f"no reference table {name!r}; valid: {valid}")
     return pd.read_csv(path)
+
+
+# -- headline numbers: each notebook declares its own in the results it writes ----------------------------------------
+
+HEADLINE_KEY = "headline"  # the list of declared headline numbers in a results JSON (``write_results``)
+
+
+def headline_number(label: str, value: float | None, interval: tuple | list | None = None, *, unit: str = "",
+                    scale: float = 1.0, digits: int = 1) -> dict[str, Any]:
+    """One headline number as a notebook declares it: ``label`` says what was measured (and on how much),
+    ``value`` (and its ``interval``, e.g. a 95% bootstrap interval) times ``scale`` in ``unit`` ("%", "dB", ...),
+    shown with ``digits`` decimals. The index and RESULTS.md render it as it is declared; nothing else knows the
+    results' keys. ``headline_number("judged right", 0.05, (0.025, 0.085), unit="%", scale=100)`` reads
+    "judged right: 5.0% [2.5, 8.5]"."""
+    if interval is not None and len(interval) != 2:
+        raise ValueError(f"headline {label!r}: an interval is (low, high), got {interval!r}")
+    return {"label": str(label), "value": None if value is None else float(value) * scale,
+            "interval": None if interval is None else [float(x) * scale for x in interval], "unit": unit,
+            "digits": int(digits)}
+
+
+def write_results(cfg: Config, name: str, data: dict[str, Any], *, headline: list[dict[str, Any]]) -> Path:
+    """Write ``results/<name>.json`` like ``save_results``, with the notebook's headline numbers (a list of
+    ``headline_number``; an empty list declares none) under ``HEADLINE_KEY``."""
+    return save_results(cfg, name, {**data, HEADLINE_KEY: list(headline)})

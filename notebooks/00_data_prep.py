@@ -163,7 +163,7 @@ from lverse_core.pipeline import artefact_ids
 
 summary = data_report.summary(cfg, info, captions, objects, tokenizer)
 summary["made_from"] = artefact_ids.ids(cfg, ("data set", "tokenizer"))  # index.html marks this stale if either changes
-report.save_results(cfg, "data_summary", summary)
+report.write_results(cfg, "data_summary", summary, headline=[])  # the data set has no headline number
 print(json.dumps({k: summary[k] for k in ("splits", "bytes_on_disk", "lengths", "vocab_size")}, indent=1))
 
 # %% [markdown]

@@ -226,7 +226,7 @@ from lverse_core.pipeline import artefact_ids
 
 summary["made_from"] = artefact_ids.ids(cfg, ("data set", "augvae_ml", "augvae_sl", "codes train", "codes val",
                                               "codes test"))  # index.html marks this stale if one is remade
-report.save_results(cfg, "augvae_training", summary)
+report.write_results(cfg, "augvae_training", summary, headline=[])  # Table 1 (notebook 03) gives the headline
 print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, indent=1))
 
 # %% [markdown]

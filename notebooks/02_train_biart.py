@@ -139,7 +139,7 @@ pd.DataFrame([{"parameters": model.num_params(), "transformer blocks": model.num
 
 # %%
 from lverse_core.pipeline.biart_run import loss_curves, plot_loss_curves
-from lverse_core.report import save_figure, save_table, save_results, provenance
+from lverse_core.report import save_figure, save_table, headline_number, write_results, provenance
 curves = loss_curves(cfg)
 fig = plot_loss_curves(curves)
 save_figure(cfg, "02_biart_loss_curves", fig, caption="BiART training NLL per direction and part ([REF] condition, [GEN] target)")
@@ -286,7 +286,9 @@ from lverse_core.pipeline import artefact_ids
 
 summary["made_from"] = artefact_ids.ids(cfg, ("tokenizer", "augvae_sl", "codes train", "codes val", "codes test",
                                               "biart", "clip_reranker"))  # index.html marks this stale if one is remade
-save_results(cfg, "02_biart", summary)
+write_results(cfg, "02_biart", summary, headline=[
+    headline_number(f"BiART held-out NLL of {m} tokens, [REF] minus [GEN] (what the condition is worth)",
+                    gap[m]["gap_nats"], unit="nats/token", digits=3) for m in ("image", "text")])
 summary
 
 # %% [markdown]

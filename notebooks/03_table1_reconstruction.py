@@ -170,7 +170,9 @@ results = {"fid_feature_space": fid_label(cfg), "n_eval": len(test), "models": o
 from lverse_core.pipeline import artefact_ids
 
 results["made_from"] = artefact_ids.ids(cfg, ("data set", "augvae_ml", "augvae_sl", "augvae_control", "judge"))
-report.save_results(cfg, "table1_reconstruction", results)
+report.write_results(cfg, "table1_reconstruction", results, headline=[
+    report.headline_number(f"{name} PSNR on {len(test)} test images", r["psnr_db"], unit="dB")
+    for name, r in ours.items()])
 print(json.dumps(timings, indent=1))
 
 # %% [markdown]

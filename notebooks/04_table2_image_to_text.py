@@ -195,7 +195,7 @@ save_figure(cfg, "figure6_image_to_text", fig, caption="Figure 6 analogue: test 
 # What this run measured (`reports/<profile>/results/table2.json`; tests read it).
 
 # %%
-from lverse_core.report import provenance, save_results
+from lverse_core.report import headline_number, provenance, write_results
 ours_names = (TRUNCATED, UNTRUNCATED)
 results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n_images": len(ids),
            "n_candidates": n_caption_candidates, "caption_likelihood_weight": cfg.sampling.caption_likelihood_weight,
@@ -206,7 +206,11 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "split": SPLIT, "n
            "caption_files": {k: str(p) for k, p in files.items()}, "generated_from": GENERATED_CAPTIONS or "this notebook",
            "made_from": made_from(cfg),
            "timings_s": timings}
-save_results(cfg, "table2", results)
+write_results(cfg, "table2", results, headline=[
+    *(headline_number(f"Table 2, {len(ids)} images: {metric} of our captions", scores[TRUNCATED].get(metric), scale=100)
+      for metric in ("BLEU-4", "CIDEr")),
+    *(headline_number(f"{name}: captions naming every object right", acc, unit="%", scale=100)
+      for name, acc in accuracy.items() if acc is not None)])
 print(check["verdict"])
 pd.Series(timings, name="seconds")
 

@@ -180,18 +180,18 @@ pd.DataFrame(ceiling_reading["rows"]).round(3)
 # The judge on generated images, with its ceiling (real images) and floor (images generated from shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image.
 
 # %%
-from lverse_core.pipeline.eval_run import acceptance, judge_table
+from lverse_core.pipeline.eval_run import FLOOR, GENERATED, acceptance, judge_table
 from lverse_core.report import record_verdict
 bounds, check = evaluated["judge"], acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:
-    check = acceptance(bounds["generated images"]["judged_correct"],
-                       bounds["images generated from shuffled captions (floor)"]["judged_correct"], 2,
+    check = acceptance(bounds[GENERATED]["judged_correct"],
+                       bounds[FLOOR]["judged_correct"], 2,
                        "generated images judged right vs the shuffled-caption floor", n=len(captions))
     jt = judge_table(cfg, bounds)
     save_table(cfg, "table3_judge", jt, "Images judged right for their caption (95% bootstrap intervals over "
                "images): ours, ceiling and floor")
     display(jt.round(1))
-    fl = bounds["images generated from shuffled captions (floor)"]
+    fl = bounds[FLOOR]
     print(f"floor: {fl['matches']} matches in {fl['n_pairs']} shuffled (image, caption) pairs "
           f"({fl['floor_rounds']} derangements of {fl['n_images']} prompts)")
 print(check["verdict"])
@@ -218,7 +218,7 @@ save_figure(cfg, "figure8_text_to_image_samples", fig, caption=f"Figures 1/8 ana
 # What this run measured (`reports/<profile>/results/table3.json`; tests read it).
 
 # %%
-from lverse_core.report import provenance, save_results
+from lverse_core.report import headline_number, provenance, write_results
 results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(captions),
            "n_real_images": sets.n_real, "split": cfg.eval.t2i_split, "n_candidates": cfg.sampling.n_candidates,
            "image_likelihood_weight": cfg.sampling.image_likelihood_weight, "n_repeats": int(codes.shape[1]),
@@ -226,7 +226,11 @@ results = {"profile": cfg.profile, "source": provenance(cfg), "n_prompts": len(c
            "rows": scored,
            "mean_clip_score": float(clip_scores.mean()), "judge": bounds, "acceptance_2x_floor": check,
            "generated_from": GENERATED_IMAGES or "this notebook", "made_from": made_from(cfg), "timings_s": timings}
-save_results(cfg, "table3", results)
+write_results(cfg, "table3", results, headline=[
+    headline_number(f"Table 3, {len(captions)} prompts: FID-0 of our images ({ours['fid_feature_space']})",
+                    max(ours["fid"]["FID-0"], 0), digits=3)] + [
+    headline_number(f"{name} judged right for their caption", b["judged_correct"], b.get("ci95"), unit="%", scale=100)
+    for name, b in bounds.items()])
 print(check["verdict"])
 pd.Series(timings, name="seconds")
 
@@ -237,7 +241,7 @@ pd.Series(timings, name="seconds")
 print(f"- {len(captions)} test captions, {ours['fid_feature_space']}: FID-0 {max(ours['fid']['FID-0'], 0):.3g} for our images.")
 print(f"- {ceiling_reading['sentence']}")
 if embedded:
-    g, fl = bounds["generated images"], bounds["images generated from shuffled captions (floor)"]
+    g, fl = bounds[GENERATED], bounds[FLOOR]
     print(f"- The judge finds {g['judged_correct']:.1%} [{g['ci95'][0]:.1%}, {g['ci95'][1]:.1%}] of our images right for "
           f"their caption, against {fl['judged_correct']:.1%} when the caption is shuffled: {check['verdict']}")
 

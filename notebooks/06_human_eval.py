@@ -116,7 +116,7 @@ if not votes_in:
 # %%
 if votes_in:
     from IPython.display import display
-    from lverse_core.report import save_figure, save_table, save_results, provenance
+    from lverse_core.report import save_figure, save_table, headline_number, write_results, provenance
     simulated = bool(len(votes)) and bool(votes["simulated"].all())
     shares = H.vote_shares(votes, cfg.eval.bootstrap, seed=cfg.seed)
     who = "simulated raters (ground-truth attributes)" if simulated else "human raters"
@@ -133,11 +133,15 @@ if votes_in:
 # %%
 if votes_in:
     row = shares.set_index("vote").loc["Pred + Both"]
-    save_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
-                                       "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
-                                       "ci": [float(row["ci_low"]), float(row["ci_high"])],
-                                       "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent(),
-                                       "made_from": artefact_ids.ids(cfg, ("biart", "augvae_sl", "clip_reranker"))})
+    write_results(cfg, "06_human_eval", {"study": study["study"], "raters": who, "simulated": simulated,
+                                        "n_votes": int(len(votes)), "pred_plus_both": float(row["share"]),
+                                        "ci": [float(row["ci_low"]), float(row["ci_high"])],
+                                        "paper_pred_plus_both_percent": H.paper_pred_plus_both_percent(),
+                                        "made_from": artefact_ids.ids(cfg, ("biart", "augvae_sl", "clip_reranker"))},
+                  headline=[headline_number(f"Pred + Both, {who}, {len(votes)} votes", row["share"],
+                                            (row["ci_low"], row["ci_high"]), unit="%", scale=100),
+                            headline_number("Pred + Both, L-Verse paper (human raters, MS-COCO)",
+                                            H.paper_pred_plus_both_percent(), unit="%")])
     print(f"Pred + Both: {row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}] ({who}); paper: "
           f"{H.paper_pred_plus_both_percent():.1f}% (human)")
 

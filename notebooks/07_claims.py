@@ -116,7 +116,7 @@ display(raw.set_index(["arm", "seed"]).sort_index().round(4))
 
 # %%
 from lverse_core.pipeline.claims_run import scorecard
-from lverse_core.report import provenance, save_results, save_table
+from lverse_core.report import headline_number, provenance, save_table, write_results
 card = scorecard(measures, cfg.claims.level)
 counts = card["verdict"].value_counts().to_dict()
 sentence = (f"Of {len(card)} claim measures over {len(measures)} seeds: " +
@@ -124,9 +124,11 @@ sentence = (f"Of {len(card)} claim measures over {len(measures)} seeds: " +
 save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cfg)),
            f"Claims scorecard: method vs control, mean over seeds {cfg.claims.seeds}, paired difference with its "
            f"{cfg.claims.level:.0%} interval, verdict", verdict=sentence)
-save_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
-                                "measures": {str(s): m for s, m in measures.items()},
-                                "scorecard": card.to_dict(orient="records")})
+write_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
+                               "measures": {str(s): m for s, m in measures.items()},
+                               "scorecard": card.to_dict(orient="records")},
+              headline=[headline_number(f"claim measures {verdict} over {len(measures)} seeds", n, digits=0)
+                        for verdict, n in counts.items()])
 print(sentence)
 display(card.round(3))
 

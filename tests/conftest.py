@@ -75,7 +75,7 @@ def ci_pipeline(tmp_path_factory):
     Returns (workdir, run record). Tests that check a notebook's outputs read them from here instead of running
     the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
     """
-    from lverse_core.pipeline import runner
+    from lverse_core.pipeline import execute
 
     work = tmp_path_factory.mktemp("ci_pipeline")
     mp = pytest.MonkeyPatch()
@@ -83,7 +83,7 @@ def ci_pipeline(tmp_path_factory):
     for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
         mp.setenv(key, value)  # the kernels run offline: the pipeline must need no network (tests/test_offline.py)
     try:
-        record = runner.run("ci", log=print)
+        record = execute.run("ci", log=print)
     finally:
         mp.undo()
     return work, record

@@ -3,7 +3,7 @@ import pytest
 
 from lverse_core.config import load_profile
 from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED
-from lverse_core.pipeline import runner
+from lverse_core.pipeline import execute
 from lverse_core.pipeline.claims_run import (AUGVAE_ARMS, BIART_ARMS, CLAIM_ROWS, biart_arm_config, budgets,
                                              run_claims, scorecard, seed_config)
 
@@ -70,9 +70,9 @@ def test_scorecard_covers_every_claim_and_follows_the_intervals():
 
 
 def test_a_plain_run_leaves_the_claims_notebook_out():
-    plain = [p.name[:2] for p in runner.select_notebooks(None)]
+    plain = [p.name[:2] for p in execute.select_notebooks(None)]
     assert "07" not in plain and plain[:2] == ["00", "01"]
-    assert [p.name[:2] for p in runner.select_notebooks("07")] == ["07"]
+    assert [p.name[:2] for p in execute.select_notebooks("07")] == ["07"]
 
 
 def test_real_data_is_refused_with_what_to_do_instead():

@@ -8,7 +8,7 @@ import numpy as np
 
 from lverse_core.config import load_profile
 from lverse_core.pipeline import doctor as D
-from lverse_core.pipeline.runner import main
+from lverse_core.pipeline.cli import main
 from lverse_core.training.augvae_train import checkpoint_path
 
 

@@ -6,7 +6,7 @@ import tomllib
 import yaml
 
 from lverse_core.config import REPO_ROOT
-from lverse_core.pipeline.runner import list_notebooks
+from lverse_core.pipeline.execute import list_notebooks
 from ._limits import HANG_GUARD_S
 
 

@@ -259,17 +259,10 @@ def test_run_config_on_arbitrary_overrides(tmp_path, monkeypatch, over):
 
 
 RESULT_NAMES = st.sampled_from(["table1_reconstruction", "table2", "table3", "02_biart", "06_human_eval", "other"])
-# Any JSON, or the shapes the headlines read with any leaf replaced: {"judge": {"generated images": {...}}} ...
-RESULT_JSON = JSON | st.fixed_dictionaries({
-    "judge": st.dictionaries(st.sampled_from(["generated images", "decoder ceiling",
-                                              "images generated from shuffled captions (floor)"]),
-                             st.dictionaries(st.sampled_from(["judged_correct", "ci95"]), JSON, max_size=2),
-                             max_size=2),
-    "models": st.fixed_dictionaries({"AugVAE-SL": st.dictionaries(st.just("psnr_db"), JSON)}),
-    "ours": st.dictionaries(TEXT, st.dictionaries(st.sampled_from(["BLEU-4", "CIDEr", "attribute_accuracy"]), JSON),
-                            max_size=1),
-    "conditioning_gap": st.dictionaries(st.just("sentence"), JSON),
-    "pred_plus_both": JSON, "ci": JSON})
+# Any JSON, or a declared headline (report.headline_number's shape) with any field replaced by any JSON
+HEADLINE = st.fixed_dictionaries({"label": TEXT | JSON, "value": st.floats() | JSON, "interval": JSON,
+                                  "unit": TEXT | JSON, "digits": st.integers(-3, 30) | JSON})
+RESULT_JSON = JSON | st.fixed_dictionaries({"headline": st.lists(HEADLINE, max_size=3) | JSON})
 
 
 @FUZZ
@@ -277,11 +270,11 @@ RESULT_JSON = JSON | st.fixed_dictionaries({
                                max_size=3),
        captions=st.binary(max_size=40) | JSON.map(lambda v: json.dumps(v).encode()),
        manifest=JSON)
-@example(results={"02_biart": b'{"conditioning_gap": {"sentence": "\\ud800"}}', "table3": b"[1]"},
+@example(results={"02_biart": b'{"headline": [{"label": "\\ud800", "value": 1}]}', "table3": b"[1]"},
          captions=b'{"x": {"caption": 1}}', manifest={"notebooks": [{"name": 1, "seconds": "2"}]})
 def test_index_on_arbitrary_results_captions_and_manifest(tmp_path, monkeypatch, results, captions, manifest):
     # write_index always writes the page: what it cannot read is marked unreadable, never an exception
-    from lverse_core.pipeline import runner
+    from lverse_core.pipeline import index_page, results_page
 
     monkeypatch.setenv("LVERSE_WORKDIR", str(tmp_path))
     cfg = load_profile("ci")
@@ -294,8 +287,14 @@ def test_index_on_arbitrary_results_captions_and_manifest(tmp_path, monkeypatch,
     (root / "captions.json").write_bytes(captions)
     (root / "manifest.json").write_text(json.dumps(manifest if not isinstance(manifest, dict) else
                                                    {"profile": "ci", **manifest}))
-    page = runner.write_index(cfg).read_text()
+    page = index_page.write_index(cfg).read_text()
     assert page.startswith("<!doctype html>") and page.endswith("</html>")
+    try:  # RESULTS.md likewise: written with what it can read, or a ResultsError for a manifest it cannot
+        text = results_page.results_markdown(cfg)
+    except results_page.ResultsError as e:
+        assert "manifest.json" in str(e)
+    else:
+        assert text.startswith("# Results: profile `ci`")
 
 
 @lru_cache(maxsize=None)

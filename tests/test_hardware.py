@@ -13,7 +13,7 @@ from lverse_core import hardware as H
 from lverse_core.config import ConfigError, REPO_ROOT, load_profile
 from lverse_core.pipeline import doctor as D
 from lverse_core.pipeline import estimate as E
-from lverse_core.pipeline import runner as R
+from lverse_core.pipeline import processes
 from ._limits import HANG_GUARD_S
 
 
@@ -99,11 +99,11 @@ def test_detection_works_without_proc(monkeypatch):
     assert H.maxrss_mib(3 * 2**20) == 3.0  # macOS reports bytes
     monkeypatch.setattr(H.platform, "system", lambda: "Linux")
     assert H.maxrss_mib(3 * 2**10) == 3.0  # Linux KiB
-    monkeypatch.setattr(R, "PROC", REPO_ROOT / "no-such-proc")
-    assert R._descendants(os.getpid()) == []
-    with R.DescendantPeakRSS(every=0.01) as memory:
+    monkeypatch.setattr(processes, "PROC", REPO_ROOT / "no-such-proc")
+    assert processes._descendants(os.getpid()) == []
+    with processes.DescendantPeakRSS(every=0.01) as memory:
         pass
-    assert memory.peak_mib == 0.0 and R.peak_rss_mib() > 0  # the runner then falls back to the finished children
+    assert memory.peak_mib == 0.0 and processes.peak_rss_mib() > 0  # the runner then falls back to the finished children
 
 
 def test_doctor_names_the_class_the_precision_and_a_pinned_emulated_bf16(monkeypatch):

@@ -6,7 +6,8 @@ import pytest
 
 from lverse_core.config import REPO_ROOT
 from lverse_core.pipeline import notebook_sources as ns
-from lverse_core.pipeline.runner import RunError, main, run
+from lverse_core.pipeline.cli import main
+from lverse_core.pipeline.execute import RunError, run
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -78,7 +79,7 @@ def test_a_parameter_name_means_the_same_in_every_notebook():
     """A name two notebooks share has one type, one default and one help text (the runner's -p sends it to both)."""
     import papermill
 
-    from lverse_core.pipeline.runner import list_notebooks
+    from lverse_core.pipeline.execute import list_notebooks
 
     seen: dict[str, list] = {}
     for nb in list_notebooks():

@@ -14,7 +14,7 @@ import torch
 
 from lverse_core.config import REPO_ROOT, load_profile
 from lverse_core.models.augvae import AugVAE
-from lverse_core.pipeline.runner import main
+from lverse_core.pipeline.cli import main
 from lverse_core.training.augvae_train import checkpoint_path, load_augvae
 from lverse_core.training.loop import load_checkpoint, save_checkpoint
 from lverse_core.training.official_augvae import OfficialCheckpointError, convert_official

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lverse_core.pipeline import runner
+from lverse_core.pipeline import execute
 from ._limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.slow
@@ -18,9 +18,9 @@ def ci_run(ci_pipeline):
 
 def test_every_notebook_ran(ci_run):
     root, record = ci_run
-    assert [n.name for n in record.notebooks] == [p.stem for p in runner.list_notebooks()
-                                                  if p.name[:2] not in runner.OPT_IN]
-    assert runner.OPT_IN == ("07",)  # the claims notebook runs only when asked for (make claims)
+    assert [n.name for n in record.notebooks] == [p.stem for p in execute.list_notebooks()
+                                                  if p.name[:2] not in execute.OPT_IN]
+    assert execute.OPT_IN == ("07",)  # the claims notebook runs only when asked for (make claims)
     manifest = json.loads((root / "manifest.json").read_text())
     assert all(n["status"] == "ok" for n in manifest["notebooks"]), manifest["notebooks"]
     for n in manifest["notebooks"]:
@@ -93,18 +93,40 @@ def test_table2_outputs(ci_run):
 
 def test_table3_outputs(ci_run):
     from lverse_core.config import load_profile
+    from lverse_core.pipeline.eval_run import FLOOR, GENERATED, JUDGE_CEILING
 
     root, _ = ci_run
     t3 = json.loads((root / "results" / "table3.json").read_text())
     assert set(t3["fid"]) == {f"FID-{k:g}" for k in load_profile("ci").eval.blur_radii}
     assert all(v >= -1e-6 for v in t3["fid"].values()) and "not Inception" in t3["fid_feature_space"]
-    assert set(t3["judge"]) == {"generated images", "real images (judge ceiling)",
-                                "images generated from shuffled captions (floor)",
+    assert set(t3["judge"]) == {GENERATED, JUDGE_CEILING, FLOOR,
                                 "AugVAE-SL reconstructions of the real images (decoder ceiling)"}
     assert all(0 <= j["judged_correct"] <= 1 and j["n_images"] == t3["n_prompts"] for j in t3["judge"].values())
     assert t3["acceptance_2x_floor"]["factor"] == 2
     for fig in ("table3_fid_vs_blur", "figure8_text_to_image_samples"):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_every_notebook_declares_its_headline_numbers_and_both_pages_show_them(ci_run):
+    import html
+
+    from lverse_core.pipeline.eval_run import GENERATED
+    from lverse_core.pipeline.headlines import format_headline
+
+    root, _ = ci_run
+    index, text = (root / "index.html").read_text(), (root / "RESULTS.md").read_text()
+    assert "not shown:" not in index and "**not shown**" not in text and "**unreadable**" not in text
+    for f in sorted((root / "results").glob("*.json")):
+        for h in json.loads(f.read_text())["headline"]:
+            line = format_headline(h)
+            assert f"<li>{html.escape(line)}</li>" in index and f"\n- {line}\n" in text, line
+    t1 = json.loads((root / "results" / "table1_reconstruction.json").read_text())
+    sl = next(h for h in t1["headline"] if h["label"].startswith("AugVAE-SL PSNR"))
+    assert sl["value"] == t1["models"]["AugVAE-SL"]["psnr_db"] and sl["unit"] == "dB"
+    t3 = json.loads((root / "results" / "table3.json").read_text())
+    gen = next(h for h in t3["headline"] if h["label"].startswith(GENERATED))
+    assert gen["value"] == pytest.approx(100 * t3["judge"][GENERATED]["judged_correct"])
+    assert gen["interval"] == pytest.approx([100 * x for x in t3["judge"][GENERATED]["ci95"]])
 
 
 def test_table1_evaluates_the_whole_split_by_default_and_says_so(ci_run):
@@ -175,7 +197,7 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
     monkeypatch.setenv("LVERSE_WORKDIR", str(work))
     for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
         monkeypatch.setenv(key, value)
-    record = runner.run("ci", only="07", log=print)
+    record = execute.run("ci", only="07", log=print)
     assert [n.name for n in record.notebooks] == ["07_claims"]
     root = work / "reports" / "ci"
     res = json.loads((root / "results" / "07_claims.json").read_text())

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from lverse_core.pipeline import runner
+from lverse_core.pipeline import cli, execute, index_page, notebook_html
+from lverse_core.pipeline.manifest import NotebookResult, RunRecord, write_manifest
 from lverse_core.config import REPO_ROOT
 
 from ._notebooks import executed_notebook, make_notebook
@@ -32,7 +33,7 @@ def books(tmp_path):
 
 def test_runs_in_order_and_writes_report(books, workdir):
     lines = []
-    rec = runner.run("ci", notebook_dir=books, params={"STEPS": 3}, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    rec = execute.run("ci", notebook_dir=books, params={"STEPS": 3}, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert [n.name for n in rec.notebooks] == ["00_first", "01_second"]
     assert all(n.status == "ok" for n in rec.notebooks)
     root = workdir / "reports" / "ci"
@@ -61,8 +62,8 @@ def test_runs_in_order_and_writes_report(books, workdir):
 
 def test_failing_notebook_stops_run_and_keeps_copy(books, workdir):
     make_notebook(books / "00_first.ipynb", ["a = 1", "raise ValueError('boom in cell')"])
-    with pytest.raises(runner.RunError) as e:
-        runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    with pytest.raises(execute.RunError) as e:
+        execute.run("ci", notebook_dir=books, log=lambda *a, **k: None)
     msg = str(e.value)
     assert "00_first.ipynb" in msg and "boom in cell" in msg and "cell" in msg
     root = workdir / "reports" / "ci"
@@ -74,17 +75,17 @@ def test_failing_notebook_stops_run_and_keeps_copy(books, workdir):
 
 
 def test_bad_selection_and_parameters(books, workdir):
-    with pytest.raises(runner.RunError, match="valid: 00, 01"):
-        runner.run("ci", only="07", notebook_dir=books)
-    with pytest.raises(runner.RunError, match="unknown parameter.*STEPZ.*valid: STEPS"):
-        runner.run("ci", notebook_dir=books, params={"STEPZ": 1})
+    with pytest.raises(execute.RunError, match="valid: 00, 01"):
+        execute.run("ci", only="07", notebook_dir=books)
+    with pytest.raises(execute.RunError, match="unknown parameter.*STEPZ.*valid: STEPS"):
+        execute.run("ci", notebook_dir=books, params={"STEPZ": 1})
     make_notebook(books / "02_noparams.ipynb", ["1"], params="x = 1")
-    with pytest.raises(runner.RunError, match="02_noparams.ipynb has no PROFILE"):
-        runner.run("ci", only="02", notebook_dir=books)
+    with pytest.raises(execute.RunError, match="02_noparams.ipynb has no PROFILE"):
+        execute.run("ci", only="02", notebook_dir=books)
 
 
 def test_only_selects_subset(books, workdir):
-    rec = runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+    rec = execute.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
     assert [n.name for n in rec.notebooks] == ["01_second"]
 
 
@@ -99,19 +100,19 @@ def test_a_partial_rerun_keeps_the_other_notebooks_in_the_manifest(workdir):
     from lverse_core.config import load_profile
 
     cfg = load_profile("ci")
-    full = runner.RunRecord("ci", "2026-01-01T10:00:00", [runner.NotebookResult("00_first", "ok", 1.0),
-                                                           runner.NotebookResult("01_second", "ok", 2.0)])
-    runner.write_manifest(cfg, full, {})
-    rerun = runner.RunRecord("ci", "2026-01-02T10:00:00", [runner.NotebookResult("01_second", "failed", 3.0,
-                                                                                 error="cell 1: boom")])
-    runner.write_manifest(cfg, rerun, {})
+    full = RunRecord("ci", "2026-01-01T10:00:00", [NotebookResult("00_first", "ok", 1.0),
+                                                   NotebookResult("01_second", "ok", 2.0)])
+    write_manifest(cfg, full, {})
+    rerun = RunRecord("ci", "2026-01-02T10:00:00", [NotebookResult("01_second", "failed", 3.0,
+                                                                         error="cell 1: boom")])
+    write_manifest(cfg, rerun, {})
     manifest = json.loads((cfg.reports_root / "manifest.json").read_text())
     first, second = manifest["notebooks"]
     assert first["name"] == "00_first" and first["status"] == "ok" and first["from_earlier_run"]
     assert first["run_started"] == "2026-01-01T10:00:00"
     assert second["status"] == "failed" and second["run_started"] == "2026-01-02T10:00:00"
     assert second["earlier"]["status"] == "ok"  # the earlier good run of it is still on record
-    index = runner.write_index(cfg).read_text()
+    index = index_page.write_index(cfg).read_text()
     assert "00_first" in index and "from an earlier run (2026-01-01T10:00:00)" in index
 
 
@@ -138,13 +139,13 @@ def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkey
         return out
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    monkeypatch.setattr(runner, "notebook_to_html", fake_html)
-    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    monkeypatch.setattr(execute, "notebook_to_html", fake_html)
+    execute.run("ci", notebook_dir=books, log=lambda *a, **k: None)
     root = workdir / "reports" / "ci"
     for attempt in range(2):  # failing twice in a row still points at the one good run
         outcome["01_second"] = "fail"
-        with pytest.raises(runner.RunError):
-            runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+        with pytest.raises(execute.RunError):
+            execute.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
         assert _meta(root / "executed" / "01_second.ipynb")["run"] == "fail"  # traceback copy
         assert _meta(root / "executed" / "last_good" / "01_second.ipynb")["run"] == "ok"
         entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
@@ -152,7 +153,7 @@ def test_a_failed_rerun_keeps_the_last_good_executed_copy(books, workdir, monkey
         assert _meta(root / entry["last_good"])["run"] == "ok"
         assert "last good run" in (root / "index.html").read_text()
     outcome["01_second"] = "ok"
-    runner.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
+    execute.run("ci", only="01", notebook_dir=books, log=lambda *a, **k: None)
     assert not (root / "executed" / "last_good" / "01_second.ipynb").exists()  # a good run replaces it
 
 
@@ -172,14 +173,14 @@ def test_tables_of_a_notebook_that_failed_are_marked_stale(books, workdir, monke
             (root / "tables" / "toy_table.csv").write_text("model,score\nx,0.5\n")
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    monkeypatch.setattr(execute, "notebook_to_html", lambda executed, out: out)
     root = workdir / "reports" / "ci"
-    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    execute.run("ci", notebook_dir=books, log=lambda *a, **k: None)
     assert json.loads((root / "manifest.json").read_text())["notebooks"][0]["outputs"] == ["tables/toy_table.csv"]
     assert "stale" not in (root / "index.html").read_text()
     fail.add("00_first")
-    with pytest.raises(runner.RunError):
-        runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
+    with pytest.raises(execute.RunError):
+        execute.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
     assert "stale: written by an earlier run of 00_first failed" in (root / "index.html").read_text()
 
 
@@ -204,11 +205,11 @@ def test_tables_made_from_retrained_checkpoints_are_marked_stale(books, workdir,
             (root / "results" / "toy.json").write_text(json.dumps({"made_from": made_from(cfg)}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
-    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    monkeypatch.setattr(execute, "notebook_to_html", lambda executed, out: out)
+    execute.run("ci", notebook_dir=books, log=lambda *a, **k: None)
     assert "stale" not in (root / "index.html").read_text()
     (cfg.runs_root / "biart.pt").write_bytes(b"retrained")  # BiART retrained; the table was not regenerated
-    runner.write_index(cfg)
+    index_page.write_index(cfg)
     page = (root / "index.html").read_text()
     assert "stale: made from another biart than the run holds now: rerun 00_first" in page
 
@@ -240,14 +241,14 @@ def test_results_of_any_notebook_record_their_inputs_and_go_stale_when_one_is_re
             (root / "results" / "toy.json").write_text(json.dumps({"made_from": artefact_ids.ids(cfg, inputs)}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
-    runner.run("ci", notebook_dir=books, log=lambda *a, **k: None)
+    monkeypatch.setattr(execute, "notebook_to_html", lambda executed, out: out)
+    execute.run("ci", notebook_dir=books, log=lambda *a, **k: None)
     assert "stale" not in (root / "index.html").read_text()
     if remake == "data set":
         cfg = load_profile("ci", seed=cfg.seed + 1)  # the same folders, another embedded data set
     else:
         files[remake].write_bytes(b"remade")
-    runner.write_index(cfg)
+    index_page.write_index(cfg)
     page = (root / "index.html").read_text()
     # the notebook's figure carries the note, not only its results JSON
     assert f"stale: made from another {named} than the run holds now: rerun 00_first</p><figure>" in page
@@ -287,14 +288,15 @@ def test_index_reads_like_the_paper_headlines_captions_verdicts_forms(tmp_path, 
     forms = cfg.reports_root / "human_eval" / "forms"
     forms.mkdir(parents=True)
     (forms / "f000.html").write_text("<html></html>")
-    report.save_results(cfg, "table3", {"n_prompts": 200, "judge": {
-        "generated images": {"judged_correct": 0.05, "ci95": [0.025, 0.085]},
-        "images generated from shuffled captions (floor)": {"judged_correct": 0.005, "ci95": [0.0025, 0.0072]}}})
-    page = runner.write_index(cfg).read_text()
+    report.write_results(cfg, "table3", {"n_prompts": 200}, headline=[
+        report.headline_number("images judged right (200 prompts)", 0.05, (0.025, 0.085), unit="%", scale=100),
+        report.headline_number("shuffled-caption floor", 0.005, (0.0025, 0.0072), unit="%", scale=100)])
+    page = index_page.write_index(cfg).read_text()
     order = [page.index(f"id='{a}'") for a in ("headline", "data", "augvae", "table2", "table3", "figure7", "other",
                                                  "notebooks")]
     assert order == sorted(order), "sections out of the paper's order"
-    assert "5.0% judged right [2.5, 8.5], against a shuffled-caption floor of 0.5% [0.2, 0.7]" in page
+    assert ("<li>images judged right (200 prompts): 5.0% [2.5, 8.5]</li>"
+            "<li>shuffled-caption floor: 0.5% [0.2, 0.7]</li>") in page
     assert "<h3>Table 3 (this run)</h3><p class='verdict'>generated images beat the floor 3x</p>" in page
     assert "<h3>Split sizes</h3>" in page and "<h3>table2 image to text</h3>" in page  # no caption: its name
     assert "e-13" not in page and "43.41" in page and "43.41234" not in page
@@ -311,11 +313,11 @@ def test_scrub_local_paths_hides_the_machines_folders(tmp_path, monkeypatch):
     site = sysconfig.get_paths()["purelib"]
     text = (f"free under {tmp_path} (1 GB); figure {tmp_path}/reports/ci/x.png; {site}/tqdm/auto.py:21; "
             f"{REPO_ROOT}/notebooks/02_train_biart.ipynb and {REPO_ROOT}.")
-    out = runner.scrub_local_paths(text)
+    out = notebook_html.scrub_local_paths(text)
     assert str(tmp_path) not in out and str(REPO_ROOT) not in out and site not in out
     assert "free under <workdir> (1 GB)" in out and "figure reports/ci/x.png" in out
     assert "<site-packages>/tqdm/auto.py:21" in out and "notebooks/02_train_biart.ipynb and <repo>." in out
-    assert runner.scrub_local_paths(f"{tmp_path}x/y") == f"{tmp_path}x/y"  # another folder that merely starts alike
+    assert notebook_html.scrub_local_paths(f"{tmp_path}x/y") == f"{tmp_path}x/y"  # another folder that merely starts alike
 
 
 def test_progress_bars_are_off_in_kernels_unless_asked(monkeypatch):
@@ -363,7 +365,7 @@ def test_peak_memory_is_each_blocks_own_not_the_largest_so_far():
     import subprocess
     import sys
 
-    from lverse_core.pipeline.runner import DescendantPeakRSS
+    from lverse_core.pipeline.processes import DescendantPeakRSS
 
     def child(mib: int) -> float:
         code = f"import time; b = bytearray({mib} * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.2)"
@@ -381,7 +383,7 @@ def test_the_run_starts_with_its_precision_and_estimate_and_an_estimate_failure_
 
     lines = []
     monkeypatch.setattr(estimate, "MIN_STEPS", 0)  # ci trains too little to be estimated otherwise
-    rec = runner.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    rec = execute.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert lines[0].startswith("precision: AugVAE ") and "BiART " in lines[0]
     assert lines[1].startswith("expected time on this machine: about ") and rec.estimate_s > 0
     manifest = json.loads((workdir / "reports" / "ci" / "manifest.json").read_text())
@@ -390,24 +392,24 @@ def test_the_run_starts_with_its_precision_and_estimate_and_an_estimate_failure_
     def broken(cfg):
         raise RuntimeError("no such model")
 
-    monkeypatch.setattr(runner, "estimate_run", broken)
+    monkeypatch.setattr(execute, "estimate_run", broken)
     lines.clear()
-    rec = runner.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    rec = execute.run("ci", notebook_dir=books, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert "no time estimate (RuntimeError: no such model)" in lines[1]
     assert all(n.status == "ok" for n in rec.notebooks) and rec.estimate_s is None
 
 
 def test_an_empty_only_is_an_error_not_a_silent_success(books, workdir, capsys):
     for only in (",", " , ", ""):
-        with pytest.raises(runner.RunError, match="names no notebook.*e.g. --only 00,01"):
-            runner.run("ci", only=only, notebook_dir=books)
-    assert runner.main(["run", "--profile", "ci", "--only", ","]) == 1
+        with pytest.raises(execute.RunError, match="names no notebook.*e.g. --only 00,01"):
+            execute.run("ci", only=only, notebook_dir=books)
+    assert cli.main(["run", "--profile", "ci", "--only", ","]) == 1
     assert "names no notebook" in capsys.readouterr().err
     assert not (workdir / "reports").exists()
 
 
 def test_a_deeply_nested_parameter_is_an_error_not_a_recursion_error(capsys):
-    assert runner.main(["run", "--profile", "ci", "-p", "OVERRIDES", "[" * 100_000 + "]" * 100_000]) == 1
+    assert cli.main(["run", "--profile", "ci", "-p", "OVERRIDES", "[" * 100_000 + "]" * 100_000]) == 1
     assert "-p OVERRIDES: the value is nested too deeply" in capsys.readouterr().err
 
 
@@ -415,11 +417,11 @@ def test_a_deeply_nested_parameter_is_an_error_not_a_recursion_error(capsys):
                                   "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])  # the kernel killed
 def test_a_notebook_that_stops_before_its_end_is_not_ok(books, workdir, stop):
     make_notebook(books / "00_first.ipynb", ["a = 1", stop, "print('the last cell ran')"])
-    with pytest.raises(runner.RunError, match="00_first.ipynb failed"):
-        runner.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
+    with pytest.raises(execute.RunError, match="00_first.ipynb failed"):
+        execute.run("ci", only="00", notebook_dir=books, log=lambda *a, **k: None)
     entry = json.loads((workdir / "reports" / "ci" / "manifest.json").read_text())["notebooks"][0]
     assert entry["status"] == "failed"
-    assert runner.unfinished(workdir / "reports" / "ci" / "executed" / "00_first.ipynb")
+    assert execute.unfinished(workdir / "reports" / "ci" / "executed" / "00_first.ipynb")
 
 
 def test_a_runner_killed_mid_notebook_never_leaves_ok_nor_replaces_last_good(books, workdir, monkeypatch):
@@ -442,32 +444,32 @@ def test_a_runner_killed_mid_notebook_never_leaves_ok_nor_replaces_last_good(boo
             raise PapermillExecutionError(2, 2, "raise", "ValueError", "boom", [])
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
+    monkeypatch.setattr(execute, "notebook_to_html", lambda executed, out: out)
     quiet = dict(notebook_dir=books, log=lambda *a, **k: None)
-    runner.run("ci", **quiet)
+    execute.run("ci", **quiet)
     mode["01_second"] = "fail"  # sets the good copy aside in last_good/
-    with pytest.raises(runner.RunError):
-        runner.run("ci", only="01", **quiet)
+    with pytest.raises(execute.RunError):
+        execute.run("ci", only="01", **quiet)
     last_good = root / "executed" / "last_good" / "01_second.ipynb"
     assert _meta(last_good)["run"] == "ok"
     mode["01_second"] = "killed"
     with pytest.raises(KeyboardInterrupt):
-        runner.run("ci", only="01", **quiet)
+        execute.run("ci", only="01", **quiet)
     manifest = json.loads((root / "manifest.json").read_text())
     assert [(n["name"], n["status"]) for n in manifest["notebooks"]] == [("00_first", "ok"), ("01_second", "running")]
     assert manifest["notebooks"][1]["earlier"]["status"] == "failed"  # what it replaced is still on record
     for hand_edited in (False, True):  # True: a manifest saying ok beside the half-run copy (as runs wrote before)
         mode["01_second"] = "killed"
         with pytest.raises(KeyboardInterrupt):
-            runner.run("ci", only="01", **quiet)
+            execute.run("ci", only="01", **quiet)
         assert _meta(last_good)["run"] == "ok"
         if hand_edited:
             manifest = json.loads((root / "manifest.json").read_text())
             manifest["notebooks"][1]["status"] = "ok"
             (root / "manifest.json").write_text(json.dumps(manifest))
         mode["01_second"] = "fail"
-        with pytest.raises(runner.RunError):
-            runner.run("ci", only="01", **quiet)
+        with pytest.raises(execute.RunError):
+            execute.run("ci", only="01", **quiet)
         assert _meta(last_good)["run"] == "ok"  # the half-run copy never replaced the last good one
         entry = json.loads((root / "manifest.json").read_text())["notebooks"][1]
         assert entry["status"] == "failed" and entry["last_good"] == "executed/last_good/01_second.ipynb"
@@ -481,10 +483,11 @@ def test_the_index_survives_damaged_results_captions_tables_and_manifest_entries
 
     cfg = load_profile("ci")
     root = cfg.reports_root
-    report.save_results(cfg, "06_human_eval", {"pred_plus_both": 0.5, "ci": [0.4, 0.6], "n_votes": 10})
+    report.write_results(cfg, "06_human_eval", {"pred_plus_both": 0.5}, headline=[
+        report.headline_number("Pred + Both", 0.5, (0.4, 0.6), unit="%", scale=100)])
     (root / "results" / "table3.json").write_text('{"judge": {"generated images": {"judged_c')  # cut short
     (root / "results" / "table1_reconstruction.json").write_text("[1, 2]")  # not a mapping
-    (root / "results" / "table2.json").write_text(json.dumps({"ours": {"x": {"BLEU-4": "high", "CIDEr": 1}}}))
+    (root / "results" / "table2.json").write_text(json.dumps({"headline": [{"label": "BLEU-4", "value": "high"}]}))
     (root / "results" / "02_biart.json").write_bytes(b"\xff\xfe not utf-8")
     (root / "tables").mkdir()
     (root / "tables" / "data_split_counts.csv").write_bytes(b"\xff\x00\x01")
@@ -492,10 +495,10 @@ def test_the_index_survives_damaged_results_captions_tables_and_manifest_entries
         "caption": "fine", "verdict": ""}}))
     (root / "manifest.json").write_text(json.dumps({"profile": "ci", "notebooks": [
         {"name": "00_first", "seconds": "slow", "outputs": "tables/x.csv"}, "junk", {"status": 3}]}))
-    page = runner.write_index(cfg).read_text()
-    assert "Pred + Both 50.0%" in page  # the readable results still give their headline
+    page = index_page.write_index(cfg).read_text()
+    assert "Pred + Both: 50.0% [40.0, 60.0]" in page  # the readable results still give their headline
     for bad in ("results/table3.json is unreadable", "results/table1_reconstruction.json holds a list",
-                "results/table2.json holds a value of the wrong kind", "results/02_biart.json is unreadable",
+                "results/table2.json holds a headline of the wrong kind", "results/02_biart.json is unreadable",
                 "tables/data_split_counts.csv is unreadable", "captions.json: unreadable entries for tables/x.csv"):
         assert bad in page, bad
     assert "<td>00_first</td><td class='unknown'>unknown" in page
@@ -504,22 +507,22 @@ def test_the_index_survives_damaged_results_captions_tables_and_manifest_entries
     books.mkdir()
     make_notebook(books / "00_first.ipynb", ["x = 1"])
     monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: executed_notebook(dst))
-    monkeypatch.setattr(runner, "notebook_to_html", lambda executed, out: out)
-    assert runner.run("ci", notebook_dir=books, log=lambda *a, **k: None).notebooks[0].status == "ok"
+    monkeypatch.setattr(execute, "notebook_to_html", lambda executed, out: out)
+    assert execute.run("ci", notebook_dir=books, log=lambda *a, **k: None).notebooks[0].status == "ok"
 
 
 def test_a_run_refuses_a_work_directory_it_cannot_write_in(books, workdir, monkeypatch):
     monkeypatch.setenv("LVERSE_WORKDIR", str(workdir / "nbs" / "00_first.ipynb"))  # a file
-    with pytest.raises(runner.RunError, match=r"work directory cannot hold this run: .*00_first.ipynb is a file.*"
+    with pytest.raises(execute.RunError, match=r"work directory cannot hold this run: .*00_first.ipynb is a file.*"
                                               r"LVERSE_WORKDIR"):
-        runner.run("ci", notebook_dir=books)
+        execute.run("ci", notebook_dir=books)
 
 
 def test_notebook_04_without_java_is_refused_with_the_doctors_fix(workdir, monkeypatch):
     from lverse_core.pipeline import doctor as D
 
     monkeypatch.setattr(D, "_java_version", lambda: None)
-    with pytest.raises(runner.RunError, match=r"04_table2_image_to_text: no working 'java'.*METEOR.*openjdk.*"
+    with pytest.raises(execute.RunError, match=r"04_table2_image_to_text: no working 'java'.*METEOR.*openjdk.*"
                                               r"doctor.*leave 04 out of --only"):
-        runner.run("ci", only="04")
+        execute.run("ci", only="04")
     assert not (workdir / "reports").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lverse_core.pipeline import runner
+from lverse_core.pipeline import execute, processes
 from tests._limits import HANG_GUARD_S
 from tests._notebooks import make_notebook
 
@@ -46,7 +46,7 @@ def test_kill_descendants_ends_a_child_session_and_its_group():
     try:
         grandchild = int(child.stdout.readline())
         assert os.getpgid(grandchild) == child.pid != os.getpgid(0)
-        runner.kill_descendants()
+        processes.kill_descendants()
         assert child.wait(timeout=HANG_GUARD_S) == -9
         assert _wait_ended(grandchild)
     finally:
@@ -66,8 +66,8 @@ def test_run_timeout_kills_the_kernel_and_records_the_notebook_as_failed(tmp_pat
         f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{worker.pid}}')",
         "time.sleep(600)"])
     make_notebook(books / "01_next.ipynb", ["x = 1"])
-    with pytest.raises(runner.RunError, match="timeout of 3 s"):
-        runner.run("ci", notebook_dir=books, log=lambda *a, **k: None, timeout_s=3, estimate=False)
+    with pytest.raises(execute.RunError, match="timeout of 3 s"):
+        execute.run("ci", notebook_dir=books, log=lambda *a, **k: None, timeout_s=3, estimate=False)
     if pids.exists():  # the kernel got as far as writing its pid (it may have been killed before)
         for pid in map(int, pids.read_text().split()):
             assert _wait_ended(pid), pid
@@ -78,7 +78,7 @@ def test_run_timeout_kills_the_kernel_and_records_the_notebook_as_failed(tmp_pat
 
 def test_the_cli_has_the_timeout_option(workdir):
     out = subprocess.run([sys.executable, "-m", "lverse_core", "run", "--help"], capture_output=True, text=True,
-                         timeout=HANG_GUARD_S, cwd=runner.REPO_ROOT)
+                         timeout=HANG_GUARD_S, cwd=execute.REPO_ROOT)
     assert "--timeout" in out.stdout
 
 

@@ -21,6 +21,10 @@ from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
 TRUNCATED = "L-Verse kit (cut at the first full stop)"
 UNTRUNCATED = "*L-Verse kit (untruncated)"
+# The rows of the judge's Table 3 reading (``judge_bounds``); notebook 05 reads the floor by this name.
+GENERATED = "generated images"
+JUDGE_CEILING = "real images (judge ceiling)"
+FLOOR = "images generated from shuffled captions (floor)"
 
 
 def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, str]]:
@@ -164,8 +168,8 @@ def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits
     """
     rounds, n = floor_hits.shape
     share = floor_hits.double().mean(0)
-    out = {"generated images": dict(ours), "real images (judge ceiling)": dict(ceiling),
-           "images generated from shuffled captions (floor)": {
+    out = {GENERATED: dict(ours), JUDGE_CEILING: dict(ceiling),
+           FLOOR: {
                "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
                "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
     for v in out.values():
