@@ -344,3 +344,29 @@ def test_notebook_00_is_clean():
     assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and params[0].source.startswith('PROFILE = "smoke"  # ci|smoke|gpu|paper')
+
+
+@pytest.mark.parametrize("read", [
+    lambda c: data.image_dataset(c, "train"),
+    lambda c: data.load_attributes(c),
+    lambda c: data.ood_images(c),
+    lambda c: data.loaders.karpathy_source(c),
+    lambda c: data.caption_records(c, "test"),
+    lambda c: __import__("lverse_core.data.shards", fromlist=["wds_root"]).wds_root(c),
+])
+def test_readers_never_make_the_data_set_and_name_the_notebook_that_does(tmp_path, read):
+    c = load_profile("ci", **{"data.root": str(tmp_path / "data" / "ci"), **SMALL})
+    with pytest.raises(shapes_dataset.DataSetMissingError,
+                       match=r"no embedded data set at .*data/ci \(no COMPLETE\.json\) for profile ci; notebook 00 "
+                             r"makes it: python -m lverse_core run --profile ci --only 00"):
+        read(c)
+    assert not (tmp_path / "data").exists()  # nothing written, not even a lock
+
+
+def test_a_reader_refuses_a_data_set_made_with_other_settings_and_says_which(cfg):
+    other = load_profile("ci", **{"data.root": str(cfg.data_root), **SMALL, "seed": cfg.seed + 7})
+    before = (cfg.data_root / "COMPLETE.json").read_bytes()
+    with pytest.raises(shapes_dataset.DataSetMissingError, match=rf"made with other settings \(seed {cfg.seed} -> "
+                                                                 rf"{cfg.seed + 7}.*--only 00"):
+        data.image_dataset(other, "test")
+    assert (cfg.data_root / "COMPLETE.json").read_bytes() == before  # the set that is there is left as it was

@@ -155,9 +155,9 @@ def _check_split(split: str) -> None:
 def karpathy_source(cfg: Config) -> tuple[Path, Path]:
     """(dataset_coco.json, image root) for the shapes set or MS-COCO."""
     if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import ensure_dataset
+        from lverse_core.data.shapes_dataset import require_dataset
 
-        root = ensure_dataset(cfg)
+        root = require_dataset(cfg)
         return root / "dataset_coco.json", root / "images"
     return require_asset(cfg, "coco_karpathy_json"), require_asset(cfg, "coco_root")
 
@@ -266,9 +266,9 @@ def _cc3m_records(cfg: Config, split: str, whole_train: bool = False) -> list[di
     """A split of the CC3M TSV: the last ``n_test`` rows test, the ``n_val`` before them val, the rest train; with
     ``whole_train`` (CC3M as ``data.train_source`` only: val and test come from ``data.source``) every row is train."""
     if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import ensure_dataset
+        from lverse_core.data.shapes_dataset import require_dataset
 
-        tsv = ensure_dataset(cfg) / "cc3m_train.tsv"
+        tsv = require_dataset(cfg) / "cc3m_train.tsv"
     else:
         tsv = require_asset(cfg, "cc3m_tsv")
     rows = read_cc3m_tsv(tsv)
@@ -421,9 +421,9 @@ def image_dataset(cfg: Config, split: str, train: bool = False, validate: bool =
     """(image in [-1, 1], label) pairs for AugVAE: ImageNet1K on the paper profile, the shapes ImageFolder else."""
     _check_split(split)
     if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import ensure_dataset
+        from lverse_core.data.shapes_dataset import require_dataset
 
-        root = ensure_dataset(cfg) / "imagefolder" / split
+        root = require_dataset(cfg) / "imagefolder" / split
     else:
         root = require_asset(cfg, "imagenet_root") / ("val" if split == "test" else split)
     if not root.is_dir():
@@ -438,19 +438,18 @@ def load_attributes(cfg: Config) -> dict[int, list[dict]]:
     """image_id -> ground-truth objects [{shape, colour, size, x, y, bbox}] of the embedded data set."""
     if cfg.data.source != "shapes":
         raise ValueError(f"attributes.json exists only for the embedded data set; data.source is {cfg.data.source!r}")
-    from lverse_core.data.shapes_dataset import ensure_dataset
+    from lverse_core.data.shapes_dataset import require_dataset
 
-    tree = json.loads((ensure_dataset(cfg) / "attributes.json").read_text())
+    tree = json.loads((require_dataset(cfg) / "attributes.json").read_text())
     return {int(k): v["objects"] for k, v in tree["images"].items()}
 
 
 def ood_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:
     """The out-of-domain real photographs (paper Figure 5) as (name, (3, S, S) tensor in [-1, 1])."""
-    from lverse_core.data.shapes_dataset import ensure_dataset
-
     from lverse_core.data.ood import OOD_SOURCES
+    from lverse_core.data.shapes_dataset import require_dataset
 
-    root = ensure_dataset(cfg) / "ood"
+    root = require_dataset(cfg) / "ood"
     tf = eval_transform(cfg.data.image_size)
     order = {name: i for i, name in enumerate(OOD_SOURCES)}
     paths = sorted(root.glob("*.png"), key=lambda p: (order.get(p.stem, len(order)), p.stem))

@@ -221,6 +221,36 @@ def ensure_dataset(cfg: Config) -> Path:
     return root
 
 
+class DataSetMissingError(FileNotFoundError):
+    """A reader found no data set (or one made with other settings) where the profile puts it: notebook 00 (or a
+    trainer's ``ensure_dataset``) makes it; readers never do."""
+
+
+def require_dataset(cfg: Config) -> Path:
+    """The data set's folder, for a reader: the embedded set generated with ``cfg``'s parameters (its
+    ``COMPLETE.json``), or for real data the folder of its out-of-domain photographs. Never writes anything; a
+    missing or differently made set is a ``DataSetMissingError`` naming the notebook that makes it."""
+    root = cfg.data_root
+    make = (f"notebook 00 makes it: python -m lverse_core run --profile {cfg.profile} --only 00 (or "
+            f"lverse_core.data.shapes_dataset.ensure_dataset(cfg))")
+    if cfg.data.source != "shapes":
+        if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
+            raise DataSetMissingError(f"{root / 'ood'} does not hold the profile's {cfg.data.ood_images} "
+                                      f"out-of-domain photographs; {make}")
+        return root
+    marker = read_marker(root)
+    if marker is None:
+        raise DataSetMissingError(f"no embedded data set at {root} (no COMPLETE.json) for profile {cfg.profile}; "
+                                  f"{make}")
+    params = generation_params(cfg)
+    if marker.get("params") != params:
+        was = marker.get("params") if isinstance(marker.get("params"), dict) else {}
+        changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in params.items() if was.get(k) != v]
+        raise DataSetMissingError(f"the embedded data set at {root} was made with other settings "
+                                  f"({', '.join(changed)[:300]}); {make}")
+    return root
+
+
 # -- the webdataset view -------------------------------------------------------------------------------------------
 
 def shard_params(cfg: Config) -> dict:
@@ -258,9 +288,11 @@ def write_shards(root: Path, out: Path) -> dict:
     return {"samples": len(images), "samples_per_shard": per_shard, "shards": len(list(out.glob("*.tar")))}
 
 
-def ensure_shards(cfg: Config) -> Path:
-    """The embedded data set's shards (``<data root>/wds``), written on first use; returns their folder."""
-    root = ensure_dataset(cfg)
+def ensure_shards(cfg: Config, make_dataset: bool = True) -> Path:
+    """The embedded data set's shards (``<data root>/wds``), a view of the set written on first use; returns their
+    folder. ``make_dataset=False`` (the shard reader) needs the set itself to be there already
+    (``require_dataset``): a reader writes the view, never the data set."""
+    root = ensure_dataset(cfg) if make_dataset else require_dataset(cfg)
     out, params = root / "wds", shard_params(cfg)
     if (read_marker(out) or {}).get("params") == params:
         return out

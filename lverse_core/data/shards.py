@@ -109,11 +109,12 @@ class ShardMember:
 
 def wds_root(cfg: Config) -> Path:
     """The shards of ``cfg``: ``assets.wds_shards`` (a directory of .tar files), or the embedded set's shards
-    (written on first use by ``shapes_dataset.ensure_shards``) when the data source is the embedded one."""
+    (a view of the set, written on first use by ``shapes_dataset.ensure_shards``; the set itself must be there) when
+    the data source is the embedded one."""
     if cfg.data.source == "shapes":
         from lverse_core.data.shapes_dataset import ensure_shards
 
-        return ensure_shards(cfg)
+        return ensure_shards(cfg, make_dataset=False)
     return require_asset(cfg, "wds_shards")
 
 
