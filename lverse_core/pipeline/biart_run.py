@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from lverse_core.config import Config
+from lverse_core.evaluation.statistics import t_interval
 from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
 from lverse_core.sampling.candidates import (Decoder, caption_candidate_count, image_to_text,  # noqa: F401
                                              load_augvae_decoder, sampling_precision, text_to_image)
@@ -237,13 +238,13 @@ def object_cells(objects: Sequence[dict], image_size: int, grid: int) -> torch.T
 
 
 def _mean_interval(per_image: torch.Tensor) -> dict:
-    """Mean over images with a normal-approximation 95% interval (n >= 30 images here)."""
+    """Mean over images (NaN entries left out) with its 95% Student-t interval (``statistics.t_interval``)."""
     v = per_image.double()
     v = v[~torch.isnan(v)]
     if len(v) < 2:
         raise ValueError(f"need at least 2 images to put an interval on a mean, got {len(v)}")
-    m, half = float(v.mean()), 1.96 * float(v.std()) / len(v) ** 0.5
-    return {"mean": m, "ci95": [m - half, m + half], "n_images": len(v)}
+    iv = t_interval(v.tolist(), 0.95)
+    return {"mean": iv.estimate, "ci95": list(iv.bounds), "n_images": iv.n}
 
 
 def per_image_gaps(gaps: torch.Tensor, owner: torch.Tensor, n_images: int) -> torch.Tensor:

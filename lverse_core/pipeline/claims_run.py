@@ -370,8 +370,8 @@ def scorecard(measures: Mapping[int, Mapping[str, Mapping[str, float]]], level: 
         d = r["difference"]
         rows.append({"claim": claim, "measure": label, "method arm": f"{m_arm}: {m_key}",
                      "control arm": f"{c_arm}: {c_key}", "paper predicts": f"method {better}",
-                     "method": r["method"]["mean"], "control": r["control"]["mean"], "difference": d["mean"],
-                     "low": d["low"], "high": d["high"], "seeds": r["seeds"], "verdict": r["verdict"]})
+                     "method": r["method"].estimate, "control": r["control"].estimate, "difference": d.estimate,
+                     "low": d.low, "high": d.high, "seeds": r["seeds"], "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from lverse_core.evaluation import statistics
 from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
@@ -127,14 +128,9 @@ FLOOR_ROUNDS = 20  # shuffled captions each generated image is judged against fo
 
 def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``per_item`` (one value per image, resampled by image)."""
-    x = torch.as_tensor(list(per_item), dtype=torch.float64)
-    if len(x) == 0:
-        raise ValueError("bootstrap_interval needs at least one item")
-    g = torch.Generator().manual_seed(seed)
-    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
-    return float(lo), float(hi)
+    """The bounds of ``statistics.bootstrap_interval`` (percentile bootstrap of the mean of ``per_item``, one value
+    per image, resampled by image)."""
+    return statistics.bootstrap_interval(per_item, resamples, seed, level).bounds
 
 
 def floor_pairings(n: int, seed: int, rounds: int = FLOOR_ROUNDS) -> torch.Tensor:
@@ -159,7 +155,7 @@ def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits
       rounds of ``floor_pairings`` give it (``floor_hits`` (rounds, n) bool: right or not), so the floor rests on
       rounds x prompts pairs and is estimated rather than a count of zero; it reuses our images, so it costs no
       second generation.
-    Each entry carries ``ci95``, a bootstrap interval that resamples images (the floor: each image's share of
+    Each entry carries ``ci95``, a bootstrap interval (``statistics.bootstrap_interval``) that resamples images (the floor: each image's share of
     shuffled captions it matches), so pairs that share an image are not counted as independent evidence.
     """
     rounds, n = floor_hits.shape
@@ -169,7 +165,7 @@ def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits
                "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
                "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
     for v in out.values():
-        v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, seed)
+        v["ci95"] = statistics.bootstrap_interval(v.pop("per_image"), resamples, seed).bounds
     return out
 
 

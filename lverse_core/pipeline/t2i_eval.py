@@ -124,8 +124,8 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
     """
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
-    from lverse_core.pipeline.eval_run import (FLOOR_ROUNDS, bootstrap_interval, derangement, floor_pairings,
-                                               judge_bounds)
+    from lverse_core.evaluation.statistics import bootstrap_interval
+    from lverse_core.pipeline.eval_run import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds
     from lverse_core.pipeline.eval_tables import ours_label, verdict_summary
 
     P, R = sets.n_prompts, sets.n_real
@@ -179,5 +179,5 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     bounds = judge_bounds(ours, ceiling, floor_hits, cfg.seed, resamples)
     bounds[RECONSTRUCTED + " (decoder ceiling)"] = {
         **{k: x for k, x in recon.items() if k != "per_image"},
-        "ci95": bootstrap_interval(recon["per_image"], resamples, cfg.seed)}
+        "ci95": bootstrap_interval(recon["per_image"], resamples, cfg.seed).bounds}
     return {"rows": rows, "judge": bounds}
