@@ -428,7 +428,3 @@ def share_instruments(first: Config, cfg_s: Config) -> None:
         # seed's ensure_judge / ensure_reranker reuse it instead of training their own
         provenance.record(dst, made_from_of[name](cfg_s), made_by="shared", shared_from=str(src),
                           shared_from_id=provenance.file_id(src))
-
-
-def save_measures(path: Path, measures: Mapping[int, Any]) -> None:
-    write_json_atomic(path, {str(k): v for k, v in measures.items()})
