@@ -72,8 +72,9 @@ from lverse_core.pipeline.biart_run import ensure_tokenizer
 if cfg.data.source == "shapes":
     ensure_dataset(cfg)
 if RETRAIN:
-    for name in ("clip_reranker.pt", "biart.pt"):
-        (cfg.runs_root / name).unlink(missing_ok=True)
+    from lverse_core.training.checkpoint_paths import checkpoint_path
+    for path in (cfg.runs_root / "clip_reranker.pt", checkpoint_path(cfg, "biart")):
+        path.unlink(missing_ok=True)
 tok = ensure_tokenizer(cfg)
 pd.DataFrame([{"vocabulary": "compact" if tok.compact else "full CLIP BPE", "text ids": tok.vocab_size,
                "text_len": tok.text_len, "pad": tok.pad_id, "eot": tok.eot_id}])
@@ -256,9 +257,10 @@ from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
 one_prompt = t2i_candidates(cfg, model, tok, prompts[0], t2i_score, decode)
 one_prompt_ok = None
 if cfg.data.source == "shapes":
-    from lverse_core.evaluation.judge import ensure_judge, image_matches, to_uint8, to_unit_range
+    from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
+    from lverse_core.evaluation.judge import ensure_judge, image_matches
     judge = ensure_judge(cfg)
-    verdicts = judge.judge_image(to_unit_range(to_uint8(one_prompt["images"])))
+    verdicts = judge.judge_image(signed_from_uint8(uint8_from_signed(one_prompt["images"])))
     one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
 t2i_reading = reranking_sentence(one_prompt["ranking"].tolist(), one_prompt_ok,
                                  criterion="judged right for the caption by the kit's judge")

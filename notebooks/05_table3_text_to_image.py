@@ -203,12 +203,13 @@ if embedded:
 
 # %%
 from lverse_core.pipeline.biart_run import image_grid_figure
-from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows, uint8_to_unit
+from lverse_core.data.pixels import signed_from_uint8
+from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows
 n = min(N_GRID, len(captions))
 grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], prompts["prompt_ids"][:n],
                                 m["scorer"], m["decode"], n_repeats=GRID_IMAGES)
 g = cfg.image_grid
-drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g)))
+drawn = signed_from_uint8(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g)))
 drawn = drawn.view(n, GRID_IMAGES, *drawn.shape[1:])
 real_shown = sets.real_per_prompt(list(range(n)))  # only the few images the grid shows, read here
 fig = image_grid_figure(grid_rows(real_shown, drawn), captions[:n], GRID_IMAGES + 1)

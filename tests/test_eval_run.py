@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import synthetic_scenes as syn
+from lverse_core.data.pixels import signed_from_uint8
 from lverse_core.pipeline import eval_run as E
 
 
@@ -71,7 +72,7 @@ def test_decode_to_uint8_round_trip():
     imgs = torch.rand(10, 3, 8, 8) * 2 - 1
     out = E.decode_to_uint8(lambda c: imgs[c[:, 0, 0]], torch.arange(10).view(10, 1, 1).expand(10, 2, 2), 3)
     assert out.dtype == torch.uint8 and out.shape == (10, 3, 8, 8)
-    assert torch.allclose(E.uint8_to_unit(out), imgs, atol=1 / 127.5)
+    assert torch.allclose(signed_from_uint8(out), imgs, atol=1 / 127.5)
 
 
 def test_figures_render(tmp_path):

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from lverse_core.config import Config
+from lverse_core.data.pixels import unit_from_signed
 from lverse_core.evaluation.statistics import t_interval
 from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
 from lverse_core.sampling.candidates import (Decoder, caption_candidate_count, image_to_text,  # noqa: F401
@@ -132,14 +133,10 @@ def image_grid_figure(rows: Sequence[torch.Tensor], titles: Sequence[str], ncols
             ax = axes[r][c]
             ax.axis("off")
             if c < len(imgs):
-                ax.imshow(((imgs[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
+                ax.imshow(unit_from_signed(imgs[c]).permute(1, 2, 0).cpu().numpy())
         axes[r][0].set_title(textwrap.fill(title, 12 * ncols), fontsize=7, loc="left")
     fig.tight_layout()
     return fig
-
-
-def checkpoint_path(cfg: Config) -> Path:
-    return cfg.runs_root / "biart.pt"
 
 
 @torch.no_grad()
@@ -299,7 +296,7 @@ def gap_map_figure(images: torch.Tensor, maps: torch.Tensor, captions: Sequence[
     lim = max(float(maps.abs().max()), 1e-6)
     fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.8), squeeze=False)
     for j in range(k):
-        axes[0, j].imshow(((images[j].permute(1, 2, 0).clamp(-1, 1) + 1) / 2).numpy())
+        axes[0, j].imshow(unit_from_signed(images[j]).permute(1, 2, 0).numpy())
         axes[0, j].set_title(textwrap.fill(captions[j], 28), fontsize=7)
         im = axes[1, j].imshow(maps[j].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
         for ax in axes[:, j]:
@@ -386,7 +383,7 @@ def candidates_figure(images: torch.Tensor, scores: torch.Tensor, chosen: int, c
         if c >= n:
             ax.axis("off")
             continue
-        ax.imshow(((images[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+        ax.imshow(unit_from_signed(images[c]).permute(1, 2, 0).numpy())
         title = f"{float(scores[c]):.1f}" + (f" | {float(ranking[c]):+.1f}" if ranking is not None else "")
         ax.set_title(f"{'kept ' if c == chosen else ''}{title}", fontsize=7,
                      fontweight="bold" if c == chosen else "normal")

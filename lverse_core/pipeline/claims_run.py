@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from lverse_core.config import Config, derive
+from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
 from lverse_core.evaluation.claims import compare
 from lverse_core.report import write_json_atomic
 
@@ -155,27 +156,25 @@ def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, float]]) ->
 def _test_set(cfg_s: Config) -> dict[str, Any]:
     """The first ``claims.eval_images`` test images (uint8), their ids, ground-truth objects and first captions."""
     from lverse_core import data
-    from lverse_core.evaluation.judge import to_uint8
 
     ds = data.CaptionImageDataset(cfg_s, "test", train=False)
     attrs = data.load_attributes(cfg_s)
     items = [ds[i] for i in range(min(cfg_s.claims.eval_images, len(ds)))]
     ids = [int(it["image_id"]) for it in items]
-    return {"images": torch.stack([to_uint8(it["image"]) for it in items]), "ids": ids,
+    return {"images": torch.stack([uint8_from_signed(it["image"]) for it in items]), "ids": ids,
             "objects": [attrs[i] for i in ids], "captions": [it["captions"][0] for it in items]}
 
 
 def reconstruction_measures(cfg_s: Config, model, test: Mapping[str, Any], judge) -> dict[str, float]:
     """Table 1's PSNR, SSIM and FID (``recon_eval.evaluate_reconstructions``), judged right, and for ML the codes
     several levels use."""
-    from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.eval_tables import judged_correct
     from lverse_core.pipeline.recon_eval import evaluate_reconstructions, sharing_summary, shared_code_matrix
 
-    real = test["images"].float() / 127.5 - 1.0
+    real = signed_from_uint8(test["images"])
     res, kept = evaluate_reconstructions(cfg_s, {"model": model}, real, keep=len(real))
     out = {k: res["model"][k] for k in ("psnr_db", "ssim", "fid")}
-    out["judged_right"] = judged_correct(judge, to_uint8(kept["model"]), test["captions"])["judged_correct"]
+    out["judged_right"] = judged_correct(judge, uint8_from_signed(kept["model"]), test["captions"])["judged_correct"]
     if model.variant == "ml":
         with torch.no_grad():
             codes = model.encode(real.to(next(model.parameters()).device))
@@ -262,7 +261,7 @@ def _caption_measures(cfg_s, model, parts, test) -> dict[str, float]:
     objects = dict(zip(test["ids"], test["objects"]))
     refs = {int(r["image_id"]): r["captions"] for r in caption_records(cfg_s, "test")}
     out = {}
-    real = test["images"].float() / 127.5 - 1.0  # what the reranker scores the captions against
+    real = signed_from_uint8(test["images"])  # what the reranker scores the captions against
     reranked = generate_captions(cfg_s, model, parts["tokenizer"], codes[pick], test["ids"], parts["scorer"],
                                  images=real)
     truncated = {int(r["image_id"]): r["caption"] for r in reranked}
@@ -279,7 +278,6 @@ def _caption_measures(cfg_s, model, parts, test) -> dict[str, float]:
 
 def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, float]:
     from lverse_core.evaluation.fid import compute_fid
-    from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.eval_tables import judged_correct
     from lverse_core.sampling.generate import generate_images
 
@@ -289,7 +287,7 @@ def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, f
     for suffix, (cfg_r, scorer) in runs.items():
         codes, _ = generate_images(cfg_r, model, parts["tokenizer"], prompts, pids, scorer, parts["decode"])
         with torch.no_grad():
-            images = to_uint8(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu() for i in range(0, len(codes), 64)]))
+            images = uint8_from_signed(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu() for i in range(0, len(codes), 64)]))
         out[f"images_right{suffix}"] = judged_correct(judge, images, prompts)["judged_correct"]
         if suffix == "" and blur:
             out.update(_blur_measures(cfg_s, test, images))
@@ -302,14 +300,13 @@ def _blur_measures(cfg_s, test, generated) -> dict[str, float]:
     """Relative fall of FID-k from the smallest to the largest blur radius, for generated images and for SL
     reconstructions of the same real images (the decoder's ceiling): paper §4.3, Table 3."""
     from lverse_core.evaluation.fid import compute_fid_sweep
-    from lverse_core.evaluation.judge import to_uint8
     from lverse_core.pipeline.recon_eval import reconstruct
     from lverse_core.training.augvae_train import load_augvae
 
     radii = sorted(cfg_s.eval.blur_radii)
-    recon, _ = reconstruct(load_augvae(cfg_s, "sl"), test["images"].float() / 127.5 - 1.0)
+    recon, _ = reconstruct(load_augvae(cfg_s, "sl"), signed_from_uint8(test["images"]))
     out = {}
-    for name, fake in (("generated", generated), ("reconstructions", to_uint8(recon))):
+    for name, fake in (("generated", generated), ("reconstructions", uint8_from_signed(recon))):
         fids = compute_fid_sweep(test["images"], fake, cfg_s, radii)
         for r, f in fids.items():
             out[f"fid_{name}_blur{r:g}"] = f

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from lverse_core.data.pixels import uint8_from_signed, unit_from_signed
 from lverse_core.evaluation import statistics
 from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 
@@ -94,9 +95,8 @@ def acceptance(ours: float | None, baseline: float | None, factor: float, what: 
 def decode_to_uint8(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor,
                     batch_size: int = 64) -> torch.Tensor:
     """Code maps (M, g, g) -> uint8 images (M, 3, S, S) on the CPU, decoded ``batch_size`` at a time."""
-    from lverse_core.evaluation.judge import to_uint8
 
-    return torch.cat([to_uint8(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
+    return torch.cat([uint8_from_signed(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
 
 
 def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
@@ -196,7 +196,7 @@ def caption_figure(images: torch.Tensor, references: Sequence[str], ours: Sequen
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(9, 1.55 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 5]})
     for i in range(n):
-        axes[i][0].imshow(((images[i].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
+        axes[i][0].imshow(unit_from_signed(images[i]).permute(1, 2, 0).cpu().numpy())
         lines = [("reference", references[i]), ("ours", ours[i])]
         if ours_untruncated is not None:
             lines.append(("ours, untruncated", ours_untruncated[i]))
@@ -237,11 +237,6 @@ def grid_rows(real: torch.Tensor, generated: torch.Tensor) -> list[torch.Tensor]
     """Rows for ``biart_run.image_grid_figure``: the real image behind each caption, then its generated images.
     real: (P, 3, S, S); generated: (P, k, 3, S, S); any range the figure accepts ([-1, 1] floats)."""
     return [torch.cat([real[p:p + 1].float(), generated[p].float()]) for p in range(len(real))]
-
-
-def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (for figures)."""
-    return images.float() / 127.5 - 1.0
 
 
 

@@ -110,11 +110,12 @@ def _scored_with(scores: Mapping[str, Any]) -> str:
 
 def judged_correct(judge, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, Any]:
     """Is each generated image right for its prompt? Overall and by the number of objects the prompt names."""
-    from lverse_core.evaluation.judge import image_matches, to_unit_range
+    from lverse_core.data.pixels import signed_from_uint8
+    from lverse_core.evaluation.judge import image_matches
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    seen = judge.judge_image(to_unit_range(images))
+    seen = judge.judge_image(signed_from_uint8(images))
     return verdict_summary([image_matches(s, p) for s, p in zip(seen, prompts)], prompts)
 
 

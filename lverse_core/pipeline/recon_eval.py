@@ -21,15 +21,12 @@ import torch
 from torch.utils.data import Subset
 
 from lverse_core.config import Config
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() + 1) / 2).clamp(0, 1)
+from lverse_core.data.pixels import signed_from_uint8, unit_from_signed
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of (N, 3, H, W) images in [-1, 1]."""
-    mse = (to_unit(x) - to_unit(y)).pow(2).flatten(1).mean(1)
+    mse = (unit_from_signed(x) - unit_from_signed(y)).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
@@ -37,8 +34,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """Per-image SSIM of (N, 3, H, W) images in [-1, 1] (scikit-image, channel_axis, data_range 1)."""
     from skimage.metrics import structural_similarity
 
-    a = to_unit(x).permute(0, 2, 3, 1).numpy()
-    b = to_unit(y).permute(0, 2, 3, 1).numpy()
+    a = unit_from_signed(x).permute(0, 2, 3, 1).numpy()
+    b = unit_from_signed(y).permute(0, 2, 3, 1).numpy()
     win = min(7, a.shape[1] - (1 - a.shape[1] % 2))  # odd window no larger than the image
     return np.array([structural_similarity(p, q, channel_axis=2, data_range=1.0, win_size=win) for p, q in zip(a, b)])
 
@@ -158,7 +155,7 @@ def _image_batches(images, batch_size: int, num_workers: int = 0):
 
     for x in _raw_batches(images, batch_size, num_workers):
         check_image_range(x)
-        yield x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+        yield signed_from_uint8(x)
 
 
 def _raw_batches(images, batch_size: int, num_workers: int):
@@ -316,7 +313,7 @@ def recon_grid_figure(rows: dict[str, torch.Tensor], n: int = 8):
     for r, (label, imgs) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r][c]
-            ax.imshow(to_unit(imgs[c]).permute(1, 2, 0).numpy())
+            ax.imshow(unit_from_signed(imgs[c]).permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
@@ -334,7 +331,7 @@ def ood_figure(names: list[str], images: torch.Tensor, recon: torch.Tensor):
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
     for c in range(n):
         for r, img in enumerate((images[c], recon[c])):
-            axes[r][c].imshow(to_unit(img).permute(1, 2, 0).numpy())
+            axes[r][c].imshow(unit_from_signed(img).permute(1, 2, 0).numpy())
             axes[r][c].set_xticks([])
             axes[r][c].set_yticks([])
         axes[0][c].set_title(names[c], fontsize=7)
@@ -382,7 +379,7 @@ def code_maps_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], annotat
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.3 * (len(maps) + 1), 2.6))
-    axes[0].imshow(to_unit(image).permute(1, 2, 0).numpy())
+    axes[0].imshow(unit_from_signed(image).permute(1, 2, 0).numpy())
     axes[0].set_title(f"input ({image.shape[-1]} px)", fontsize=9)
     for ax, (label, m) in zip(axes[1:], maps.items()):
         ax.imshow(code_colours(m), interpolation="nearest")

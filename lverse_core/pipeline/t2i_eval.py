@@ -53,10 +53,10 @@ class Table3Sets:
 
 def decoded(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor) -> Loader:
     """A ``Loader`` of ``decode(codes[positions])`` as uint8 on the CPU: images made only when read."""
-    from lverse_core.evaluation.judge import to_uint8
+    from lverse_core.data.pixels import uint8_from_signed
 
     def load(positions: list[int]) -> torch.Tensor:
-        return to_uint8(decode(codes[positions]).cpu())
+        return uint8_from_signed(decode(codes[positions]).cpu())
 
     return load
 
@@ -102,9 +102,10 @@ class CaptionHits:
         self.hits = {k: torch.zeros(len(v), dtype=torch.bool) for k, v in self.pairings.items()}
 
     def add(self, start: int, images: torch.Tensor) -> None:
-        from lverse_core.evaluation.judge import image_matches, to_unit_range
+        from lverse_core.data.pixels import signed_from_uint8
+        from lverse_core.evaluation.judge import image_matches
 
-        for b, seen in enumerate(self.judge.judge_image(to_unit_range(images))):
+        for b, seen in enumerate(self.judge.judge_image(signed_from_uint8(images))):
             for name, pairing in self.pairings.items():
                 self.hits[name][start + b] = image_matches(seen, self.captions[int(pairing[start + b])])
 
