@@ -239,7 +239,8 @@ one_caption
 # Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32) by the clip-score or, when `sampling.image_likelihood_weight` $w > 0$ (the smoke profile; our addition, as for captions), by $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$: the image$\to$text direction reads back each image the text$\to$image direction drew. The real test image comes first.
 
 # %%
-from lverse_core.pipeline.biart_run import image_samples, image_grid_figure, load_augvae_decoder
+from lverse_core.pipeline.biart_run import image_samples, load_augvae_decoder
+from lverse_core.pipeline.figures import image_grid_figure
 decode = load_augvae_decoder(cfg, device)
 t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)
 prompts = [records[int(ids[i])]["captions"][0] for i in pick]

@@ -202,7 +202,7 @@ if embedded:
 # Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).
 
 # %%
-from lverse_core.pipeline.biart_run import image_grid_figure
+from lverse_core.pipeline.figures import image_grid_figure
 from lverse_core.data.pixels import signed_from_uint8
 from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows
 n = min(N_GRID, len(captions))

@@ -145,3 +145,15 @@ def test_fid_ceiling_reading_separates_biart_error_from_the_decoder():
     assert "none measurable" in none["sentence"] and none["rows"][0]["generated"] == 0.0
     tiny = fid_ceiling_reading({"FID-0": 7.35, "FID-8": 0.563}, {"FID-0": 7.34, "FID-8": 0.565})
     assert "none measurable" in tiny["sentence"]  # both curves fall alike: nothing is BiART's
+
+
+def test_the_shared_image_grid_draws_every_image_under_its_column_header():
+    from lverse_core.pipeline.figures import image_grid_figure
+
+    rows = E.grid_rows(torch.full((2, 3, 8, 8), -1.0), torch.ones(2, 2, 3, 8, 8))  # real black, generated white
+    fig = image_grid_figure(rows, ["a red circle", "a blue square"], 3)
+    header, grid = fig.axes[:3], fig.axes[3:]
+    assert [t.get_text() for ax in header for t in ax.texts] == ["real image", "generated #1\n(reranked)",
+                                                                 "generated #2\n(reranked)"]
+    shown = [ax.images[0].get_array() for ax in grid]
+    assert len(shown) == 6 and [float(a.mean()) for a in shown] == [0.0, 1.0, 1.0] * 2

@@ -234,7 +234,7 @@ def fid_curve_figure(paper: pd.DataFrame, ours: Mapping[str, float], ours_label:
 
 
 def grid_rows(real: torch.Tensor, generated: torch.Tensor) -> list[torch.Tensor]:
-    """Rows for ``biart_run.image_grid_figure``: the real image behind each caption, then its generated images.
+    """Rows for ``figures.image_grid_figure``: the real image behind each caption, then its generated images.
     real: (P, 3, S, S); generated: (P, k, 3, S, S); any range the figure accepts ([-1, 1] floats)."""
     return [torch.cat([real[p:p + 1].float(), generated[p].float()]) for p in range(len(real))]
 
