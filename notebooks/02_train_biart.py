@@ -154,7 +154,8 @@ final
 # **Is the condition used?** The same NLL on held-out test pairs (teacher forcing, both directions). Image tokens are the [GEN] part of text->image (the caption comes first) and the [REF] part of image->text (nothing comes first), so the difference between the two is what the caption tells the model about the image; the text rows measure the same for the image. Paper §3.4 trains both parts; only the gap shows that the [GEN] part learned to read its condition.
 
 # %%
-from lverse_core.pipeline.biart_run import conditioning_gap, heldout_pass
+from lverse_core.evaluation.likelihood import heldout_pass
+from lverse_core.pipeline.biart_run import conditioning_gap
 test_pairs = paired_tokens(cfg, tok, "test")
 held, token_gaps = heldout_pass(model, test_pairs, device)  # the table, and the per-token gaps used below
 gap = conditioning_gap(held)
@@ -175,7 +176,8 @@ held
 # background cells, and the maps below show it code by code (red: the caption helped).
 
 # %%
-from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure, object_cells, per_image_gaps
+from lverse_core.evaluation.likelihood import object_cells, per_image_gaps
+from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure
 from lverse_core.data import caption_records
 from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes

@@ -169,7 +169,7 @@ def reconstruction_measures(cfg_s: Config, model, test: Mapping[str, Any], judge
     """Table 1's PSNR, SSIM and FID (``recon_eval.evaluate_reconstructions``), judged right, and for ML the codes
     several levels use."""
     from lverse_core.pipeline.eval_tables import judged_correct
-    from lverse_core.pipeline.recon_eval import evaluate_reconstructions, sharing_summary, shared_code_matrix
+    from lverse_core.evaluation.reconstruction import evaluate_reconstructions, sharing_summary, shared_code_matrix
 
     real = signed_from_uint8(test["images"])
     res, kept = evaluate_reconstructions(cfg_s, {"model": model}, real, keep=len(real))
@@ -300,7 +300,7 @@ def _blur_measures(cfg_s, test, generated) -> dict[str, float]:
     """Relative fall of FID-k from the smallest to the largest blur radius, for generated images and for SL
     reconstructions of the same real images (the decoder's ceiling): paper §4.3, Table 3."""
     from lverse_core.evaluation.fid import compute_fid_sweep
-    from lverse_core.pipeline.recon_eval import reconstruct
+    from lverse_core.evaluation.reconstruction import reconstruct
     from lverse_core.training.augvae_train import load_augvae
 
     radii = sorted(cfg_s.eval.blur_radii)
