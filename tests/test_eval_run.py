@@ -44,7 +44,7 @@ def test_derangement_moves_every_index_and_is_seeded():
 def _bounds(judge, fake, real, prompts, seed, floor_rounds=E.FLOOR_ROUNDS):
     """``judge_bounds`` of whole tensors: the verdicts the streamed Table 3 makes batch by batch, made at once."""
     from lverse_core.evaluation.judge import image_matches, to_unit_range
-    from lverse_core.pipeline.eval_tables import judged_correct
+    from lverse_core.evaluation.verdicts import judged_correct
 
     seen = judge.judge_image(to_unit_range(fake))
     pairs = E.floor_pairings(len(prompts), seed, floor_rounds)

@@ -148,7 +148,7 @@ def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits
     """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data), from
     verdicts already made (``t2i_eval`` makes them as the images stream past):
 
-    - ours: image j generated from prompt j, judged against prompt j (``ours``, an ``eval_tables.verdict_summary``
+    - ours: image j generated from prompt j, judged against prompt j (``ours``, a ``verdicts.verdict_summary``
       with ``per_image``);
     - ceiling: the real image behind prompt j, judged against prompt j (``ceiling``, the same);
     - floor: images generated from shuffled captions. Each generated image is judged against the prompts that the

@@ -127,7 +127,8 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
     from lverse_core.evaluation.statistics import bootstrap_interval
     from lverse_core.pipeline.eval_run import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds
-    from lverse_core.pipeline.eval_tables import ours_label, verdict_summary
+    from lverse_core.evaluation.verdicts import verdict_summary
+    from lverse_core.pipeline.eval_tables import ours_label
 
     P, R = sets.n_prompts, sets.n_real
     if P < 2 or R < 2:
