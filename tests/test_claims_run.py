@@ -103,7 +103,8 @@ def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_pat
     monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: (cfg_s.runs_root / "judge.pt").read_text())
     used = []
     monkeypatch.setattr(claims_experiment, "augvae_measures", lambda cfg_s, arm, test, judge: used.append(judge) or {})
-    monkeypatch.setattr(claims_experiment, "biart_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
+    monkeypatch.setattr(claims_experiment, "biart_measures",
+                        lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
     (tmp_path / "runs").mkdir()
     out = run_claims(cfg, log=lambda m: None)
     assert list(out) == [3, 1, 2] and set(used) == {"judge.pt of seed 3"}

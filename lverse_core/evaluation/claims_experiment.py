@@ -284,7 +284,8 @@ def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, f
     for suffix, (cfg_r, scorer) in runs.items():
         codes, _ = generate_images(cfg_r, model, parts["tokenizer"], prompts, pids, scorer, parts["decode"])
         with torch.no_grad():
-            images = uint8_from_signed(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu() for i in range(0, len(codes), 64)]))
+            images = uint8_from_signed(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu()
+                                                  for i in range(0, len(codes), 64)]))
         out[f"images_right{suffix}"] = judged_correct(judge, images, prompts)["judged_correct"]
         if suffix == "" and blur:
             out.update(_blur_measures(cfg_s, test, images))

@@ -1,6 +1,6 @@
 """What notebooks 04 (Table 2, image->text) and 05 (Table 3, text->image) call besides generation, the table
 builders and Table 3's streamed evaluation (``t2i_eval``): caption variants, the minimum bars below, the judge's
-ceiling and floor from its verdicts, decoding to uint8, and the figures (Figure 6 analogue, FID against blur
+table (its ceiling and floor: ``lverse_core.evaluation.verdicts``), decoding to uint8, and the figures (Figure 6 analogue, FID against blur
 radius, sample grids as in Figures 1/8).
 
 Minimum bars (smoke profile; an early acceptance check of the kit): captions must name the right objects at least
@@ -18,6 +18,8 @@ import torch
 
 from lverse_core.data.pixels import uint8_from_signed, unit_from_signed
 from lverse_core.evaluation import statistics
+# the judge's ceiling and floor, read from here by earlier callers
+from lverse_core.evaluation.verdicts import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds  # noqa: F401
 from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
@@ -96,7 +98,8 @@ def decode_to_uint8(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch
                     batch_size: int = 64) -> torch.Tensor:
     """Code maps (M, g, g) -> uint8 images (M, 3, S, S) on the CPU, decoded ``batch_size`` at a time."""
 
-    return torch.cat([uint8_from_signed(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
+    return torch.cat([uint8_from_signed(decode(codes[i:i + batch_size]).cpu())
+                      for i in range(0, len(codes), batch_size)])
 
 
 def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
@@ -113,60 +116,11 @@ def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(where[int(i)][0][where[int(i)][1]].astype("int64")) for i in image_ids])
 
 
-def derangement(n: int, seed: int) -> torch.Tensor:
-    """A seeded permutation without fixed points (n >= 2): index j -> another prompt, never j itself."""
-    if n < 2:
-        raise ValueError("a shuffled-caption floor needs at least 2 prompts")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    out = torch.empty(n, dtype=torch.long)
-    out[order] = order.roll(-1)  # one cycle through a random order
-    return out
-
-
-FLOOR_ROUNDS = 20  # shuffled captions each generated image is judged against for the floor
-
-
 def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
     """The bounds of ``statistics.bootstrap_interval`` (percentile bootstrap of the mean of ``per_item``, one value
     per image, resampled by image)."""
     return statistics.bootstrap_interval(per_item, resamples, seed, level).bounds
-
-
-def floor_pairings(n: int, seed: int, rounds: int = FLOOR_ROUNDS) -> torch.Tensor:
-    """(rounds, n) long: in round r, generated image i is judged against prompt ``[r, i]``. Round r is the derangement
-    ``derangement(n, seed + r)`` read from the image's side (image d[j] meets prompt j), so that a stream of images
-    can be judged as it passes, never held."""
-    out = torch.empty(rounds, n, dtype=torch.long)
-    for r in range(rounds):
-        out[r, derangement(n, seed + r)] = torch.arange(n)
-    return out
-
-
-def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits: torch.Tensor, seed: int,
-                 resamples: int = 1000) -> dict[str, dict[str, Any]]:
-    """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data), from
-    verdicts already made (``t2i_eval`` makes them as the images stream past):
-
-    - ours: image j generated from prompt j, judged against prompt j (``ours``, a ``verdicts.verdict_summary``
-      with ``per_image``);
-    - ceiling: the real image behind prompt j, judged against prompt j (``ceiling``, the same);
-    - floor: images generated from shuffled captions. Each generated image is judged against the prompts that the
-      rounds of ``floor_pairings`` give it (``floor_hits`` (rounds, n) bool: right or not), so the floor rests on
-      rounds x prompts pairs and is estimated rather than a count of zero; it reuses our images, so it costs no
-      second generation.
-    Each entry carries ``ci95``, a bootstrap interval (``statistics.bootstrap_interval``) that resamples images (the floor: each image's share of
-    shuffled captions it matches), so pairs that share an image are not counted as independent evidence.
-    """
-    rounds, n = floor_hits.shape
-    share = floor_hits.double().mean(0)
-    out = {"generated images": dict(ours), "real images (judge ceiling)": dict(ceiling),
-           "images generated from shuffled captions (floor)": {
-               "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
-               "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
-    for v in out.values():
-        v["ci95"] = statistics.bootstrap_interval(v.pop("per_image"), resamples, seed).bounds
-    return out
 
 
 def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

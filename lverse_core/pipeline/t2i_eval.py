@@ -115,19 +115,18 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
                            floor_rounds: int | None = None, resamples: int | None = None, batch_size: int = 64,
                            cuda: bool | None = None, judge_path=None) -> dict[str, Any]:
     """Table 3 of this run, streamed: {"rows": {row: {fid_feature_space, fid: {"FID-k": ...}, n_images, and with a
-    judge judged_correct (overall and per number of objects named)}}, "judge": ``eval_run.judge_bounds`` plus the
+    judge judged_correct (overall and per number of objects named)}}, "judge": ``verdicts.judge_bounds`` plus the
     reconstructions' row (empty without a judge)}.
 
     Rows: the generated images (named by ``eval_tables.ours_label``), ``RECONSTRUCTED`` and ``RANDOM_REAL`` (the
     images behind the prompts deranged with ``cfg.seed``; see the module docstring). ``radii`` default to
     ``eval.blur_radii``; the judge's floor pairs every generated image with ``floor_rounds``
-    (``eval_run.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples`` (``eval.bootstrap``) bootstrap
+    (``verdicts.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples`` (``eval.bootstrap``) bootstrap
     resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
     """
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
     from lverse_core.evaluation.statistics import bootstrap_interval
-    from lverse_core.pipeline.eval_run import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds
-    from lverse_core.evaluation.verdicts import verdict_summary
+    from lverse_core.evaluation.verdicts import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds, verdict_summary
     from lverse_core.pipeline.eval_tables import ours_label
 
     P, R = sets.n_prompts, sets.n_real
