@@ -108,12 +108,17 @@ def atomic_write(path: Path, write: Callable[[IO], None], *, binary: bool = Fals
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:
-    """Strict JSON (NaN -> null) written to a temp file and renamed into place: never half a file."""
+    """Strict JSON (NaN -> null) written through ``atomic_write``: never half a file, and two writers never share a
+    temp file. The file is readable by everyone (mode 644), as a results file served with the report should be."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    data = (json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def write(f: IO) -> None:
+        os.fchmod(f.fileno(), 0o644)  # mkstemp's files are owner-only
+        f.write(data)
+
+    return atomic_write(path, write, binary=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -155,13 +160,6 @@ def pid_suffix(name: str, sep: str) -> int | None:
 def save_results(cfg: Config, name: str, results: dict[str, Any]) -> Path:
     """Write ``results/<name>.json`` (with the run's provenance added)."""
     return write_json_atomic(report_dir(cfg, "results") / f"{name}.json", {**results, "provenance": provenance(cfg)})
-
-
-def load_results(cfg: Config, name: str) -> dict[str, Any]:
-    path = cfg.reports_root / "results" / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; run the notebook that writes results '{name}' first")
-    return json.loads(path.read_text())
 
 
 CAPTIONS_FILE = "captions.json"

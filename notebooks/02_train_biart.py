@@ -72,8 +72,9 @@ from lverse_core.pipeline.biart_run import ensure_tokenizer
 if cfg.data.source == "shapes":
     ensure_dataset(cfg)
 if RETRAIN:
-    for name in ("clip_reranker.pt", "biart.pt"):
-        (cfg.runs_root / name).unlink(missing_ok=True)
+    from lverse_core.training.checkpoint_paths import checkpoint_path
+    for path in (cfg.runs_root / "clip_reranker.pt", checkpoint_path(cfg, "biart")):
+        path.unlink(missing_ok=True)
 tok = ensure_tokenizer(cfg)
 pd.DataFrame([{"vocabulary": "compact" if tok.compact else "full CLIP BPE", "text ids": tok.vocab_size,
                "text_len": tok.text_len, "pad": tok.pad_id, "eot": tok.eot_id}])
@@ -153,7 +154,8 @@ final
 # **Is the condition used?** The same NLL on held-out test pairs (teacher forcing, both directions). Image tokens are the [GEN] part of text->image (the caption comes first) and the [REF] part of image->text (nothing comes first), so the difference between the two is what the caption tells the model about the image; the text rows measure the same for the image. Paper §3.4 trains both parts; only the gap shows that the [GEN] part learned to read its condition.
 
 # %%
-from lverse_core.pipeline.biart_run import conditioning_gap, heldout_pass
+from lverse_core.evaluation.likelihood import heldout_pass
+from lverse_core.pipeline.biart_run import conditioning_gap
 test_pairs = paired_tokens(cfg, tok, "test")
 held, token_gaps = heldout_pass(model, test_pairs, device)  # the table, and the per-token gaps used below
 gap = conditioning_gap(held)
@@ -174,7 +176,8 @@ held
 # background cells, and the maps below show it code by code (red: the caption helped).
 
 # %%
-from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure, object_cells, per_image_gaps
+from lverse_core.evaluation.likelihood import object_cells, per_image_gaps
+from lverse_core.pipeline.biart_run import gap_by_region, gap_map_figure
 from lverse_core.data import caption_records
 from lverse_core.sampling.generate import real_images
 from lverse_core.training.pretokenize import load_codes
@@ -238,7 +241,8 @@ one_caption
 # Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32) by the clip-score or, when `sampling.image_likelihood_weight` $w > 0$ (the smoke profile; our addition, as for captions), by $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$: the image$\to$text direction reads back each image the text$\to$image direction drew. The real test image comes first.
 
 # %%
-from lverse_core.pipeline.biart_run import image_samples, image_grid_figure, load_augvae_decoder
+from lverse_core.pipeline.biart_run import image_samples, load_augvae_decoder
+from lverse_core.pipeline.figures import image_grid_figure
 decode = load_augvae_decoder(cfg, device)
 t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)
 prompts = [records[int(ids[i])]["captions"][0] for i in pick]
@@ -256,9 +260,10 @@ from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
 one_prompt = t2i_candidates(cfg, model, tok, prompts[0], t2i_score, decode)
 one_prompt_ok = None
 if cfg.data.source == "shapes":
-    from lverse_core.evaluation.judge import ensure_judge, image_matches, to_uint8, to_unit_range
+    from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
+    from lverse_core.evaluation.judge import ensure_judge, image_matches
     judge = ensure_judge(cfg)
-    verdicts = judge.judge_image(to_unit_range(to_uint8(one_prompt["images"])))
+    verdicts = judge.judge_image(signed_from_uint8(uint8_from_signed(one_prompt["images"])))
     one_prompt_ok = [image_matches(v, prompts[0]) for v in verdicts]
 t2i_reading = reranking_sentence(one_prompt["ranking"].tolist(), one_prompt_ok,
                                  criterion="judged right for the caption by the kit's judge")

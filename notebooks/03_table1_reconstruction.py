@@ -49,6 +49,7 @@ import pandas as pd
 import torch
 
 from lverse_core import report
+from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 from lverse_core.training.augvae_train import load_augvae, planned_steps, train_augvae
 from lverse_core.config import available_profiles, load_run_config
@@ -108,7 +109,7 @@ t0 = time.monotonic()
 test = recon_eval.split_subset(cfg, "test", N_EVAL or None)  # read batch by batch, never all at once
 print(f"evaluating {len(test)} of the {n_test} test images")
 models = {"AugVAE-ML": ml, "AugVAE-SL": sl, **({CONTROL: baseline} if baseline is not None else {})}
-ours, shown = recon_eval.evaluate_reconstructions(cfg, models, test, keep=N_SHOW)
+ours, shown = reconstruction.evaluate_reconstructions(cfg, models, test, keep=N_SHOW)
 timings["eval_s"] = time.monotonic() - t0
 pd.DataFrame(ours).T.round(4)
 
@@ -152,8 +153,8 @@ _ = report.save_figure(cfg, "table1_reconstruction_grid", fig, caption="Test ima
 ood = ood_images(cfg)
 names = [n for n, _ in ood]
 ood_x = torch.stack([x for _, x in ood]) if ood else None
-ood_rec = recon_eval.reconstruct(sl, ood_x)[0]
-ood_psnr = recon_eval.psnr(ood_x, ood_rec)
+ood_rec = reconstruction.reconstruct(sl, ood_x)[0]
+ood_psnr = reconstruction.psnr(ood_x, ood_rec)
 fig = recon_eval.ood_figure(names, ood_x, ood_rec)
 _ = report.save_figure(cfg, "figure5_ood_reconstructions", fig, caption="Figure 5 analogue: real photographs (never seen in training) through AugVAE-SL, with PSNR")
 ood_table = pd.DataFrame({"image": names, "PSNR dB (AugVAE-SL)": ood_psnr.numpy().round(2)})

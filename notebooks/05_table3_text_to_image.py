@@ -202,13 +202,14 @@ if embedded:
 # Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).
 
 # %%
-from lverse_core.pipeline.biart_run import image_grid_figure
-from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows, uint8_to_unit
+from lverse_core.pipeline.figures import image_grid_figure
+from lverse_core.data.pixels import signed_from_uint8
+from lverse_core.pipeline.eval_run import decode_to_uint8, grid_rows
 n = min(N_GRID, len(captions))
 grid_codes, _ = generate_images(cfg, m["model"], m["tokenizer"], captions[:n], prompts["prompt_ids"][:n],
                                 m["scorer"], m["decode"], n_repeats=GRID_IMAGES)
 g = cfg.image_grid
-drawn = uint8_to_unit(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g)))
+drawn = signed_from_uint8(decode_to_uint8(m["decode"], grid_codes.view(-1, g, g)))
 drawn = drawn.view(n, GRID_IMAGES, *drawn.shape[1:])
 real_shown = sets.real_per_prompt(list(range(n)))  # only the few images the grid shows, read here
 fig = image_grid_figure(grid_rows(real_shown, drawn), captions[:n], GRID_IMAGES + 1)

@@ -63,7 +63,7 @@ from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 cfg = load_run_config(PROFILE, OVERRIDES)
-from lverse_core.pipeline.claims_run import budgets
+from lverse_core.evaluation.claims_experiment import budgets
 b = budgets(cfg)
 print(f"profile {cfg.profile}: seeds {cfg.claims.seeds}; AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps "
       f"(SL from scratch {b['ml_steps'] + b['sl_steps']}), BiART {b['biart_steps']} steps per arm (one-direction "
@@ -77,7 +77,7 @@ print(f"profile {cfg.profile}: seeds {cfg.claims.seeds}; AugVAE-ML {b['ml_steps'
 # `biart_train.direction: t2i | i2t`; truncation, reranking and blur are read off the same samples.
 
 # %%
-from lverse_core.pipeline.claims_run import AUGVAE_ARMS, BIART_ARMS, biart_arm_config, seed_config
+from lverse_core.evaluation.claims_experiment import AUGVAE_ARMS, BIART_ARMS, biart_arm_config, seed_config
 cfg0 = seed_config(cfg, cfg.claims.seeds[0])
 arms = [{"arm": arm, "what": "AugVAE", "differs by": {"ml": "-", "ml_per_level": "augvae.codebook: per_level",
                                                      "sl": "-", "baseline": "SL trained from scratch"}[arm]}
@@ -98,7 +98,7 @@ display(pd.DataFrame(arms))
 # Finished runs and measures are reused (`runs/<profile>/claims/s<seed>/`), so an interrupted notebook continues.
 
 # %%
-from lverse_core.pipeline.claims_run import run_claims
+from lverse_core.evaluation.claims_experiment import run_claims
 t0 = time.monotonic()
 measures = run_claims(cfg)
 run_seconds = time.monotonic() - t0

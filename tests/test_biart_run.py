@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lverse_core.models.biart import I2T, T2I, BiART, BiARTArgs
-from lverse_core.pipeline.biart_run import conditioning_gap, heldout_nll
+from lverse_core.evaluation.likelihood import heldout_nll
+from lverse_core.pipeline.biart_run import conditioning_gap
 from lverse_core.training.biart_train import synthetic_pairs
 
 
@@ -120,7 +121,7 @@ def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
 
 
 def test_image_token_gaps_average_to_the_heldout_image_gap():
-    from lverse_core.pipeline.biart_run import image_token_gaps
+    from lverse_core.evaluation.likelihood import image_token_gaps
 
     model, pairs = _tiny_model_and_pairs()
     gaps = image_token_gaps(model, pairs, "cpu", batch_size=3)
@@ -130,7 +131,7 @@ def test_image_token_gaps_average_to_the_heldout_image_gap():
 
 
 def test_object_cells_mark_the_cells_a_box_touches():
-    from lverse_core.pipeline.biart_run import object_cells
+    from lverse_core.evaluation.likelihood import object_cells
 
     # 64-px image, 8 x 8 grid of 8-px cells: a box from (10, 3) to (17.5, 12) touches columns 1-2, rows 0-1
     cells = object_cells([{"bbox": [10.0, 3.0, 17.5, 12.0]}], 64, 8).view(8, 8)
@@ -155,6 +156,10 @@ def test_gap_by_region_averages_captions_then_cells():
     assert r["object"]["n_images"] == n_img and r["object_cell_share"] == pytest.approx(0.25)
     assert r["per_image_total"]["mean"] == pytest.approx(float(gaps.sum(1).mean()), rel=1e-5)
     assert "25% of cells" in r["sentence"]
+    from lverse_core.evaluation.statistics import t_interval
+
+    per_image_obj = (gaps[0::2, 0] + gaps[1::2, 0]).double() / 2
+    assert r["object"]["ci95"] == pytest.approx(list(t_interval(per_image_obj.tolist()).bounds))  # Student-t over images
     with pytest.raises(ValueError, match="do not line up"):
         gap_by_region(gaps[:, :3], owner, n_img, cells)
     with pytest.raises(ValueError, match="one gap row per"):
@@ -165,7 +170,7 @@ def test_gap_by_region_averages_captions_then_cells():
 
 def test_heldout_pass_gives_the_table_and_the_gaps_from_one_forward_per_direction_and_batch(monkeypatch):
     """At paper size each forward over the held-out pairs is minutes on a CPU: the two analyses share it."""
-    from lverse_core.pipeline.biart_run import heldout_pass, image_token_gaps
+    from lverse_core.evaluation.likelihood import heldout_pass, image_token_gaps
 
     model, pairs = _tiny_model_and_pairs()
     expected_table, expected_gaps = heldout_nll(model, pairs, "cpu", batch_size=3), image_token_gaps(model, pairs,

@@ -2,8 +2,7 @@ import math
 
 import pytest
 
-from lverse_core.evaluation.claims import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, compare, mean_interval,
-                                           verdict)
+from lverse_core.evaluation.claims import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, compare, verdict)
 
 
 def test_verdict_on_hand_made_intervals():
@@ -20,25 +19,13 @@ def test_verdict_on_hand_made_intervals():
         verdict(1.0, 0.0)
 
 
-def test_mean_interval_is_the_student_t_interval():
-    r = mean_interval([1.0, 2.0, 3.0])
-    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2 df) x sd / sqrt(n)
-    assert r["mean"] == 2.0 and r["n"] == 3
-    assert r["low"] == pytest.approx(2.0 - half) and r["high"] == pytest.approx(2.0 + half)
-    one = mean_interval([5.0])
-    assert one["low"] == -math.inf and one["high"] == math.inf  # one seed: no interval
-    with pytest.raises(ValueError, match="at least one"):
-        mean_interval([])
-    with pytest.raises(ValueError, match="NaN"):
-        mean_interval([1.0, float("nan")])
-
-
 def test_compare_is_paired_over_seeds_and_does_not_flip_on_one_seed():
     # seeds differ a lot from each other, but the method beats the control by ~1 on every seed: supported
     method, control = [10.0, 20.0, 30.1], [9.0, 19.1, 29.0]
     r = compare(method, control, "higher")
-    assert r["verdict"] == SUPPORTED and r["difference"]["mean"] == pytest.approx(1.0, abs=0.05)
-    assert r["method"]["low"] < r["control"]["mean"]  # unpaired intervals would overlap: pairing matters
+    assert r["verdict"] == SUPPORTED and r["difference"].estimate == pytest.approx(1.0, abs=0.05)
+    assert r["difference"].method == "student-t" and r["difference"].n == 3
+    assert r["method"].low < r["control"].estimate  # unpaired intervals would overlap: pairing matters
     assert compare(control, method, "higher")["verdict"] == CONTRADICTED
     assert compare([1.0, 2.0, 3.0], [2.0, 1.0, 3.1], "higher")["verdict"] == INCONCLUSIVE
     assert compare([1.0], [0.0])["verdict"] == INCONCLUSIVE  # a single seed never decides

@@ -1,11 +1,12 @@
-"""The claims notebook's runner: per-seed isolation, arm configurations, the scorecard (notebook 07)."""
+"""The claims experiment (per-seed isolation, arm configurations) and its scorecard (notebook 07)."""
 import pytest
 
 from lverse_core.config import load_profile
 from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 from lverse_core.pipeline import execute
-from lverse_core.pipeline.claims_run import (AUGVAE_ARMS, BIART_ARMS, CLAIM_ROWS, biart_arm_config, budgets,
-                                             run_claims, scorecard, seed_config)
+from lverse_core.evaluation.claims_experiment import (AUGVAE_ARMS, BIART_ARMS, CLAIM_ROWS, biart_arm_config,
+                                                      budgets, run_claims, seed_config)
+from lverse_core.pipeline.claims_run import scorecard
 
 
 def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
@@ -84,7 +85,7 @@ def test_real_data_is_refused_with_what_to_do_instead():
 def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_path):
     """The judge and the reranker are trained once, on the first seed's draw, and copied to every later seed's run
     folder before it is prepared (where every measure, FID included, looks for them)."""
-    from lverse_core.pipeline import claims_run
+    from lverse_core.evaluation import claims_experiment
     import lverse_core.evaluation.judge as judge_mod
 
     cfg = load_profile("ci", **{"claims.seeds": [3, 1, 2], "runs_dir": str(tmp_path / "runs")})
@@ -94,23 +95,24 @@ def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_pat
         events.append(("prepare", cfg_s.seed, sorted(p.name for p in cfg_s.runs_root.glob("*.pt"))))
         if cfg_s.seed == 3:  # the first seed trains them
             cfg_s.runs_root.mkdir(parents=True)
-            for name in claims_run.SHARED:
+            for name in claims_experiment.SHARED:
                 (cfg_s.runs_root / name).write_bytes(f"{name} of seed 3".encode())
 
-    monkeypatch.setattr(claims_run, "prepare_seed", prepare)
-    monkeypatch.setattr(claims_run, "_test_set", lambda cfg_s: {})
+    monkeypatch.setattr(claims_experiment, "prepare_seed", prepare)
+    monkeypatch.setattr(claims_experiment, "_test_set", lambda cfg_s: {})
     monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: (cfg_s.runs_root / "judge.pt").read_text())
     used = []
-    monkeypatch.setattr(claims_run, "augvae_measures", lambda cfg_s, arm, test, judge: used.append(judge) or {})
-    monkeypatch.setattr(claims_run, "biart_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
+    monkeypatch.setattr(claims_experiment, "augvae_measures", lambda cfg_s, arm, test, judge: used.append(judge) or {})
+    monkeypatch.setattr(claims_experiment, "biart_measures",
+                        lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
     (tmp_path / "runs").mkdir()
     out = run_claims(cfg, log=lambda m: None)
     assert list(out) == [3, 1, 2] and set(used) == {"judge.pt of seed 3"}
-    assert events[0] == ("prepare", 3, []) and events[1][2] == events[2][2] == sorted(claims_run.SHARED)
+    assert events[0] == ("prepare", 3, []) and events[1][2] == events[2][2] == sorted(claims_experiment.SHARED)
     first, later = seed_config(cfg, 3), seed_config(cfg, 2)
     (first.runs_root / "judge.pt").write_text("retrained")
-    claims_run.share_instruments(first, later)  # a changed instrument is copied again
+    claims_experiment.share_instruments(first, later)  # a changed instrument is copied again
     assert (later.runs_root / "judge.pt").read_text() == "retrained" and not list(later.runs_root.glob(".*tmp*"))
     (first.runs_root / "judge.pt").unlink()
     with pytest.raises(FileNotFoundError, match="first of claims.seeds"):
-        claims_run.share_instruments(first, later)
+        claims_experiment.share_instruments(first, later)

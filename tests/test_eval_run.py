@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import synthetic_scenes as syn
+from lverse_core.data.pixels import signed_from_uint8
 from lverse_core.pipeline import eval_run as E
 
 
@@ -43,7 +44,7 @@ def test_derangement_moves_every_index_and_is_seeded():
 def _bounds(judge, fake, real, prompts, seed, floor_rounds=E.FLOOR_ROUNDS):
     """``judge_bounds`` of whole tensors: the verdicts the streamed Table 3 makes batch by batch, made at once."""
     from lverse_core.evaluation.judge import image_matches, to_unit_range
-    from lverse_core.pipeline.eval_tables import judged_correct
+    from lverse_core.evaluation.verdicts import judged_correct
 
     seen = judge.judge_image(to_unit_range(fake))
     pairs = E.floor_pairings(len(prompts), seed, floor_rounds)
@@ -71,7 +72,7 @@ def test_decode_to_uint8_round_trip():
     imgs = torch.rand(10, 3, 8, 8) * 2 - 1
     out = E.decode_to_uint8(lambda c: imgs[c[:, 0, 0]], torch.arange(10).view(10, 1, 1).expand(10, 2, 2), 3)
     assert out.dtype == torch.uint8 and out.shape == (10, 3, 8, 8)
-    assert torch.allclose(E.uint8_to_unit(out), imgs, atol=1 / 127.5)
+    assert torch.allclose(signed_from_uint8(out), imgs, atol=1 / 127.5)
 
 
 def test_figures_render(tmp_path):
@@ -144,3 +145,15 @@ def test_fid_ceiling_reading_separates_biart_error_from_the_decoder():
     assert "none measurable" in none["sentence"] and none["rows"][0]["generated"] == 0.0
     tiny = fid_ceiling_reading({"FID-0": 7.35, "FID-8": 0.563}, {"FID-0": 7.34, "FID-8": 0.565})
     assert "none measurable" in tiny["sentence"]  # both curves fall alike: nothing is BiART's
+
+
+def test_the_shared_image_grid_draws_every_image_under_its_column_header():
+    from lverse_core.pipeline.figures import image_grid_figure
+
+    rows = E.grid_rows(torch.full((2, 3, 8, 8), -1.0), torch.ones(2, 2, 3, 8, 8))  # real black, generated white
+    fig = image_grid_figure(rows, ["a red circle", "a blue square"], 3)
+    header, grid = fig.axes[:3], fig.axes[3:]
+    assert [t.get_text() for ax in header for t in ax.texts] == ["real image", "generated #1\n(reranked)",
+                                                                 "generated #2\n(reranked)"]
+    shown = [ax.images[0].get_array() for ax in grid]
+    assert len(shown) == 6 and [float(a.mean()) for a in shown] == [0.0, 1.0, 1.0] * 2

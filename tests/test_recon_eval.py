@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 from lverse_core.config import load_profile
 
@@ -16,18 +17,18 @@ def test_psnr_matches_definition():
     y = x.clone()
     y[0] += 0.2  # [-1, 1] units: 0.1 in [0, 1] -> MSE 0.01 -> 20 dB
     y[1] -= 1.0  # 0.5 in [0, 1] -> MSE 0.25 -> 6.02 dB
-    torch.testing.assert_close(recon_eval.psnr(x, y), torch.tensor([20.0, 10 * math.log10(4)]))
+    torch.testing.assert_close(reconstruction.psnr(x, y), torch.tensor([20.0, 10 * math.log10(4)]))
 
 
 def test_ssim_is_one_for_identical_and_lower_for_noisy():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert np.allclose(recon_eval.ssim(x, x), 1.0)
-    assert (recon_eval.ssim(x, (x + 0.5 * torch.randn_like(x)).clamp(-1, 1)) < 0.9).all()
+    assert np.allclose(reconstruction.ssim(x, x), 1.0)
+    assert (reconstruction.ssim(x, (x + 0.5 * torch.randn_like(x)).clamp(-1, 1)) < 0.9).all()
 
 
 def test_code_usage_counts_and_perplexity():
-    u = recon_eval.code_usage(torch.tensor([0, 0, 1, 1]), 8)
+    u = reconstruction.code_usage(torch.tensor([0, 0, 1, 1]), 8)
     assert u["codes_used"] == 2 and u["fraction_used"] == 0.25 and u["perplexity"] == pytest.approx(2.0)
 
 
@@ -55,10 +56,10 @@ def test_table1_keeps_paper_rows_apart_from_ours(tmp_path):
 # -- look-inside helpers of notebook 01 ---------------------------------------------------------------------------
 def test_shared_code_matrix_counts_entries_two_levels_both_use():
     levels = [torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[1, 2], [3, 3]]]), torch.tensor([[[2]]])]
-    m = recon_eval.shared_code_matrix(levels, codebook_size=8)
+    m = reconstruction.shared_code_matrix(levels, codebook_size=8)
     assert m.values.tolist() == [[3, 2, 1], [2, 3, 1], [1, 1, 1]]
     assert list(m.index) == ["level 0 (2x2)", "level 1 (2x2)", "level 2 (1x1)"]
-    s = recon_eval.sharing_summary(m, levels, 8)
+    s = reconstruction.sharing_summary(m, levels, 8)
     assert s["per_level"] == [3, 3, 1] and s["union"] == 4 and s["shared_by_2_or_more"] == 2 and s["shared_by_all"] == 1
     text = recon_eval.sharing_sentence(s)
     assert "4 of 8 entries" in text and "2 (50%) used by two or more levels" in text

@@ -19,17 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
+
 CROP_SCALE = (0.75, 1.0)  # area fraction of the crop, as in the official AugVAE code
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> uint8 [0, 255], rounded (exact for images read from 8-bit files)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def from_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] images -> float32 in [-1, 1]."""
-    return images.float() / 127.5 - 1.0
+# the conversions under the names this module's callers know (one definition: lverse_core.data.pixels)
+to_uint8, from_uint8 = uint8_from_signed, signed_from_uint8
 
 
 class DecodedImages:
@@ -51,19 +47,19 @@ class DecodedImages:
         if len(dataset) == 0:
             raise ValueError("DecodedImages.from_dataset: the data set is empty")
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-        chunks = [to_uint8(x) for x, _ in loader]
+        chunks = [uint8_from_signed(x) for x, _ in loader]
         return cls(torch.cat(chunks), train)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return from_uint8(self.images[i]), 0
+        return signed_from_uint8(self.images[i]), 0
 
     def batch(self, indices: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
         """Images ``indices`` as float (B, 3, S, S) in [-1, 1] on ``device``, randomly cropped when training."""
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        x = self.images[idx].to(device, non_blocking=True).float() / 127.5 - 1.0
+        x = signed_from_uint8(self.images[idx].to(device, non_blocking=True))
         if not self.train:
             return x
         return random_resized_crop(x)

@@ -2,7 +2,8 @@
 
 A claim compares the paper's method with a control on one measure, trained under the same budget for several
 seeds. Per seed the two runs share the seed (data draw, initialisation), so the comparison is paired: the verdict
-rests on the mean per-seed difference ``method - control`` and its Student-t interval (95% by default). The claim
+rests on the mean per-seed difference ``method - control`` and its Student-t interval (95% by default,
+``statistics.t_interval``). The claim
 is
 
 - *supported* when the whole interval lies on the side the paper predicts,
@@ -14,32 +15,13 @@ An interval, not a single run, decides: a verdict from one seed flipped between 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
+
+from lverse_core.evaluation.statistics import t_interval
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive at this scale"
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
 DIRECTIONS = ("higher", "lower")  # which way the paper says the method beats the control on a measure
-
-
-def mean_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Mean of ``values`` (one per seed) and its two-sided Student-t interval; with one value the interval is
-    unbounded (``-inf``, ``inf``): a single seed says nothing about the spread."""
-    from scipy import stats
-
-    x = [float(v) for v in values]
-    if not x:
-        raise ValueError("mean_interval needs at least one value (one per seed)")
-    if any(math.isnan(v) for v in x):
-        raise ValueError(f"mean_interval got NaN among {x}: a run failed to produce its measure; rerun that seed")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    n, mean = len(x), sum(x) / len(x)
-    if n == 1:
-        return {"mean": mean, "low": -math.inf, "high": math.inf, "n": 1}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
 def verdict(low: float, high: float, better: str = "higher", tol: float = 0.0) -> str:
@@ -61,14 +43,15 @@ def verdict(low: float, high: float, better: str = "higher", tol: float = 0.0) -
 
 def compare(method: Sequence[float], control: Sequence[float], better: str = "higher",
             level: float = 0.95) -> dict[str, Any]:
-    """Paired comparison over seeds: ``method[i]`` and ``control[i]`` come from the same seed. Returns the mean
-    and interval of each side and of their difference, and the verdict on the difference."""
+    """Paired comparison over seeds: ``method[i]`` and ``control[i]`` come from the same seed. Returns the
+    ``statistics.t_interval`` of each side and of their difference (``Interval``; one seed: unbounded), and the
+    verdict on the difference."""
     if len(method) != len(control):
         raise ValueError(f"paired seeds: {len(method)} method values vs {len(control)} control values; every seed "
                          f"needs both runs")
     diff = [float(m) - float(c) for m, c in zip(method, control)]
-    d = mean_interval(diff, level)
-    m, c = mean_interval(method, level), mean_interval(control, level)
-    tol = 1e-6 * max(1.0, abs(m["mean"]), abs(c["mean"]))  # a millionth of the measure's scale: float noise
-    return {"method": m, "control": c, "difference": d, "verdict": verdict(d["low"], d["high"], better, tol),
+    d = t_interval(diff, level)
+    m, c = t_interval(method, level), t_interval(control, level)
+    tol = 1e-6 * max(1.0, abs(m.estimate), abs(c.estimate))  # a millionth of the measure's scale: float noise
+    return {"method": m, "control": c, "difference": d, "verdict": verdict(d.low, d.high, better, tol),
             "better": better, "level": level, "seeds": len(diff)}

@@ -34,6 +34,7 @@ from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
 from lverse_core.config import Config, require_asset
+from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
 
 KIT_EXTRACTOR = "lverse-kit-judge-features"
 KIT_FEATURE = "features"
@@ -89,7 +90,7 @@ def _register_kit_extractor() -> None:
             if x.dtype != torch.uint8:
                 raise ValueError(f"{KIT_EXTRACTOR} expects uint8 images, got {x.dtype}")
             type(self).calls += 1
-            return (self.judge.features(x.float() / 127.5 - 1.0),)  # features_list can only be ("features",)
+            return (self.judge.features(signed_from_uint8(x)),)  # features_list can only be ("features",)
 
     torch_fidelity.register_feature_extractor(KIT_EXTRACTOR, KitJudgeFeatures)
 
@@ -117,11 +118,10 @@ def check_image_range(images: torch.Tensor) -> None:
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) or (3, H, W) uint8, or float in [-1, 1] -> uint8 of the same shape (round to nearest)."""
+    """(N, 3, H, W) or (3, H, W) uint8, or float in [-1, 1] -> uint8 of the same shape (``pixels.uint8_from_signed``)
+    after ``check_image_range``: a float image outside [-1, 1] is refused, never clamped."""
     check_image_range(images)
-    if images.dtype == torch.uint8:
-        return images
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return uint8_from_signed(images)
 
 
 def gaussian_blur(image: torch.Tensor, radius: float) -> torch.Tensor:

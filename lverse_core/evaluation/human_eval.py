@@ -41,6 +41,7 @@ import numpy as np
 
 from lverse_core.config import Config
 from lverse_core.report import write_json_atomic as _write_json
+from lverse_core.evaluation.statistics import percentile_interval
 from lverse_core.evaluation.human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
 
 CHOICES = ("first", "second", "both")
@@ -364,13 +365,12 @@ def vote_shares(votes, n_boot: int, seed: int = 0, level: float = 0.95):
     total = w.sum(axis=1)
     keep = total > 0  # a replicate whose drawn raters never saw the drawn sets carries no votes
     cats = {"GT": v == "GT", "Pred": v == "Pred", "Both": v == "Both", "Pred + Both": v != "GT"}
-    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
     rows = []
     for name, mask in cats.items():
         boot = (w[keep] @ mask.astype(np.float64)) / total[keep]
-        rows.append({"vote": name, "share": float(mask.mean()), "ci_low": float(np.quantile(boot, lo)),
-                     "ci_high": float(np.quantile(boot, hi)), "n_votes": int(n), "n_sets": n_sets,
-                     "n_raters": n_raters})
+        iv = percentile_interval(boot, float(mask.mean()), n, level, method="two-way bootstrap (sets x raters)")
+        rows.append({"vote": name, "share": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "n_votes": int(n),
+                     "n_sets": n_sets, "n_raters": n_raters})
     return pd.DataFrame(rows)
 
 

@@ -18,15 +18,16 @@ FORMAT_VERSION = 1
 
 def image_data_uri(image: Any, upscale: int = 256) -> str:
     """A PNG data URI of an image (tensor in [-1, 1] / uint8 (3, H, W), a file path or a shard member), upscaled for viewing."""
-    import torch
     from PIL import Image
+
+    from lverse_core.data.pixels import uint8_from_signed
 
     if isinstance(image, (str, Path)):
         pil = Image.open(image).convert("RGB")
     elif hasattr(image, "read_bytes"):  # an image inside a tar shard (lverse_core.data.shards.ShardMember)
         pil = Image.open(io.BytesIO(image.read_bytes())).convert("RGB")
     else:
-        t = image if image.dtype == torch.uint8 else ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        t = uint8_from_signed(image)
         pil = Image.fromarray(t.permute(1, 2, 0).cpu().numpy())
     if max(pil.size) < upscale:
         pil = pil.resize((upscale, upscale), Image.NEAREST)  # small embedded images: keep the pixels crisp

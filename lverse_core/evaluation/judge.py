@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lverse_core.config import Config
+from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
 from lverse_core.training.loop import (CheckpointError, CSVLog, DivergenceGuard, load_checkpoint, save_checkpoint,
                                        seed_everything)
 
@@ -215,7 +216,7 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
     targets = judge.targets(objects, source_size=images.shape[-1])
     if images.shape[-1] != judge.image_size:
         # Resize once (uint8), not every step: at smoke sizes that was a third of the step time.
-        images = torch.cat([to_uint8(judge._prepare(to_unit_range(images[i:i + 512])))
+        images = torch.cat([uint8_from_signed(judge._prepare(signed_from_uint8(images[i:i + 512])))
                             for i in range(0, images.shape[0], 512)])
     gen = torch.Generator().manual_seed(seed)
     judge.to(device).train()
@@ -233,7 +234,7 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos:pos + batch_size]
         pos += batch_size
-        x, t = to_unit_range(images[idx]), targets[idx]
+        x, t = signed_from_uint8(images[idx]), targets[idx]
         # Horizontal flips keep every object's colour, shape and size (the judge ignores relations); a select,
         # not a boolean-mask assignment, so no step waits on a count of flipped images
         flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -258,16 +259,8 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
     return torch.stack(losses).tolist() if losses else []
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] images -> uint8 [0, 255] (rounded)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [-1, 1] images -> float32 in [-1, 1]."""
-    if images.dtype == torch.uint8:
-        return images.float() / 127.5 - 1.0
-    return images.float()
+# the conversions under the names the judge's callers know (one definition: lverse_core.data.pixels)
+to_uint8, to_unit_range = uint8_from_signed, signed_from_uint8
 
 
 def judge_accuracy(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[dict]],
@@ -277,7 +270,7 @@ def judge_accuracy(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequ
     ``exact``: the judged (colour, shape, size) multi-set equals the ground truth. ``caption`` (when captions are
     given): ``image_matches(judged, caption)``, the criterion Table 3 uses for generated images.
     """
-    pred = judge.judge_image(to_unit_range(images))
+    pred = judge.judge_image(signed_from_uint8(images))
     exact = sum(same_objects(p, t) for p, t in zip(pred, objects))
     tp = sum(sum((Counter(map(_triple, p)) & Counter(map(_triple, t))).values()) for p, t in zip(pred, objects))
     n_true = sum(len(t) for t in objects)
@@ -298,7 +291,7 @@ def load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]],
     images, objects, captions = [], [], []
     for i in range(len(ds)):
         item = ds[i]
-        images.append(to_uint8(item["image"]))
+        images.append(uint8_from_signed(item["image"]))
         objects.append(attrs[int(item["image_id"])])
         captions.append(item["captions"][0])
     return torch.stack(images), objects, captions

@@ -18,7 +18,7 @@ def _files(cfg: Config) -> dict[str, Callable[[], Path]]:
     from lverse_core.data.tokenizer import tokenizer_path
     from lverse_core.evaluation.judge import judge_path
     from lverse_core.sampling.clip_reranker import reranker_file
-    from lverse_core.training.augvae_train import checkpoint_path
+    from lverse_core.training.checkpoint_paths import checkpoint_path
     from lverse_core.training.pretokenize import SPLITS, codes_dir
 
     files: dict[str, Callable[[], Path]] = {
@@ -26,7 +26,7 @@ def _files(cfg: Config) -> dict[str, Callable[[], Path]]:
         "augvae_ml": lambda: checkpoint_path(cfg, "ml"),
         "augvae_sl": lambda: checkpoint_path(cfg, "sl"),
         "augvae_control": lambda: checkpoint_path(cfg, "baseline"),
-        "biart": lambda: cfg.runs_root / "biart.pt",
+        "biart": lambda: checkpoint_path(cfg, "biart"),
         "clip_reranker": lambda: reranker_file(cfg),
         "judge": lambda: judge_path(cfg),
     }

@@ -1,15 +1,19 @@
 """What notebook 02 calls: the run's tokenizer and training pairs, the AugVAE-SL decoder, held-out samples with
-CLIP reranking (paper §3.6), and the loss-curve figure. Kept here so the notebook stays a sequence of short calls.
+CLIP reranking (paper §3.6), the loss-curve and gap-map figures, and the sentences under the held-out NLL and the
+conditioning gap (the measures themselves: ``lverse_core.evaluation.likelihood``). Kept here so the notebook stays
+a sequence of short calls.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 import torch
 
 from lverse_core.config import Config
+from lverse_core.data.pixels import unit_from_signed
+from lverse_core.evaluation import likelihood
+from lverse_core.pipeline.figures import image_grid_figure  # noqa: F401  (the grid notebook 02 draws)
 from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
 from lverse_core.sampling.candidates import (Decoder, caption_candidate_count, image_to_text,  # noqa: F401
                                              load_augvae_decoder, sampling_precision, text_to_image)
@@ -109,102 +113,14 @@ def plot_loss_curves(df: pd.DataFrame):
     return fig
 
 
-def image_grid_figure(rows: Sequence[torch.Tensor], titles: Sequence[str], ncols: int,
-                      column_labels: Sequence[str] | None = None):
-    """One row per caption: ``ncols`` images (3, S, S) in [-1, 1], the (wrapped) caption above the row, and a
-    header naming the columns (default: the real image, then the generated ones, reranked)."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    labels = list(column_labels) if column_labels is not None else (
-        ["real image"] + [f"generated #{c} (reranked)" for c in range(1, ncols)])
-    fig, grid = plt.subplots(len(rows) + 1, ncols, figsize=(1.5 * ncols, 1.9 * len(rows) + 0.35), squeeze=False,
-                             gridspec_kw={"height_ratios": [0.18] + [1] * len(rows)})
-    for c, ax in enumerate(grid[0]):  # the header row
-        ax.axis("off")
-        if c < len(labels):
-            ax.text(0.5, 0.0, textwrap.fill(labels[c], 14), ha="center", va="bottom", fontsize=7, fontweight="bold")
-    axes = grid[1:]
-    for r, (imgs, title) in enumerate(zip(rows, titles)):
-        for c in range(ncols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(imgs):
-                ax.imshow(((imgs[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
-        axes[r][0].set_title(textwrap.fill(title, 12 * ncols), fontsize=7, loc="left")
-    fig.tight_layout()
-    return fig
-
-
-def checkpoint_path(cfg: Config) -> Path:
-    return cfg.runs_root / "biart.pt"
-
-
-@torch.no_grad()
-def heldout_pass(model, pairs, device, batch_size: int = 256) -> tuple[pd.DataFrame, torch.Tensor]:
-    """Teacher-forced NLL of held-out (caption, image codes) pairs, in one forward pass per direction and batch:
-    ``(heldout_nll's table, image_token_gaps's (M, N) tensor)``. At paper size each pass over the pairs is a
-    621M-parameter forward of 1,088 tokens per sequence, so both results come from the same logits."""
-    import torch.nn.functional as F
-
-    from lverse_core.models.biart import I2T, T2I
-
-    model.eval()
-    sums = {(d, p): 0.0 for d in (T2I, I2T) for p in ("ref", "gen")}
-    tokens = {"text": 0, "image": 0}
-    n = len(pairs.text)
-    if n == 0:
-        raise ValueError("the held-out NLL needs at least one caption-image pair")
-
-    def modality(d: str, p: str) -> str:
-        return "text" if (p == "ref") == (d == T2I) else "image"
-
-    gaps = []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            text, image = pairs.batch(list(range(start, min(n, start + batch_size))), device)
-            scored = text != model.args.pad_id  # [PAD] is not scored
-            tokens["text"] += int(scored.sum())
-            tokens["image"] += image.numel()
-            image_nll = {}
-            for d in (T2I, I2T):
-                text_logits, image_logits = model.logits(text, image, d)
-                text_nll = F.cross_entropy(text_logits.float().transpose(1, 2), text.long(), reduction="none")
-                image_nll[d] = F.cross_entropy(image_logits.float().transpose(1, 2), image.long(), reduction="none")
-                part_sum = {"text": float(text_nll[scored].sum()), "image": float(image_nll[d].sum())}
-                for p in ("ref", "gen"):
-                    sums[(d, p)] += part_sum[modality(d, p)]
-            gaps.append((image_nll[I2T] - image_nll[T2I]).float().cpu())
-    rows = [{"direction": "text->image" if d == T2I else "image->text", "part": f"[{p.upper()}]",
-             "modality": modality(d, p), "nll": s / tokens[modality(d, p)]} for (d, p), s in sums.items()]
-    return pd.DataFrame(rows), torch.cat(gaps)
-
-
-def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
-    """Teacher-forced NLL (nats/token) of held-out (caption, image codes) pairs, per direction and part.
-
-    One row per (direction, part): ``modality`` says which tokens the part holds. In text->image the image tokens
-    are [GEN] (conditioned on the caption); in image->text they are [REF] (nothing before them). The same holds
-    for text the other way round, so comparing the two rows of one modality measures what the condition buys.
-    (``heldout_pass`` gives this table and ``image_token_gaps`` from one pass.)
-    """
-    return heldout_pass(model, pairs, device, batch_size)[0]
-
-
 def conditioning_gap(nll: pd.DataFrame) -> dict:
-    """What the condition is worth, per modality, from ``heldout_nll``: NLL as [REF] minus NLL as [GEN].
-
-    A model that learned to use the caption predicts image tokens better in text->image ([GEN]) than with no
-    caption in image->text ([REF]); likewise for text given the image. Returns the gaps and a sentence built
-    from them (no claim typed in advance).
-    """
-    out, parts = {}, []
+    """``likelihood.conditioning_gap`` of ``heldout_nll``'s table, and a sentence built from its numbers (no claim
+    typed in advance): for each modality, whether the condition is used (a gap above 5% of the [REF] NLL), barely
+    helps or does not help."""
+    out = likelihood.conditioning_gap(nll)
+    parts = []
     for modality in ("image", "text"):
-        sub = nll[nll["modality"] == modality].set_index("part")["nll"]
-        ref, gen = float(sub["[REF]"]), float(sub["[GEN]"])
-        gap = ref - gen
-        out[modality] = {"ref_nll": ref, "gen_nll": gen, "gap_nats": gap, "gap_fraction": gap / ref if ref else 0.0}
+        ref, gen, gap = out[modality]["ref_nll"], out[modality]["gen_nll"], out[modality]["gap_nats"]
         given = "the caption" if modality == "image" else "the image"
         verdict = ("the condition is used" if gap > 0.05 * ref else
                    "the condition barely helps" if gap > 0 else "the condition does not help")
@@ -214,78 +130,19 @@ def conditioning_gap(nll: pd.DataFrame) -> dict:
     return out
 
 
-def image_token_gaps(model, pairs, device, batch_size: int = 256) -> torch.Tensor:
-    """What each caption tells BiART about each image token: (M, N) nats, one row per held-out pair.
-
-    Entry (m, j) is the NLL of image token j of pair m with nothing before it (image->text, [REF]) minus its NLL
-    after the caption (text->image, [GEN]); positive where the caption made the token more predictable. Its mean is
-    the image gap of ``conditioning_gap(heldout_nll(...))`` (``heldout_pass`` gives both from one pass).
-    """
-    return heldout_pass(model, pairs, device, batch_size)[1]
-
-
-def object_cells(objects: Sequence[dict], image_size: int, grid: int) -> torch.Tensor:
-    """(grid * grid,) bool, row-major like the codes: the code cells whose square overlaps an object's box."""
-    cell = image_size / grid
-    mask = torch.zeros(grid, grid, dtype=torch.bool)
-    for o in objects:
-        x0, y0, x1, y1 = o["bbox"]
-        c0, c1 = int(x0 // cell), min(int(-(-x1 // cell)), grid)  # ceil
-        r0, r1 = int(y0 // cell), min(int(-(-y1 // cell)), grid)
-        mask[max(r0, 0):r1, max(c0, 0):c1] = True
-    return mask.flatten()
-
-
-def _mean_interval(per_image: torch.Tensor) -> dict:
-    """Mean over images with a normal-approximation 95% interval (n >= 30 images here)."""
-    v = per_image.double()
-    v = v[~torch.isnan(v)]
-    if len(v) < 2:
-        raise ValueError(f"need at least 2 images to put an interval on a mean, got {len(v)}")
-    m, half = float(v.mean()), 1.96 * float(v.std()) / len(v) ** 0.5
-    return {"mean": m, "ci95": [m - half, m + half], "n_images": len(v)}
-
-
-def per_image_gaps(gaps: torch.Tensor, owner: torch.Tensor, n_images: int) -> torch.Tensor:
-    """(n_images, N): each image's ``image_token_gaps`` rows averaged over its captions (NaN for an image with none)."""
-    if gaps.shape[0] != owner.shape[0]:
-        raise ValueError(f"{gaps.shape[0]} gap rows but {owner.shape[0]} owners: one gap row per caption-image pair")
-    total = torch.zeros(n_images, gaps.shape[1]).index_add_(0, owner, gaps.float())
-    count = torch.zeros(n_images).index_add_(0, owner, torch.ones(len(owner)))
-    return total / count[:, None]  # 0/0 = NaN where an image has no caption
-
-
 def gap_by_region(gaps: torch.Tensor, owner: torch.Tensor, n_images: int, cells: torch.Tensor | None = None) -> dict:
-    """How clearly, and where, the caption helps: per-image means of the per-token gap with 95% intervals.
-
-    ``gaps`` (M, N) from ``image_token_gaps``; ``owner`` (M,) the image of each pair (0 .. n_images - 1). Each image's
-    gaps are first averaged over its captions. ``all``: the mean gap per token; ``per_image_total``: its sum over the
-    N tokens (nats per image). With ``cells`` (n_images, N) bool from ``object_cells`` (embedded data only), also the
-    mean over the cells an object touches (``object``) and over the others (``background``).
-    """
-    per_image = per_image_gaps(gaps, owner, n_images)
-    seen = ~torch.isnan(per_image[:, 0])
-    per_image = per_image[seen]
-    out = {"all": _mean_interval(per_image.mean(1)), "per_image_total": _mean_interval(per_image.sum(1))}
+    """``likelihood.gap_by_region`` and a sentence built from its numbers and intervals."""
+    out = likelihood.gap_by_region(gaps, owner, n_images, cells)
     a = out["all"]
-    out["sentence"] = (f"the caption lowers the NLL of image tokens by {a['mean']:.3f} nats/token on average (95% "
-                       f"interval {a['ci95'][0]:.3f} to {a['ci95'][1]:.3f} over {a['n_images']} images; "
-                       f"{out['per_image_total']['mean']:.1f} nats per image)")
-    if cells is None:
-        return out
-    if cells.shape != (n_images, gaps.shape[1]):
-        raise ValueError(f"cells {tuple(cells.shape)} do not line up with {n_images} images x {gaps.shape[1]} image "
-                         "tokens: one row per image, one column per code")
-    cells = cells[seen]
-    n_obj, n_bg = cells.sum(1), (~cells).sum(1)
-    obj = torch.where(n_obj > 0, (per_image * cells).sum(1) / n_obj.clamp(min=1), float("nan"))
-    bg = torch.where(n_bg > 0, (per_image * ~cells).sum(1) / n_bg.clamp(min=1), float("nan"))
-    out.update(object=_mean_interval(obj), background=_mean_interval(bg), object_cell_share=float(cells.float().mean()))
-    o, b = out["object"], out["background"]
-    out["sentence"] += (f": {o['mean']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}] on the "
-                        f"{100 * out['object_cell_share']:.0f}% of cells that an object touches vs {b['mean']:.3f} "
-                        f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] on background cells")
-    return out
+    sentence = (f"the caption lowers the NLL of image tokens by {a['mean']:.3f} nats/token on average (95% "
+                f"interval {a['ci95'][0]:.3f} to {a['ci95'][1]:.3f} over {a['n_images']} images; "
+                f"{out['per_image_total']['mean']:.1f} nats per image)")
+    if "object" in out:
+        o, b = out["object"], out["background"]
+        sentence += (f": {o['mean']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}] on the "
+                     f"{100 * out['object_cell_share']:.0f}% of cells that an object touches vs {b['mean']:.3f} "
+                     f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] on background cells")
+    return {**out, "sentence": sentence}
 
 
 def gap_map_figure(images: torch.Tensor, maps: torch.Tensor, captions: Sequence[str]):
@@ -298,7 +155,7 @@ def gap_map_figure(images: torch.Tensor, maps: torch.Tensor, captions: Sequence[
     lim = max(float(maps.abs().max()), 1e-6)
     fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.8), squeeze=False)
     for j in range(k):
-        axes[0, j].imshow(((images[j].permute(1, 2, 0).clamp(-1, 1) + 1) / 2).numpy())
+        axes[0, j].imshow(unit_from_signed(images[j]).permute(1, 2, 0).numpy())
         axes[0, j].set_title(textwrap.fill(captions[j], 28), fontsize=7)
         im = axes[1, j].imshow(maps[j].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
         for ax in axes[:, j]:
@@ -385,7 +242,7 @@ def candidates_figure(images: torch.Tensor, scores: torch.Tensor, chosen: int, c
         if c >= n:
             ax.axis("off")
             continue
-        ax.imshow(((images[c].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
+        ax.imshow(unit_from_signed(images[c]).permute(1, 2, 0).numpy())
         title = f"{float(scores[c]):.1f}" + (f" | {float(ranking[c]):+.1f}" if ranking is not None else "")
         ax.set_title(f"{'kept ' if c == chosen else ''}{title}", fontsize=7,
                      fontweight="bold" if c == chosen else "normal")

@@ -164,7 +164,7 @@ def artefact_decisions(cfg: Config) -> list[tuple[str, object]]:
     for split in SPLITS:
         items.append((f"codes {split}", lambda sp=split: provenance.decide(codes_dir(cfg) / f"{sp}_codes.npy",
                                                                            codes_made_from(cfg, sp))))
-    items.append(("BiART", lambda: provenance.decide(cfg.runs_root / "biart.pt", biart_made_from(cfg))))
+    items.append(("BiART", lambda: provenance.decide(checkpoint_path(cfg, "biart"), biart_made_from(cfg))))
     if cfg.clip.train_steps:
         from lverse_core.sampling.clip_reranker import reranker_made_from, reranker_path
 

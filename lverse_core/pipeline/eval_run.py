@@ -1,6 +1,6 @@
 """What notebooks 04 (Table 2, image->text) and 05 (Table 3, text->image) call besides generation, the table
 builders and Table 3's streamed evaluation (``t2i_eval``): caption variants, the minimum bars below, the judge's
-ceiling and floor from its verdicts, decoding to uint8, and the figures (Figure 6 analogue, FID against blur
+table (its ceiling and floor: ``lverse_core.evaluation.verdicts``), decoding to uint8, and the figures (Figure 6 analogue, FID against blur
 radius, sample grids as in Figures 1/8).
 
 Minimum bars (smoke profile; an early acceptance check of the kit): captions must name the right objects at least
@@ -16,15 +16,16 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
+from lverse_core.data.pixels import uint8_from_signed, unit_from_signed
+from lverse_core.evaluation import statistics
+# the judge's ceiling and floor, read from here by earlier callers
+from lverse_core.evaluation.verdicts import (FLOOR, FLOOR_ROUNDS, GENERATED, JUDGE_CEILING,  # noqa: F401
+                                              derangement, floor_pairings, judge_bounds)
 from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
 TRUNCATED = "L-Verse kit (cut at the first full stop)"
 UNTRUNCATED = "*L-Verse kit (untruncated)"
-# The rows of the judge's Table 3 reading (``judge_bounds``); notebook 05 reads the floor by this name.
-GENERATED = "generated images"
-JUDGE_CEILING = "real images (judge ceiling)"
-FLOOR = "images generated from shuffled captions (floor)"
 
 
 def caption_variants(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, str]]:
@@ -97,9 +98,9 @@ def acceptance(ours: float | None, baseline: float | None, factor: float, what: 
 def decode_to_uint8(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor,
                     batch_size: int = 64) -> torch.Tensor:
     """Code maps (M, g, g) -> uint8 images (M, 3, S, S) on the CPU, decoded ``batch_size`` at a time."""
-    from lverse_core.evaluation.judge import to_uint8
 
-    return torch.cat([to_uint8(decode(codes[i:i + batch_size]).cpu()) for i in range(0, len(codes), batch_size)])
+    return torch.cat([uint8_from_signed(decode(codes[i:i + batch_size]).cpu())
+                      for i in range(0, len(codes), batch_size)])
 
 
 def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
@@ -116,65 +117,11 @@ def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(where[int(i)][0][where[int(i)][1]].astype("int64")) for i in image_ids])
 
 
-def derangement(n: int, seed: int) -> torch.Tensor:
-    """A seeded permutation without fixed points (n >= 2): index j -> another prompt, never j itself."""
-    if n < 2:
-        raise ValueError("a shuffled-caption floor needs at least 2 prompts")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    out = torch.empty(n, dtype=torch.long)
-    out[order] = order.roll(-1)  # one cycle through a random order
-    return out
-
-
-FLOOR_ROUNDS = 20  # shuffled captions each generated image is judged against for the floor
-
-
 def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``per_item`` (one value per image, resampled by image)."""
-    x = torch.as_tensor(list(per_item), dtype=torch.float64)
-    if len(x) == 0:
-        raise ValueError("bootstrap_interval needs at least one item")
-    g = torch.Generator().manual_seed(seed)
-    means = x[torch.randint(len(x), (resamples, len(x)), generator=g)].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
-    return float(lo), float(hi)
-
-
-def floor_pairings(n: int, seed: int, rounds: int = FLOOR_ROUNDS) -> torch.Tensor:
-    """(rounds, n) long: in round r, generated image i is judged against prompt ``[r, i]``. Round r is the derangement
-    ``derangement(n, seed + r)`` read from the image's side (image d[j] meets prompt j), so that a stream of images
-    can be judged as it passes, never held."""
-    out = torch.empty(rounds, n, dtype=torch.long)
-    for r in range(rounds):
-        out[r, derangement(n, seed + r)] = torch.arange(n)
-    return out
-
-
-def judge_bounds(ours: Mapping[str, Any], ceiling: Mapping[str, Any], floor_hits: torch.Tensor, seed: int,
-                 resamples: int = 1000) -> dict[str, dict[str, Any]]:
-    """The judge on generated images, and in the same run its ceiling and floor (Table 3 on embedded data), from
-    verdicts already made (``t2i_eval`` makes them as the images stream past):
-
-    - ours: image j generated from prompt j, judged against prompt j (``ours``, an ``eval_tables.verdict_summary``
-      with ``per_image``);
-    - ceiling: the real image behind prompt j, judged against prompt j (``ceiling``, the same);
-    - floor: images generated from shuffled captions. Each generated image is judged against the prompts that the
-      rounds of ``floor_pairings`` give it (``floor_hits`` (rounds, n) bool: right or not), so the floor rests on
-      rounds x prompts pairs and is estimated rather than a count of zero; it reuses our images, so it costs no
-      second generation.
-    Each entry carries ``ci95``, a bootstrap interval that resamples images (the floor: each image's share of
-    shuffled captions it matches), so pairs that share an image are not counted as independent evidence.
-    """
-    rounds, n = floor_hits.shape
-    share = floor_hits.double().mean(0)
-    out = {GENERATED: dict(ours), JUDGE_CEILING: dict(ceiling),
-           FLOOR: {
-               "judged_correct": float(share.mean()), "n_images": n, "floor_rounds": rounds, "n_pairs": rounds * n,
-               "matches": int(floor_hits.sum()), "per_image": share.tolist()}}
-    for v in out.values():
-        v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, seed)
-    return out
+    """The bounds of ``statistics.bootstrap_interval`` (percentile bootstrap of the mean of ``per_item``, one value
+    per image, resampled by image)."""
+    return statistics.bootstrap_interval(per_item, resamples, seed, level).bounds
 
 
 def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -204,7 +151,7 @@ def caption_figure(images: torch.Tensor, references: Sequence[str], ours: Sequen
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(9, 1.55 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 5]})
     for i in range(n):
-        axes[i][0].imshow(((images[i].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy())
+        axes[i][0].imshow(unit_from_signed(images[i]).permute(1, 2, 0).cpu().numpy())
         lines = [("reference", references[i]), ("ours", ours[i])]
         if ours_untruncated is not None:
             lines.append(("ours, untruncated", ours_untruncated[i]))
@@ -242,14 +189,9 @@ def fid_curve_figure(paper: pd.DataFrame, ours: Mapping[str, float], ours_label:
 
 
 def grid_rows(real: torch.Tensor, generated: torch.Tensor) -> list[torch.Tensor]:
-    """Rows for ``biart_run.image_grid_figure``: the real image behind each caption, then its generated images.
+    """Rows for ``figures.image_grid_figure``: the real image behind each caption, then its generated images.
     real: (P, 3, S, S); generated: (P, k, 3, S, S); any range the figure accepts ([-1, 1] floats)."""
     return [torch.cat([real[p:p + 1].float(), generated[p].float()]) for p in range(len(real))]
-
-
-def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (for figures)."""
-    return images.float() / 127.5 - 1.0
 
 
 

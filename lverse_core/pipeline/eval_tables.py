@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lverse_core.config import Config
+from lverse_core.evaluation.verdicts import judged_correct, verdict_summary  # noqa: F401  (read from here too)
 
 TABLE2_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 
@@ -107,32 +107,6 @@ def _scored_with(scores: Mapping[str, Any]) -> str:
 
 
 # -- Table 3: text -> image ------------------------------------------------------------------------------------------
-
-def judged_correct(judge, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, Any]:
-    """Is each generated image right for its prompt? Overall and by the number of objects the prompt names."""
-    from lverse_core.evaluation.judge import image_matches, to_unit_range
-
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    seen = judge.judge_image(to_unit_range(images))
-    return verdict_summary([image_matches(s, p) for s, p in zip(seen, prompts)], prompts)
-
-
-def verdict_summary(right: Sequence[bool], prompts: Sequence[str]) -> dict[str, Any]:
-    """The judge's verdicts (image j right for prompt j or not) summed up: the share judged right, overall and by the
-    number of objects the prompt names, ``n_images`` and ``per_image`` (the verdicts, for bootstrap intervals)."""
-    from lverse_core.data.shapes import parse_caption
-
-    if len(right) != len(prompts):
-        raise ValueError(f"{len(right)} verdicts but {len(prompts)} prompts")
-    ok = np.asarray(right, dtype=bool)
-    n_obj = np.array([len(parse_caption(p)) for p in prompts])
-    out: dict[str, Any] = {"judged_correct": float(ok.mean()), "n_images": int(len(ok))}
-    for k in sorted(set(n_obj.tolist())):
-        out[f"judged_correct_{k}_objects"] = float(ok[n_obj == k].mean())
-    out["per_image"] = ok.tolist()
-    return out
-
 
 def ours_label(cfg: Config) -> str:
     """The name of our generated-images row in Table 3: L-Verse-CC when BiART trained on CC3M (``data.train_source``:

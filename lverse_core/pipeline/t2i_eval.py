@@ -53,10 +53,10 @@ class Table3Sets:
 
 def decoded(decode: Callable[[torch.Tensor], torch.Tensor], codes: torch.Tensor) -> Loader:
     """A ``Loader`` of ``decode(codes[positions])`` as uint8 on the CPU: images made only when read."""
-    from lverse_core.evaluation.judge import to_uint8
+    from lverse_core.data.pixels import uint8_from_signed
 
     def load(positions: list[int]) -> torch.Tensor:
-        return to_uint8(decode(codes[positions]).cpu())
+        return uint8_from_signed(decode(codes[positions]).cpu())
 
     return load
 
@@ -102,9 +102,10 @@ class CaptionHits:
         self.hits = {k: torch.zeros(len(v), dtype=torch.bool) for k, v in self.pairings.items()}
 
     def add(self, start: int, images: torch.Tensor) -> None:
-        from lverse_core.evaluation.judge import image_matches, to_unit_range
+        from lverse_core.data.pixels import signed_from_uint8
+        from lverse_core.evaluation.judge import image_matches
 
-        for b, seen in enumerate(self.judge.judge_image(to_unit_range(images))):
+        for b, seen in enumerate(self.judge.judge_image(signed_from_uint8(images))):
             for name, pairing in self.pairings.items():
                 self.hits[name][start + b] = image_matches(seen, self.captions[int(pairing[start + b])])
 
@@ -114,19 +115,19 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
                            floor_rounds: int | None = None, resamples: int | None = None, batch_size: int = 64,
                            cuda: bool | None = None, judge_path=None) -> dict[str, Any]:
     """Table 3 of this run, streamed: {"rows": {row: {fid_feature_space, fid: {"FID-k": ...}, n_images, and with a
-    judge judged_correct (overall and per number of objects named)}}, "judge": ``eval_run.judge_bounds`` plus the
+    judge judged_correct (overall and per number of objects named)}}, "judge": ``verdicts.judge_bounds`` plus the
     reconstructions' row (empty without a judge)}.
 
     Rows: the generated images (named by ``eval_tables.ours_label``), ``RECONSTRUCTED`` and ``RANDOM_REAL`` (the
     images behind the prompts deranged with ``cfg.seed``; see the module docstring). ``radii`` default to
     ``eval.blur_radii``; the judge's floor pairs every generated image with ``floor_rounds``
-    (``eval_run.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples`` (``eval.bootstrap``) bootstrap
+    (``verdicts.FLOOR_ROUNDS``) shuffled captions; intervals use ``resamples`` (``eval.bootstrap``) bootstrap
     resamples. ``judge_path``/``cuda``: FID's feature extractor (``FidAccumulator``).
     """
     from lverse_core.evaluation.fid import FidAccumulator, fid_label
-    from lverse_core.pipeline.eval_run import (FLOOR_ROUNDS, bootstrap_interval, derangement, floor_pairings,
-                                               judge_bounds)
-    from lverse_core.pipeline.eval_tables import ours_label, verdict_summary
+    from lverse_core.evaluation.statistics import bootstrap_interval
+    from lverse_core.evaluation.verdicts import FLOOR_ROUNDS, derangement, floor_pairings, judge_bounds, verdict_summary
+    from lverse_core.pipeline.eval_tables import ours_label
 
     P, R = sets.n_prompts, sets.n_real
     if P < 2 or R < 2:
@@ -179,5 +180,5 @@ def evaluate_text_to_image(cfg: Config, sets: Table3Sets, *, judge=None, radii: 
     bounds = judge_bounds(ours, ceiling, floor_hits, cfg.seed, resamples)
     bounds[RECONSTRUCTED + " (decoder ceiling)"] = {
         **{k: x for k, x in recon.items() if k != "per_image"},
-        "ci95": bootstrap_interval(recon["per_image"], resamples, cfg.seed)}
+        "ci95": bootstrap_interval(recon["per_image"], resamples, cfg.seed).bounds}
     return {"rows": rows, "judge": bounds}

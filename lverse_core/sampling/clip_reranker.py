@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lverse_core.config import Config, ConfigError, require_asset
-from lverse_core.data.decoded import from_uint8, to_uint8
+from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
 from lverse_core.training.loop import CheckpointError, CSVLog, StepSampler, run_steps, save_checkpoint
 
 with warnings.catch_warnings():  # clip-anytorch imports pkg_resources, which warns about its own deprecation
@@ -164,9 +164,9 @@ class KeptImages:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
         if i not in self.kept:
             it = self.dataset[i]
-            self.kept[i] = (to_uint8(it["image"]), list(it["captions"]))
+            self.kept[i] = (uint8_from_signed(it["image"]), list(it["captions"]))
         image, captions = self.kept[i]
-        return from_uint8(image), captions
+        return signed_from_uint8(image), captions
 
 
 def fused_if_supported() -> dict:

@@ -397,7 +397,7 @@ def made_from(cfg: Config) -> dict[str, str]:
     from lverse_core.training.augvae_train import checkpoint_path
     from lverse_core.training.pretokenize import checkpoint_id
 
-    files = {"biart": cfg.runs_root / "biart.pt", "augvae_sl": checkpoint_path(cfg, "sl"),
+    files = {"biart": checkpoint_path(cfg, "biart"), "augvae_sl": checkpoint_path(cfg, "sl"),
              "clip_reranker": reranker_file(cfg)}
     missing = [f"{k} ({p})" for k, p in files.items() if not Path(p).exists()]
     if missing:

@@ -40,19 +40,15 @@ from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSa
                                        check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
 from lverse_core.training.loop import load_model_state
+from lverse_core.training.checkpoint_paths import CHECKPOINT_FILES, checkpoint_path  # noqa: F401  (read from here too)
 
 # variant -> (checkpoint file, checkpoint kind, model variant)
 VARIANTS = {
-    "ml": ("augvae_ml.pt", "augvae-ml", "ml"),
-    "sl": ("augvae_sl.pt", "augvae-sl", "sl"),
-    "baseline": ("vqvae_baseline.pt", "vqvae-baseline", "sl"),
+    "ml": (CHECKPOINT_FILES["ml"], "augvae-ml", "ml"),
+    "sl": (CHECKPOINT_FILES["sl"], "augvae-sl", "sl"),
+    "baseline": (CHECKPOINT_FILES["baseline"], "vqvae-baseline", "sl"),
 }
 log = logging.getLogger(__name__)
-
-
-def checkpoint_path(cfg: Config, variant: str) -> Path:
-    _check_variant(variant)
-    return cfg.runs_root / VARIANTS[variant][0]
 
 
 def _check_variant(variant: str) -> None:

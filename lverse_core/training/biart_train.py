@@ -31,6 +31,7 @@ from lverse_core.training.loop import (CheckpointError, CSVLog, DistInfo, StepSa
                                        check_model_args, load_checkpoint, restore_rng_states,
                                        run_steps, save_checkpoint, seed_everything, setup_distributed)
 from lverse_core.training.loop import load_model_state
+from lverse_core.training.checkpoint_paths import checkpoint_path
 
 CKPT_KIND = "biart"
 LOG_FIELDS = ["loss", "t2i_ref", "t2i_gen", "i2t_ref", "i2t_gen", "lr", "tokens_per_s"]
@@ -86,7 +87,6 @@ def biart_inputs(cfg: Config, split: str = "train") -> dict[str, str]:
     AugVAE-SL checkpoint whose codebook the codes index (and whose decoder turns generated codes into images)."""
     from lverse_core import provenance
     from lverse_core.data.tokenizer import tokenizer_path
-    from lverse_core.training.augvae_train import checkpoint_path
     from lverse_core.training.pretokenize import codes_dir
 
     return {f"codes ({split})": provenance.input_id(codes_dir(cfg) / f"{split}_codes.npy"),
@@ -139,7 +139,7 @@ def load_biart(cfg: Config, path: str | Path | None = None, *, tokenizer=None, t
     The run's own checkpoint (no ``path``) must also have been made from this run's settings, codes, tokenizer and
     AugVAE-SL (its provenance record), else it is refused as stale; a ``path`` given is the caller's to vouch for."""
     own = path is None
-    path = Path(path) if path is not None else cfg.runs_root / "biart.pt"
+    path = Path(path) if path is not None else checkpoint_path(cfg, "biart")
     state = load_checkpoint(path, CKPT_KIND, map_location=map_location)
     saved = dict(state["model_args"])
     if tokenizer is not None:
@@ -170,7 +170,7 @@ def train_biart(cfg: Config, data: PairedTokens, *, text_vocab_size: int, pad_id
     t = cfg.biart_train
     info = dist_info or setup_distributed(cfg.device)
     dev = info.device
-    path = Path(path) if path is not None else cfg.runs_root / "biart.pt"
+    path = Path(path) if path is not None else checkpoint_path(cfg, "biart")
     seed_everything(cfg.seed + info.rank)
     model = BiART.from_config(cfg, text_vocab_size=text_vocab_size, pad_id=pad_id).to(dev)
     if data.text.size(1) != model.args.text_len:
