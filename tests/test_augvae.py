@@ -695,7 +695,10 @@ def test_lverse_cc_trains_on_the_cc3m_view_and_keeps_evaluation_on_the_source(tm
     from lverse_core.pipeline.eval_tables import ours_label
     from lverse_core.training.biart_train import paired_tokens
 
+    from lverse_core.data.shapes_dataset import ensure_dataset
+
     cfg = tiny_cfg(tmp_path, **{"data.train_source": "cc3m", "data.root": str(tmp_path / "data")})
+    ensure_dataset(cfg)  # as notebook 00 does: the readers below never make it
     ck = _fake_sl_checkpoint(cfg)
     for split in ("train", "test"):
         pretokenize_split(cfg, split, _Recorder(cfg.image_grid), ck)
