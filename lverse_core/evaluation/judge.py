@@ -253,7 +253,7 @@ def fit_judge(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequence[
         if step % log_every == 0:
             guard.check()
             if log is not None:
-                log.write(step + 1, loss=float(loss), elapsed_s=round(time.monotonic() - t0, 3))
+                log.write(step + 1, loss=float(loss.detach()), elapsed_s=round(time.monotonic() - t0, 3))
     guard.check()
     judge.eval()
     return torch.stack(losses).tolist() if losses else []
