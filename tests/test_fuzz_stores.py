@@ -16,7 +16,6 @@ from lverse_core.evaluation import human_eval as H
 from tests.test_fuzz_inputs import FUZZ, JSON, TEXT
 from tests.test_human_eval import _answer, _study
 
-pytestmark = pytest.mark.timeout(120)
 
 
 # (which record, rare case, any JSON line, any bytes line, the field, its new value, remove it?, final newline?):
