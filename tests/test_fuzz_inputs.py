@@ -25,7 +25,6 @@ from lverse_core.data.tokenizer import TextTokenizer
 from lverse_core.evaluation.human_eval import CHOICES, AnswerFileError, validate_answer_file
 
 MAX_EXAMPLES = 150
-pytestmark = pytest.mark.timeout(120)  # a hang (e.g. a huge power in the validator) fails fast, not after 900 s
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

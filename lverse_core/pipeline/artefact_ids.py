@@ -65,7 +65,8 @@ def changed(cfg: Config, recorded: Any) -> list[str]:
     from another version, are not compared; a record that is not a mapping compares nothing)."""
     if not isinstance(recorded, dict):
         return []
-    known = [k for k in recorded if k in names(cfg)]
+    known_names = set(names(cfg))
+    known = [k for k in recorded if k in known_names]
     now = ids(cfg, known)
     return [k for k in known if recorded[k] != now[k]]
 
