@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import finish, interleave, step_stats  # noqa: E402
 from lverse_core.config import load_profile  # noqa: E402
+from lverse_core.data.shapes_dataset import ensure_dataset  # noqa: E402
 from lverse_core.data.loaders import CaptionImageDataset  # noqa: E402
 from lverse_core.report import cpu_info  # noqa: E402
 from lverse_core.sampling.clip_reranker import (KeptImages, build_small_clip, clip_pixels,  # noqa: E402
@@ -43,6 +44,8 @@ def main() -> dict:
                     help="whose data set and CLIP sizes (the ci profile for a quick check)")
     a = ap.parse_args()
     cfg = load_profile(a.profile)
+    if cfg.data.source == "shapes":
+        ensure_dataset(cfg)  # the embedded set is made here as notebook 00 makes it; real data must already be there
     dataset = CaptionImageDataset(cfg, "train", train=False)
     n = min(a.images, len(dataset))
     runs = {}
