@@ -38,8 +38,9 @@ paper-dry: setup
 	$(PY) -m lverse_core run --profile paper-dry -p N_SAMPLES 4 -p N_SHOW 2 -p N_USAGE 4 -p N_EXAMPLES 1 \
 	  -p IMAGES_PER_CAPTION 1 -p N_FIGURE 2 -p N_GRID 1 -p GRID_IMAGES 1
 
+# make test runs every test; make test KIND=unit (or notebooks, browser, slow) runs one kind (tests/conftest.py)
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(KIND),-m $(KIND),)
 
 bench: setup
 	$(PY) -m pip install -q -r bench/requirements.txt  # the peers measured beside the kit

@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 from lverse_core.training.augvae_train import load_augvae, train_augvae
 from lverse_core.config import load_profile
@@ -48,7 +49,7 @@ def main() -> None:
         stage(v, lambda: train_augvae(cfg, v, progress=False))
     stage("pretokenize", lambda: pretokenize(cfg))
     test = recon_eval.split_images(cfg, "test")
-    res = stage("eval_no_fid", lambda: {v: recon_eval.evaluate_reconstruction(cfg, load_augvae(cfg, v), test,
+    res = stage("eval_no_fid", lambda: {v: reconstruction.evaluate_reconstruction(cfg, load_augvae(cfg, v), test,
                                                                                 fid=False)
                                         for v in ("ml", "sl", "baseline")})
     print(json.dumps({"threads": args.threads, "torch": torch.__version__, "wall_s": t, "cpu_s": cpu,

@@ -253,10 +253,28 @@ def _markdown(df) -> str:
     return "\n".join([head, sep, *rows])
 
 
+PANELS_KEY = "Panels"  # the PNG text chunk that lists a saved figure's panels (``figure_panels``)
+
+
+def figure_panels(fig) -> list[dict[str, Any]]:
+    """What each visible panel (axes) of ``fig`` holds: its title and axis labels, and how many things it draws
+    (lines, patches, images, collections, texts). A panel that draws nothing has ``drawn == 0``; hidden axes and
+    spare grid slots with their axis turned off are not panels."""
+    out = []
+    for ax in fig.get_axes():
+        drawn = len(ax.lines) + len(ax.patches) + len(ax.images) + len(ax.collections) + len(ax.texts)
+        if not ax.get_visible() or (not ax.axison and drawn == 0):  # hidden, or a spare slot of a grid turned off
+            continue
+        out.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "drawn": drawn})
+    return out
+
+
 def save_figure(cfg: Config, name: str, fig, dpi: int = 110, caption: str = "", verdict: str = "") -> Path:
-    """Write ``figures/<name>.png``; ``caption`` and ``verdict`` go to the report index (see ``save_table``)."""
+    """Write ``figures/<name>.png``; ``caption`` and ``verdict`` go to the report index (see ``save_table``). The
+    PNG carries its panels (``figure_panels``, JSON in the text chunk ``PANELS_KEY``), so a reader or a test can
+    tell what the image shows without looking at it."""
     path = report_dir(cfg, "figures") / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={PANELS_KEY: json.dumps(figure_panels(fig))})
     record_caption(cfg, f"figures/{name}.png", caption, verdict)
     return path
 

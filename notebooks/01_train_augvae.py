@@ -70,6 +70,7 @@ import json
 import time
 
 from lverse_core import report
+from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 from lverse_core.models.augvae import count_parameters
 from lverse_core.training.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
@@ -143,12 +144,12 @@ usage.round(3)
 # Reconstructions of validation images through the codes (paper Figure 3: input, ML, SL).
 
 # %%
-rec_ml, _ = recon_eval.reconstruct(ml, val[:N_SHOW])
-rec_sl, _ = recon_eval.reconstruct(sl, val[:N_SHOW])
+rec_ml, _ = reconstruction.reconstruct(ml, val[:N_SHOW])
+rec_sl, _ = reconstruction.reconstruct(sl, val[:N_SHOW])
 fig = recon_eval.recon_grid_figure({"input": val[:N_SHOW], "AugVAE-ML": rec_ml, "AugVAE-SL": rec_sl}, N_SHOW)
 _ = report.save_figure(cfg, "augvae_reconstructions", fig, caption="Validation images and their reconstructions through the codes: input, AugVAE-ML, AugVAE-SL (Figure 3 layout)")
-print(f"PSNR on these images: ML {recon_eval.psnr(val[:N_SHOW], rec_ml).mean():.2f} dB, "
-      f"SL {recon_eval.psnr(val[:N_SHOW], rec_sl).mean():.2f} dB")
+print(f"PSNR on these images: ML {reconstruction.psnr(val[:N_SHOW], rec_ml).mean():.2f} dB, "
+      f"SL {reconstruction.psnr(val[:N_SHOW], rec_sl).mean():.2f} dB")
 
 # %% [markdown]
 # ## Look inside: one image through the shared codebook
@@ -158,8 +159,8 @@ print(f"PSNR on these images: ML {recon_eval.psnr(val[:N_SHOW], rec_ml).mean():.
 # serving two levels** — the weight sharing of §3.3 made visible.
 
 # %%
-_, ml_maps = recon_eval.reconstruct(ml, val[:1])
-_, sl_map = recon_eval.reconstruct(sl, val[:1])
+_, ml_maps = reconstruction.reconstruct(ml, val[:1])
+_, sl_map = reconstruction.reconstruct(sl, val[:1])
 maps = {f"ML level {k}": m[0] for k, m in enumerate(ml_maps)}
 maps["SL (BiART's tokens)"] = sl_map[0]
 fig = recon_eval.code_maps_figure(val[0], maps)
@@ -174,9 +175,9 @@ print(f"On this image the finest ML level uses {len(ml_maps[0][0].unique())} dis
 # the codebook entries that two levels both use (the diagonal: the entries each level uses at all).
 
 # %%
-_, ml_codes_val = recon_eval.reconstruct(ml, val)
-shared = recon_eval.shared_code_matrix(ml_codes_val, cfg.augvae.codebook_size)
-sharing = recon_eval.sharing_summary(shared, ml_codes_val, cfg.augvae.codebook_size)
+_, ml_codes_val = reconstruction.reconstruct(ml, val)
+shared = reconstruction.shared_code_matrix(ml_codes_val, cfg.augvae.codebook_size)
+sharing = reconstruction.sharing_summary(shared, ml_codes_val, cfg.augvae.codebook_size)
 report.save_table(cfg, "01_shared_code_matrix", shared.reset_index(names="level").assign(source=report.provenance(cfg)),
                   caption=f"Codebook entries used by both levels on {len(val)} validation images (paper Figure 4 "
                           f"analogue; diagonal: entries the level uses)")
@@ -233,8 +234,8 @@ print(json.dumps({k: summary[k] for k in ("params", "steps", "timings_s")}, inde
 # ## Summary (computed from this run) and exercises
 
 # %%
-ml_psnr = float(recon_eval.psnr(val[:N_SHOW], rec_ml).mean())
-sl_psnr = float(recon_eval.psnr(val[:N_SHOW], rec_sl).mean())
+ml_psnr = float(reconstruction.psnr(val[:N_SHOW], rec_ml).mean())
+sl_psnr = float(reconstruction.psnr(val[:N_SHOW], rec_sl).mean())
 sl_row = usage[usage.model == "AugVAE-SL"].iloc[0]
 print(f"- AugVAE-ML ({count_parameters(ml) / 1e6:.2f}M parameters, {planned_steps(cfg, 'ml')} steps) reconstructs the "
       f"shown validation images at {ml_psnr:.1f} dB; AugVAE-SL ({count_parameters(sl) / 1e6:.2f}M, "

@@ -68,7 +68,7 @@ print(f"profile {cfg.profile}: BiART {cfg.biart.n_layer} layers x {cfg.biart.n_e
 
 # %%
 from lverse_core.data.shapes_dataset import ensure_dataset
-from lverse_core.pipeline.biart_run import ensure_tokenizer
+from lverse_core.data.tokenizer import ensure_tokenizer
 if cfg.data.source == "shapes":
     ensure_dataset(cfg)
 if RETRAIN:
@@ -207,7 +207,8 @@ save_figure(cfg, "02_biart_gap_maps", gap_map_figure(pictures, maps, first_capti
 # This is the very draw Table 2 scores: `generate_captions` writes it under `runs/<profile>/generated/` (keyed by the settings, the codes and both models' weights) and notebook 04 reads it back instead of sampling again.
 
 # %%
-from lverse_core.pipeline.biart_run import caption_candidate_count, caption_frame, clip_score_fns
+from lverse_core.pipeline.biart_run import caption_frame, clip_score_fns
+from lverse_core.sampling.candidates import caption_candidate_count
 from lverse_core.sampling.generate import caption_cache_dir, generate_captions
 images = real_images(cfg, "test", ids)  # image k of the codes, read from disk only when its captions are scored
 _, i2t_score = clip_score_fns(scorer, None, cfg.image_grid, images)
@@ -241,7 +242,8 @@ one_caption
 # Images for held-out captions: for each caption, `IMAGES_PER_CAPTION` images, each the best of `sampling.n_candidates` (decoded by AugVAE-SL in FP32) by the clip-score or, when `sampling.image_likelihood_weight` $w > 0$ (the smoke profile; our addition, as for captions), by $z(\text{clip-score}) + w\,z(\log p_\text{BiART}(\text{caption} \mid \text{image codes}))$: the image$\to$text direction reads back each image the text$\to$image direction drew. The real test image comes first.
 
 # %%
-from lverse_core.pipeline.biart_run import image_samples, load_augvae_decoder
+from lverse_core.pipeline.biart_run import image_samples
+from lverse_core.sampling.candidates import load_augvae_decoder
 from lverse_core.pipeline.figures import image_grid_figure
 decode = load_augvae_decoder(cfg, device)
 t2i_score, _ = clip_score_fns(scorer, decode, cfg.image_grid)

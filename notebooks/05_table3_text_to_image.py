@@ -76,7 +76,7 @@ print(f"profile {cfg.profile}: {cfg.eval.t2i_prompts} prompts from {cfg.eval.t2i
 # Inputs: the Table 3 prompts (`eval.t2i_prompts` captions of `eval.t2i_split`, round-robin over each image's captions), the models of notebooks 01-02 and, on embedded data, the judge.
 
 # %%
-from lverse_core.sampling.generate import load_models, real_images, t2i_prompts
+from lverse_core.sampling.generate import load_models, t2i_prompts
 if embedded:
     from lverse_core.evaluation.judge import ensure_judge
     from lverse_core.data.shapes_dataset import ensure_dataset
@@ -180,7 +180,8 @@ pd.DataFrame(ceiling_reading["rows"]).round(3)
 # The judge on generated images, with its ceiling (real images) and floor (images generated from shuffled captions) from this run, and the kit's minimum bar (at least 2x the floor). The reconstructions row is the ceiling the AugVAE-SL decoder sets for any generated image.
 
 # %%
-from lverse_core.pipeline.eval_run import FLOOR, GENERATED, acceptance, judge_table
+from lverse_core.pipeline.eval_run import acceptance, judge_table
+from lverse_core.evaluation.verdicts import FLOOR, GENERATED
 from lverse_core.report import record_verdict
 bounds, check = evaluated["judge"], acceptance(None, None, 2, "generated images judged right vs the shuffled-caption floor")
 if embedded:

@@ -191,7 +191,7 @@ def main(kind: str, n: int, size: int, workdir: str) -> None:
     path = save_judge(cfg, judge, {}, path=cfg.runs_root / "memory_judge.pt")
     if kind == "table1":
         from lverse_core.models.augvae import AugVAE
-        from lverse_core.pipeline.recon_eval import evaluate_reconstructions
+        from lverse_core.evaluation.reconstruction import evaluate_reconstructions
 
         model = AugVAE.ml_to_sl(AugVAE.from_config(cfg, "ml"))
 

@@ -94,3 +94,36 @@ def ci_outputs(ci_pipeline, monkeypatch):
     """The ci profile's config with data/, runs/ and reports/ resolved inside the pipeline's workdir."""
     monkeypatch.setenv("LVERSE_WORKDIR", str(ci_pipeline[0]))
     return load_profile("ci")
+
+
+# -- kinds of test -----------------------------------------------------------------------------------------------
+# Every test is of exactly one kind, so a kind runs alone: make test KIND=unit (the quick loop while editing),
+# notebooks (papermill runs of the notebooks and the runner), browser (headless Chromium), slow (trains a model for
+# longer than a unit test should). make test runs them all.
+TEST_KINDS = ("unit", "notebooks", "browser", "slow")
+NOTEBOOK_FIXTURES = {"ci_pipeline", "ci_outputs", "ci_run"}  # the papermill run of the whole ci pipeline
+NOTEBOOK_FILES = {"test_runner.py", "test_runner_timeout.py", "test_pipeline.py", "test_augvae_notebooks.py"}
+
+
+def test_kind(item) -> str:
+    """``browser`` if marked so; ``notebooks`` if it reads the ci pipeline's run or lives in a file of runner and
+    notebook runs; ``slow`` if marked so; else ``unit``."""
+    if item.get_closest_marker("browser"):
+        return "browser"
+    if NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in NOTEBOOK_FILES:
+        return "notebooks"
+    if item.get_closest_marker("slow"):
+        return "slow"
+    return "unit"
+
+
+test_kind.__test__ = False  # a helper, not a test
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = test_kind(item)
+        for other in TEST_KINDS:
+            if other != kind and item.get_closest_marker(other) is not None:
+                raise pytest.UsageError(f"{item.nodeid} is marked {other!r} but is of kind {kind!r}")
+        item.add_marker(getattr(pytest.mark, kind))

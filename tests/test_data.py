@@ -333,19 +333,6 @@ def test_data_report_summary(cfg):
     assert s["lengths"]["truncated_fraction"] == 0.0 and s["vocab_size"] == tok.vocab_size
 
 
-def test_notebook_00_is_clean():
-    from pathlib import Path
-
-    import nbformat
-
-    repo = Path(__file__).resolve().parents[1]
-    nb = nbformat.read(repo / "notebooks" / "00_data_prep.ipynb", as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and params[0].source.startswith('PROFILE = "smoke"  # ci|smoke|gpu|paper')
-
-
 @pytest.mark.parametrize("read", [
     lambda c: data.image_dataset(c, "train"),
     lambda c: data.load_attributes(c),

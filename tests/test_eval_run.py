@@ -6,6 +6,8 @@ import torch
 
 import synthetic_scenes as syn
 from lverse_core.data.pixels import signed_from_uint8
+from lverse_core.evaluation import verdicts as V
+from lverse_core.evaluation.statistics import bootstrap_interval
 from lverse_core.pipeline import eval_run as E
 
 
@@ -33,24 +35,24 @@ def test_acceptance_flags_weak_evidence_and_shows_counts():
 
 def test_derangement_moves_every_index_and_is_seeded():
     for n in (2, 3, 17, 200):
-        d = E.derangement(n, seed=3)
+        d = V.derangement(n, seed=3)
         assert sorted(d.tolist()) == list(range(n)) and (d != torch.arange(n)).all()
-    assert torch.equal(E.derangement(50, 1), E.derangement(50, 1))
-    assert not torch.equal(E.derangement(50, 1), E.derangement(50, 2))
+    assert torch.equal(V.derangement(50, 1), V.derangement(50, 1))
+    assert not torch.equal(V.derangement(50, 1), V.derangement(50, 2))
     with pytest.raises(ValueError):
-        E.derangement(1, 0)
+        V.derangement(1, 0)
 
 
-def _bounds(judge, fake, real, prompts, seed, floor_rounds=E.FLOOR_ROUNDS):
+def _bounds(judge, fake, real, prompts, seed, floor_rounds=V.FLOOR_ROUNDS):
     """``judge_bounds`` of whole tensors: the verdicts the streamed Table 3 makes batch by batch, made at once."""
     from lverse_core.evaluation.judge import image_matches, to_unit_range
     from lverse_core.evaluation.verdicts import judged_correct
 
     seen = judge.judge_image(to_unit_range(fake))
-    pairs = E.floor_pairings(len(prompts), seed, floor_rounds)
+    pairs = V.floor_pairings(len(prompts), seed, floor_rounds)
     hits = torch.tensor([[image_matches(seen[i], prompts[int(p[i])]) for i in range(len(prompts))] for p in pairs],
                         dtype=torch.bool).view(floor_rounds, len(prompts))
-    return E.judge_bounds(judged_correct(judge, fake, prompts), judged_correct(judge, real, prompts), hits, seed)
+    return V.judge_bounds(judged_correct(judge, fake, prompts), judged_correct(judge, real, prompts), hits, seed)
 
 
 def test_judge_bounds_order_ceiling_above_floor(trained_judge, synth_data, synth_cfg):
@@ -106,13 +108,13 @@ def test_floor_pools_several_derangements_and_intervals_bracket_the_estimate(tra
 
 
 def test_bootstrap_interval_shrinks_with_more_images():
-    small = E.bootstrap_interval([1, 0] * 10, 500, 0)
-    large = E.bootstrap_interval([1, 0] * 1000, 500, 0)
+    small = bootstrap_interval([1, 0] * 10, 500, 0).bounds
+    large = bootstrap_interval([1, 0] * 1000, 500, 0).bounds
     assert small[0] < 0.5 < small[1] and large[0] < 0.5 < large[1]
     assert (large[1] - large[0]) < 0.3 * (small[1] - small[0])
-    assert E.bootstrap_interval([1, 1, 1], 100, 0) == (1.0, 1.0)
+    assert bootstrap_interval([1, 1, 1], 100, 0).bounds == (1.0, 1.0)
     with pytest.raises(ValueError, match="at least one"):
-        E.bootstrap_interval([], 10, 0)
+        bootstrap_interval([], 10, 0).bounds
 
 
 def test_truncation_reading_compares_directions_with_the_papers_rows():

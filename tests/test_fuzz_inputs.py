@@ -12,7 +12,6 @@ import io
 import json
 from functools import lru_cache
 
-import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

@@ -25,9 +25,11 @@ def test_committed_notebooks_are_exactly_what_the_sources_write():
         assert text == nbformat.writes(ns.notebook_from_source(py)) + "\n", f"run `make notebooks` ({py.name})"
         nb = nbformat.reads(text, as_version=4)
         assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
-        assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+        # the one check that committed notebooks carry no outputs and one parameters cell, for every notebook
+        assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code"), py.name
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(params) == 1 and params[0].source.startswith('PROFILE = "smoke"')
+        assert len(params) == 1 and params[0].source.startswith('PROFILE = "smoke"'), py.name
+        assert nb.metadata["kernelspec"]["name"] == "python3" and nb.cells[0].cell_type == "markdown", py.name
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lverse_core.models.augvae import AugVAE
+from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 
 from test_fid import _torch_fidelity_fid
@@ -38,16 +39,16 @@ def test_evenly_spaced_keeps_the_ends_and_never_exceeds_the_split():
 def test_streamed_table1_equals_the_whole_tensor_measures(trained_judge, synth_cfg, synth_data, tiny_models):
     _, path, _ = trained_judge
     x = synth_data[2][:100].float() / 127.5 - 1
-    res, kept = recon_eval.evaluate_reconstructions(synth_cfg, tiny_models, x, keep=5, batch_size=32, cuda=False,
+    res, kept = reconstruction.evaluate_reconstructions(synth_cfg, tiny_models, x, keep=5, batch_size=32, cuda=False,
                                                     judge_path=path)
     for name, model in tiny_models.items():
-        recon, codes = recon_eval.reconstruct(model, x)  # all at once, as Table 1 was computed before
+        recon, codes = reconstruction.reconstruct(model, x)  # all at once, as Table 1 was computed before
         flat = codes if torch.is_tensor(codes) else torch.cat([c.reshape(-1) for c in codes])
         r = res[name]
         assert r["n_images"] == 100
-        assert r["psnr_db"] == pytest.approx(float(recon_eval.psnr(x, recon).double().mean()), rel=1e-6)
-        assert r["ssim"] == pytest.approx(float(recon_eval.ssim(x, recon).mean()), rel=1e-6)
-        usage = recon_eval.code_usage(flat, model.quantizer.codebook_size)
+        assert r["psnr_db"] == pytest.approx(float(reconstruction.psnr(x, recon).double().mean()), rel=1e-6)
+        assert r["ssim"] == pytest.approx(float(reconstruction.ssim(x, recon).mean()), rel=1e-6)
+        usage = reconstruction.code_usage(flat, model.quantizer.codebook_size)
         assert r["codes_used"] == usage["codes_used"] and r["perplexity"] == pytest.approx(usage["perplexity"])
         assert r["fid"] == pytest.approx(_torch_fidelity_fid(x, recon, synth_cfg, path), rel=1e-5, abs=1e-8)
         torch.testing.assert_close(kept[name], recon[:5])
@@ -55,7 +56,7 @@ def test_streamed_table1_equals_the_whole_tensor_measures(trained_judge, synth_c
     assert res["ML"]["fid"] != pytest.approx(res["SL"]["fid"])  # each model has its own fake side
     # A Dataset of (image, label) pairs gives the same numbers, and so does the one-model wrapper.
     pairs = [(img, 0) for img in x]
-    ds_res, _ = recon_eval.evaluate_reconstructions(synth_cfg, {"SL": tiny_models["SL"]}, pairs, batch_size=48,
+    ds_res, _ = reconstruction.evaluate_reconstructions(synth_cfg, {"SL": tiny_models["SL"]}, pairs, batch_size=48,
                                                     cuda=False, judge_path=path)
     for key in ("psnr_db", "ssim", "fid", "perplexity"):
         assert ds_res["SL"][key] == pytest.approx(res["SL"][key], rel=1e-6), key
@@ -64,11 +65,11 @@ def test_streamed_table1_equals_the_whole_tensor_measures(trained_judge, synth_c
 def test_streamed_table1_bad_input_is_a_clear_error(synth_cfg, synth_data, tiny_models):
     x = synth_data[2][:4].float()  # 0..255 floats
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        recon_eval.evaluate_reconstructions(synth_cfg, tiny_models, x, fid=False)
+        reconstruction.evaluate_reconstructions(synth_cfg, tiny_models, x, fid=False)
     with pytest.raises(ValueError, match="at least one model"):
-        recon_eval.evaluate_reconstructions(synth_cfg, {}, x / 127.5 - 1, fid=False)
+        reconstruction.evaluate_reconstructions(synth_cfg, {}, x / 127.5 - 1, fid=False)
     with pytest.raises(ValueError, match="no images"):
-        recon_eval.evaluate_reconstructions(synth_cfg, tiny_models, x[:0], fid=False)
+        reconstruction.evaluate_reconstructions(synth_cfg, tiny_models, x[:0], fid=False)
 
 
 def _growth(kind: str, n: int, size: int, tmp_path) -> dict:

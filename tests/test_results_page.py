@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lverse_core import report
 from lverse_core.config import load_profile
 from lverse_core.hardware import describe_plan, precision_plan
-from lverse_core.pipeline import cli, execute, headlines, index_page, results_page
+from lverse_core.pipeline import cli, execute, headlines, index_page
 from lverse_core.pipeline.results_page import ResultsError, markers, replace_block
 
 from tests._notebooks import make_notebook

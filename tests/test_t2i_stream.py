@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import synthetic_scenes as syn
+from lverse_core.evaluation import verdicts as V
+from lverse_core.evaluation.statistics import bootstrap_interval
 from lverse_core.pipeline import eval_run as E
 from lverse_core.pipeline import t2i_eval as S
 from lverse_core.pipeline.eval_tables import ours_label
@@ -66,7 +68,7 @@ def _whole_set_table3(cfg, c, judge, judge_path, resamples):
     real, real_per_prompt = to_uint8(c["real"]), to_uint8(c["real"][c["image_of"]])
     recon = E.decode_to_uint8(c["decode"], c["rec_codes"])
     captions, P = c["captions"], len(c["captions"])
-    random_real = real_per_prompt[E.derangement(P, cfg.seed)]
+    random_real = real_per_prompt[V.derangement(P, cfg.seed)]
     rows = {ours_label(cfg): (fake, captions), S.RECONSTRUCTED: (recon, c["real_captions"]),
             S.RANDOM_REAL: (random_real, captions)}
     scored, per_image = {}, {}
@@ -79,19 +81,19 @@ def _whole_set_table3(cfg, c, judge, judge_path, resamples):
               "real images (judge ceiling)": _verdicts(judge, real_per_prompt, captions)}
     seen = judge.judge_image(to_unit_range(fake))
     hits = torch.zeros(P, dtype=torch.float64)
-    for r in range(E.FLOOR_ROUNDS):
-        d = E.derangement(P, cfg.seed + r)  # image d[j] is judged against prompt j
+    for r in range(V.FLOOR_ROUNDS):
+        d = V.derangement(P, cfg.seed + r)  # image d[j] is judged against prompt j
         for j in range(P):
             hits[d[j]] += float(image_matches(seen[int(d[j])], captions[j]))
-    share = hits / E.FLOOR_ROUNDS
+    share = hits / V.FLOOR_ROUNDS
     bounds["images generated from shuffled captions (floor)"] = {
-        "judged_correct": float(share.mean()), "n_images": P, "floor_rounds": E.FLOOR_ROUNDS,
-        "n_pairs": E.FLOOR_ROUNDS * P, "matches": int(hits.sum()), "per_image": share.tolist()}
+        "judged_correct": float(share.mean()), "n_images": P, "floor_rounds": V.FLOOR_ROUNDS,
+        "n_pairs": V.FLOOR_ROUNDS * P, "matches": int(hits.sum()), "per_image": share.tolist()}
     for v in bounds.values():
-        v["ci95"] = E.bootstrap_interval(v.pop("per_image"), resamples, cfg.seed)
+        v["ci95"] = bootstrap_interval(v.pop("per_image"), resamples, cfg.seed).bounds
     bounds[S.RECONSTRUCTED + " (decoder ceiling)"] = {
         **{k: v for k, v in scored[S.RECONSTRUCTED].items() if k.startswith("judged_correct") or k == "n_images"},
-        "ci95": E.bootstrap_interval(per_image[S.RECONSTRUCTED], resamples, cfg.seed)}
+        "ci95": bootstrap_interval(per_image[S.RECONSTRUCTED], resamples, cfg.seed).bounds}
     return scored, bounds
 
 
@@ -149,9 +151,9 @@ def test_streamed_table3_refuses_what_it_cannot_measure(synth_cfg, trained_judge
 
 
 def test_floor_pairings_are_the_derangements_seen_from_the_images():
-    p = E.floor_pairings(9, seed=4, rounds=3)
+    p = V.floor_pairings(9, seed=4, rounds=3)
     for r in range(3):
-        d = E.derangement(9, 4 + r)
+        d = V.derangement(9, 4 + r)
         assert torch.equal(p[r][d], torch.arange(9))  # image d[j] meets prompt j
         assert (p[r] != torch.arange(9)).all()
 

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from lverse_core.data import shapes, shapes_dataset
+from lverse_core.data import shapes_dataset
 from lverse_core.config import load_profile
 from lverse_core.data.tokenizer import FULL_VOCAB, TextTokenizer
 

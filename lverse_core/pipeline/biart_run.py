@@ -13,10 +13,8 @@ import torch
 from lverse_core.config import Config
 from lverse_core.data.pixels import unit_from_signed
 from lverse_core.evaluation import likelihood
-from lverse_core.pipeline.figures import image_grid_figure  # noqa: F401  (the grid notebook 02 draws)
-from lverse_core.data.tokenizer import ensure_tokenizer  # noqa: F401  (notebook 02 reads it from here)
-from lverse_core.sampling.candidates import (Decoder, caption_candidate_count, image_to_text,  # noqa: F401
-                                             load_augvae_decoder, sampling_precision, text_to_image)
+from lverse_core.sampling.candidates import Decoder, caption_candidate_count, image_to_text, sampling_precision, \
+    text_to_image
 
 
 def clip_score_fns(scorer, decode: Decoder | None, grid: int,

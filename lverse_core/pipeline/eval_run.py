@@ -17,10 +17,6 @@ import pandas as pd
 import torch
 
 from lverse_core.data.pixels import uint8_from_signed, unit_from_signed
-from lverse_core.evaluation import statistics
-# the judge's ceiling and floor, read from here by earlier callers
-from lverse_core.evaluation.verdicts import (FLOOR, FLOOR_ROUNDS, GENERATED, JUDGE_CEILING,  # noqa: F401
-                                              derangement, floor_pairings, judge_bounds)
 from lverse_core.pipeline.eval_tables import TABLE2_METRICS
 
 # The names of our two Table 2 rows; notebook 06 reads the COCO file of the truncated one by this name.
@@ -115,13 +111,6 @@ def codes_of(cfg, split: str, image_ids: Sequence[int]) -> torch.Tensor:
     if missing:
         raise ValueError(f"{len(missing)} image ids have no codes in split {split!r} (first: {missing[:5]})")
     return torch.stack([torch.from_numpy(where[int(i)][0][where[int(i)][1]].astype("int64")) for i in image_ids])
-
-
-def bootstrap_interval(per_item: Sequence[float], resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """The bounds of ``statistics.bootstrap_interval`` (percentile bootstrap of the mean of ``per_item``, one value
-    per image, resampled by image)."""
-    return statistics.bootstrap_interval(per_item, resamples, seed, level).bounds
 
 
 def judge_table(cfg, bounds: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

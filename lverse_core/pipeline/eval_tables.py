@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from lverse_core.config import Config
-from lverse_core.evaluation.verdicts import judged_correct, verdict_summary  # noqa: F401  (read from here too)
 
 TABLE2_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
 

@@ -14,10 +14,7 @@ from torch.utils.data import Subset
 
 from lverse_core.config import Config
 from lverse_core.data.pixels import unit_from_signed
-# the measures, read from here by notebook 01 and earlier callers
-from lverse_core.evaluation.reconstruction import (code_usage, evaluate_reconstruction,  # noqa: F401
-                                                   evaluate_reconstructions, psnr, reconstruct, shared_code_matrix,
-                                                   sharing_summary, ssim)
+from lverse_core.evaluation.reconstruction import code_usage, psnr, reconstruct
 
 
 def split_size(cfg: Config, split: str = "test") -> int:

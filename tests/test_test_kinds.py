@@ -1,0 +1,55 @@
+"""Every test is of exactly one kind (unit, notebooks, browser, slow: tests/conftest.py), so make test KIND=<kind>
+runs one kind alone."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lverse_core.config import REPO_ROOT
+from tests._limits import HANG_GUARD_S
+
+
+KINDS_OF = """
+import json, sys, pytest
+class Kinds:
+    def pytest_collection_finish(self, session):
+        self.kinds = {i.nodeid.split("::", 1)[1]: [k for k in ("unit", "notebooks", "browser", "slow")
+                                                   if i.get_closest_marker(k)] for i in session.items}
+k = Kinds()
+code = pytest.main(["--collect-only", "-q", *sys.argv[1:]], plugins=[k])
+print("KINDS " + json.dumps(k.kinds))
+"""
+
+
+def kinds_of(*files: str) -> dict[str, list[str]]:
+    """Each collected test of ``files`` -> the kind markers it carries after collection."""
+    out = subprocess.run([sys.executable, "-c", KINDS_OF, *files], capture_output=True, text=True, cwd=REPO_ROOT,
+                         timeout=HANG_GUARD_S)
+    line = [x for x in out.stdout.splitlines() if x.startswith("KINDS ")]
+    assert out.returncode == 0 and line, out.stdout[-2000:] + out.stderr[-2000:]
+    return json.loads(line[0][len("KINDS "):])
+
+
+def test_the_kinds_split_real_test_files_by_what_they_run():
+    kinds = kinds_of("tests/test_notebook_02.py", "tests/test_human_eval_browser.py", "tests/test_biart_train.py")
+    assert kinds and all(len(k) == 1 for k in kinds.values()), kinds  # exactly one kind each
+    of = {name: k[0] for name, k in kinds.items()}
+    # reads the ci pipeline's papermill run -> notebooks; reads a log it writes itself -> unit
+    assert of["test_notebook_02_outputs_on_ci"] == "notebooks"
+    assert of["test_loss_curves_are_read_per_direction_and_part"] == "unit"
+    assert of["test_a_rater_fills_one_form_in_chromium"] == "browser"
+    assert list(of.values()).count("browser") == 1
+    assert list(of.values()).count("slow") == 1  # the one longer training in test_biart_train
+
+
+def test_a_test_marked_with_a_kind_it_is_not_is_refused():
+    from conftest import pytest_collection_modifyitems
+
+    marks = {"browser": None, "notebooks": object(), "slow": None, "unit": None}
+    item = SimpleNamespace(nodeid="tests/test_x.py::test_y", fixturenames=[], path=Path("tests/test_x.py"),
+                           get_closest_marker=lambda name: marks.get(name), add_marker=lambda m: None)
+    with pytest.raises(pytest.UsageError, match="marked 'notebooks' but is of kind 'unit'"):
+        pytest_collection_modifyitems(None, [item])
