@@ -165,6 +165,15 @@ def test_readme_layout_names_every_profile_and_notebook():
         assert f"{package}/" in text, f"README.md's layout lacks lverse_core/{package}/"
 
 
+def test_bench_readme_has_a_section_for_every_benchmark_script():
+    text = (REPO / "bench" / "README.md").read_text(encoding="utf-8")
+    scripts = [p.name for p in sorted((REPO / "bench").iterdir())
+               if p.suffix in (".py", ".sh") and not p.name.startswith("_")]
+    assert scripts
+    missing = [name for name in scripts if f"`{name}`" not in text]
+    assert not missing, f"bench/README.md does not say what these measure or how to run them: {missing}"
+
+
 def test_every_deviation_names_its_key_or_says_it_has_none():
     rows = [line for line in (REPO / "docs" / "deviations.md").read_text(encoding="utf-8").splitlines()
             if line.startswith("| ") and not line.startswith("| departure") and not line.startswith("| ---")]
