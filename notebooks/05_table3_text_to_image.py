@@ -200,7 +200,7 @@ if embedded:
     record_verdict(cfg, "tables/table3_judge.csv", check["verdict"])
 
 # %% [markdown]
-# Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (round 1 is the image scored above; further rounds use other seeds).
+# Sample grids (Figures 1/8): for the first `N_GRID` prompts the real image, then `GRID_IMAGES` reranked images (the first is the image scored above; the others come from further sampling rounds with other seeds).
 
 # %%
 from lverse_core.pipeline.figures import image_grid_figure

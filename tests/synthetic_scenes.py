@@ -1,7 +1,8 @@
-"""Tiny stand-in scenes for tests that must not depend on the data helper's embedded data set.
+"""Tiny stand-in scenes for tests that must not depend on the embedded data set (lverse_core/data/shapes.py).
 
 Scenes of 1-2 objects (circle / square / triangle, 4 colours, 2 sizes) on a grey background, rendered with PIL,
-returned as uint8 tensors with their ground-truth objects in the sidecar format of common.md (centres in px).
+returned as uint8 tensors with their ground-truth objects as the embedded set's attributes.json holds them
+(shape, colour, size, centre x and y in px).
 """
 from __future__ import annotations
 
