@@ -13,7 +13,7 @@ A CPU falls in one of five classes, as torch's kernels see it (not as the chip's
 Why: bf16 autocast is 1.3-2x faster than fp32 per training step where bf16 is native (measured on an Intel Xeon with
 AMX and an AMD EPYC Zen 4 with AVX512-BF16) and 16-19x slower where it is emulated (an AMD EPYC with AVX2 only; AugVAE-ML
 8.9 s vs 0.46 s per smoke step). NHWC convolutions were faster in fp32 on the CPU and slower in bf16 on AMX
-(bench/README.md). An explicit ``fp32`` / ``bf16`` / ``true`` / ``false`` in a profile always wins.
+(docs/design-notes.md). An explicit ``fp32`` / ``bf16`` / ``true`` / ``false`` in a profile always wins.
 
 ``ATEN_CPU_CAPABILITY=avx2`` (torch) or ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN) make an AVX-512 machine run AVX2 kernels;
 the class follows them, so the choice is the one an AVX2-only CPU would get. Detection needs no ``/proc``: torch's

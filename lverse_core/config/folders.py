@@ -59,7 +59,7 @@ def check_profile_name(name: Any) -> None:
 
 def check_profile_folders(tree: dict[str, Any], path: Path) -> None:
     """The output folders a profile YAML sets are relative and stay inside the work directory: ``LVERSE_WORKDIR``
-    is the one setting that moves every output (README.md), and no profile of the kit sets an absolute folder."""
+    is the one setting that moves every output (docs/running.md), and no profile of the kit sets an absolute folder."""
     for key in OUTPUT_FOLDER_KEYS:
         node: Any = tree
         for part in key.split("."):

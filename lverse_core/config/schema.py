@@ -238,13 +238,13 @@ class AugVAETrainConfig:
     edge_weight: float = setting(0.0, range=AT_LEAST_0, help=(
         "weight of an image-gradient (edge) L1 term, models/perceptual.edge_loss: not in the official code; a "
         "weight-free stand-in for LPIPS that keeps small shapes' corners (MSE alone blurs them). The smoke profile "
-        "sets 1.0 with unquantized_steps: alone it helped one seed and lost colours on two (bench/README.md)"))
+        "sets 1.0 with unquantized_steps: alone it helped one seed and lost colours on two (docs/design-notes.md)"))
     edge_in_ml: bool = setting(True, help="false: the edge term in the single-level trainings (SL, control) only")
     unquantized_steps: int = setting(0, range=AT_LEAST_0, help=(
         "single-level trainings (the SL finetune and the plain VQ-VAE control) start as plain autoencoders for "
         "this many steps (the continuous latent decoded as it is), then the codebook is set by k-means on the "
         "encoder vectors of the last kmeans_batches of those steps and quantization begins. Not in the official "
-        "code; 0 = off. Our fix for short runs whose ML leaves the H/8 level empty (bench/README.md, \"An "
+        "code; 0 = off. Our fix for short runs whose ML leaves the H/8 level empty (docs/design-notes.md, \"An "
         "unquantized start for AugVAE-SL\")"))
     kmeans_batches: int = setting(40, range=AT_LEAST_1,
                                   help="batches of encoder vectors the k-means of unquantized_steps reads")

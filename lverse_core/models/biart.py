@@ -12,7 +12,7 @@ before image) belongs to that part, so the two parts have L+1 and N+1 tokens; th
 L+N+1 of those L+N+2 tokens and predicts the next one at every position except where the next token is the
 (deterministic) start token of the second part.
 
-Vocabulary choices (documented because the issue leaves them open):
+Vocabulary choices (the paper leaves them open):
 - One input embedding table over a single id space: text ids [0, V_t), image codes [V_t, V_t + V_i), then
   [SOC] and [SOI]. [PAD] is the text tokenizer's own pad id (it only ever occurs in text). An embedding lookup
   costs the same whatever the table size, so sharing the table costs nothing.

@@ -97,7 +97,7 @@ def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     costs few squared errors); the L1 of finite differences is not, so the decoder keeps corners and outlines. It
     needs no weights file. Measured on the smoke data alone it kept small shapes on one seed and lost colours on two;
     with the unquantized start of ``augvae_train.unquantized_steps`` it paid on all three, and the smoke profile
-    uses both (bench/README.md, "An unquantized start for AugVAE-SL").
+    uses both (docs/design-notes.md, "An unquantized start for AugVAE-SL").
     """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"edge_loss compares two (B, C, H, W) batches of one shape, got {tuple(x.shape)} and "

@@ -32,7 +32,7 @@ from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, 
 # sets are read in place (assets), so its need is checkpoints (AugVAE-ML/SL, BiART with optimizer state) and codes.
 DISK_NEED_GB = {"ci": 1, "smoke": 2, "gpu": 10, "paper": 40}
 # Peak resident memory of a run's largest notebook kernel, GiB, as measured on 2-core CPU VMs (the manifests'
-# peak_rss_mib; README.md); profiles without a measurement are not listed
+# peak_rss_mib; docs/results.md); profiles without a measurement are not listed
 MEMORY_NEED_GIB = {"ci": 1.5, "smoke": 2.0, "paper-dry": 18.4}  # paper-dry: 18,883 MiB in fp32 (AVX2 VM, 0bb0d65)
 
 

@@ -92,7 +92,7 @@ def rerank_scores(clip_scores: torch.Tensor, log_likelihood: torch.Tensor | None
     candidate's codes (the image->text direction reading the image it was just asked to draw). The clip-score says
     whether a caption fits the picture; BiART's likelihood says whether it fits the codes. On the embedded data the
     two are right on different candidates, and together they keep a right one more often than either
-    (bench/README.md, "Captions: candidates and reranking", "Images: reranking by BiART's own likelihood")."""
+    (docs/design-notes.md, "Captions: candidates and reranking", "Images: reranking by BiART's own likelihood")."""
     if weight == 0 or clip_scores.shape[1] == 1:
         return clip_scores
     if log_likelihood is None or log_likelihood.shape != clip_scores.shape:

@@ -302,7 +302,7 @@ def ensure_reranker(cfg: Config, dataset=None) -> Path:
         if provenance.retrain_reason(path, reranker_made_from(cfg)) is None:
             return path
     if dataset is None:
-        from lverse_core.data.loaders import CaptionImageDataset  # the data helper's module
+        from lverse_core.data.loaders import CaptionImageDataset
 
         dataset = CaptionImageDataset(cfg, "train", train=False)
     return train_clip_reranker(cfg, dataset, path)

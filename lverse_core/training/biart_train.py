@@ -61,8 +61,8 @@ class PairedTokens:
 
 def paired_tokens(cfg: Config, tokenizer, split: str = "train") -> PairedTokens:
     """Captions of ``split`` (encoded with ``tokenizer``) paired with the AugVAE-SL codes of their images."""
-    from lverse_core.data.loaders import caption_records  # data helper's module
-    from lverse_core.training.pretokenize import load_codes  # AugVAE helper's module
+    from lverse_core.data.loaders import caption_records
+    from lverse_core.training.pretokenize import load_codes
 
     codes, image_ids = load_codes(cfg, split)
     row = {int(i): r for r, i in enumerate(image_ids)}
