@@ -11,6 +11,8 @@ initialisation, k-means, a plateau check, the judge's log rows), show that it se
 means with ``.tolist()``, which the counter does not see on the CPU; on a GPU that is one device-to-host copy.)"""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -86,10 +88,8 @@ def augvae_cfg(tmp_path, **over):
 def test_augvae_ml_and_sl_steps_that_do_not_log_read_nothing_back(tmp_path, monkeypatch, fused_adamw):
     import lverse_core.training.augvae_train as A
 
-    # the sync-free restart runs on GPUs; on the CPU the host-driven one keeps the CPU's random streams (see
-    # test_sync_free_restart_restarts_the_codes_the_host_driven_one_does): force it here
-    monkeypatch.setattr(EMAVectorQuantizer, "sync_free_restart", True)
-    cfg = augvae_cfg(tmp_path)
+    # a patience of one step: codes are restarted in the quiet steps too (the log says so below)
+    cfg = augvae_cfg(tmp_path, **{"augvae.restart_patience": 1})
     data = DecodedImages(to_uint8(synthetic_images(16, cfg.data.image_size)), train=True)
     for variant, quiet in (("ml", [1, 2, 4, 5, 6]), ("sl", [0, 2, 4, 5, 6])):
         # steps (0-based) that neither log (log_every 4: after steps 3 and 7) nor check the plateau nor save; for
@@ -104,40 +104,43 @@ def test_augvae_ml_and_sl_steps_that_do_not_log_read_nothing_back(tmp_path, monk
         assert "_local_scalar_dense" in mode.at(0 if variant == "ml" else 1)
         if variant == "ml":
             assert "_local_scalar_dense" in mode.at(7)
+        with open(cfg.runs_root / "logs" / f"augvae_{variant}.csv") as f:
+            rows = list(csv.DictReader(f))
+        # the steps above did restart codes, and the log counts them as dead (read after the restarts, it was 0)
+        assert any(float(r["restarted"]) > 0 and float(r["dead"]) > 0 for r in rows), (variant, rows)
 
 
-def test_the_host_driven_restart_reads_the_count(monkeypatch):
-    """The counter catches the CPU's host-driven restart (a read and boolean-mask assignments)."""
-    q = EMAVectorQuantizer(8, 2, dead_code_threshold=1.0).train()
+def test_the_restart_reads_nothing_back():
+    """Codes are restarted (due: below the threshold, idle for the patience) without a host read; the counter sees
+    the read of a count."""
+    q = EMAVectorQuantizer(8, 2, dead_code_threshold=1.0, restart_patience=2).train()
     mode = HostReads()
-    with mode:
-        q.update_(torch.randn(16, 2), torch.zeros(16, dtype=torch.long))
-    names = [n for _, n in mode.hits]
-    assert "_local_scalar_dense" in names and any(n.startswith("index_put") for n in names)
-    monkeypatch.setattr(EMAVectorQuantizer, "sync_free_restart", True)
-    mode = HostReads()
-    with mode:
-        q.update_(torch.randn(16, 2), torch.zeros(16, dtype=torch.long))
+    with mode:  # codes 1..7 never get a vector: due at the first update (never hit), then every second one
+        outs = [q.update_(torch.randn(16, 2), torch.zeros(16, dtype=torch.long)) for _ in range(3)]
     assert mode.hits == []
+    assert [int(o["restarted"].sum()) for o in outs] == [7, 0, 7] and not any(o["restarted"][0] for o in outs)
+    with mode:
+        int(outs[0]["restarted"].sum())
+    assert [n for _, n in mode.hits] == ["_local_scalar_dense"]
 
 
-def test_sync_free_restart_restarts_the_codes_the_host_driven_one_does(monkeypatch):
-    """Same codes restarted, with the same encoder vectors, whenever a code is dead and the batch has at least
-    as many vectors as codes: the two forms differ only in drawing when no code is dead."""
+def test_restarted_codes_take_distinct_vectors_of_the_batch_and_follow_the_seed():
+    """The due codes take distinct encoder vectors of the batch (when it has as many as the codes), and the same
+    seed restarts the same codes with the same vectors."""
     flat = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
     codes = torch.tensor([0, 0, 3] * 13 + [3])
     results = []
-    for sync_free in (False, True):
-        monkeypatch.setattr(EMAVectorQuantizer, "sync_free_restart", sync_free)
+    for _ in range(2):
         torch.manual_seed(1)
-        q = EMAVectorQuantizer(10, 3, dead_code_threshold=1.0).train()
+        q = EMAVectorQuantizer(10, 3, dead_code_threshold=1.0, restart_patience=1).train()
         q.cluster_size.fill_(0.5)  # all but codes 0 and 3 (which get vectors) fall below the threshold
         q.cluster_size[[0, 3]] = 5.0
-        q.update_(flat, codes)
+        out = q.update_(flat, codes)
         results.append({k: v.clone() for k, v in q.state_dict().items()})
-        restarted = q.cluster_size == 1.0
-        assert restarted.sum() == 8  # the eight codes that got no vector fell below the threshold
-        assert all(any(torch.equal(q.embed[j], r) for r in flat) for j in restarted.nonzero().flatten())
+        restarted = out["restarted"]
+        assert restarted.sum() == 8 and torch.equal(restarted, q.cluster_size == 1.0)
+        rows = [next(i for i, r in enumerate(flat) if torch.equal(q.embed[j], r)) for j in restarted.nonzero()[:, 0]]
+        assert len(set(rows)) == 8  # every restarted code took its own vector of the batch
     for k in results[0]:
         assert torch.equal(results[0][k], results[1][k]), k
 
@@ -200,7 +203,7 @@ def test_judge_steps_read_nothing_back_until_the_log_rows(tmp_path, monkeypatch,
 
 
 def test_model_steps_run_on_fake_tensors():
-    """One training step of AugVAE (ML, SL quantized and unquantized, with the sync-free restart) and of BiART
+    """One training step of AugVAE (ML, SL quantized and unquantized, with the restart) and of BiART
     on fake tensors: any ``.item()``, ``float()``, ``bool()``, ``.tolist()`` or ``.numpy()`` of a value raises."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -209,25 +212,20 @@ def test_model_steps_run_on_fake_tensors():
 
     cfg = load_profile("ci", **{"augvae.dead_code_threshold": 1.0, "augvae.data_init": False})
     s = cfg.data.image_size
-    old = EMAVectorQuantizer.sync_free_restart
-    EMAVectorQuantizer.sync_free_restart = True
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=False):
-            for variant, quantize in (("ml", True), ("sl", True), ("sl", False)):
-                model = AugVAE.from_config(cfg, variant).train()
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                recon, out = model(torch.rand(4, 3, s, s) * 2 - 1, quantize=quantize)
-                out["loss"].backward()
-                opt.step()
-                assert all(torch.is_tensor(v) for k, v in out.items() if k != "vectors")
-            model = BiART(BiART.args_from_config(cfg, 30, 0)).train()
+    with FakeTensorMode(allow_non_fake_inputs=False):
+        for variant, quantize in (("ml", True), ("sl", True), ("sl", False)):
+            model = AugVAE.from_config(cfg, variant).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            text = torch.randint(1, 30, (4, model.args.text_len))
-            image = torch.randint(0, model.args.image_vocab, (4, model.args.image_tokens))
-            for direction in (T2I, I2T):
-                parts = model(text, image, direction)
-                (parts["ref"] + parts["gen"]).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-    finally:
-        EMAVectorQuantizer.sync_free_restart = old
+            recon, out = model(torch.rand(4, 3, s, s) * 2 - 1, quantize=quantize)
+            out["loss"].backward()
+            opt.step()
+            assert all(torch.is_tensor(v) for k, v in out.items() if k != "vectors")
+        model = BiART(BiART.args_from_config(cfg, 30, 0)).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        text = torch.randint(1, 30, (4, model.args.text_len))
+        image = torch.randint(0, model.args.image_vocab, (4, model.args.image_tokens))
+        for direction in (T2I, I2T):
+            parts = model(text, image, direction)
+            (parts["ref"] + parts["gen"]).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()

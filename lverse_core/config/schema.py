@@ -188,6 +188,9 @@ class AugVAEConfig:
                               help="per_level (official code) | pooled (one update per step over all levels)")
     dead_code_threshold: float = setting(0.0, range=AT_LEAST_0,
                                          help="restart codes whose EMA count falls below this; 0 = off (official)")
+    restart_patience: int = setting(10, range=AT_LEAST_0, help=(
+        "training steps a code below dead_code_threshold must go without any encoder vector before it is "
+        "restarted (one vector resets the wait); 0 = restart whenever below the threshold (the rule before)"))
     data_init: bool = setting(False, help=(
         "initialise the codebook from encoder outputs on the first batch (official: randn)"))
     sl_quantize_fine: bool = setting(False, help=(

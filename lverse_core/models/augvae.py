@@ -150,6 +150,9 @@ class LevelBiasConv1x1(nn.Module):
         return F.conv2d(x, self.weight, self.bias[row])
 
 
+# training steps a dead code waits without a vector before it is restarted (quantize.py; augvae.restart_patience)
+RESTART_PATIENCE = 10
+
 # parity options: name -> (kit value, official value); stored in model args only when not the kit's value, so
 # checkpoints written before the options existed load as the kit's variant
 PARITY_OPTIONS = {"encoder_stem": ("kit", "official"), "downsample_pad": ("symmetric", "official"),
@@ -169,7 +172,7 @@ def model_args_from_config(cfg) -> dict[str, Any]:
                 dec_res_blocks=a.dec_res_blocks, mid_res_blocks=a.mid_res_blocks, norm_groups=a.norm_groups,
                 decay=a.decay, eps=a.eps, beta=a.beta,
                 ema_update=a.ema_update, dead_code_threshold=a.dead_code_threshold, data_init=a.data_init,
-                sl_quantize_fine=a.sl_quantize_fine, codebook=a.codebook,
+                restart_patience=a.restart_patience, sl_quantize_fine=a.sl_quantize_fine, codebook=a.codebook,
                 **{name: getattr(a, name) for name in PARITY_OPTIONS})
 
 
@@ -181,8 +184,9 @@ class AugVAE(nn.Module):
                  mid_res_blocks: int = 2, norm_groups: int = 32, decay: float = 0.99, eps: float = 1e-5,
                  beta: float = 0.25,
                  ema_update: str = "per_level", dead_code_threshold: float = 0.0, data_init: bool = False,
-                 sl_quantize_fine: bool = False, codebook: str = "shared", encoder_stem: str = "kit",
-                 downsample_pad: str = "symmetric", quant_bias: str = "shared", in_channels: int = 3):
+                 restart_patience: int = RESTART_PATIENCE, sl_quantize_fine: bool = False, codebook: str = "shared",
+                 encoder_stem: str = "kit", downsample_pad: str = "symmetric", quant_bias: str = "shared",
+                 in_channels: int = 3):
         super().__init__()
         options = dict(encoder_stem=encoder_stem, downsample_pad=downsample_pad, quant_bias=quant_bias)
         for name, value in options.items():
@@ -209,6 +213,8 @@ class AugVAE(nn.Module):
                          sl_quantize_fine=sl_quantize_fine)
         if codebook != "shared":  # stored only when not the default: older checkpoints keep loading
             self.args["codebook"] = codebook
+        if restart_patience != RESTART_PATIENCE:  # likewise (a training setting: it shapes no weights' layout)
+            self.args["restart_patience"] = restart_patience
         # likewise: recorded only when not the kit's value
         self.args.update({name: value for name, value in options.items() if value != PARITY_OPTIONS[name][0]})
         self.quant_bias = quant_bias
@@ -233,7 +239,11 @@ class AugVAE(nn.Module):
         else:
             self.quant_conv = nn.Conv2d(z, z, 1)
             self.post_quant_conv = nn.Conv2d(z, z, 1)
-        self.quantizer = EMAVectorQuantizer(codebook_size, z, decay, eps, beta, dead_code_threshold, data_init)
+        # the patience is in training steps; the quantizer counts codebook updates (one per quantized level and
+        # step when the shared codebook is updated per level, else one per step)
+        per_step = len(self.quantized_levels()) if (ema_update == "per_level" and codebook == "shared") else 1
+        self.quantizer = EMAVectorQuantizer(codebook_size, z, decay, eps, beta, dead_code_threshold, data_init,
+                                            restart_patience=restart_patience * per_step)
         # SL: 1x1 convs z -> 2z replacing the concatenations (paper §3.3), one before each kept decoder
         self.connectors = nn.ModuleList([nn.Conv2d(z, 2 * z, 1) for _ in range(n_enc)]) if variant == "sl" else None
 
@@ -278,8 +288,12 @@ class AugVAE(nn.Module):
             zs.append(self._pre_quant(h, k))
         return zs
 
-    def _decoded_levels(self) -> list[int]:
-        return list(range(self.n_levels)) if self.variant == "ml" else [self.sl_level]
+    def quantized_levels(self) -> list[int]:
+        """The levels a training step quantizes (and updates the codebook with): every ML level; SL its own, and
+        the H/4 map too with ``sl_quantize_fine``."""
+        if self.variant == "ml":
+            return list(range(self.n_levels))
+        return sorted({0, self.sl_level}) if self.sl_quantize_fine else [self.sl_level]
 
     def _decode_quantized(self, qs: dict[int, torch.Tensor]) -> torch.Tensor:
         """Decode from quantized maps {level: (B, z, h_k, w_k)} (ML: all levels; SL: sl_level)."""
@@ -342,7 +356,6 @@ class AugVAE(nn.Module):
         ``unquantized_steps``).
         """
         zs = self._encode_levels(x)
-        levels = self._decoded_levels()
         if not quantize:
             if self.variant != "sl":
                 raise ValueError("quantize=False (an unquantized warm-up) is for single-level models only")
@@ -352,10 +365,10 @@ class AugVAE(nn.Module):
             vectors = zs[k].detach().float().permute(0, 2, 3, 1).reshape(-1, zs[k].shape[1])
             zero = mse.new_zeros((), dtype=torch.float64)
             return recon, {"loss": mse, "mse": mse.detach().double(), f"perplexity_l{k}": zero, f"used_l{k}": zero,
-                           "commit": zero, "dead": self.quantizer.dead_fraction(), "vectors": vectors}
-        quantized = list(range(self.n_levels)) if self.variant == "ml" else (
-            sorted({0, self.sl_level}) if self.sl_quantize_fine else levels)
+                           "commit": zero, "dead": self.quantizer.dead_count(), "restarted": zero, "vectors": vectors}
+        quantized = self.quantized_levels()
         qs, commit, pending, stats = {}, x.new_zeros(()), [], {}
+        updates = []  # each codebook update's hit and restarted codes: the step's dead and restarted counts
         if self.codebook == "per_level" and self.training and not self.quantizer.is_initialised():
             for k in quantized:  # each level's codes start from that level's own encoder vectors
                 z = zs[k].detach().float()
@@ -365,16 +378,18 @@ class AugVAE(nn.Module):
             qs[k] = z_q
             commit = commit + loss_k
             if self.ema_update == "per_level" or self.codebook == "per_level":  # disjoint ranges: one step each
-                self.quantizer.update_(flat, codes, self.code_range(k))
+                updates.append(self.quantizer.update_(flat, codes, self.code_range(k)))
             else:
                 pending.append((flat, codes))
             u = self.quantizer.usage(codes)
             stats[f"perplexity_l{k}"], stats[f"used_l{k}"] = u["perplexity"], u["used"]
         if pending:
-            self.quantizer.update_(torch.cat([f for f, _ in pending]), torch.cat([c.reshape(-1) for _, c in pending]))
+            updates.append(self.quantizer.update_(torch.cat([f for f, _ in pending]),
+                                                  torch.cat([c.reshape(-1) for _, c in pending])))
         recon = self._decode_quantized(qs)
         mse = F.mse_loss(recon, x)
-        stats.update(mse=mse.detach().double(), commit=commit.detach().double(), dead=self.quantizer.dead_fraction())
+        stats.update(mse=mse.detach().double(), commit=commit.detach().double(),
+                     **self.quantizer.step_statistics(updates))
         return recon, {"loss": mse + commit, **stats}
 
 

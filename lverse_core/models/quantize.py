@@ -17,17 +17,34 @@ level weighted by its number of vectors). Under DDP the counts and sums are all-
 holds the same codebook and N processes equal one process with the same global batch.
 
 Two options for short runs (off in the paper profile, as in the official code): initialising the codebook from
-encoder outputs of the first training batch, and restarting codes whose EMA count falls below a threshold with
-random encoder outputs of the current batch (without either, a short CPU prototype run collapsed to a single code
-within 100 steps).
+encoder outputs of the first training batch, and restarting dead codes with random encoder outputs of the current
+batch (without either, a short CPU prototype run collapsed to a single code within 100 steps).
 
-A training step reads nothing back to the host: the statistics (perplexity, codes used, dead codes) are device
-tensors, read when a log line is written; the codebook's "initialised" flag is read once, until it is set; counts
-are scatter-adds (CUDA's ``bincount`` reads its input's maximum first). The dead-code restart has two forms with the
-same meaning (the codes below the threshold, in ascending order, take distinct random encoder vectors of the batch
-while it has as many): on a GPU a sync-free one that always draws a permutation and picks with a mask; on the CPU,
-where reading the count costs nothing, the host-driven one that draws only when a code is dead, so the CPU runs'
-random streams (which the crops share) and numbers stay as they were (``sync_free_restart`` chooses; tests force it).
+**The dead-code restart.** Each code keeps ``idle_updates``, the number of consecutive updates in which it got no
+encoder vector. After an update's EMA step, a code is *due* when its EMA count is below ``dead_code_threshold`` and
+``idle_updates >= restart_patience``; the due codes (ascending) take distinct random encoder vectors of the batch
+(while it has as many), with ``N_j = threshold``, ``m_j = threshold * e_j`` and ``idle_updates = 0``. A restarted
+code that gets no vector decays to ``threshold * decay**t`` after ``t`` updates, below the threshold from the first
+one, but it is restarted again only at the ``restart_patience``-th update in a row without a vector: it survives
+``restart_patience - 1`` updates without a hit (AugVAE's ``restart_patience`` is in training steps and is
+multiplied by the codebook updates per step, e.g. 10 steps x 4 levels = 40 updates for the ML's per-level update;
+its count is then ``0.99**40 = 0.67`` of the threshold). One vector resets the wait, so a code that gets a vector
+at least once in every ``restart_patience`` updates is never restarted, however low its count; a code that stays
+unused is restarted every ``restart_patience`` updates. A code that has never had a vector (a randn start, an empty
+k-means cluster) counts as idle for ``restart_patience`` updates already, so it is due at its first update below
+the threshold. ``restart_patience = 0`` is the rule before the counter: every code below the threshold restarts at
+every update (its count set to exactly the threshold, so one update without a hit made it due again).
+
+A training step reads nothing back to the host: the statistics (perplexity, codes used, dead and restarted codes)
+are device tensors, read when a log line is written; the codebook's "initialised" flag is read once, until it is
+set; counts are scatter-adds (CUDA's ``bincount`` reads its input's maximum first). The restart never reads how
+many codes are due: every update with a threshold draws the random rows it would need for the whole code range
+(a permutation of the batch's vectors, or draws with replacement when the batch has fewer) and the due codes take
+them with a mask, so the same seed gives the same restarts on every device. :meth:`update_` returns which codes
+got vectors and which it restarted; :meth:`step_statistics` turns a training step's updates into its ``dead`` codes
+(below the threshold and without a vector in the whole step, counted before the step's restarts: a code restarted
+in the step counts as dead, and one that sits below the threshold only because a coarse level feeds it few vectors
+per update does not) and its ``restarted`` ones.
 """
 from __future__ import annotations
 
@@ -52,27 +69,44 @@ def _counts(codes: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> 
 class EMAVectorQuantizer(nn.Module):
     """A codebook of ``codebook_size`` vectors of size ``dim``; call it on (B, dim, H, W) maps, one per level."""
 
-    #: the dead-code restart without a host read (module docstring): None = on every device but the CPU
-    sync_free_restart: bool | None = None
-
     def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, eps: float = 1e-5, beta: float = 0.25,
-                 dead_code_threshold: float = 0.0, data_init: bool = False):
+                 dead_code_threshold: float = 0.0, data_init: bool = False, restart_patience: int = 10):
         super().__init__()
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
+        if int(restart_patience) != restart_patience or restart_patience < 0:
+            raise ValueError(f"restart_patience must be a whole number of updates >= 0, got {restart_patience}")
         self.codebook_size, self.dim = codebook_size, dim
         self.decay, self.eps, self.beta = decay, eps, beta
         self.dead_code_threshold, self.data_init = dead_code_threshold, data_init
+        self.restart_patience = int(restart_patience)  # codebook updates without a vector before a restart
         embed = torch.randn(codebook_size, dim)  # official init: randn
         self.register_buffer("embed", embed)  # (K, D) the codebook
         self.register_buffer("embed_avg", embed.clone())  # (K, D) EMA of assigned-vector sums
         self.register_buffer("cluster_size", torch.zeros(codebook_size))  # (K,) EMA of counts
         self.register_buffer("initted", torch.tensor(not data_init))
+        # (K,) consecutive updates without a vector; a code that never had one starts as idle for the full patience
+        self.register_buffer("idle_updates", torch.full((codebook_size,), self.restart_patience, dtype=torch.long))
         self._initted_seen = not data_init  # host copy of ``initted`` once it is True (read until then)
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._initted_seen = False  # a loaded ``initted`` may be False again: read it on the next training step
         super()._load_from_state_dict(*args, **kwargs)
+
+    @staticmethod
+    def complete_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """``state`` with the restart's idle counter added when it lacks one (written before the counter existed,
+        or converted from the official code): every code counts as just hit."""
+        key = prefix + "idle_updates"
+        if key in state or prefix + "embed" not in state:
+            return state
+        return {**state, key: torch.zeros(state[prefix + "embed"].shape[0], dtype=torch.long)}
+
+    @property
+    def count_threshold(self) -> float:
+        """The EMA count below which a code is dead: ``dead_code_threshold``, or 1 (less than one vector per
+        update) when restarts are off."""
+        return self.dead_code_threshold if self.dead_code_threshold > 0 else 1.0
 
     def is_initialised(self) -> bool:
         """Whether the codebook is initialised; reads the buffer (a host sync) only until it is True."""
@@ -121,11 +155,14 @@ class EMAVectorQuantizer(nn.Module):
 
     # -- EMA update --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def update_(self, flat: torch.Tensor, codes: torch.Tensor, code_range: tuple[int, int] | None = None) -> None:
-        """One EMA step of the codebook from encoder vectors ``flat`` (N, D) and their codes (N,); training only.
-        With ``code_range = (lo, hi)`` only those codes take the step, as an independent codebook of hi - lo codes."""
+    def update_(self, flat: torch.Tensor, codes: torch.Tensor,
+                code_range: tuple[int, int] | None = None) -> dict[str, torch.Tensor] | None:
+        """One EMA step of the codebook from encoder vectors ``flat`` (N, D) and their codes (N,); training only
+        (None otherwise). With ``code_range = (lo, hi)`` only those codes take the step, as an independent codebook
+        of hi - lo codes. Returns (K,) bool masks over the whole codebook, on the device: ``hit``, the codes that got
+        a vector, and ``restarted``, the codes this update restarted (module docstring); see :meth:`step_statistics`."""
         if not self.training:
-            return
+            return None
         lo, hi = code_range or (0, self.codebook_size)
         flat = flat.float()
         codes = codes.reshape(-1) - lo
@@ -141,8 +178,31 @@ class EMAVectorQuantizer(nn.Module):
         n = cluster_size.sum()
         smoothed = (cluster_size + self.eps) / (n + (hi - lo) * self.eps) * n
         self.embed[lo:hi] = embed_avg / smoothed.unsqueeze(1)
-        if self.dead_code_threshold > 0:
-            self._restart_dead_(flat, lo, hi)
+        idle = self.idle_updates[lo:hi]  # a view: a hit resets the wait, an update without one lengthens it
+        idle.copy_(torch.where(counts > 0, torch.zeros_like(idle), idle + 1))
+        hit = torch.zeros_like(self.cluster_size, dtype=torch.bool)
+        hit[lo:hi] = counts > 0
+        restarted = self._restart_dead_(flat, lo, hi) if self.dead_code_threshold > 0 else torch.zeros_like(hit)
+        return {"hit": hit, "restarted": restarted}
+
+    @torch.no_grad()
+    def step_statistics(self, updates: list[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor]:
+        """A training step's ``dead`` and ``restarted`` codes from the results of its :meth:`update_` calls, as 0-dim
+        float64 tensors on the device (no host read): ``dead``, the codes whose EMA count is below
+        :attr:`count_threshold` and that got no vector in any of the updates, counted before the restarts (a code
+        the step restarted counts); ``restarted``, the restarts of the step (a code restarted by two of its updates,
+        possible only with ``restart_patience`` below the updates per step, counts twice). Without updates (eval
+        mode, where :meth:`update_` returns None): the codes below the threshold now, and 0."""
+        below = self.cluster_size < self.count_threshold
+        updates = [u for u in updates if u is not None]
+        if not updates:
+            return {"dead": below.sum().double(), "restarted": below.new_zeros((), dtype=torch.float64)}
+        hit, restarted = torch.zeros_like(below), torch.zeros_like(below)
+        n = below.new_zeros((), dtype=torch.float64)
+        for u in updates:
+            hit, restarted = hit | u["hit"], restarted | u["restarted"]
+            n = n + u["restarted"].sum()
+        return {"dead": ((below & ~hit) | restarted).sum().double(), "restarted": n}
 
     @torch.no_grad()
     def _sample(self, flat: torch.Tensor, n: int) -> torch.Tensor:
@@ -161,43 +221,31 @@ class EMAVectorQuantizer(nn.Module):
         self.embed[lo:hi] = self._sample(flat, hi - lo)
         self.embed_avg[lo:hi] = self.embed[lo:hi]
         self.cluster_size[lo:hi] = 1.0
+        self.idle_updates[lo:hi] = 0
         self.initted.fill_(True)
         self._initted_seen = True
 
     @torch.no_grad()
-    def _restart_dead_(self, flat: torch.Tensor, lo: int = 0, hi: int | None = None) -> None:
-        hi = self.codebook_size if hi is None else hi
+    def _restart_dead_(self, flat: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Restart the due codes of ``lo:hi`` (module docstring) without reading how many there are: the j-th due
+        code (ascending) takes row ``idx[j]`` of ``flat``, ``idx`` drawn as ``_sample`` draws ``hi - lo`` rows (the
+        most that can be due). Returns the (K,) bool mask of the codes it restarted."""
         dead = torch.zeros_like(self.cluster_size, dtype=torch.bool)
-        dead[lo:hi] = self.cluster_size[lo:hi] < self.dead_code_threshold
+        dead[lo:hi] = (self.cluster_size[lo:hi] < self.dead_code_threshold) & \
+            (self.idle_updates[lo:hi] >= self.restart_patience)
         if _distributed():  # every process must restart the same codes
             dist.broadcast(dead, 0)
-        sync_free = self.sync_free_restart
-        if sync_free is None:
-            sync_free = flat.device.type != "cpu"
-        if sync_free:
-            self._restart_dead_sync_free_(flat, dead, hi - lo)
-            return
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return
-        new = self._sample(flat, n_dead)
-        self.embed[dead] = new
-        self.cluster_size[dead] = self.dead_code_threshold
-        self.embed_avg[dead] = new * self.dead_code_threshold
-
-    @torch.no_grad()
-    def _restart_dead_sync_free_(self, flat: torch.Tensor, dead: torch.Tensor, n_max: int) -> None:
-        """The restart without reading how many codes are dead: the j-th dead code (ascending) takes row
-        ``idx[j]`` of ``flat``, ``idx`` drawn as ``_sample`` draws ``n_max`` rows (the most that can be dead), so
-        it is the host-driven form's choice whenever a code is dead and the batch has at least ``n_max`` rows."""
+        n_max = hi - lo
         new = self._sample(flat, n_max)  # (n_max, D), identical on every process
-        rank = (torch.cumsum(dead.long(), 0) - 1).clamp(0, n_max - 1)  # position of each dead code among the dead
+        rank = (torch.cumsum(dead.long(), 0) - 1).clamp(0, n_max - 1)  # position of each due code among the due
         mask = dead.unsqueeze(1)
-        picked = new[rank]  # (K, D); rows of codes that are not dead are ignored
+        picked = new[rank]  # (K, D); rows of codes that are not due are ignored
         self.embed.copy_(torch.where(mask, picked, self.embed))
         self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.dead_code_threshold),
                                             self.cluster_size))
         self.embed_avg.copy_(torch.where(mask, picked * self.dead_code_threshold, self.embed_avg))
+        self.idle_updates.copy_(torch.where(dead, torch.zeros_like(self.idle_updates), self.idle_updates))
+        return dead
 
     @torch.no_grad()
     def init_kmeans_(self, flat: torch.Tensor, batches: int = 1, iters: int = 20, seed: int = 0) -> dict[str, float]:
@@ -223,6 +271,9 @@ class EMAVectorQuantizer(nn.Module):
         self.embed.copy_(centroids)
         self.cluster_size.copy_(counts)
         self.embed_avg.copy_(centroids * counts.unsqueeze(1))
+        # a cluster with vectors was just hit; an empty one never was (due at its first update below the threshold)
+        self.idle_updates.copy_(torch.where(counts > 0, torch.zeros_like(self.idle_updates),
+                                            torch.full_like(self.idle_updates, self.restart_patience)))
         self.initted.fill_(True)
         self._initted_seen = True
         return {"used": float((counts > 0).float().mean()), "mse": err}
@@ -242,6 +293,12 @@ class EMAVectorQuantizer(nn.Module):
         """Fraction of codes whose EMA count is below ``threshold`` (default: less than one vector per step), a
         0-dim float64 tensor on the codebook's device."""
         return (self.cluster_size < threshold).float().mean().double()
+
+    @torch.no_grad()
+    def dead_count(self) -> torch.Tensor:
+        """How many codes have an EMA count below :attr:`count_threshold` now, a 0-dim float64 tensor on the
+        codebook's device."""
+        return (self.cluster_size < self.count_threshold).sum().double()
 
 
 @torch.no_grad()

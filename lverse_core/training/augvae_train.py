@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from lverse_core.models.augvae import AugVAE
+from lverse_core.models.quantize import EMAVectorQuantizer
 from lverse_core.models.perceptual import edge_loss
 from lverse_core.config import Config, load_profile
 from lverse_core.hardware import resolve_channels_last, resolve_precision
@@ -109,7 +110,10 @@ def augvae_made_from(cfg: Config, variant: str):
         inputs["AugVAE-ML checkpoint"] = provenance.input_id(checkpoint_path(cfg, "ml"))
     if cfg.augvae_train.lpips_weight > 0 and cfg.augvae_train.perceptual == "lpips" and cfg.assets.vgg16_lpips:
         inputs["VGG16 LPIPS weights"] = provenance.listing_id([cfg.assets.vgg16_lpips])
-    return provenance.made_from(cfg, VARIANTS[variant][1], inputs, NAMES[variant], architecture=("augvae",))
+    made = provenance.made_from(cfg, VARIANTS[variant][1], inputs, NAMES[variant], architecture=("augvae",))
+    if cfg.augvae.dead_code_threshold <= 0:  # no restarts: the patience shapes nothing (records from before match)
+        made.config.pop("augvae.restart_patience", None)
+    return made
 
 
 def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | None = None,
@@ -130,7 +134,7 @@ def load_augvae(cfg: Config, variant: str = "sl", device: str | torch.device | N
     from lverse_core import provenance
 
     provenance.require(path, augvae_made_from(cfg, variant), CheckpointError)
-    load_model_state(path, model, state["model"])
+    load_model_state(path, model, EMAVectorQuantizer.complete_state(state["model"], "quantizer."))
     return model.to(device or cfg.resolved_device()).eval()
 
 
@@ -173,7 +177,9 @@ def training_images(cfg: Config):
     return data.image_dataset(cfg, "train", train=True)
 
 
-LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "edge", "lr", "dead"]
+# dead: codes below the restart threshold before the step's restarts; restarted: codes restarted in the step (means
+# over the logged steps)
+LOG_FIELDS = ["loss", "mse", "psnr", "commit", "perceptual", "edge", "lr", "dead", "restarted"]
 
 
 def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: DistInfo | None = None,
@@ -216,7 +222,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
     if resume:
         expected = _model_args(_initial_model_shape(cfg, variant))
         check_model_args(path, resume["model_args"], expected)
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(EMAVectorQuantizer.complete_state(resume["model"], "quantizer."))
     model = model.to(di.device).float()  # FP32 weights (paper §3.5); bf16 precision autocasts the convolutions
     precision = resolve_precision(t.precision, di.device, what="augvae_train.precision")
     fmt = (torch.channels_last if resolve_channels_last(t.channels_last, di.device, precision)
@@ -252,7 +258,7 @@ def train_augvae(cfg: Config, variant: str = "ml", *, dataset=None, dist_info: D
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[di.device.index] if di.device.type == "cuda" else None, broadcast_buffers=False)
     sampler = StepSampler(len(dataset), t.batch_size * di.world_size, cfg.seed, di.rank, di.world_size)
-    level_fields = [f"{s}_l{k}" for k in _quantized_levels(model) for s in ("perplexity", "used")]
+    level_fields = [f"{s}_l{k}" for k in model.quantized_levels() for s in ("perplexity", "used")]
     csv_log = CSVLog(cfg.runs_root / "logs" / f"augvae_{variant}.csv", LOG_FIELDS + level_fields,
                      resume_step=start if resume else None) if di.is_main else None
     batches = None
@@ -374,12 +380,6 @@ def _initial_model_shape(cfg: Config, variant: str) -> AugVAE:
     """The architecture a checkpoint of ``variant`` must have under this profile (no weights loaded)."""
     m = AugVAE.from_config(cfg, VARIANTS[variant][2])
     return AugVAE("sl", **{**m.args, "sl_quantize_fine": False}) if variant == "baseline" else m
-
-
-def _quantized_levels(model: AugVAE) -> list[int]:
-    if model.variant == "ml":
-        return list(range(model.n_levels))
-    return sorted({0, model.sl_level}) if model.sl_quantize_fine else [model.sl_level]
 
 
 def psnr_from_mse(mse, peak_to_peak: float = 2.0):

@@ -35,6 +35,7 @@ import torch
 
 from lverse_core.config import Config
 from lverse_core.models.augvae import AugVAE
+from lverse_core.models.quantize import EMAVectorQuantizer
 from lverse_core.training.augvae_train import NAMES, VARIANTS, checkpoint_path, planned_steps
 from lverse_core.training.loop import CheckpointError, check_model_args, save_checkpoint
 
@@ -266,7 +267,9 @@ def kit_state_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 # -- converting ------------------------------------------------------------------------------------------------------
 
 def _check_shapes(model: AugVAE, state: dict[str, torch.Tensor], path: Path) -> None:
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "quantizer.initted"}
+    # the quantizer's flag and restart counter are the kit's own training state: set below, not converted
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()
+            if k not in ("quantizer.initted", "quantizer.idle_updates")}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
@@ -327,6 +330,7 @@ def convert_official(cfg: Config, source: str | Path, variant: str, out: str | P
                                       f"one that extends it)") from None
     model = AugVAE(variant, **model_args)
     kit_state["quantizer.initted"] = torch.tensor(True)
+    kit_state = EMAVectorQuantizer.complete_state(kit_state, "quantizer.")
     model.load_state_dict(kit_state)
     digest = _sha256(source)
     save_checkpoint(dest, {
