@@ -175,7 +175,7 @@ def test_doctor_reports_each_artefacts_state(workdir, monkeypatch):
 
 def test_claims_measures_are_reused_only_while_their_checkpoints_are_the_same(workdir):
     from lverse_core.evaluation.judge import judge_path
-    from lverse_core.pipeline import claims_run
+    from lverse_core.evaluation import claims_experiment as claims_run
     from lverse_core.training.augvae_train import checkpoint_path
 
     cfg_s = claims_run.seed_config(load_profile("ci"), 0)
