@@ -62,10 +62,17 @@ def claim_number(claim: str) -> int | None:
 
 
 def all_rows(rows: Sequence[Row]) -> list[Row]:
-    """``rows`` (the experiment's) and the ``DERIVED_ROWS`` of the claims they cover, each comparison once."""
+    """``rows`` (the experiment's) and the ``DERIVED_ROWS`` of the claims they cover, each comparison once, each
+    derived row after the last of its claim's."""
     claims = {claim_number(r[0]) for r in rows}
     seen = {(r[2], r[3]) for r in rows}
-    return [*rows, *[r for r in DERIVED_ROWS if claim_number(r[0]) in claims and (r[2], r[3]) not in seen]]
+    out = list(rows)
+    for r in DERIVED_ROWS:
+        n = claim_number(r[0])
+        if n in claims and (r[2], r[3]) not in seen:
+            last = max(i for i, x in enumerate(out) if claim_number(x[0]) == n)
+            out.insert(last + 1, r)
+    return out
 
 
 def _sum(arm_a: Mapping[str, Any], key_a: str, arm_b: Mapping[str, Any], key_b: str) -> dict[str, Any] | None:
