@@ -298,3 +298,17 @@ def test_a_declared_primary_with_no_row_stops_the_scorecard_by_name():
     # a claim that is not run (no rows of it) needs no row
     card = _card(rows=[r for r in ROWS if not r[0].startswith("5")], **{"claims.primaries.claim_5.control": "t2i_only"})
     assert "5" not in set(card["claim"].str[0])
+
+
+def test_broken_values_make_their_row_not_measured_not_an_exception():
+    from lverse_core.evaluation.claims import NOT_MEASURED
+
+    measures = _hand_made()
+    measures[0]["sl"]["psnr_db_items"] = []
+    measures[2]["bidirectional"]["kid_fall_generated"] = "n/a"
+    card = _card(measures)
+    assert _row(card, "1", "sl_per_level: psnr_db")["verdict"] == (
+        f"{NOT_MEASURED}: sl: psnr_db_items is empty or holds a non-finite value")
+    assert _row(card, "6", "bidirectional: kid_fall_reconstructions")["verdict"].startswith(
+        f"{NOT_MEASURED}: bidirectional: kid_fall_generated is not a number on seed 2")
+    assert _row(card, "3", "one_direction: nll_both")["verdict"] == "supported"

@@ -79,13 +79,16 @@ def _sum(arm_a: Mapping[str, Any], key_a: str, arm_b: Mapping[str, Any], key_b: 
     """``nll_both`` from two measures (None if either is missing): their sum, per item where both have items."""
     if key_a not in arm_a or key_b not in arm_b:
         return None
-    a, b = float(arm_a[key_a]), float(arm_b[key_b])
+    try:
+        a, b = float(arm_a[key_a]), float(arm_b[key_b])
+    except (TypeError, ValueError):
+        return None
     out: dict[str, Any] = {"nll_both": a + b}
     whys = [w for w in (arm_a.get(f"{key_a}_why"), arm_b.get(f"{key_b}_why")) if w]
     if whys:
         out["nll_both_why"] = "; ".join(whys)
     ia, ib = arm_a.get(f"{key_a}_items"), arm_b.get(f"{key_b}_items")
-    if ia is not None and ib is not None and len(ia) == len(ib):
+    if isinstance(ia, list) and isinstance(ib, list) and len(ia) == len(ib):
         out["nll_both_items"] = [float(x) + float(y) for x, y in zip(ia, ib)]
     return out
 
@@ -134,16 +137,23 @@ def _values(measures: Mapping[int, Any], seeds: Sequence[int], arm: str, key: st
         if key not in m:
             extra = " (made from nll_i2t and nll_t2i)" if key == "nll_both" else ""
             return None, f"no {arm}: {key}{extra} on seed {s}"
-        v = float(m[key])
+        try:
+            v = float(m[key])
+        except (TypeError, ValueError):
+            return None, f"{arm}: {key} is not a number on seed {s} ({str(m[key])[:40]!r})"
         if not math.isfinite(v):
             why = m.get(f"{key}_why")
             return None, f"{arm}: {key} is {v} on seed {s}" + (f" ({why})" if why else "")
         values.append(v)
         items.append(m.get(f"{key}_items"))
     if all(i is not None for i in items):
-        if any(not np.isfinite(np.asarray(i, dtype=np.float64)).all() for i in items):
-            return None, f"{arm}: {key}_items holds a non-finite value"
-        return [list(map(float, i)) for i in items], ""
+        try:
+            arrays = [np.asarray(i, dtype=np.float64).reshape(-1) for i in items]
+        except (TypeError, ValueError):
+            return None, f"{arm}: {key}_items is not a list of numbers"
+        if any(len(a) == 0 or not np.isfinite(a).all() for a in arrays):
+            return None, f"{arm}: {key}_items is empty or holds a non-finite value"
+        return [a.tolist() for a in arrays], ""
     return values, ""
 
 
@@ -186,7 +196,12 @@ def scorecard(measures: Mapping[int, Mapping[str, Mapping[str, Any]]], claims: A
             out.append(row)
             continue
         method, control, note = _pair(method, control)
-        d = paired_difference(method, control, level, resamples, seed=i)
+        try:
+            d = paired_difference(method, control, level, resamples, seed=i)
+        except ValueError as e:  # e.g. no seeds at all: this row, not the scorecard
+            row["verdict"] = f"{NOT_MEASURED}: {e}"
+            out.append(row)
+            continue
         diffs[i] = (d, float_tolerance(method, control), better)
         row.update({"method": float(np.mean([np.mean(v) for v in method])),
                     "control": float(np.mean([np.mean(v) for v in control])), "difference": d.estimate,
