@@ -312,3 +312,14 @@ def test_broken_values_make_their_row_not_measured_not_an_exception():
     assert _row(card, "6", "bidirectional: kid_fall_reconstructions")["verdict"].startswith(
         f"{NOT_MEASURED}: bidirectional: kid_fall_generated is not a number on seed 2")
     assert _row(card, "3", "one_direction: nll_both")["verdict"] == "supported"
+
+
+def test_a_measure_that_is_not_its_items_mean_is_compared_on_the_items_and_says_so():
+    measures = _hand_made()
+    for s, by_arm in measures.items():  # corpus BLEU-4 beside per-caption scores of another mean
+        b = by_arm["bidirectional"]
+        b["bleu4_truncated"], b["bleu4_truncated_items"] = 10.0, [12.0, 14.0, 16.0]
+        b["bleu4_untruncated"], b["bleu4_untruncated_items"] = 9.0, [10.0, 11.0, 12.0]
+    row = _row(_card(measures), "4", "bidirectional: bleu4_untruncated")
+    assert row["items"] == 9 and row["method"] == pytest.approx(14.0) and row["difference"] == pytest.approx(3.0)
+    assert "bleu4_truncated is not the mean of its items on seed 0" in row["note"]

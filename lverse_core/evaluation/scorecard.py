@@ -128,7 +128,8 @@ def primary_rows(primaries: Any, rows: Sequence[Row]) -> dict[int, int]:
 
 
 def _values(measures: Mapping[int, Any], seeds: Sequence[int], arm: str, key: str) -> tuple[list[Any] | None, str]:
-    """The arm's ``key`` on every seed (per-item lists where every seed has them), or None and why not."""
+    """The arm's ``key`` on every seed (per-item lists where every seed has them) and a note, or None and why
+    not."""
     values, items = [], []
     for s in seeds:
         m = measures[s].get(arm)
@@ -153,7 +154,10 @@ def _values(measures: Mapping[int, Any], seeds: Sequence[int], arm: str, key: st
             return None, f"{arm}: {key}_items is not a list of numbers"
         if any(len(a) == 0 or not np.isfinite(a).all() for a in arrays):
             return None, f"{arm}: {key}_items is empty or holds a non-finite value"
-        return [a.tolist() for a in arrays], ""
+        off = [s for s, v, a in zip(seeds, values, arrays) if abs(a.mean() - v) > 1e-6 * max(1.0, abs(v))]
+        # e.g. corpus BLEU-4 beside its per-caption scores: the row compares the per-item mean
+        return [a.tolist() for a in arrays], (f"{arm}: {key} is not the mean of its items on seed {off[0]}; the "
+                                              f"row compares the items' mean" if off else "")
     return values, ""
 
 
@@ -192,10 +196,11 @@ def scorecard(measures: Mapping[int, Mapping[str, Mapping[str, Any]]], claims: A
         method, why = _values(measures, seeds, m_arm, m_key)
         control, why_c = _values(measures, seeds, c_arm, c_key) if method is not None else (None, "")
         if method is None or control is None:
-            row["verdict"] = f"{NOT_MEASURED}: {why or why_c}"
+            row["verdict"] = f"{NOT_MEASURED}: {why if method is None else why_c}"
             out.append(row)
             continue
         method, control, note = _pair(method, control)
+        note = "; ".join(x for x in (why, why_c, note) if x)
         try:
             d = paired_difference(method, control, level, resamples, seed=i)
         except ValueError as e:  # e.g. no seeds at all: this row, not the scorecard
