@@ -214,8 +214,8 @@ def paired_difference(method: Sequence[Any], control: Sequence[Any], level: floa
     Why not the bootstrap's percentiles: a percentile interval cannot be wider than the range of the seeds drawn,
     so with 3 seeds and a large seed effect it covers the truth ~85% of the time at a nominal 95%; the Student-t
     quantile on seeds - 1 degrees of freedom keeps the seeds' few degrees of freedom in the width (the bootstrap SE
-    counts item noise at both stages, so the interval errs wide: 96-99.7% in simulation at 3-10 seeds,
-    tests/test_claims_statistics.py).
+    counts item noise at both stages, so the interval errs wide: 93-97% coverage in simulation at 3-8 seeds with a
+    seed effect half the item noise, ~100% when item noise dominates; tests/test_claims_statistics.py checks it).
 
     Never zero width: when the replicates do not vary (every item difference equal, or every seed's difference
     equal and no items), the standard error is one step of the measure (``_resolution``: one item in n for a
