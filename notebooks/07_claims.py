@@ -37,19 +37,37 @@
 # It runs on the embedded profiles (ci, smoke, gpu): the judged measures need the data set's ground truth. Each seed
 # redraws the embedded data set, the initialisation and the batch order; the two instruments, the attribute judge and
 # the CLIP reranker, are trained once on the first seed's draw and score every seed. Per seed the method and its
-# control share all of that, so the comparison is **paired**: with $d_s$ the method's measure minus the control's on
-# seed $s$ ($n$ seeds),
+# control share all of that, and where a measure is an average over test items (PSNR per image, a caption right or
+# not, an image judged right or not, held-out NLL per pair) they share the items too: the comparison is **paired**
+# at both levels. With $d_{s,i}$ the method's value minus the control's on item $i$ of seed $s$ ($n$ seeds), the
+# difference is $\bar d = \frac1n\sum_s \bar d_s$, and its standard error $\mathrm{se}$ comes from a bootstrap
+# that resamples the seeds, then the items within each drawn seed (both sources of variation: which training, which
+# test images). The interval and the p-value are
 #
-# $$\bar d \pm t_{0.975,\,n-1}\,\frac{\mathrm{sd}(d)}{\sqrt n},$$
+# $$\bar d \pm t_{1-\alpha/2,\,n-1}\,\mathrm{se}, \qquad p = 2\,P\big(T_{n-1} > |\bar d| / \mathrm{se}\big),$$
 #
-# and the verdict is *supported* when the whole interval lies on the side the paper predicts, *contradicted* when it
-# lies on the other side, and *inconclusive at this scale* when it contains zero (`lverse_core/evaluation/claims.py`).
-# One run never decides: a single-seed verdict on Table 1 once flipped between two machines of the same commit.
+# Student-t on $n - 1$ degrees of freedom because only $n$ trainings vary (a percentile interval of 3 seeds cannot
+# be wider than their range, and covered the truth ~85% of the time at a nominal 95% in simulation). It is never
+# zero-width: with no spread at all, $\mathrm{se}$ is one step of the measure (one item in $N$ for a share), and a
+# measure with no items and no spread between seeds has no interval. Measures with no items (FID, KID, corpus CIDEr)
+# use the seeds alone (`lverse_core/evaluation/statistics.py`, `paired_difference`).
+#
+# Each claim has **one primary measure**, declared with an equivalence margin and its reason in the profile before
+# the run (`claims.primaries`); every other row is secondary and describes. A claim is *supported* when the whole
+# interval lies on the side the paper predicts, *contradicted* when it lies on the other side, *no difference within
+# the margin* when it lies inside $[-\text{margin}, \text{margin}]$ (primaries only), and *inconclusive* otherwise
+# (`lverse_core/evaluation/claims.py`). The six primaries are corrected for multiplicity with Holm's step-down: the
+# $j$-th smallest of $m$ p-values is tested at $\alpha/(m-j+1)$, its interval is shown at that level, and $p$ is
+# Holm's adjusted value (`lverse_core/evaluation/scorecard.py`). Every row states its **minimum detectable effect**,
+# $(t_{1-\alpha/2,\,n-1} + t_{0.8,\,n-1})\,\mathrm{se}$, the smallest true difference its design finds 4 times in
+# 5; an inconclusive primary also the number of seeds that would bring it to its margin. A row whose measure is
+# missing or NaN on a seed says *not measured* and why; the other rows still decide. One run never decides: a
+# single-seed verdict on Table 1 once flipped between two machines of the same commit.
 #
 # **Budgets.** Every arm of a claim gets the same steps (`claims.*` in the profile; the smoke profile uses fewer steps
 # than the main run, so these are short-training results). **What to look for**: which claims hold already at this
-# scale, which are inconclusive (an interval across zero says "not resolved by 3 short runs", not "false"), and
-# whether any is contradicted.
+# scale, which are inconclusive (an interval across zero and past the margin says "not resolved by these runs", not
+# "false"), and whether any is contradicted.
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
@@ -113,58 +131,83 @@ display(raw.set_index(["arm", "seed"]).sort_index().round(4))
 
 # %% [markdown]
 # ## The scorecard
+#
+# One row per claim and measure; `role` says which row decides each claim (primary) and which describe it
+# (secondary). `low`, `high` and `p` of a primary are at its Holm level; `MDE` is the minimum detectable effect at
+# the row's level and 80% power, in the measure's units.
 
 # %%
-from lverse_core.pipeline.claims_run import scorecard
+from lverse_core.evaluation.claims import NOT_MEASURED, VERDICTS
+from lverse_core.evaluation.scorecard import PRIMARY, scorecard, shortfall
 from lverse_core.report import headline_number, provenance, save_table, write_results
-card = scorecard(measures, cfg.claims.level)
-counts = card["verdict"].value_counts().to_dict()
-sentence = (f"Of {len(card)} claim measures over {len(measures)} seeds: " +
-            ", ".join(f"{n} {v}" for v, n in counts.items()) + f" ({cfg.claims.level:.0%} paired t-intervals).")
+card = scorecard(measures, cfg.claims)
+primary = card[card["role"] == PRIMARY]
+decided = primary["verdict"].str.split(":").str[0]
+counts = {v: int((decided == v).sum()) for v in (*VERDICTS, NOT_MEASURED)}
+sentence = (f"Of the {len(primary)} primary measures (one per claim, Holm-corrected) over {len(measures)} seeds: " +
+            ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f"; {len(card) - len(primary)} secondary rows.")
+gaps = shortfall(card)
 save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cfg)),
-           f"Claims scorecard: method vs control, mean over seeds {cfg.claims.seeds}, paired difference with its "
-           f"{cfg.claims.level:.0%} interval, verdict", verdict=sentence)
+           f"Claims scorecard: method vs control over seeds {cfg.claims.seeds}, the paired difference (seeds, then "
+           f"test items) with its interval (primaries at their Holm level), p, minimum detectable effect, verdict",
+           verdict=sentence)
 write_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
                                "measures": {str(s): m for s, m in measures.items()},
-                               "scorecard": card.to_dict(orient="records")},
-              headline=[headline_number(f"claim measures {verdict} over {len(measures)} seeds", n, digits=0)
-                        for verdict, n in counts.items()])
+                               "primaries": {k: vars(v) for k, v in vars(cfg.claims.primaries).items()},
+                               "scorecard": card.to_dict(orient="records"), "shortfall": gaps},
+              headline=[headline_number(f"primary measures {verdict} (of {len(primary)}, {len(measures)} seeds)", n,
+                                        digits=0) for verdict, n in counts.items()])
 print(sentence)
-display(card.round(3))
+for line in gaps:
+    print("-", line)
+display(card.drop(columns=["note"]).round(3))
 
 # %% [markdown]
 # ## The intervals
 #
 # Each bar is one claim measure's paired difference (method − control), divided by the larger of the two means so
 # that measures of different units share an axis; the paper's predicted side is to the right (measures where lower
-# is better are flipped). A bar across zero is inconclusive; bars are cut at ±2.
+# is better are flipped). Colours are the verdicts; a primary's bar is thick and its margin is marked with two grey
+# ticks. Bars are cut at ±2; rows not measured are left empty.
 
 # %%
 import matplotlib.pyplot as plt
+from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, NO_DIFFERENCE, SUPPORTED
 from lverse_core.report import save_figure
 sign = card["paper predicts"].map({"method higher": 1.0, "method lower": -1.0})
 scale = pd.concat([card["method"].abs(), card["control"].abs()], axis=1).max(axis=1)
-scale = scale.where(scale > 1e-12, 1.0)
+scale = scale.where(scale > 1e-12, 1.0).fillna(1.0)
 ends = pd.concat([sign * card["low"] / scale, sign * card["high"] / scale], axis=1)
 left, right = ends.min(axis=1).clip(-2, 2), ends.max(axis=1).clip(-2, 2)
 mid = (sign * card["difference"] / scale).clip(-2, 2)
-colours = card["verdict"].map({"supported": "tab:green", "contradicted": "tab:red"}).fillna("tab:grey")
-fig, ax = plt.subplots(figsize=(9, 0.36 * len(card) + 1))
-y = list(range(len(card)))[::-1]
-ax.hlines(y, left, right, colors=colours, lw=5)
+palette = {SUPPORTED: "tab:green", CONTRADICTED: "tab:red", NO_DIFFERENCE: "tab:blue", INCONCLUSIVE: "tab:grey"}
+colours = card["verdict"].map(palette).fillna("white")
+is_primary = card["role"] == PRIMARY
+fig, ax = plt.subplots(figsize=(10, 0.36 * len(card) + 1))
+y = pd.Series(list(range(len(card)))[::-1], index=card.index)
+for prim, width in ((False, 3), (True, 7)):
+    rows = is_primary == prim
+    ax.hlines(y[rows], left[rows], right[rows], colors=colours[rows], lw=width)
 ax.plot(mid, y, "k|", ms=12)
+margin = (card["margin"] / scale).clip(upper=2)
+marked = is_primary & card["verdict"].isin(palette)  # measured primaries
+ax.plot(margin[marked], y[marked], "|", color="0.4", ms=16, mew=2)
+ax.plot(-margin[marked], y[marked], "|", color="0.4", ms=16, mew=2)
 ax.axvline(0, color="k", lw=0.8)
 ax.set_xlim(-2.1, 2.1)
-def row_label(claim, method, control, measure):
+def row_label(claim, method, control, measure, role):
     (m_arm, m_key), (c_arm, c_key) = method.split(": "), control.split(": ")
     pair = f"{m_arm} vs {c_arm}" if m_arm != c_arm else f"{m_key} vs {c_key}"  # same model: two readings of it
-    return f"{claim.split(' ')[0]} {pair}: {measure}"
+    return f"{'* ' if role == PRIMARY else ''}{claim.split(' ')[0]} {pair}: {measure}"
 
 
 ax.set_yticks(y, [row_label(*r) for r in zip(card["claim"], card["method arm"], card["control arm"],
-                                             card["measure"])], fontsize=8)
+                                             card["measure"], card["role"])], fontsize=8)
 ax.set_xlabel("(method - control) / max(|method|, |control|), signed so that the paper's side is > 0")
+ax.legend(handles=[plt.Line2D([], [], color=c, lw=5, label=v) for v, c in palette.items()], fontsize=7,
+          loc="upper left", bbox_to_anchor=(1.01, 1))
 fig.tight_layout()
-save_figure(cfg, "07_claims_intervals", fig, caption="Claims: paired differences with their intervals over seeds "
-            "(green supported, red contradicted, grey inconclusive)", verdict=sentence)
+save_figure(cfg, "07_claims_intervals", fig, caption="Claims: paired differences with their intervals (seeds, then "
+            "test items); * and thick bars: the primary measures at their Holm level, grey ticks their margins; green "
+            "supported, red contradicted, blue no difference within the margin, grey inconclusive", verdict=sentence)
 plt.show()

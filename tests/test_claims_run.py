@@ -1,12 +1,13 @@
 """The claims experiment (per-seed isolation, arm configurations) and its scorecard (notebook 07)."""
+import numpy as np
 import pytest
 
 from lverse_core.config import load_profile
-from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from lverse_core.evaluation.claims import CONTRADICTED, INCONCLUSIVE, NO_DIFFERENCE, NOT_MEASURED, SUPPORTED
 from lverse_core.pipeline import execute
 from lverse_core.evaluation.claims_experiment import (AUGVAE_ARMS, BIART_ARMS, CLAIM_ROWS, biart_arm_config,
                                                       budgets, run_claims, seed_config)
-from lverse_core.pipeline.claims_run import scorecard
+from lverse_core.evaluation.scorecard import scorecard
 
 
 def test_each_seed_gets_its_own_data_runs_and_the_claims_budgets():
@@ -56,18 +57,28 @@ def _measures(shift: float):
 
 
 def test_scorecard_covers_every_claim_and_follows_the_intervals():
-    card = scorecard(_measures(1.0))
-    assert len(card) == len(CLAIM_ROWS) and set(card["seeds"]) == {3}
+    claims = load_profile("ci").claims
+
+    def card_of(measures):
+        card = scorecard(measures, claims, resamples=500)
+        ours = (card["method arm"] + " | " + card["control arm"]).isin(
+            [f"{m[0]}: {m[1]} | {c[0]}: {c[1]}" for _, _, m, c, _ in CLAIM_ROWS])
+        return card[ours].reset_index(drop=True)  # the experiment's rows, in their order
+
+    card = card_of(_measures(1.0))
+    assert list(card["measure"]) == [r[1] for r in CLAIM_ROWS] and set(card["seeds"]) == {3}
     # every method beats its control on every seed, except where two rows read one value differently
     method_keys = [(a, k) for _, _, (a, k), _, _ in CLAIM_ROWS]
     clean = [method_keys.count(mk) == 1 for mk in method_keys]
     assert set(card.loc[clean, "verdict"]) == {SUPPORTED}
-    assert set(scorecard(_measures(-1.0)).loc[clean, "verdict"]) == {CONTRADICTED}
-    assert set(scorecard(_measures(0.0))["verdict"]) <= {INCONCLUSIVE, SUPPORTED, CONTRADICTED}
+    assert set(card_of(_measures(-1.0)).loc[clean, "verdict"]) == {CONTRADICTED}
+    assert set(card_of(_measures(0.0))["verdict"]) <= {INCONCLUSIVE, NO_DIFFERENCE, SUPPORTED, CONTRADICTED}
     broken = _measures(1.0)
     del broken[1]["ml_per_level"]["fid"]
-    with pytest.raises(KeyError, match="run every arm"):
-        scorecard(broken)
+    out = card_of(broken)
+    gone = out["control arm"] == "ml_per_level: fid"
+    assert list(out.loc[gone, "verdict"]) == [f"{NOT_MEASURED}: no ml_per_level: fid on seed 1"]
+    assert set(out.loc[np.array(clean) & ~gone.to_numpy(), "verdict"]) == {SUPPORTED}  # the other rows still decide
 
 
 def test_a_plain_run_leaves_the_claims_notebook_out():

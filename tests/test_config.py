@@ -332,7 +332,7 @@ def test_overrides_may_not_name_the_profile_or_a_folder(workdir, overrides, key)
 def test_the_kits_own_folder_overrides_still_work(workdir, tmp_path_factory):
     # the claims' per-seed folders, stand-ins and tests set folders through load_profile / derive, not OVERRIDES
     from lverse_core.config import derive
-    from lverse_core.pipeline.claims_run import seed_config
+    from lverse_core.evaluation.claims_experiment import seed_config
 
     outside = tmp_path_factory.mktemp("outside")
     assert load_profile("ci", runs_dir=str(outside / "r")).runs_root == outside / "r"

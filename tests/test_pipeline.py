@@ -1,5 +1,6 @@
 """The whole pipeline on the ci profile, run by the real runner (papermill), into a tmp dir."""
 import json
+import math
 import os
 
 import pytest
@@ -195,8 +196,8 @@ def test_pages_have_no_progress_bars_and_no_local_paths(ci_run, ci_pipeline):
 def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch):
     """Notebook 07 through papermill on the ci profile (its own tiny budgets, two seeds), after the main run."""
     from lverse_core.config import load_profile
-    from lverse_core.evaluation.claims import VERDICTS
-    from lverse_core.pipeline.claims_run import CLAIM_ROWS
+    from lverse_core.evaluation.claims import NOT_MEASURED, VERDICTS
+    from lverse_core.evaluation.claims_experiment import CLAIM_ROWS
 
     from .conftest import offline_env
 
@@ -211,9 +212,16 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
     seeds = load_profile("ci").claims.seeds
     assert res["seeds"] == seeds and set(res["measures"]) == {str(s) for s in seeds}
     card = res["scorecard"]
-    assert len(card) == len(CLAIM_ROWS) and {r["claim"][0] for r in card} == set("123456")  # all six claims
+    pairs = [f"{m[0]}: {m[1]} | {c[0]}: {c[1]}" for _, _, m, c, _ in CLAIM_ROWS]
+    assert [r["measure"] for r in card if f"{r['method arm']} | {r['control arm']}" in pairs] == [
+        r[1] for r in CLAIM_ROWS]  # every row of the experiment, in its order (and the scorecard's derived rows)
+    assert {r["claim"][0] for r in card} == set("123456")  # all six claims
+    assert sorted(r["claim"][0] for r in card if r["role"] == "primary") == list("123456")  # one primary each
     for r in card:
-        assert r["verdict"] in VERDICTS and r["seeds"] == len(seeds) and r["low"] <= r["difference"] <= r["high"]
+        assert r["seeds"] == len(seeds)
+        if not r["verdict"].startswith(NOT_MEASURED):  # an unbounded end is null in JSON
+            low, high = (-math.inf if r["low"] is None else r["low"]), (math.inf if r["high"] is None else r["high"])
+            assert r["verdict"] in VERDICTS and low <= r["difference"] <= high and high > low
     assert_figure_shows(root / "figures" / "07_claims_intervals.png")
     manifest = json.loads((root / "manifest.json").read_text())
     assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}

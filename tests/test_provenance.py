@@ -175,10 +175,10 @@ def test_doctor_reports_each_artefacts_state(workdir, monkeypatch):
 
 def test_claims_measures_are_reused_only_while_their_checkpoints_are_the_same(workdir):
     from lverse_core.evaluation.judge import judge_path
-    from lverse_core.pipeline import claims_run
+    from lverse_core.evaluation import claims_experiment
     from lverse_core.training.augvae_train import checkpoint_path
 
-    cfg_s = claims_run.seed_config(load_profile("ci"), 0)
+    cfg_s = claims_experiment.seed_config(load_profile("ci"), 0)
     sl = checkpoint_path(cfg_s, "sl")
     sl.parent.mkdir(parents=True)
     sl.write_bytes(b"SL, first training")
@@ -189,10 +189,10 @@ def test_claims_measures_are_reused_only_while_their_checkpoints_are_the_same(wo
         calls.append(1)
         return {"psnr_db": 20.0 + len(calls)}
 
-    assert claims_run._cached(cfg_s, "sl", compute) == {"psnr_db": 21.0}
-    assert claims_run._cached(cfg_s, "sl", compute) == {"psnr_db": 21.0} and len(calls) == 1  # reused
+    assert claims_experiment._cached(cfg_s, "sl", compute) == {"psnr_db": 21.0}
+    assert claims_experiment._cached(cfg_s, "sl", compute) == {"psnr_db": 21.0} and len(calls) == 1  # reused
     sl.write_bytes(b"SL, retrained here")  # the same budget, another checkpoint: measured again
-    assert claims_run._cached(cfg_s, "sl", compute) == {"psnr_db": 22.0}
+    assert claims_experiment._cached(cfg_s, "sl", compute) == {"psnr_db": 22.0}
 
 
 def test_caption_files_are_read_only_while_the_models_that_drew_them_are_current(workdir):

@@ -444,6 +444,68 @@ class AssetsConfig:
         "the paper path whose numbers mean nothing (profile paper-dry; lverse_core/data/stand_ins.py)"))
 
 
+def _identifier(v: str) -> str | None:
+    if v and v.replace("_", "a").isalnum() and v.isascii() and not v.endswith(("_items", "_why")):
+        return None
+    return (f"{v!r}; give a measure key or arm name of the claims experiment (letters, digits and _, e.g. "
+            f"psnr_db or sl_per_level; not a _items or _why key)")
+
+
+def _reason(v: str) -> str | None:
+    return None if v.strip() else "empty; say why the margin is what it is (a practical threshold, or a share of " \
+                                  "the effect the paper reports), before the run that uses it"
+
+
+@dataclass
+class PrimaryMeasure:
+    """The one measure that decides a claim (notebook 07): the scorecard row whose method is ``method``'s
+    ``measure`` and whose control arm is ``control``, and the equivalence margin under which a difference counts as
+    none. Declared before the run and never widened after seeing its results. A profile states all five fields
+    of a claim it declares (``ClaimPrimaries`` holds each claim's own defaults; a partial one fails validation)."""
+
+    measure: str = setting("", check=_identifier, help="the method arm's measure key (e.g. psnr_db)")
+    method: str = setting("", check=_identifier, help="the arm of the paper's method")
+    control: str = setting("", check=_identifier, help="the control arm")
+    margin: float = setting(math.inf, range=POSITIVE, help=(
+        "equivalence margin in the measure's units: an interval inside [-margin, margin] says no difference"))
+    reason: str = setting("", check=_reason, help="why the margin is what it is")
+
+
+def _primary(help: str, **values: Any) -> Any:
+    return field(default_factory=lambda: PrimaryMeasure(**values), metadata={"spec": Spec(help=help)})
+
+
+@dataclass
+class ClaimPrimaries:
+    """One primary measure per claim; every other scorecard row is secondary. Holm corrects the six for
+    multiplicity."""
+
+    claim_1: PrimaryMeasure = _primary(
+        "claim 1, cross-level augmentation: the SL tokenizers' per-image PSNR", measure="psnr_db", method="sl",
+        control="sl_per_level", margin=0.3, reason=(
+            "practical threshold: 0.3 dB, a 7% change in mean squared error, the least the kit reads as a change"))
+    claim_2: PrimaryMeasure = _primary(
+        "claim 2, segment embedding: held-out NLL summed over both directions", measure="nll_both",
+        method="bidirectional", control="no_segment", margin=0.02, reason=(
+            "practical threshold: 0.02 nats per token over both directions, a 2% change in perplexity"))
+    claim_3: PrimaryMeasure = _primary(
+        "claim 3, bidirectional training: held-out NLL summed over both directions, each direction against its "
+        "one-direction model", measure="nll_both", method="bidirectional", control="one_direction", margin=0.02,
+        reason="practical threshold: 0.02 nats per token over both directions, a 2% change in perplexity")
+    claim_4: PrimaryMeasure = _primary(
+        "claim 4, caption truncation: per-caption BLEU-4, truncated vs full-length", measure="bleu4_truncated",
+        method="bidirectional", control="bidirectional", margin=1.0, reason=(
+            "practical threshold: 1 BLEU-4 point of 100; captioning tables read smaller differences as noise"))
+    claim_5: PrimaryMeasure = _primary(
+        "claim 5, CLIP reranking: images judged right, top-1 of N vs a single sample", measure="images_right",
+        method="bidirectional", control="bidirectional", margin=0.02, reason=(
+            "practical threshold: 2 images in 100 judged right; a reranker moving fewer is not worth N samples"))
+    claim_6: PrimaryMeasure = _primary(
+        "claim 6, blur: relative KID fall of generated images vs SL reconstructions", measure="kid_fall_generated",
+        method="bidirectional", control="bidirectional", margin=0.05, reason=(
+            "practical threshold: 5 points of relative fall (the share of the first radius's value lost at the last)"))
+
+
 @dataclass
 class ClaimsConfig:
     """Budgets of the claims notebook (07): every method and control trains under the same budget, per seed."""
@@ -458,6 +520,7 @@ class ClaimsConfig:
     eval_images: int = setting(100, range=Range(2), help="test images captioned, and test prompts drawn, per arm")
     n_candidates: int = setting(0, range=AT_LEAST_0,
                                 help="candidates CLIP reranks per prompt; 0 = sampling.n_candidates")
+    primaries: ClaimPrimaries = section(ClaimPrimaries, help="the measure that decides each claim, its margin")
     level: float = setting(0.95, range=Range(0.5, 0.999), help="confidence level of the intervals")
 
 
