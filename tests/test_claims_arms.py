@@ -10,6 +10,7 @@ import torch
 from lverse_core import provenance
 from lverse_core.config import ConfigError, derive, load_profile
 from lverse_core.evaluation import claims_experiment as ce
+from lverse_core.evaluation import claims_measures as cm
 
 
 # -- the recipe ------------------------------------------------------------------------------------------------------
@@ -24,7 +25,7 @@ def test_every_arm_trains_and_samples_with_the_profiles_recipe():
     assert (b["ml_steps"], b["sl_steps"], b["biart_steps"]) == (
         main.augvae_train.ml_steps, main.augvae_train.sl_steps, main.biart_train.steps)
     assert b["n_candidates"] == main.sampling.n_candidates
-    single = ce._single_sample(s)  # claim 5's control: one sample in both directions, the same rule otherwise
+    single = cm._single_sample(s)  # claim 5's control: one sample in both directions, the same rule otherwise
     from lverse_core.sampling.candidates import caption_candidate_count
     assert single.sampling.n_candidates == 1 and caption_candidate_count(single.sampling) == 1
     assert single.sampling.image_likelihood_weight == cfg.sampling.image_likelihood_weight
@@ -130,25 +131,25 @@ def test_per_item_text_measures_follow_the_test_items_order():
     refs = {7: ["a red circle"], 3: ["a blue square"], 5: ["a green circle"]}
     preds = {3: "a blue square", 5: "something else entirely", 7: "a red circle"}
     ordered = {i: preds[i] for i in test["ids"]}
-    out = ce._bleu_cider(ordered, refs)
+    out = cm._bleu_cider(ordered, refs)
     assert len(out["bleu4_items"]) == len(out["cider_items"]) == 3
     assert out["cider_items"][2] < out["cider_items"][0]  # item 5 (third) is the wrong one
     assert out["cider"] == pytest.approx(sum(out["cider_items"]) / 3)
     m = {}
-    ce._items(m, "x", [1.0, 0.0, 1.0])
+    cm._items(m, "x", [1.0, 0.0, 1.0])
     assert m == {"x": pytest.approx(2 / 3), "x_items": [1.0, 0.0, 1.0]}
 
 
 def test_kid_and_its_relative_fall_never_raise_on_a_nonpositive_value():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(60, 8, generator=g), torch.randn(60, 8, generator=g) + 2.0
-    assert ce.kid(a, b) > ce.kid(a, a[torch.randperm(60, generator=g)]) and math.isfinite(ce.kid(a, b))
-    assert ce.relative_fall({0.0: 2.0, 4.0: 0.5}) == (pytest.approx(0.75), "")
+    assert cm.kid(a, b) > cm.kid(a, a[torch.randperm(60, generator=g)]) and math.isfinite(cm.kid(a, b))
+    assert cm.relative_fall({0.0: 2.0, 4.0: 0.5}) == (pytest.approx(0.75), "")
     for bad in ({0.0: 0.0, 4.0: 0.1}, {0.0: -0.01, 4.0: 0.1}, {0.0: float("nan"), 4.0: 0.1}):
-        value, why = ce.relative_fall(bad)
+        value, why = cm.relative_fall(bad)
         assert math.isnan(value) and why
     with pytest.raises(ValueError, match="at least 2"):
-        ce.kid(a[:1], b)
+        cm.kid(a[:1], b)
 
 
 # -- reuse ----------------------------------------------------------------------------------------------------------
@@ -190,18 +191,18 @@ def test_an_arm_is_reused_for_the_same_settings_and_inputs_and_remade_when_one_c
         return {"captions_right": 0.5, "captions_right_items": [1.0, 0.0], "nll_i2t": float("nan"),
                 "nll_i2t_why": "x"}
 
-    out, fresh = ce._cached(cfg_s, "no_segment", compute, lines.append)
+    out, fresh = cm._cached(cfg_s, "no_segment", compute, lines.append)
     assert fresh and math.isnan(out["nll_i2t"]) and out["captions_right_items"] == [1.0, 0.0]
     monkeypatch.setattr(lverse_core, "__version__", "99.0")  # a commit that changes no setting
-    assert ce._cached(cfg_s, "no_segment", compute, lines.append)[1] is False and len(calls) == 1
+    assert cm._cached(cfg_s, "no_segment", compute, lines.append)[1] is False and len(calls) == 1
     for key, value in (("biart_train.precision", "bf16" if cfg_s.biart_train.precision != "bf16" else "fp32"),
                        ("claims.biart_steps", 6)):
         changed = ce.seed_config(_ci(tmp_path, **{key: value}), 0)
-        assert ce._cached(changed, "no_segment", compute, lines.append)[1] is True
+        assert cm._cached(changed, "no_segment", compute, lines.append)[1] is True
         assert any("biart_train." + key.split(".")[1].replace("biart_", "") in ln for ln in lines), lines
     (cfg_s.runs_root / "biart_no_segment.pt").write_bytes(b"retrained")  # an input's content changed
     lines.clear()
-    assert ce._cached(ce.seed_config(_ci(tmp_path, **{"claims.biart_steps": 6}), 0), "no_segment", compute,
+    assert cm._cached(ce.seed_config(_ci(tmp_path, **{"claims.biart_steps": 6}), 0), "no_segment", compute,
                       lines.append)[1] is True
     assert any("BiART no_segment" in ln for ln in lines)
 
@@ -237,7 +238,7 @@ def test_the_main_runs_models_are_the_main_seeds_method_arms_when_made_alike(tmp
     from lverse_core.training.biart_train import biart_made_from
     assert provenance.decide(cfg_s.runs_root / "biart_bidirectional.pt",
                              biart_made_from(ce.biart_arm_config(cfg_s, "bidirectional"))).ok
-    assert ce._train_seconds(cfg_s.runs_root / "logs" / "biart_bidirectional.csv") == 2.5
+    assert cm._train_seconds(cfg_s.runs_root / "logs" / "biart_bidirectional.csv") == 2.5
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
     assert after == before  # the main run's files only read
     assert ce.adopt_main_run(cfg, ce.seed_config(cfg, cfg.seed + 1), lines.append) == []  # other seeds train
@@ -257,7 +258,7 @@ def test_a_stopped_run_resumes_with_the_next_arm_and_prints_one_line_per_arm(tmp
     monkeypatch.setattr(ce, "adopt_main_run", lambda cfg, cfg_s, log, instruments=True: [])
     monkeypatch.setattr(ce, "prepare_seed", lambda cfg_s, log, arms: _inputs_of(cfg_s))
     monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: "judge")
-    monkeypatch.setattr(ce, "_test_set", lambda cfg_s: {"ids": [1, 2]})
+    monkeypatch.setattr(cm, "test_set", lambda cfg_s: {"ids": [1, 2]})
     monkeypatch.setattr(augvae_train, "load_augvae", lambda c, v: torch.nn.Linear(2, 2))
     computed, stop = [], {"after": 4}
 
@@ -268,17 +269,17 @@ def test_a_stopped_run_resumes_with_the_next_arm_and_prints_one_line_per_arm(tmp
         return {"judged_right": 0.5, "judged_right_items": [1.0, 0.0], "psnr_db": 20.0, "captions_right": 0.5,
                 "images_right": 0.25}
 
-    monkeypatch.setattr(ce, "reconstruction_measures",
+    monkeypatch.setattr(cm, "reconstruction_measures",
                         lambda cfg_s, model, test, judge: measured(model.__class__.__name__, cfg_s.seed))
 
     def train_arm(cfg_s, arm):
         (cfg_s.runs_root / f"biart_{arm}.pt").write_bytes(arm.encode())
         return torch.nn.Linear(2, 2), {}
 
-    monkeypatch.setattr(ce, "_train_arm", train_arm)
-    monkeypatch.setattr(ce, "_nll_measures", lambda cfg_s, model, parts, test, arm: measured(arm, cfg_s.seed))
-    monkeypatch.setattr(ce, "_caption_measures", lambda *a: {})
-    monkeypatch.setattr(ce, "_image_measures", lambda *a, **k: {})
+    monkeypatch.setattr(cm, "_train_arm", train_arm)
+    monkeypatch.setattr(cm, "_nll_measures", lambda cfg_s, model, parts, test, arm: measured(arm, cfg_s.seed))
+    monkeypatch.setattr(cm, "_caption_measures", lambda *a: {})
+    monkeypatch.setattr(cm, "_image_measures", lambda *a, **k: {})
     monkeypatch.setattr(ce, "share_instruments", lambda first, cfg_s: None)
     lines = []
     with pytest.raises(KeyboardInterrupt):
@@ -297,3 +298,30 @@ def test_a_stopped_run_resumes_with_the_next_arm_and_prints_one_line_per_arm(tmp
                for ln in arm_lines)
     saved = json.loads((ce.seed_config(cfg, 0).runs_root / "measures_ml.json").read_text())["measures"]
     assert saved["parameters"] == 6 and saved["judged_right_items"] == [1.0, 0.0]
+
+
+def test_make_claims_passes_a_subset_of_claims_to_the_notebook():
+    import shlex
+    import subprocess
+
+    from lverse_core.config import REPO_ROOT
+    from lverse_core.pipeline.cli import coerce
+    from tests._limits import HANG_GUARD_S
+
+    def dry(*args):
+        out = subprocess.run(["make", "-n", "claims", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=HANG_GUARD_S, check=True).stdout.splitlines()
+        return shlex.split(next(line for line in out if "--only 07" in line))
+
+    words = dry('CLAIMS=1 3')
+    assert words[words.index("-p") + 1: words.index("-p") + 3] == ["CLAIMS", "1 3"]
+    assert ce.parse_claims(coerce("1 3")) == [1, 3] and ce.parse_claims(coerce("6")) == [6]
+    assert "-p" not in dry()
+
+
+def test_the_blur_figure_draws_both_sets_per_seed_and_skips_runs_without_the_arm():
+    m = {"kid_generated_blur0": 0.2, "kid_generated_blur4": 0.05, "kid_reconstructions_blur0": 0.1,
+         "kid_reconstructions_blur4": float("nan")}
+    fig = cm.blur_kid_figure({0: {"bidirectional": m}, 1: {"bidirectional": m}}, [4, 0])
+    assert len(fig.axes[0].lines) == 4 and list(fig.axes[0].lines[0].get_xdata()) == [0.0, 4.0]
+    assert cm.blur_kid_figure({0: {"ml": {}}}, [0, 4]) is None

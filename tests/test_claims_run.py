@@ -79,7 +79,7 @@ def test_real_data_is_refused_with_what_to_do_instead():
 def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_path):
     """The judge and the reranker are trained once, on the first seed's draw, and copied to every later seed's run
     folder before it is prepared (where every measure, FID included, looks for them)."""
-    from lverse_core.evaluation import claims_experiment
+    from lverse_core.evaluation import claims_experiment, claims_measures
     import lverse_core.evaluation.judge as judge_mod
 
     cfg = load_profile("ci", **{"claims.seeds": [3, 1, 2], "runs_dir": str(tmp_path / "runs")})
@@ -94,11 +94,11 @@ def test_later_seeds_get_the_first_seeds_judge_and_reranker(monkeypatch, tmp_pat
 
     monkeypatch.setattr(claims_experiment, "prepare_seed", prepare)
     monkeypatch.setattr(claims_experiment, "adopt_main_run", lambda cfg, cfg_s, log, instruments=True: [])
-    monkeypatch.setattr(claims_experiment, "_test_set", lambda cfg_s: {})
+    monkeypatch.setattr(claims_measures, "test_set", lambda cfg_s: {})
     monkeypatch.setattr(judge_mod, "ensure_judge", lambda cfg_s: (cfg_s.runs_root / "judge.pt").read_text())
     used = []
-    monkeypatch.setattr(claims_experiment, "augvae_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
-    monkeypatch.setattr(claims_experiment, "biart_measures",
+    monkeypatch.setattr(claims_measures, "augvae_measures", lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
+    monkeypatch.setattr(claims_measures, "biart_measures",
                         lambda cfg_s, arm, test, judge, log: used.append(judge) or {})
     (tmp_path / "runs").mkdir()
     out = run_claims(cfg, log=lambda m: None)
