@@ -59,7 +59,7 @@
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
 OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
-CLAIMS = ""  # the claims to run, e.g. "1 3" (make claims CLAIMS="1 3"); empty: all six (claims.only)
+CLAIMS = ""  # claim numbers to run, space-separated, e.g. 1 3 (the make variable CLAIMS); empty: all six
 
 # %%
 import time

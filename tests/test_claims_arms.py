@@ -248,6 +248,13 @@ def test_the_main_runs_models_are_the_main_seeds_method_arms_when_made_alike(tmp
     got = ce.adopt_main_run(other, ce.seed_config(other, other.seed), lines.append, instruments=False)
     assert "BiART" not in got and "judge" not in got and "AugVAE-SL" in got
     assert any("BiART" in ln and "biart_train.steps" in ln for ln in lines), lines
+    # a model made from one the claims train anew is not copied either (theirs is made from their own)
+    same = {"claims.ml_steps": 0, "claims.sl_steps": 0, "claims.biart_steps": 0}
+    main = _ci(tmp_path / "third", **same)
+    _main_files(_derive(ce.seed_config(main, main.seed), runs_dir=main.runs_dir, reports_dir=main.reports_dir))
+    third = _ci(tmp_path / "third", **{**same, "claims.ml_steps": 3})
+    got = ce.adopt_main_run(third, ce.seed_config(third, third.seed), lines.append)
+    assert got == ["tokenizer", "CLIP reranker", "judge"]
 
 
 def test_a_stopped_run_resumes_with_the_next_arm_and_prints_one_line_per_arm(tmp_path, monkeypatch):
@@ -325,3 +332,11 @@ def test_the_blur_figure_draws_both_sets_per_seed_and_skips_runs_without_the_arm
     fig = cm.blur_kid_figure({0: {"bidirectional": m}, 1: {"bidirectional": m}}, [4, 0])
     assert len(fig.axes[0].lines) == 4 and list(fig.axes[0].lines[0].get_xdata()) == [0.0, 4.0]
     assert cm.blur_kid_figure({0: {"ml": {}}}, [0, 4]) is None
+
+
+def test_notebook_07_declares_the_claims_parameter():
+    import papermill
+
+    from lverse_core.pipeline.execute import NOTEBOOK_DIR
+
+    assert "CLAIMS" in papermill.inspect_notebook(str(NOTEBOOK_DIR / "07_claims.ipynb"))

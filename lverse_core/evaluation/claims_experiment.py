@@ -89,6 +89,11 @@ def _main_artefacts(c: Config) -> list[tuple[str, Any, Any, list[Any]]]:
     return out
 
 
+# the main-run models each one is made from: reused only together with them
+_MADE_FROM_MAIN = {"AugVAE-SL": ("AugVAE-ML",), "codes (train)": ("AugVAE-SL",), "codes (test)": ("AugVAE-SL",),
+                   "BiART": ("AugVAE-SL", "codes (train)", "tokenizer")}
+
+
 def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = print, instruments: bool = True
                    ) -> list[str]:
     """Copy into the claims folder of the main run's seed every model of the main run (``runs/<profile>/``) that
@@ -107,10 +112,12 @@ def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = prin
     main_view = derive(cfg_s, runs_dir=cfg.runs_dir, reports_dir=cfg.reports_dir)  # this seed's settings, main files
     if main_view.runs_root == cfg_s.runs_root:
         return []
-    adopted = []
+    adopted: list[str] = []
     for (name, src, made, extra), (_, dst, _, extra_dst) in zip(_main_artefacts(main_view), _main_artefacts(cfg_s)):
         if name in ("judge", "CLIP reranker") and not instruments:
             continue
+        if any(up not in adopted for up in _MADE_FROM_MAIN.get(name, ())):
+            continue  # made from a main-run model the claims train anew: theirs is made from their own
         if name == "BiART":
             dst, extra_dst = cfg_s.runs_root / "biart_bidirectional.pt", [cfg_s.runs_root / "logs" /
                                                                         "biart_bidirectional.csv"]
