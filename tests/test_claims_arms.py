@@ -191,18 +191,18 @@ def test_an_arm_is_reused_for_the_same_settings_and_inputs_and_remade_when_one_c
         return {"captions_right": 0.5, "captions_right_items": [1.0, 0.0], "nll_i2t": float("nan"),
                 "nll_i2t_why": "x"}
 
-    out, fresh = cm._cached(cfg_s, "no_segment", compute, lines.append)
+    out, fresh = cm.measure_once(cfg_s, "no_segment", compute, lines.append)
     assert fresh and math.isnan(out["nll_i2t"]) and out["captions_right_items"] == [1.0, 0.0]
     monkeypatch.setattr(lverse_core, "__version__", "99.0")  # a commit that changes no setting
-    assert cm._cached(cfg_s, "no_segment", compute, lines.append)[1] is False and len(calls) == 1
+    assert cm.measure_once(cfg_s, "no_segment", compute, lines.append)[1] is False and len(calls) == 1
     for key, value in (("biart_train.precision", "bf16" if cfg_s.biart_train.precision != "bf16" else "fp32"),
                        ("claims.biart_steps", 6)):
         changed = ce.seed_config(_ci(tmp_path, **{key: value}), 0)
-        assert cm._cached(changed, "no_segment", compute, lines.append)[1] is True
+        assert cm.measure_once(changed, "no_segment", compute, lines.append)[1] is True
         assert any("biart_train." + key.split(".")[1].replace("biart_", "") in ln for ln in lines), lines
     (cfg_s.runs_root / "biart_no_segment.pt").write_bytes(b"retrained")  # an input's content changed
     lines.clear()
-    assert cm._cached(ce.seed_config(_ci(tmp_path, **{"claims.biart_steps": 6}), 0), "no_segment", compute,
+    assert cm.measure_once(ce.seed_config(_ci(tmp_path, **{"claims.biart_steps": 6}), 0), "no_segment", compute,
                       lines.append)[1] is True
     assert any("BiART no_segment" in ln for ln in lines)
 

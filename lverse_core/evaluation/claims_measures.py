@@ -58,7 +58,13 @@ def _measures_made_from(cfg_s: Config, arm: str):
 
 
 def _cached(cfg_s: Config, arm: str, compute: Callable[[], dict[str, Any]], log: Callable[[str], None] = print
-            ) -> tuple[dict[str, Any], bool]:
+            ) -> dict[str, Any]:
+    """``measure_once``'s measures alone."""
+    return measure_once(cfg_s, arm, compute, log)[0]
+
+
+def measure_once(cfg_s: Config, arm: str, compute: Callable[[], dict[str, Any]], log: Callable[[str], None] = print
+                 ) -> tuple[dict[str, Any], bool]:
     """``(compute(), True)`` once per arm, then ``(the saved measures, False)``: runs/.../measures_<arm>.json is
     reused only while its provenance record matches (``_measures_made_from``); when it does not, one line with
     ``log`` says what changed (e.g. ``biart_train.precision fp32 -> bf16``). Each arm is saved as soon as it is
@@ -191,7 +197,7 @@ def augvae_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log
         out.update(_own_quality(cfg_m, model, steps, cfg_m.runs_root / "logs" / f"augvae_{variant}.csv"))
         return out
 
-    out, fresh = _cached(cfg_s, arm, compute, log)
+    out, fresh = measure_once(cfg_s, arm, compute, log)
     progress(f"seed {cfg_s.seed} · AugVAE {arm} · {_trained(out, fresh, started)} · PSNR {out['psnr_db']:.2f} dB · "
              f"judged right {out['judged_right']:.2f}", log)
     return out
@@ -256,7 +262,7 @@ def biart_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log:
             out.update(_image_measures(cfg_s, model, parts, test, judge, blur=arm == "bidirectional"))
         return out
 
-    out, fresh = _cached(cfg_s, arm, compute, log)
+    out, fresh = measure_once(cfg_s, arm, compute, log)
     shown = [f"{name} {out[key]:.2f}" for name, key in (("captions", "captions_right"), ("images", "images_right"))
              if key in out]
     progress(" · ".join([f"seed {cfg_s.seed} · BiART {arm} · {_trained(out, fresh, started)}", *shown]), log)
