@@ -219,6 +219,7 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
         assert by_arm["t2i_only"].get("nll_i2t_why") and "nll_i2t_items" not in by_arm["t2i_only"]
         for m in by_arm.values():
             assert m["parameters"] > 0 and m["steps"] > 0
+    manifest = json.loads((root / "manifest.json").read_text())
     assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}
 
 
