@@ -29,8 +29,9 @@ reproduce: setup
 results: setup
 	$(PY) -m lverse_core results --profile $(PROFILE) $(if $(README),--readme,)
 
+# the claims scorecard (notebook 07); CLAIMS="1 3" runs the arms of those claims only
 claims: setup
-	$(PY) -m lverse_core run --profile $(PROFILE) --only 07
+	$(PY) -m lverse_core run --profile $(PROFILE) --only 07 $(if $(CLAIMS),-p CLAIMS "$(CLAIMS)",)
 
 # The paper path end to end on the CPU (configs/paper-dry.yaml: the paper's sizes, stand-in assets, 1-2 steps per
 # stage); the notebook parameters keep its figures to a few samples, since every paper-size image is 1024 tokens

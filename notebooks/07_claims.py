@@ -20,19 +20,23 @@
 # design choices. This notebook re-tests each one against a control that differs in that choice alone, trained under
 # the same budget, for several seeds, and lets an interval decide:
 #
-# 1. **Cross-level augmentation** (§3.3, Table 1). (a) AugVAE-ML with one codebook shared by its four levels vs the
-#    same ML with one codebook per level (each level its own quarter of the codes: the same total, no sharing);
-#    (b) AugVAE-SL finetuned from ML vs the same SL trained from scratch for ML + SL steps (the plain VQ-VAE).
+# 1. **Cross-level augmentation** (§3.3, Table 1). (a) AugVAE-SL finetuned from the ML whose four levels share one
+#    codebook vs the same SL finetuned (same steps) from an ML with one codebook per level (each level its own
+#    quarter of the codes: the same total, no sharing), i.e. the tokenizer BiART uses; the same comparison of the
+#    two MLs is a secondary row; (b) AugVAE-SL finetuned from ML vs the same SL trained from scratch for ML + SL
+#    steps (the plain VQ-VAE).
 # 2. **Segment embedding** (§3.4): BiART with and without the [REF]/[GEN] embedding, under the kit's per-modality
 #    positions and under one position table over the whole sequence (the official README's snippet). With
 #    per-modality positions the direction is already visible, so the two schemes may disagree.
 # 3. **Bidirectional training** (§3.4): one model trained on both directions vs a model per direction, each with
-#    half the steps (equal steps per direction, and equal total compute).
+#    half the steps and the warm-up scaled alike (equal steps per direction, equal total compute, the same
+#    learning-rate schedule over its training).
 # 4. **Caption truncation** (§3.6, Table 2): the same samples cut at the first full stop vs kept whole. The paper
 #    reports BLEU-4 up and CIDEr down for the truncated ones.
-# 5. **CLIP reranking** (§3.6): top-1 of N candidates vs a single sample.
-# 6. **FID under blur** (§4.3, Table 3): does FID-k of generated images fall with the blur radius faster than the
-#    FID-k of AugVAE-SL reconstructions (the decoder's ceiling)?
+# 5. **CLIP reranking** (§3.6): top-1 of N candidates (the profile's reranking rule) vs a single sample.
+# 6. **Blur** (§4.3, Table 3): does the distance of generated images to real ones fall with the blur radius faster
+#    than that of AugVAE-SL reconstructions (the decoder's ceiling)? Measured with KID (torch-fidelity's subset
+#    estimator, usable at a hundred images, where FID's covariances are rank-deficient).
 #
 # It runs on the embedded profiles (ci, smoke, gpu): the judged measures need the data set's ground truth. Each seed
 # redraws the embedded data set, the initialisation and the batch order; the two instruments, the attribute judge and
@@ -64,14 +68,17 @@
 # missing or NaN on a seed says *not measured* and why; the other rows still decide. One run never decides: a
 # single-seed verdict on Table 1 once flipped between two machines of the same commit.
 #
-# **Budgets.** Every arm of a claim gets the same steps (`claims.*` in the profile; the smoke profile uses fewer steps
-# than the main run, so these are short-training results). **What to look for**: which claims hold already at this
-# scale, which are inconclusive (an interval across zero and past the margin says "not resolved by these runs", not
-# "false"), and whether any is contradicted.
+# **Budgets.** Every arm is trained with the profile's own recipe and steps (`claims.*` can set shared budgets; the
+# ci profile uses tiny ones) and sampled with its candidates and reranking rule. The main run's seed reuses the main
+# run's models where they were made from the same settings and inputs; `CLAIMS` (or `claims.only`) runs some
+# claims' arms only. **What to look for**: each arm's own quality first (an arm that cannot caption or draw tests
+# nothing), then which claims hold, which are inconclusive (an interval across zero and past the margin says
+# "not resolved by these runs", not "false"), and whether any is contradicted.
 
 # %% tags=["parameters"]
 PROFILE = "smoke"  # ci|smoke|gpu|paper
 OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
+CLAIMS = ""  # claim numbers to run, space-separated, e.g. 1 3 (the make variable CLAIMS); empty: all six
 
 # %%
 import time
@@ -81,28 +88,36 @@ from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 cfg = load_run_config(PROFILE, OVERRIDES)
-from lverse_core.evaluation.claims_experiment import budgets
+from lverse_core.config import derive
+from lverse_core.evaluation.claims_experiment import budgets, claims_selected, parse_claims
+if CLAIMS not in ("", None):  # the same run folders: a subset of the claims reuses and adds to the full run's arms
+    cfg = derive(cfg, **{"claims.only": parse_claims(CLAIMS)})
 b = budgets(cfg)
-print(f"profile {cfg.profile}: seeds {cfg.claims.seeds}; AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps "
-      f"(SL from scratch {b['ml_steps'] + b['sl_steps']}), BiART {b['biart_steps']} steps per arm (one-direction "
-      f"controls {b['biart_steps'] // 2}); {b['eval_images']} test images and prompts, {b['n_candidates']} candidates")
+print(f"profile {cfg.profile}: claims {', '.join(map(str, claims_selected(cfg)))}; seeds {cfg.claims.seeds}; "
+      f"AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps (SL from scratch {b['ml_steps'] + b['sl_steps']}), "
+      f"BiART {b['biart_steps']} steps per arm (one-direction controls {b['biart_steps'] // 2}); "
+      f"{b['eval_images']} test images and prompts, {b['n_candidates']} image candidates")
 
 # %% [markdown]
 # ## The switches
 #
 # Each control is one configuration key away from the method (unit tests check that each really changes the model):
 # `augvae.codebook: per_level`, `biart.segment_embedding: false`, `biart.positions: shared`,
-# `biart_train.direction: t2i | i2t`; truncation, reranking and blur are read off the same samples.
+# `biart_train.direction: t2i | i2t` (with half the steps and warm-up); truncation, reranking and blur are read off
+# the same samples.
 
 # %%
-from lverse_core.evaluation.claims_experiment import AUGVAE_ARMS, BIART_ARMS, biart_arm_config, seed_config
+from lverse_core.evaluation.claims_experiment import AUGVAE_ARMS, BIART_ARMS, arms_selected, biart_arm_config, seed_config
 cfg0 = seed_config(cfg, cfg.claims.seeds[0])
-arms = [{"arm": arm, "what": "AugVAE", "differs by": {"ml": "-", "ml_per_level": "augvae.codebook: per_level",
-                                                     "sl": "-", "baseline": "SL trained from scratch"}[arm]}
-        for arm in AUGVAE_ARMS]
+chosen = arms_selected(cfg)
+arms = [{"arm": arm, "what": "AugVAE", "differs by": {
+    "ml": "-", "ml_per_level": "augvae.codebook: per_level", "sl": "-",
+    "sl_per_level": "augvae.codebook: per_level (SL finetuned from the per-level ML)",
+    "baseline": "SL trained from scratch"}[arm]} for arm in AUGVAE_ARMS if arm in chosen]
 KEYS = {"segment embedding": ("biart", "segment_embedding"), "positions": ("biart", "positions"),
-        "direction": ("biart_train", "direction"), "steps": ("biart_train", "steps")}
-for arm in BIART_ARMS:
+        "direction": ("biart_train", "direction"), "steps": ("biart_train", "steps"),
+        "warm-up": ("biart_train", "warmup_steps")}
+for arm in (a for a in BIART_ARMS if a in chosen):
     a = biart_arm_config(cfg0, arm)
     value = {k: getattr(getattr(a, sec), key) for k, (sec, key) in KEYS.items()}
     paper = {k: getattr(getattr(cfg0, sec), key) for k, (sec, key) in KEYS.items()}
@@ -113,7 +128,8 @@ display(pd.DataFrame(arms))
 # %% [markdown]
 # ## Train and measure every arm of every seed
 #
-# Finished runs and measures are reused (`runs/<profile>/claims/s<seed>/`), so an interrupted notebook continues.
+# Finished runs and measures are reused (`runs/<profile>/claims/s<seed>/`, each arm saved as soon as it is measured),
+# so an interrupted notebook continues with the next arm. One line per arm is printed here and at the command line.
 
 # %%
 from lverse_core.evaluation.claims_experiment import run_claims
@@ -126,8 +142,35 @@ print(f"{len(measures)} seeds in {run_seconds:.0f} s")
 # The raw measures, seed by seed (what every verdict below rests on).
 
 # %%
-raw = pd.DataFrame([{"seed": s, "arm": arm, **m} for s, by_arm in measures.items() for arm, m in by_arm.items()])
+raw = pd.DataFrame([{"seed": s, "arm": arm, **{k: v for k, v in m.items() if isinstance(v, (int, float))}}
+                    for s, by_arm in measures.items() for arm, m in by_arm.items()])  # scalars; per-item lists aside
 display(raw.set_index(["arm", "seed"]).sort_index().round(4))
+
+# %% [markdown]
+# Each arm's own quality, size and cost (mean over seeds): an arm that cannot caption or draw tests no claim.
+
+# %%
+QUALITY = {"captions_right": "captions right", "images_right": "images judged right",
+           "judged_right": "reconstructions judged right", "parameters": "parameters", "steps": "steps",
+           "train_seconds": "training s"}
+quality = (raw.groupby("arm", sort=False)[[k for k in QUALITY if k in raw]].mean()
+           .rename(columns=QUALITY).round(3))
+display(quality)
+
+# %% [markdown]
+# Claim 6 as a picture: KID of generated images and of AugVAE-SL reconstructions (the decoder's ceiling) against the
+# real test images, all blurred alike, over the blur radius; one line per seed.
+
+# %%
+import matplotlib.pyplot as plt
+from lverse_core.evaluation.claims_measures import blur_kid_figure
+from lverse_core.report import save_figure
+fig = blur_kid_figure(measures, cfg.eval.blur_radii)
+if fig is not None:
+    save_figure(cfg, "07_claims_blur_kid", fig, caption="Claim 6: KID of generated images and of AugVAE-SL "
+                "reconstructions (the decoder's ceiling) against the real test images over the blur radius, one "
+                "line per seed")
+    plt.show()
 
 # %% [markdown]
 # ## The scorecard
@@ -138,9 +181,10 @@ display(raw.set_index(["arm", "seed"]).sort_index().round(4))
 
 # %%
 from lverse_core.evaluation.claims import NOT_MEASURED, VERDICTS
+from lverse_core.evaluation.claims_experiment import claim_rows
 from lverse_core.evaluation.scorecard import PRIMARY, scorecard, shortfall
 from lverse_core.report import headline_number, provenance, save_table, write_results
-card = scorecard(measures, cfg.claims)
+card = scorecard(measures, cfg.claims, claim_rows(cfg))  # the rows of the claims this run measured
 primary = card[card["role"] == PRIMARY]
 decided = primary["verdict"].str.split(":").str[0]
 counts = {v: int((decided == v).sum()) for v in (*VERDICTS, NOT_MEASURED)}

@@ -223,6 +223,17 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
             low, high = (-math.inf if r["low"] is None else r["low"]), (math.inf if r["high"] is None else r["high"])
             assert r["verdict"] in VERDICTS and low <= r["difference"] <= high and high > low
     assert_figure_shows(root / "figures" / "07_claims_intervals.png")
+    assert_figure_shows(root / "figures" / "07_claims_blur_kid.png")
+    # per-item measures: one value per test item, the same items in every arm of a seed
+    n_items = load_profile("ci").claims.eval_images
+    for by_arm in res["measures"].values():
+        for key in ("psnr_db", "judged_right", "captions_right", "captions_right_single", "images_right",
+                    "images_right_single", "bleu4_truncated", "cider_untruncated", "nll_i2t", "nll_t2i"):
+            lists = [m[f"{key}_items"] for m in by_arm.values() if isinstance(m.get(f"{key}_items"), list)]
+            assert lists and {len(v) for v in lists} == {n_items}, key
+        assert by_arm["t2i_only"].get("nll_i2t_why") and "nll_i2t_items" not in by_arm["t2i_only"]
+        for m in by_arm.values():
+            assert m["parameters"] > 0 and m["steps"] > 0
     manifest = json.loads((root / "manifest.json").read_text())
     assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}
 

@@ -133,6 +133,12 @@ def _distinct_seeds(v: list[int]) -> str | None:
     return f"{v}; give distinct seeds (at least 3 for an interval that can decide a claim)"
 
 
+def _distinct_claims(v: list[int]) -> str | None:
+    if len(v) == len(set(v)):
+        return None
+    return f"{v}; name each claim once (numbers 1-6), or leave the list empty for all six"
+
+
 # -- the sections --------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -522,6 +528,8 @@ class ClaimsConfig:
                                 help="candidates CLIP reranks per prompt; 0 = sampling.n_candidates")
     primaries: ClaimPrimaries = section(ClaimPrimaries, help="the measure that decides each claim, its margin")
     level: float = setting(0.95, range=Range(0.5, 0.999), help="confidence level of the intervals")
+    only: list[int] = setting([], range=Range(1, 6), check=_distinct_claims, help=(
+        "the claims whose arms to run (numbers 1-6, e.g. [1, 3]; make claims CLAIMS=\"1 3\"); empty = all six"))
 
 
 @dataclass

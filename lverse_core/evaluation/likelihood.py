@@ -67,6 +67,33 @@ def heldout_nll(model, pairs, device, batch_size: int = 256) -> pd.DataFrame:
     return heldout_pass(model, pairs, device, batch_size)[0]
 
 
+@torch.no_grad()
+def heldout_nll_per_pair(model, pairs, device, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Teacher-forced NLL of each held-out pair's *target* (nats per target token): ``{"t2i": (M,), "i2t": (M,)}``,
+    the image tokens given the caption and the caption's tokens ([PAD] not scored) given the image: the [GEN] rows
+    of ``heldout_nll`` kept per pair, so a comparison of two models can pair them item by item. The image entries
+    average to ``heldout_nll``'s text->image [GEN] value; the text entries, weighted by each caption's token count,
+    to its image->text [GEN] value."""
+    import torch.nn.functional as F
+    from lverse_core.models.biart import I2T, T2I
+
+    model.eval()
+    n = len(pairs.text)
+    if n == 0:
+        raise ValueError("the held-out NLL needs at least one caption-image pair")
+    out: dict[str, list[torch.Tensor]] = {T2I: [], I2T: []}
+    for start in range(0, n, batch_size):
+        text, image = pairs.batch(list(range(start, min(n, start + batch_size))), device)
+        scored = (text != model.args.pad_id).float()
+        _, image_logits = model.logits(text, image, T2I)
+        image_nll = F.cross_entropy(image_logits.float().transpose(1, 2), image.long(), reduction="none")
+        out[T2I].append(image_nll.mean(1).cpu())
+        text_logits, _ = model.logits(text, image, I2T)
+        text_nll = F.cross_entropy(text_logits.float().transpose(1, 2), text.long(), reduction="none")
+        out[I2T].append(((text_nll * scored).sum(1) / scored.sum(1).clamp(min=1)).cpu())
+    return {d: torch.cat(v).double() for d, v in out.items()}
+
+
 def conditioning_gap(nll: pd.DataFrame) -> dict:
     """What the condition is worth, per modality, from ``heldout_nll``: NLL as [REF] minus NLL as [GEN].
 

@@ -46,12 +46,6 @@ _NLL = "held-out NLL, both directions (nats per token)"
 DERIVED_ROWS: list[Row] = [
     (_CLAIM2, _NLL, ("bidirectional", "nll_both"), ("no_segment", "nll_both"), "lower"),
     (_CLAIM3, _NLL, ("bidirectional", "nll_both"), (ONE_DIRECTION, "nll_both"), "lower"),
-    # the comparisons the primaries of claims 1 and 6 name, for an experiment whose CLAIM_ROWS does not list them
-    # (its own row wins where it does)
-    ("1a cross-level augmentation: SL from the shared-codebook ML vs SL from the per-level ML", "PSNR (dB)",
-     ("sl", "psnr_db"), ("sl_per_level", "psnr_db"), "higher"),
-    ("6 blur: generated images' KID falls faster than the reconstructions' (relative fall)", "relative KID fall",
-     ("bidirectional", "kid_fall_generated"), ("bidirectional", "kid_fall_reconstructions"), "higher"),
 ]
 
 

@@ -1,0 +1,121 @@
+"""The arms of the claims experiment (``claims_experiment``, notebook 07): which claims a run measures, the
+budgets every method and its control share, and the configuration of each seed and arm (no file is read here).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lverse_core.config import Config, derive
+
+AUGVAE_ARMS = ("ml", "ml_per_level", "sl", "sl_per_level", "baseline")
+BIART_ARMS = ("bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment", "t2i_only",
+              "i2t_only")
+CLAIMS = (1, 2, 3, 4, 5, 6)
+# the arms each claim compares (4, 5 and 6 read the bidirectional model's samples in two ways)
+ARMS_OF_CLAIM: dict[int, tuple[str, ...]] = {
+    1: AUGVAE_ARMS, 2: ("bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment"),
+    3: ("bidirectional", "t2i_only", "i2t_only"), 4: ("bidirectional",), 5: ("bidirectional",),
+    6: ("bidirectional",)}
+
+
+def claims_selected(cfg: Config) -> tuple[int, ...]:
+    """The claims this run measures: ``claims.only`` (validated: numbers 1-6), or all six when it is empty."""
+    return tuple(sorted(set(cfg.claims.only))) if cfg.claims.only else CLAIMS
+
+
+def parse_claims(value: Any) -> list[int]:
+    """The notebook parameter ``CLAIMS`` as a list of claim numbers: ``""`` / None (all), an int, a string such as
+    ``"1 3"`` or ``"1,3"``, or a list; a ConfigError names what could not be read."""
+    from lverse_core.config import ConfigError
+
+    if value is None or value == "":
+        return []
+    if isinstance(value, bool):
+        raise ConfigError(f"CLAIMS={value!r}: give claim numbers 1-6, e.g. \"1 3\"")
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        parts = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ConfigError(f"CLAIMS={value!r}: give claim numbers 1-6, e.g. \"1 3\" (got a {type(value).__name__})")
+    out = []
+    for p in parts:
+        try:
+            out.append(int(p))
+        except (TypeError, ValueError):
+            raise ConfigError(f"CLAIMS={value!r}: {p!r} is not a claim number; give numbers 1-6, e.g. \"1 3\"") \
+                from None
+    return out
+
+
+def arms_selected(cfg: Config) -> list[str]:
+    """The arms the selected claims need, in ``AUGVAE_ARMS`` + ``BIART_ARMS`` order."""
+    need = {arm for c in claims_selected(cfg) for arm in ARMS_OF_CLAIM[c]}
+    return [arm for arm in (*AUGVAE_ARMS, *BIART_ARMS) if arm in need]
+
+
+def claim_number(claim: str) -> int:
+    """The claim number a ``CLAIM_ROWS`` claim text starts with ("1a cross-level ..." -> 1)."""
+    digits = ""
+    for ch in claim:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits)
+
+
+def budgets(cfg: Config) -> dict[str, int]:
+    """The step counts and sizes every arm of a claim shares (``claims.*``, 0 = the profile's own)."""
+    c = cfg.claims
+    return {"ml_steps": c.ml_steps or cfg.augvae_train.ml_steps, "sl_steps": c.sl_steps or cfg.augvae_train.sl_steps,
+            "biart_steps": c.biart_steps or cfg.biart_train.steps, "eval_images": c.eval_images,
+            "n_candidates": c.n_candidates or cfg.sampling.n_candidates}
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The configuration of one seed's runs: its own data draw (the main run's seed: the main run's data set) and
+    run folder, the claims' budgets, and otherwise the profile's recipe as it is (tokenizer recipe, candidates and
+    reranking rule of both directions)."""
+    b = budgets(cfg)
+    over: dict[str, Any] = {
+        "seed": seed, "runs_dir": f"{cfg.runs_dir}/claims/s{seed}",
+        "reports_dir": f"{cfg.runs_dir}/claims/s{seed}/reports",
+        "augvae_train.ml_steps": b["ml_steps"], "augvae_train.sl_steps": b["sl_steps"],
+        "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
+        "sampling.n_candidates": b["n_candidates"]}
+    if cfg.data.source == "shapes" and seed != cfg.seed:
+        over["data.root"] = f"{cfg.data.root}+claims-s{seed}"
+    return derive(cfg, **over)
+
+
+def biart_arm_config(cfg_s: Config, arm: str) -> Config:
+    """BiART of ``arm``: the paper's model, an ablation of the segment embedding / position scheme, or a
+    one-direction control with half the steps (equal steps per direction and equal total compute) and the warm-up
+    scaled alike (the same fraction of its steps, so the same learning-rate schedule over its training)."""
+    steps = cfg_s.biart_train.steps
+    half = max(1, steps // 2)
+    warm = cfg_s.biart_train.warmup_steps
+    half_warm = 0 if warm == 0 else max(1, round(warm * half / steps))
+    arms: dict[str, dict[str, Any]] = {
+        "bidirectional": {},
+        "no_segment": {"biart.segment_embedding": False},
+        "shared_positions": {"biart.positions": "shared"},
+        "shared_positions_no_segment": {"biart.positions": "shared", "biart.segment_embedding": False},
+        "t2i_only": {"biart_train.direction": "t2i", "biart_train.steps": half, "biart_train.warmup_steps": half_warm},
+        "i2t_only": {"biart_train.direction": "i2t", "biart_train.steps": half, "biart_train.warmup_steps": half_warm},
+    }
+    if arm not in arms:
+        raise ValueError(f"unknown BiART arm {arm!r}; choose from {', '.join(arms)}")
+    return derive(cfg_s, **arms[arm])
+
+
+def per_level_config(cfg_s: Config) -> Config:
+    return derive(cfg_s, **{"augvae.codebook": "per_level", "runs_dir": f"{cfg_s.runs_dir}/ml_per_level"})
+
+
+def _augvae_arm(cfg_s: Config, arm: str) -> tuple[Config, str]:
+    """The configuration and variant of an AugVAE arm's checkpoint."""
+    variant = {"ml": "ml", "ml_per_level": "ml", "sl": "sl", "sl_per_level": "sl", "baseline": "baseline"}[arm]
+    return (per_level_config(cfg_s) if arm.endswith("_per_level") else cfg_s), variant
