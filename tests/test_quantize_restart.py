@@ -159,3 +159,19 @@ def test_a_finished_checkpoint_written_before_the_counter_still_loads(tmp_path):
     loaded = load_augvae(cfg, "ml")
     assert loaded.quantizer.idle_updates.eq(0).all()
     assert torch.equal(loaded.quantizer.embed, model.quantizer.embed)
+
+
+def test_codes_a_start_leaves_without_vectors_are_due_at_once():
+    """k-means clusters left empty (and a randn codebook's codes) never had a vector: restarted at their first
+    update below the threshold; the clusters with vectors wait for the patience."""
+    q = EMAVectorQuantizer(6, 2, dead_code_threshold=1.0, restart_patience=5).train()
+    flat = torch.tensor([[0.0, 0.0], [10.0, 10.0]]).repeat(4, 1)  # two distinct vectors: four clusters stay empty
+    q.init_kmeans_(flat, iters=2)
+    hit = q.cluster_size > 0
+    assert int(hit.sum()) == 2
+    assert torch.equal(q.idle_updates, torch.where(hit, 0, 5))
+    first = int(hit.nonzero()[0, 0])
+    out = q.update_(torch.randn(8, 2), torch.full((8,), first))  # one of the two clusters gets every vector
+    assert torch.equal(out["restarted"], ~hit)  # the empty ones restart; the other cluster (count 4) is alive
+    fresh = EMAVectorQuantizer(6, 2, dead_code_threshold=1.0, restart_patience=5).train()  # randn, counts 0
+    assert fresh.update_(torch.randn(8, 2), torch.zeros(8, dtype=torch.long))["restarted"][1:].all()
