@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from lverse_core.evaluation.verdicts import judged_correct
 from lverse_core.pipeline import eval_tables as T
 from lverse_core.evaluation.metrics import read_caption_results, read_coco_references
 
@@ -56,7 +57,7 @@ def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
     # Real images against their own captions: the judge's ceiling; a wrong image for each caption scores lower.
     assert fake["judged_correct"] < real["judged_correct"]
     assert rows[RANDOM_REAL]["judged_correct"] < real["judged_correct"]
-    assert real["judged_correct"] == pytest.approx(T.judged_correct(judge, images, captions)["judged_correct"])
+    assert real["judged_correct"] == pytest.approx(judged_correct(judge, images, captions)["judged_correct"])
     assert any(k.startswith("judged_correct_") and k.endswith("_objects") for k in real)
     df = T.table3(synth_cfg, {"real test images": real, "shuffled real images": fake})
     assert df["model"].tolist() == ["real test images", "shuffled real images"]
@@ -66,4 +67,4 @@ def test_streamed_table3_rows_and_table(synth_cfg, ci_test_set):
     assert len(paper) == 7 and paper["source"].str.startswith("L-Verse paper Table 3").all()
     assert not set(paper.columns) & {"images judged right for the caption (%)"}
     with pytest.raises(ValueError, match="prompts"):
-        T.judged_correct(judge, images[:3], captions)
+        judged_correct(judge, images[:3], captions)

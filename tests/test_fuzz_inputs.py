@@ -19,6 +19,7 @@ from PIL import Image
 
 from lverse_core.config import CHOICES as CONFIG_CHOICES, INT_MAX, RANGES, RESERVED_OVERRIDES, Config, ConfigError
 from lverse_core.config import load_profile, load_run_config
+from lverse_core.config import schema
 from lverse_core.data.loaders import BadInputError, karpathy_records, load_image, read_cc3m_tsv
 from lverse_core.data.tokenizer import TextTokenizer
 from lverse_core.evaluation.human_eval import CHOICES, AnswerFileError, validate_answer_file
@@ -243,7 +244,7 @@ def test_run_config_on_arbitrary_overrides(tmp_path, monkeypatch, over):
     assert not any(k == r or k.startswith(r + ".") for k in flat for r in RESERVED_OVERRIDES), over
     assert cfg.profile == "ci"
     for key, allowed in RANGES.items():
-        value = getattr(cfg, key) if "." not in key else getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
+        value = schema.get(cfg, key)  # keys of any depth (claims.primaries.claim_1.margin)
         for v in value if isinstance(value, list) else [value]:
             assert v in allowed and (not isinstance(v, int) or v <= INT_MAX), (key, v)
     if not flat:
