@@ -56,14 +56,10 @@ def arms_selected(cfg: Config) -> list[str]:
     return [arm for arm in (*AUGVAE_ARMS, *BIART_ARMS) if arm in need]
 
 
-def claim_number(claim: str) -> int:
-    """The claim number a ``CLAIM_ROWS`` claim text starts with ("1a cross-level ..." -> 1)."""
-    digits = ""
-    for ch in claim:
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits)
+def claim_number(claim: str) -> int | None:
+    """The number a claim text starts with ("1a cross-level ..." -> 1), None if none."""
+    digits = claim[:len(claim) - len(claim.lstrip("0123456789"))]
+    return int(digits) if digits else None
 
 
 def budgets(cfg: Config) -> dict[str, int]:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lverse_core.config import ConfigError
+from lverse_core.evaluation.claims_arms import claim_number
 from lverse_core.evaluation.claims import (CONTRADICTED, INCONCLUSIVE, NO_DIFFERENCE, NOT_MEASURED, SUPPORTED,
                                           float_tolerance, verdict)
 from lverse_core.evaluation.statistics import holm, min_detectable_effect, paired_difference, seeds_needed
@@ -47,12 +48,6 @@ DERIVED_ROWS: list[Row] = [
     (_CLAIM2, _NLL, ("bidirectional", "nll_both"), ("no_segment", "nll_both"), "lower"),
     (_CLAIM3, _NLL, ("bidirectional", "nll_both"), (ONE_DIRECTION, "nll_both"), "lower"),
 ]
-
-
-def claim_number(claim: str) -> int | None:
-    """The number a claim text starts with ("1a cross-level ..." -> 1), None if none."""
-    digits = claim[:len(claim) - len(claim.lstrip("0123456789"))]
-    return int(digits) if digits else None
 
 
 def all_rows(rows: Sequence[Row]) -> list[Row]:
