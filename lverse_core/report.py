@@ -21,6 +21,7 @@ from typing import IO, Any, Callable
 
 from lverse_core import hardware
 from lverse_core.config import REPO_ROOT, Config
+from lverse_core.config.sources import data_source
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
@@ -69,8 +70,7 @@ def machine() -> str:
 
 def provenance(cfg: Config) -> str:
     """The ``source`` label of a row computed by this run."""
-    data = "embedded shapes" if cfg.data.source == "shapes" else cfg.data.source
-    return f"this run: profile {cfg.profile}, data {data}, commit {git_commit()}, {machine()}"
+    return f"this run: profile {cfg.profile}, data {data_source(cfg).label}, commit {git_commit()}, {machine()}"
 
 
 def _clean(obj: Any) -> Any:

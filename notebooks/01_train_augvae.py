@@ -74,7 +74,7 @@ from lverse_core.evaluation import reconstruction
 from lverse_core.pipeline import recon_eval
 from lverse_core.models.augvae import count_parameters
 from lverse_core.training.augvae_train import effective_lr, load_augvae, planned_steps, train_augvae
-from lverse_core.config import available_profiles, load_run_config
+from lverse_core.config import available_profiles, data_source, load_run_config
 from lverse_core.training.pretokenize import load_codes, pretokenize
 from lverse_core.data.shapes_dataset import ensure_dataset
 
@@ -83,7 +83,7 @@ assert isinstance(N_SHOW, int) and 1 <= N_SHOW <= 16, f"N_SHOW must be an intege
 assert isinstance(N_USAGE, int) and N_USAGE >= 1, f"N_USAGE must be a positive integer, got {N_USAGE!r}"
 assert isinstance(PRETOKENIZE, bool), f"PRETOKENIZE must be True or False, got {PRETOKENIZE!r}"
 cfg = load_run_config(PROFILE, OVERRIDES)
-if cfg.data.source == "shapes":
+if data_source(cfg).embedded:
     ensure_dataset(cfg)
 t = cfg.augvae_train
 print(f"profile {cfg.profile}: {cfg.data.image_size} px, codebook {cfg.augvae.codebook_size} x {cfg.augvae.z_channels}, "

@@ -52,7 +52,7 @@ import time
 import torch
 import pandas as pd
 from IPython.display import display
-from lverse_core.config import available_profiles, load_run_config
+from lverse_core.config import available_profiles, data_source, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert isinstance(N_EXAMPLES, int) and N_EXAMPLES > 0, "N_EXAMPLES must be a positive integer"
@@ -69,7 +69,7 @@ print(f"profile {cfg.profile}: BiART {cfg.biart.n_layer} layers x {cfg.biart.n_e
 # %%
 from lverse_core.data.shapes_dataset import ensure_dataset
 from lverse_core.data.tokenizer import ensure_tokenizer
-if cfg.data.source == "shapes":
+if data_source(cfg).embedded:
     ensure_dataset(cfg)
 if RETRAIN:
     from lverse_core.training.checkpoint_paths import checkpoint_path
@@ -185,7 +185,7 @@ codes, ids = load_codes(cfg, "test")  # the codes test_pairs was built from, in 
 records = {r["image_id"]: r for r in caption_records(cfg, "test")}
 test_ids = [int(i) for i in ids]
 cells = None
-if cfg.data.source == "shapes":
+if data_source(cfg).ground_truth:
     from lverse_core.data.loaders import load_attributes
     attributes = load_attributes(cfg)
     cells = torch.stack([object_cells(attributes[i], cfg.data.image_size, cfg.image_grid) for i in test_ids])
@@ -261,7 +261,7 @@ save_figure(cfg, "02_biart_image_examples", fig, caption=f"Held-out captions: th
 from lverse_core.pipeline.biart_run import candidates_figure, t2i_candidates
 one_prompt = t2i_candidates(cfg, model, tok, prompts[0], t2i_score, decode)
 one_prompt_ok = None
-if cfg.data.source == "shapes":
+if data_source(cfg).ground_truth:
     from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
     from lverse_core.evaluation.judge import ensure_judge, image_matches
     judge = ensure_judge(cfg)

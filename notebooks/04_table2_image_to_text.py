@@ -63,7 +63,7 @@ GENERATED_CAPTIONS = ""  # path of a captions JSON written by lverse_core.sampli
 # %%
 import time
 import pandas as pd
-from lverse_core.config import available_profiles, load_run_config
+from lverse_core.config import available_profiles, data_source, load_run_config
 from lverse_core.sampling.candidates import caption_candidate_count
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
@@ -85,7 +85,7 @@ print(f"profile {cfg.profile}: {n_caption_candidates} candidates per image, {cfg
 from lverse_core.data import caption_records
 from lverse_core.sampling.generate import load_models, real_images
 from lverse_core.training.pretokenize import load_codes
-if cfg.data.source == "shapes":
+if data_source(cfg).embedded:
     from lverse_core.data.shapes_dataset import ensure_dataset
     ensure_dataset(cfg)
 m = load_models(cfg, device)
@@ -124,7 +124,7 @@ from lverse_core.pipeline.eval_run import TRUNCATED, UNTRUNCATED, caption_varian
 from lverse_core.pipeline.eval_tables import captions_made_from, save_caption_files
 from lverse_core.evaluation.metrics import baseline_predictions
 variants = caption_variants(generated)
-if cfg.data.source == "shapes":
+if data_source(cfg).ground_truth:
     variants.update(baseline_predictions(cfg, ids))
 files = save_caption_files(cfg, variants, refs, split=SPLIT, made=captions_made_from(cfg, SPLIT))
 pd.DataFrame({"caption set": list(files), "file": [str(p) for p in files.values()]})
@@ -137,7 +137,7 @@ from lverse_core.data import load_attributes
 from lverse_core.pipeline.eval_tables import score_variants, table2
 from lverse_core.report import save_table
 objects = None
-if cfg.data.source == "shapes":
+if data_source(cfg).ground_truth:
     attrs = load_attributes(cfg)
     objects = {i: attrs[i] for i in refs}
 t0 = time.perf_counter()

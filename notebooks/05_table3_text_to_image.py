@@ -59,7 +59,7 @@ import time
 import pandas as pd
 import torch
 from IPython.display import display
-from lverse_core.config import available_profiles, load_run_config
+from lverse_core.config import available_profiles, data_source, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 assert isinstance(N_GRID, int) and 1 <= N_GRID <= 16, "N_GRID must be an integer in 1..16"
@@ -67,7 +67,7 @@ assert isinstance(GRID_IMAGES, int) and 1 <= GRID_IMAGES <= 8, "GRID_IMAGES must
 assert isinstance(GENERATED_IMAGES, str), "GENERATED_IMAGES must be a path string or empty"
 cfg = load_run_config(PROFILE, OVERRIDES)
 device = cfg.resolved_device()
-embedded = cfg.data.source == "shapes"
+embedded = data_source(cfg).ground_truth  # the judge needs every image's objects
 timings = {}
 print(f"profile {cfg.profile}: {cfg.eval.t2i_prompts} prompts from {cfg.eval.t2i_split}, {cfg.sampling.n_candidates} "
       f"candidates each, {cfg.sampling.n_repeats} round(s), on {device}")

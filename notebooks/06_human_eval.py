@@ -49,14 +49,14 @@ SIMULATE = True  # True|False: answer the forms with the simulated rater (embedd
 ANSWERS_DIR = ""  # folder of real answer files to ingest; empty means reports/<profile>/human_eval/inbox
 
 # %%
-from lverse_core.config import available_profiles, load_run_config
+from lverse_core.config import available_profiles, data_source, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 from pathlib import Path
 assert isinstance(SIMULATE, bool), "SIMULATE must be True or False"
 assert isinstance(ANSWERS_DIR, str), "ANSWERS_DIR must be a folder path (a string)"
 cfg = load_run_config(PROFILE, OVERRIDES)
-simulate = SIMULATE and cfg.data.source == "shapes"  # the simulated rater answers from the ground truth
+simulate = SIMULATE and data_source(cfg).ground_truth  # the simulated rater answers from the ground truth
 if SIMULATE and not simulate:
     print(f"SIMULATE is on, but data.source is {cfg.data.source!r}: there is no ground truth to simulate raters from, "
           "so the forms wait for people's answers (ANSWERS_DIR)")

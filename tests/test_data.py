@@ -310,7 +310,7 @@ def test_paper_assets_missing_are_named(tmp_path, monkeypatch):
     paper = load_profile("paper", **{"data.root": str(tmp_path / "p"), "data.ood_images": 0})
     with pytest.raises(MissingAssetError, match="nowhere.json, which does not exist"):
         data.caption_records(paper, "test")
-    with pytest.raises(ValueError, match="only for the embedded data set"):
+    with pytest.raises(ValueError, match=r"attributes.json .*needs the embedded data set.s ground truth"):
         data.load_attributes(paper)
 
 

@@ -17,6 +17,7 @@ One job per module:
 - ``validate``: building a Config from a YAML tree and checking it against those declarations
 - ``assets``: real data sets and weight files (env variables, sources, stand-ins) and ``require_asset``
 - ``profiles``: reading YAML, ``extends``, overrides, ``derive`` and a notebook's run configuration
+- ``sources``: what each ``data.source`` is (embedded or read from assets, with ground truth or without)
 - ``folders``: the work directory, profile names, output folders and the run folders of overrides
 """
 from lverse_core.config.errors import ConfigError, MissingAssetError
@@ -26,6 +27,7 @@ from lverse_core.config.schema import (ANY, AT_LEAST_0, AT_LEAST_1, FRACTION, IN
                                        Asset, AssetsConfig, AugVAEConfig, AugVAETrainConfig, BiARTConfig,
                                        BiARTTrainConfig, ClaimsConfig, CLIPConfig, Config, DataConfig, EvalConfig,
                                        Range, SamplingConfig, Spec, field_types, leaves, setting)
+from lverse_core.config.sources import SOURCES, DataSource, data_source
 from lverse_core.config.validate import CHOICES, CROSS_CHECKS, LENGTHS, RANGES, TOGGLES, validate
 from lverse_core.config.assets import ASSET_ENV, ASSET_HELP, ASSETS, STAND_IN_PATHS, require_asset
 from lverse_core.config.profiles import (OVERRIDES_MAX_DEPTH, RESERVED_OVERRIDES, config_from_dict, derive,
@@ -34,7 +36,7 @@ from lverse_core.config.profiles import (OVERRIDES_MAX_DEPTH, RESERVED_OVERRIDES
 __all__ = [
     "ANY", "ASSETS", "ASSET_ENV", "ASSET_HELP", "AT_LEAST_0", "AT_LEAST_1", "Asset", "AssetsConfig", "AugVAEConfig",
     "AugVAETrainConfig", "BiARTConfig", "BiARTTrainConfig", "CHOICES", "CLIPConfig", "CONFIG_DIR", "CROSS_CHECKS",
-    "ClaimsConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "FRACTION", "INT_MAX", "LENGTHS",
+    "ClaimsConfig", "Config", "ConfigError", "DataConfig", "DataSource", "SOURCES", "data_source", "EvalConfig", "FRACTION", "INT_MAX", "LENGTHS",
     "MissingAssetError", "OPEN_FRACTION", "OUTPUT_FOLDER_KEYS", "OVERRIDES_MAX_DEPTH", "POSITIVE", "PROFILE_NAME",
     "RANGES", "REPO_ROOT", "RESERVED_OVERRIDES", "Range", "SEED", "STAND_IN_PATHS", "SamplingConfig", "Spec",
     "TOGGLES", "available_profiles", "config_from_dict", "derive", "field_types", "leaves", "load_profile",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lverse_core.config.folders import workdir
+from lverse_core.config.sources import SOURCES
 
 
 # -- what a field may hold --------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def _distinct_claims(v: list[int]) -> str | None:
 
 @dataclass
 class DataConfig:
-    source: str = setting("shapes", choices=("shapes", "coco", "cc3m", "wds"), help=(
+    source: str = setting("shapes", choices=tuple(SOURCES), help=(
         "the data set: shapes (embedded, generated) | coco (Karpathy JSON + images) | cc3m (TSV) | wds "
         "(img2dataset tar shards)"))
     train_source: str = setting("", choices=("", "cc3m", "wds"), help=(

@@ -14,6 +14,7 @@ from typing import Any
 
 from lverse_core.config.errors import ConfigError, short
 from lverse_core.config.folders import check_profile_name
+from lverse_core.config.sources import data_source
 from lverse_core.config.schema import INT_MAX, Config, Range, Spec, field_types, get, leaves, spec_of
 
 # Views of the declarations by dotted key, for readers that want one kind of rule at a time.
@@ -137,7 +138,7 @@ def _heads_divide_width(cfg: Config) -> None:
 
 
 def _embedded_set_not_empty(cfg: Config) -> None:
-    if cfg.data.source == "shapes" and cfg.data.n_train <= 0:
+    if data_source(cfg).embedded and cfg.data.n_train <= 0:
         raise ConfigError(f"data.n_train: the embedded data set needs a positive size, got {cfg.data.n_train}")
 
 

@@ -10,25 +10,19 @@ added or removed anywhere below changes the id a later process computes.
 from __future__ import annotations
 
 from lverse_core.config import Config, MissingAssetError, require_asset
+from lverse_core.config.sources import data_source
 from lverse_core.provenance import listing_id, params_id
-
-# the assets each data source is read from (AugVAE trains on ImageNet when the data is real, as in the paper)
-SOURCE_ASSETS = {"coco": ("coco_karpathy_json", "coco_root"), "cc3m": ("cc3m_tsv",), "wds": ("wds_shards",)}
 
 
 def data_assets(cfg: Config) -> list[str]:
     """The ``assets.*`` entries the data set of ``cfg`` is read from (none for the embedded set)."""
-    if cfg.data.source == "shapes":
-        return []
-    names = ["imagenet_root", *SOURCE_ASSETS[cfg.data.source]]
-    names += [a for a in SOURCE_ASSETS.get(cfg.data.train_source, ()) if a not in names]
-    return names
+    return data_source(cfg).assets(cfg)
 
 
 def dataset_id(cfg: Config) -> str:
     """``shapes:<hash of the generation parameters>`` for the embedded set, ``data:<hash of the listing>`` else."""
     d = cfg.data
-    if d.source == "shapes":
+    if data_source(cfg).embedded:
         from lverse_core.data.shapes_dataset import generation_params
 
         return params_id("shapes", {**generation_params(cfg), "train_source": d.train_source})

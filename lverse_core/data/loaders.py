@@ -11,10 +11,10 @@
 - ImageNet1K as an ImageFolder tree (``train/``, ``val/``; ``test`` reads ``val``, ImageNet's test set has no
   labels) for AugVAE (paper §3.5).
 
-For ``data.source == "shapes"`` the same code reads the files ``lverse_core.data.shapes`` writes (``source="cc3m"``
-and ``"wds"`` read its TSV and tar-shard views), so the real loaders are the ones every profile exercises. Images
-become float tensors (3, S, S) in [-1, 1]: training uses RandomResizedCrop(scale 0.75-1, ratio 1) as in the
-official AugVAE code, evaluation a resize and centre crop. No horizontal flips: they would turn "left of" into
+For the embedded set the same code reads the files ``lverse_core.data.shapes`` writes (``data.sources`` says where;
+``source="cc3m"`` and ``"wds"`` read its TSV and tar-shard views), so the real loaders are the ones every profile
+exercises. Images become float tensors (3, S, S) in [-1, 1]: training uses RandomResizedCrop(scale 0.75-1, ratio 1)
+as in the official AugVAE code, evaluation a resize and centre crop. No horizontal flips: they would turn "left of" into
 "right of" in the captions.
 
 Bad input (an unreadable or truncated image, one smaller than ``data.min_image_side``, a listed file that is
@@ -39,8 +39,9 @@ from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from lverse_core.config import Config, require_asset
+from lverse_core.config import Config
 from lverse_core.data.records import BadInputError, check_records, entry_error, expect, image_path
+from lverse_core.data import sources
 from lverse_core.data.shards import ShardMember, shard_records, tail_splits, wds_index_dir, wds_root
 
 log = logging.getLogger(__name__)
@@ -154,12 +155,7 @@ def _check_split(split: str) -> None:
 
 def karpathy_source(cfg: Config) -> tuple[Path, Path]:
     """(dataset_coco.json, image root) for the shapes set or MS-COCO."""
-    if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import require_dataset
-
-        root = require_dataset(cfg)
-        return root / "dataset_coco.json", root / "images"
-    return require_asset(cfg, "coco_karpathy_json"), require_asset(cfg, "coco_root")
+    return sources.karpathy_files(cfg)
 
 
 def read_karpathy(json_path: Path, raw: bytes | None = None) -> list[dict]:
@@ -265,16 +261,10 @@ def read_cc3m_tsv(tsv: Path) -> list[dict]:
 def _cc3m_records(cfg: Config, split: str, whole_train: bool = False) -> list[dict]:
     """A split of the CC3M TSV: the last ``n_test`` rows test, the ``n_val`` before them val, the rest train; with
     ``whole_train`` (CC3M as ``data.train_source`` only: val and test come from ``data.source``) every row is train."""
-    if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import require_dataset
-
-        tsv = require_dataset(cfg) / "cc3m_train.tsv"
-    else:
-        tsv = require_asset(cfg, "cc3m_tsv")
+    tsv = sources.cc3m_tsv(cfg)
     rows = read_cc3m_tsv(tsv)
-    if cfg.data.source == "shapes":  # the embedded set's TSV view keeps the set's image ids (its file names), so
-        for r in rows:               # its ground truth (attributes.json) and codes line up with the Karpathy view
-            r["image_id"] = int(Path(r["path"]).stem)
+    for r in rows:
+        r["image_id"] = sources.tsv_image_id(cfg, str(r["path"]), r["image_id"])
     return [rows[i] for i in tail_splits(len(rows), cfg.data.n_val, cfg.data.n_test, tsv, whole_train)[split]]
 
 
@@ -420,12 +410,7 @@ class ImageFolderDataset(datasets.ImageFolder):
 def image_dataset(cfg: Config, split: str, train: bool = False, validate: bool = False) -> ImageFolderDataset:
     """(image in [-1, 1], label) pairs for AugVAE: ImageNet1K on the paper profile, the shapes ImageFolder else."""
     _check_split(split)
-    if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import require_dataset
-
-        root = require_dataset(cfg) / "imagefolder" / split
-    else:
-        root = require_asset(cfg, "imagenet_root") / ("val" if split == "test" else split)
+    root = sources.imagefolder(cfg, split)
     if not root.is_dir():
         raise BadInputError(f"{root}: no such ImageFolder split directory (expected <root>/{split}/<class>/*)")
     size = cfg.data.image_size
@@ -436,12 +421,7 @@ def image_dataset(cfg: Config, split: str, train: bool = False, validate: bool =
 
 def load_attributes(cfg: Config) -> dict[int, list[dict]]:
     """image_id -> ground-truth objects [{shape, colour, size, x, y, bbox}] of the embedded data set."""
-    if cfg.data.source != "shapes":
-        raise ValueError(f"attributes.json exists only for the embedded data set; data.source is {cfg.data.source!r}")
-    from lverse_core.data.shapes_dataset import require_dataset
-
-    tree = json.loads((require_dataset(cfg) / "attributes.json").read_text())
-    return {int(k): v["objects"] for k, v in tree["images"].items()}
+    return sources.attributes(cfg)
 
 
 def ood_images(cfg: Config) -> list[tuple[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lverse_core.config import Config
+from lverse_core.config.sources import data_source
 from lverse_core.report import pid_suffix, remove_stale_temps
 from lverse_core.data.ood import write_ood_images
 from lverse_core.data.shapes import (COLOURS, GENERATOR_VERSION, SHAPES, SIZES, caption_tokens, make_captions, render_scene,
@@ -182,7 +183,7 @@ def ensure_dataset(cfg: Config) -> Path:
     """
     root = cfg.data_root
     _remove_leftovers(root)
-    if cfg.data.source != "shapes":
+    if not data_source(cfg).embedded:
         if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
             with _lock(root):
                 tmp = root.parent / f".{root.name}.ood.tmp-{os.getpid()}"
@@ -233,7 +234,7 @@ def require_dataset(cfg: Config) -> Path:
     root = cfg.data_root
     make = (f"notebook 00 makes it: python -m lverse_core run --profile {cfg.profile} --only 00 (or "
             f"lverse_core.data.shapes_dataset.ensure_dataset(cfg))")
-    if cfg.data.source != "shapes":
+    if not data_source(cfg).embedded:
         if len(list((root / "ood").glob("*.png"))) != cfg.data.ood_images:
             raise DataSetMissingError(f"{root / 'ood'} does not hold the profile's {cfg.data.ood_images} "
                                       f"out-of-domain photographs; {make}")

@@ -36,7 +36,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lverse_core.config import Config, require_asset
+from lverse_core.config import Config
 from lverse_core.data.records import BadInputError, check_records
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,9 @@ def wds_root(cfg: Config) -> Path:
     """The shards of ``cfg``: ``assets.wds_shards`` (a directory of .tar files), or the embedded set's shards
     (a view of the set, written on first use by ``shapes_dataset.ensure_shards``; the set itself must be there) when
     the data source is the embedded one."""
-    if cfg.data.source == "shapes":
-        from lverse_core.data.shapes_dataset import ensure_shards
+    from lverse_core.data.sources import shards
 
-        return ensure_shards(cfg, make_dataset=False)
-    return require_asset(cfg, "wds_shards")
+    return shards(cfg)
 
 
 def wds_index_dir(cfg: Config) -> Path:

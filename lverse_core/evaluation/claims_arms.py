@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lverse_core.config import Config, derive
+from lverse_core.config.sources import data_source
 
 AUGVAE_ARMS = ("ml", "ml_per_level", "sl", "sl_per_level", "baseline")
 BIART_ARMS = ("bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment", "t2i_only",
@@ -81,7 +82,7 @@ def seed_config(cfg: Config, seed: int) -> Config:
         "augvae_train.ml_steps": b["ml_steps"], "augvae_train.sl_steps": b["sl_steps"],
         "augvae_train.baseline_steps": b["ml_steps"] + b["sl_steps"], "biart_train.steps": b["biart_steps"],
         "sampling.n_candidates": b["n_candidates"]}
-    if cfg.data.source == "shapes" and seed != cfg.seed:
+    if data_source(cfg).embedded and seed != cfg.seed:  # a real data set keeps its files
         over["data.root"] = f"{cfg.data.root}+claims-s{seed}"
     return derive(cfg, **over)
 

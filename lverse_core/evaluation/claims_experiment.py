@@ -31,6 +31,7 @@ import os
 from typing import Any, Callable, Sequence
 
 from lverse_core.config import Config, derive
+from lverse_core.config.sources import data_source
 from lverse_core.evaluation import claims_measures as measure
 from lverse_core.evaluation.claims_arms import (  # noqa: F401  (the arms' names, read from here by their callers)
     ARMS_OF_CLAIM, AUGVAE_ARMS, BIART_ARMS, CLAIMS, _augvae_arm, arms_selected, biart_arm_config, budgets,
@@ -52,7 +53,7 @@ def prepare_seed(cfg_s: Config, log: Callable[[str], None] = print, arms: Sequen
     from lverse_core.training.augvae_train import train_augvae
     from lverse_core.training.pretokenize import pretokenize
 
-    if cfg_s.data.source == "shapes":
+    if data_source(cfg_s).embedded:
         ensure_dataset(cfg_s)
     for variant in ("ml", "sl", "baseline"):
         if variant in ("ml", "sl") or variant in arms:
@@ -195,7 +196,7 @@ def run_claims(cfg: Config, log: Callable[[str], None] = print) -> dict[int, dic
     progress line per arm (``progress``)."""
     from lverse_core.evaluation.judge import ensure_judge
 
-    if cfg.data.source != "shapes":
+    if not data_source(cfg).ground_truth:
         raise ValueError(f"the claims notebook measures with the embedded data set's ground truth (the attribute "
                          f"judge, captions naming every object); data.source is {cfg.data.source!r}. Run it on the "
                          f"ci, smoke or gpu profile; on real data its judged measures have no ground truth yet")

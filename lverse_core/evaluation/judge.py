@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lverse_core.config import Config
+from lverse_core.config.sources import data_source
 from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
 from lverse_core.training.loop import (CheckpointError, CSVLog, DivergenceGuard, load_checkpoint, save_checkpoint,
                                        seed_everything)
@@ -306,9 +307,8 @@ def train_judge(cfg: Config, log: bool = True) -> tuple[JudgeNet, dict[str, Any]
     the judge trains, scores and is returned on the profile's device (``cfg.resolved_device()``)."""
     from lverse_core.data import shapes, shapes_dataset
 
-    if cfg.data.source != "shapes":
-        raise ValueError(f"the attribute judge needs the embedded data set (data.source = shapes), not "
-                         f"{cfg.data.source!r}; the paper profile measures FID with Inception (eval.fid_extractor)")
+    data_source(cfg).require_ground_truth("the attribute judge (the paper profile measures FID with Inception, "
+                                          "eval.fid_extractor)")
     shapes_dataset.ensure_dataset(cfg)
     seed_everything(cfg.seed)
     images, objects, _ = load_split(cfg, "train")

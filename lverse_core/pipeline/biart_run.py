@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from lverse_core.config import Config
+from lverse_core.config import Config, data_source
 from lverse_core.data.pixels import unit_from_signed
 from lverse_core.evaluation import likelihood
 from lverse_core.sampling.candidates import Decoder, caption_candidate_count, image_to_text, sampling_precision, \
@@ -58,7 +58,7 @@ def caption_frame(cfg: Config, generated: Sequence[dict], references: Sequence[S
                        "caption": [g["caption"] for g in generated],
                        "untruncated": [g["caption_untruncated"] for g in generated],
                        "reference": [r[0] for r in references]})
-    if cfg.data.source == "shapes":
+    if data_source(cfg).ground_truth:
         from lverse_core.data.loaders import load_attributes
         from lverse_core.data.shapes import caption_correct
 
@@ -286,7 +286,7 @@ def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id:
     if s.caption_likelihood_weight > 0:
         df["ranking score"] = ranking.tolist()
     df["kept"] = ["yes" if i == int(ranking.argmax()) else "" for i in range(len(df))]
-    if cfg.data.source == "shapes":
+    if data_source(cfg).ground_truth:
         from lverse_core.data.loaders import load_attributes
         from lverse_core.data.shapes import caption_correct
 

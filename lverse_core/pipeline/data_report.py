@@ -15,7 +15,7 @@ import pandas as pd
 from lverse_core import data
 
 from lverse_core.data import shapes, shapes_dataset
-from lverse_core.config import Config
+from lverse_core.config import Config, data_source
 from lverse_core.data.tokenizer import TextTokenizer
 
 SUMMARY_SPLITS = ("train", "val", "test")  # "train" holds Karpathy's restval, as the training notebooks use it
@@ -28,7 +28,7 @@ def prepare(cfg: Config, validate: bool = False) -> dict:
     records = {s: data.caption_records(cfg, s, validate=validate) for s in SUMMARY_SPLITS}
     info = {"root": str(root), "source": cfg.data.source, "ensure_s": round(time.perf_counter() - t0, 3),
             "validated_images": validate}
-    marker = shapes_dataset.read_marker(root) if cfg.data.source == "shapes" else None
+    marker = shapes_dataset.read_marker(root) if data_source(cfg).embedded else None
     if marker:
         info["generation_s"] = marker["generation_s"]  # when it was generated (maybe by an earlier run)
         info["bytes_on_disk"] = marker["bytes"]
@@ -56,7 +56,7 @@ def caption_table(records: dict[str, list[dict]], tokenizer: TextTokenizer) -> p
 def object_table(cfg: Config, records: dict[str, list[dict]]) -> pd.DataFrame:
     """One row per ground-truth object of the embedded set (empty for real data)."""
     cols = ["split", "image_id", "n_objects", "shape", "colour", "size"]
-    if cfg.data.source != "shapes":
+    if not data_source(cfg).ground_truth:
         return pd.DataFrame(columns=cols)
     attrs = data.load_attributes(cfg)
     rows = [(split, r["image_id"], len(attrs[r["image_id"]]), o["shape"], o["colour"], o["size"])
@@ -88,7 +88,7 @@ def summary(cfg: Config, info: dict, captions: pd.DataFrame, objects: pd.DataFra
     out = {k: v for k, v in info.items() if k != "records"}
     out["splits"] = {row.split: {"images": int(row.images), "captions": int(row.captions)}
                      for row in split_counts(captions).itertuples()}
-    out["restval_in_train"] = len(data.caption_records(cfg, "restval")) if cfg.data.source != "cc3m" else 0
+    out["restval_in_train"] = len(data.caption_records(cfg, "restval")) if data_source(cfg).restval else 0
     out["image_size"] = cfg.data.image_size
     out["lengths"] = length_stats(captions, cfg.biart.text_len)
     out["vocab_size"] = tokenizer.vocab_size

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from lverse_core.evaluation.metrics import JAVA_FIX, JAVA_MISSING, java_version, needs_java
-from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, require_asset, workdir
+from lverse_core.config import ASSET_ENV, ASSET_HELP, Config, MissingAssetError, data_source, require_asset, workdir
 from lverse_core.hardware import (available_memory_bytes, cpu_class, cpu_model, describe_plan, precision_plan,
                                   torch_capability, total_memory_bytes)
 
@@ -49,14 +49,7 @@ class Finding:
 
 def needed_assets(cfg: Config) -> list[str]:
     """The ``assets.*`` entries a run of ``cfg`` reads."""
-    need = []
-    if cfg.data.source != "shapes":
-        need.append("imagenet_root")  # AugVAE trains on ImageNet when the data is real
-        need += {"coco": ["coco_karpathy_json", "coco_root"], "cc3m": ["cc3m_tsv"],
-                 "wds": ["wds_shards"]}[cfg.data.source]
-    train_asset = {"cc3m": "cc3m_tsv", "wds": "wds_shards"}.get(cfg.data.train_source)
-    if train_asset and cfg.data.source != "shapes" and train_asset not in need:
-        need.append(train_asset)  # L-Verse-CC: trained on CC3M, evaluated on data.source
+    need = data_source(cfg).assets(cfg)  # ImageNet and the data's own; the training set's for L-Verse-CC
     if cfg.clip.train_steps == 0:
         need.append("clip_vit_b32")
     if cfg.eval.fid_extractor == "inception":
@@ -153,7 +146,7 @@ def artefact_decisions(cfg: Config) -> list[tuple[str, object]]:
     from lverse_core.training.pretokenize import SPLITS, codes_dir, codes_made_from
 
     items: list[tuple[str, Callable[[], object]]] = []
-    if cfg.data.source == "shapes":
+    if data_source(cfg).embedded:
         items.append(("data set", lambda: _dataset_decision(cfg)))
     items.append(("tokenizer", lambda: provenance.decide(tokenizer_path(cfg), tokenizer_made_from(cfg))))
     variants = [("ml", "AugVAE-ML"), ("sl", "AugVAE-SL")] + ([("baseline", "VQ-VAE control")]
@@ -168,7 +161,7 @@ def artefact_decisions(cfg: Config) -> list[tuple[str, object]]:
         from lverse_core.sampling.clip_reranker import reranker_made_from, reranker_path
 
         items.append(("CLIP reranker", lambda: provenance.decide(reranker_path(cfg), reranker_made_from(cfg))))
-    if cfg.data.source == "shapes":
+    if data_source(cfg).ground_truth:
         from lverse_core.evaluation.judge import judge_made_from, judge_path
 
         items.append(("judge", lambda: provenance.decide(judge_path(cfg), judge_made_from(cfg))))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lverse_core.config import Config
+from lverse_core.config import Config, data_source
 from lverse_core.hardware import precision_plan
 from lverse_core.models.augvae import AugVAE
 from lverse_core.models.biart import I2T, T2I, BiART
@@ -159,7 +159,7 @@ def planned_steps(cfg: Config) -> dict[str, int]:
     """Every trained stage's planned steps: the trainings of ``planned_training_steps``, the CLIP reranker (0 on
     the paper profile, which reads OpenAI's) and the attribute judge (embedded profiles only)."""
     return {**planned_training_steps(cfg), "CLIP reranker": cfg.clip.train_steps,
-            "judge": cfg.eval.judge_steps if cfg.data.source == "shapes" else 0}
+            "judge": cfg.eval.judge_steps if data_source(cfg).ground_truth else 0}
 
 
 def step_seconds(log: str | Path) -> float | None:
