@@ -36,7 +36,8 @@ from lverse_core.config.profiles import (OVERRIDES_MAX_DEPTH, RESERVED_OVERRIDES
 __all__ = [
     "ANY", "ASSETS", "ASSET_ENV", "ASSET_HELP", "AT_LEAST_0", "AT_LEAST_1", "Asset", "AssetsConfig", "AugVAEConfig",
     "AugVAETrainConfig", "BiARTConfig", "BiARTTrainConfig", "CHOICES", "CLIPConfig", "CONFIG_DIR", "CROSS_CHECKS",
-    "ClaimsConfig", "Config", "ConfigError", "DataConfig", "DataSource", "SOURCES", "data_source", "EvalConfig", "FRACTION", "INT_MAX", "LENGTHS",
+    "ClaimsConfig", "Config", "ConfigError", "DataConfig", "DataSource", "EvalConfig", "FRACTION", "INT_MAX", "LENGTHS",
+    "SOURCES", "data_source",
     "MissingAssetError", "OPEN_FRACTION", "OUTPUT_FOLDER_KEYS", "OVERRIDES_MAX_DEPTH", "POSITIVE", "PROFILE_NAME",
     "RANGES", "REPO_ROOT", "RESERVED_OVERRIDES", "Range", "SEED", "STAND_IN_PATHS", "SamplingConfig", "Spec",
     "TOGGLES", "available_profiles", "config_from_dict", "derive", "field_types", "leaves", "load_profile",
