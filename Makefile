@@ -29,9 +29,10 @@ reproduce: setup
 results: setup
 	$(PY) -m lverse_core results --profile $(PROFILE) $(if $(README),--readme,)
 
-# the claims scorecard (notebook 07); CLAIMS="1 3" runs the arms of those claims only
+# the claims scorecard (notebook 07); CLAIMS="1 3" runs the arms of those claims only, PRIMARIES_ONLY=1 only the arms
+# their primary measures compare
 claims: setup
-	$(PY) -m lverse_core run --profile $(PROFILE) --only 07 $(if $(CLAIMS),-p CLAIMS "$(CLAIMS)",)
+	$(PY) -m lverse_core run --profile $(PROFILE) --only 07 $(if $(CLAIMS),-p CLAIMS "$(CLAIMS)",) $(if $(PRIMARIES_ONLY),-p PRIMARIES_ONLY true,)
 
 # The paper path end to end on the CPU (configs/paper-dry.yaml: the paper's sizes, stand-in assets, 1-2 steps per
 # stage); the notebook parameters keep its figures to a few samples, since every paper-size image is 1024 tokens

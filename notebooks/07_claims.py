@@ -71,7 +71,8 @@
 # **Budgets.** Every arm is trained with the profile's own recipe and steps (`claims.*` can set shared budgets; the
 # ci profile uses tiny ones) and sampled with its candidates and reranking rule. The main run's seed reuses the main
 # run's models where they were made from the same settings and inputs; `CLAIMS` (or `claims.only`) runs some
-# claims' arms only. **What to look for**: each arm's own quality first (an arm that cannot caption or draw tests
+# claims' arms only, `PRIMARIES_ONLY` (or `claims.primaries_only`) only the arms their primary measures compare.
+# **What to look for**: each arm's own quality first (an arm that cannot caption or draw tests
 # nothing), then which claims hold, which are inconclusive (an interval across zero and past the margin says
 # "not resolved by these runs", not "false"), and whether any is contradicted.
 
@@ -79,6 +80,7 @@
 PROFILE = "smoke"  # ci|smoke|gpu|paper
 OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 CLAIMS = ""  # claim numbers to run, space-separated, e.g. 1 3 (the make variable CLAIMS); empty: all six
+PRIMARIES_ONLY = False  # True: train only the arms the primary measures compare (the make variable PRIMARIES_ONLY)
 
 # %%
 import time
@@ -92,6 +94,9 @@ from lverse_core.config import derive
 from lverse_core.evaluation.claims_experiment import budgets, claims_selected, parse_claims
 if CLAIMS not in ("", None):  # the same run folders: a subset of the claims reuses and adds to the full run's arms
     cfg = derive(cfg, **{"claims.only": parse_claims(CLAIMS)})
+assert isinstance(PRIMARIES_ONLY, bool), f"PRIMARIES_ONLY must be True or False, got {PRIMARIES_ONLY!r}"
+if PRIMARIES_ONLY:  # the same run folders too: the arms it trains are those of the full run
+    cfg = derive(cfg, **{"claims.primaries_only": True})
 b = budgets(cfg)
 print(f"profile {cfg.profile}: claims {', '.join(map(str, claims_selected(cfg)))}; seeds {cfg.claims.seeds}; "
       f"AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps (SL from scratch {b['ml_steps'] + b['sl_steps']}), "

@@ -322,6 +322,9 @@ def test_make_claims_passes_a_subset_of_claims_to_the_notebook():
 
     words = dry('CLAIMS=1 3')
     assert words[words.index("-p") + 1: words.index("-p") + 3] == ["CLAIMS", "1 3"]
+    assert "PRIMARIES_ONLY" not in words
+    words = dry("CLAIMS=2", "PRIMARIES_ONLY=1")
+    assert words[-3:] == ["-p", "PRIMARIES_ONLY", "true"] and coerce("true") is True
     assert ce.parse_claims(coerce("1 3")) == [1, 3] and ce.parse_claims(coerce("6")) == [6]
     assert "-p" not in dry()
 
@@ -339,4 +342,43 @@ def test_notebook_07_declares_the_claims_parameter():
 
     from lverse_core.pipeline.execute import NOTEBOOK_DIR
 
-    assert "CLAIMS" in papermill.inspect_notebook(str(NOTEBOOK_DIR / "07_claims.ipynb"))
+    params = papermill.inspect_notebook(str(NOTEBOOK_DIR / "07_claims.ipynb"))
+    assert "CLAIMS" in params and "PRIMARIES_ONLY" in params
+
+
+@pytest.mark.parametrize("claims, full, primaries", [
+    ([1], ["ml", "ml_per_level", "sl", "sl_per_level", "baseline"], ["sl", "sl_per_level"]),
+    ([2], ["bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment"],
+     ["bidirectional", "no_segment"]),
+    ([3], ["bidirectional", "t2i_only", "i2t_only"], ["bidirectional", "t2i_only", "i2t_only"]),
+    ([2, 4, 5, 6], ["bidirectional", "no_segment", "shared_positions", "shared_positions_no_segment"],
+     ["bidirectional", "no_segment"]),
+])
+def test_primaries_only_trains_the_arms_the_primary_measures_compare(claims, full, primaries):
+    cfg = derive(load_profile("smoke"), **{"claims.only": claims})
+    assert ce.arms_selected(cfg) == full and cfg.claims.primaries_only is False
+    assert ce.arms_selected(derive(cfg, **{"claims.primaries_only": True})) == primaries
+
+
+def test_every_primary_arm_is_an_arm_or_a_group_of_arms():
+    from lverse_core.evaluation.claims_arms import PRIMARY_ARM_GROUPS, primary_arms
+    from lverse_core.evaluation.scorecard import ONE_DIRECTION
+
+    assert ONE_DIRECTION in PRIMARY_ARM_GROUPS
+    cfg = load_profile("smoke")
+    for n in range(1, 7):
+        assert primary_arms(cfg, n) <= set(ce.AUGVAE_ARMS + ce.BIART_ARMS), n
+
+
+def test_a_primaries_only_scorecard_says_which_secondary_rows_were_not_measured():
+    from lverse_core.evaluation.scorecard import PRIMARY, scorecard
+
+    cfg = derive(load_profile("smoke"), **{"claims.only": [2], "claims.primaries_only": True})
+    gen = torch.Generator().manual_seed(0)
+    measures = {s: {arm: {"nll_i2t": 1.0 + d + 0.01 * float(torch.rand(1, generator=gen)),
+                          "nll_t2i": 2.0 + d + 0.01 * float(torch.rand(1, generator=gen))}
+                    for arm, d in (("bidirectional", 0.0), ("no_segment", 0.2))} for s in (0, 1, 2)}
+    card = scorecard(measures, cfg.claims, ce.claim_rows(cfg))
+    primary = card[card["role"] == PRIMARY]
+    assert len(primary) == 1 and primary["verdict"].iloc[0].startswith("supported")
+    assert card[card["method arm"].str.startswith("shared_positions")]["verdict"].str.startswith("not measured").all()

@@ -531,6 +531,9 @@ class ClaimsConfig:
     level: float = setting(0.95, range=Range(0.5, 0.999), help="confidence level of the intervals")
     only: list[int] = setting([], range=Range(1, 6), check=_distinct_claims, help=(
         "the claims whose arms to run (numbers 1-6, e.g. [1, 3]; make claims CLAIMS=\"1 3\"); empty = all six"))
+    primaries_only: bool = setting(False, help=(
+        "train only the arms the selected claims' primary measures compare (make claims PRIMARIES_ONLY=1); the "
+        "secondary rows whose arms were not trained read 'not measured'"))
 
 
 @dataclass

@@ -51,9 +51,23 @@ def parse_claims(value: Any) -> list[int]:
     return out
 
 
+# arms named by a primary measure (``claims.primaries``) that stand for several trained arms
+PRIMARY_ARM_GROUPS = {"one_direction": ("t2i_only", "i2t_only")}
+
+
+def primary_arms(cfg: Config, claim: int) -> set[str]:
+    """The arms claim ``claim``'s primary measure compares (its method and control), as trained arms."""
+    p = getattr(cfg.claims.primaries, f"claim_{claim}")
+    return {a for arm in (p.method, p.control) for a in PRIMARY_ARM_GROUPS.get(arm, (arm,))}
+
+
 def arms_selected(cfg: Config) -> list[str]:
-    """The arms the selected claims need, in ``AUGVAE_ARMS`` + ``BIART_ARMS`` order."""
-    need = {arm for c in claims_selected(cfg) for arm in ARMS_OF_CLAIM[c]}
+    """The arms the selected claims need, in ``AUGVAE_ARMS`` + ``BIART_ARMS`` order; with ``claims.primaries_only``
+    only those their primary measures compare."""
+    if cfg.claims.primaries_only:
+        need = {arm for c in claims_selected(cfg) for arm in primary_arms(cfg, c)}
+    else:
+        need = {arm for c in claims_selected(cfg) for arm in ARMS_OF_CLAIM[c]}
     return [arm for arm in (*AUGVAE_ARMS, *BIART_ARMS) if arm in need]
 
 
