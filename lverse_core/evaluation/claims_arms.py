@@ -51,8 +51,10 @@ def parse_claims(value: Any) -> list[int]:
     return out
 
 
-# arms named by a primary measure (``claims.primaries``) that stand for several trained arms
-PRIMARY_ARM_GROUPS = {"one_direction": ("t2i_only", "i2t_only")}
+# arms named by a primary measure (``claims.primaries``) that stand for several trained arms: the one-direction
+# models' pair, read as one arm by the scorecard
+ONE_DIRECTION = "one_direction"
+PRIMARY_ARM_GROUPS = {ONE_DIRECTION: ("t2i_only", "i2t_only")}
 
 
 def primary_arms(cfg: Config, claim: int) -> set[str]:

@@ -32,13 +32,12 @@ import numpy as np
 import pandas as pd
 
 from lverse_core.config import ConfigError
-from lverse_core.evaluation.claims_arms import claim_number
+from lverse_core.evaluation.claims_arms import ONE_DIRECTION, claim_number
 from lverse_core.evaluation.claims import (CONTRADICTED, INCONCLUSIVE, NO_DIFFERENCE, NOT_MEASURED, SUPPORTED,
                                           float_tolerance, verdict)
 from lverse_core.evaluation.statistics import holm, min_detectable_effect, paired_difference, seeds_needed
 
 PRIMARY, SECONDARY = "primary", "secondary"
-ONE_DIRECTION = "one_direction"
 Row = tuple[str, str, tuple[str, str], tuple[str, str], str]
 
 _CLAIM2 = "2 segment embedding vs none (per-modality positions)"
