@@ -7,7 +7,7 @@ trained with AdamW in the precision ``biart_train.precision: auto`` gives this C
 native, FP32 elsewhere; ``--precision`` picks one) on random tokens; the variants run round by round so that a slow spell of a
 shared machine hits all of them alike. Median and range of the rounds, sequences per second, peak RSS.
 
-    python bench/bench_biart_sizes.py [--rounds 3] [--steps 4] [--codes N] [--precision auto|fp32|bf16]
+    python bench/bench_biart_sizes.py [--rounds 3] [--steps 4] [--warmup 2] [--codes N] [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant before the rounds")
     ap.add_argument("--codes", type=int, default=load_profile("smoke").augvae.codebook_size,
                     help="image codebook size (the image head's width; default: the smoke profile's)")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
@@ -56,11 +57,11 @@ def main() -> dict:
         r["opt"].step()
         r["opt"].zero_grad(set_to_none=True)
 
-    for r in runs.values():  # warm-up
-        for _ in range(2):
+    for r in runs.values():
+        for _ in range(a.warmup):
             step(r)
     interleave(runs, step, a.rounds, a.steps)
-    out = {"cpu": cpu_info(), "precision": precision, "rounds": a.rounds, "steps_per_round": a.steps, "codes": a.codes, "variants": []}
+    out = {"cpu": cpu_info(), "precision": precision, "rounds": a.rounds, "steps_per_round": a.steps, "warmup": a.warmup, "codes": a.codes, "variants": []}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}, {precision}")
     print(f"{'batch':>5} {'layers x width':>14} {'params':>8} {'ms/step [range]':>20} {'sequences/s':>12}")
     for (batch, layers, width, heads), r in runs.items():

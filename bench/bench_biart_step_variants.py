@@ -5,7 +5,7 @@ smoke step (4 x 256, batch 32 x 89 tokens, AdamW) is timed with each variant, th
 round so that a slow spell of a shared machine hits all of them alike; median and range of the rounds, the loss of
 the same fixed batch after the timed steps (all variants start from the same weights), and the peak RSS.
 
-    python bench/bench_biart_step_variants.py [--rounds 5] [--steps 4] [--batch 32]
+    python bench/bench_biart_step_variants.py [--rounds 5] [--steps 4] [--batch 32] [--warmup 2] [--width 256]
 
 Variants: ``bf16 flash + tanh GELU`` (the kit before 2026-11-28), ``fp32 SDPA + tanh GELU``, ``math SDPA (bf16) +
 tanh GELU``, and ``fp32 SDPA + exact GELU`` (the kit now). The gains depend on the CPU (AMX vs AVX512-BF16 kernels):
@@ -60,8 +60,11 @@ def main() -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4, help="steps per variant per round")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant before the rounds")
+    ap.add_argument("--width", type=int, default=256, help="BiART's width (the measured step: 256, the smoke "
+                    "width when the variants were chosen); a narrower one only checks that the bench runs")
     a = ap.parse_args()
-    args = BiARTArgs(n_layer=4, n_head=4, n_embd=256, text_len=24, image_tokens=64, text_vocab=120,
+    args = BiARTArgs(n_layer=4, n_head=4, n_embd=a.width, text_len=24, image_tokens=64, text_vocab=120,
                      image_vocab=512, pad_id=0, dropout=0.0)
     g = torch.Generator().manual_seed(0)
     text = torch.randint(1, 120, (a.batch, 24), generator=g)
@@ -91,7 +94,7 @@ def main() -> dict:
 
     try:
         for name in VARIANTS:
-            for _ in range(2):  # warm-up
+            for _ in range(a.warmup):
                 step(name)
         for _ in range(a.rounds):
             for name in VARIANTS:
@@ -102,7 +105,7 @@ def main() -> dict:
     finally:
         B._causal_attention, B.MLP.forward = orig_attn, orig_mlp
     base = statistics.median(runs[next(iter(VARIANTS))]["times"])
-    out = {"cpu": cpu_info(), "batch": a.batch, "rounds": a.rounds, "steps_per_round": a.steps, "variants": {}}
+    out = {"cpu": cpu_info(), "batch": a.batch, "width": a.width, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps, "variants": {}}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
     for name, r in runs.items():
         med = statistics.median(r["times"])

@@ -19,6 +19,14 @@ def figure_panels(path: Path) -> list[dict]:
         return json.loads(text[PANELS_KEY])
 
 
+def colour_counts(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct colours as 0xRRGGBB, how many pixels have each) of uint8 RGB rows: the same counts as
+    ``np.unique(px, axis=0, return_counts=True)``, ~50x faster on a figure's millions of pixels (one integer per
+    colour instead of a row sort)."""
+    px = px.astype(np.uint32)
+    return np.unique(px[:, 0] << 16 | px[:, 1] << 8 | px[:, 2], return_counts=True)
+
+
 def assert_figure_shows(path: Path, panels: int | None = None, min_panels: int = 1) -> list[dict]:
     """``path`` is a PNG with content: not one flat colour (at least 1% of its pixels differ from the most common
     colour, and more than a handful of distinct colours), ``panels`` panels (or at least ``min_panels``), and every
@@ -28,7 +36,7 @@ def assert_figure_shows(path: Path, panels: int | None = None, min_panels: int =
     with Image.open(path) as im:
         px = np.asarray(im.convert("RGB")).reshape(-1, 3)
     assert len(px) >= 100 * 100, f"{path}: only {len(px)} pixels"
-    colours, counts = np.unique(px, axis=0, return_counts=True)
+    colours, counts = colour_counts(px)
     assert len(colours) > 8, f"{path}: {len(colours)} distinct colours: a blank figure"
     assert 1 - counts.max() / len(px) >= 0.01, f"{path}: {counts.max() / len(px):.1%} of the pixels are one colour"
     shown = figure_panels(path)

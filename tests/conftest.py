@@ -46,6 +46,15 @@ def synth_cfg(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def synth_dataset(synth_cfg):
+    """``synth_cfg`` with its embedded data set made, as notebook 00 makes it (the readers never make it)."""
+    from lverse_core.data.shapes_dataset import ensure_dataset
+
+    ensure_dataset(synth_cfg)
+    return synth_cfg
+
+
+@pytest.fixture(scope="session")
 def synth_data():
     """(train images, train objects, test images, test objects): uint8 32 px scenes of 1-2 objects."""
     x, o = syn.scenes(768, 32, seed=0)

@@ -30,23 +30,24 @@ def test_efficiency_bench_on_the_ci_profile():
 
 def test_biart_step_variants_bench_runs_every_variant_from_the_same_weights():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_step_variants.py"), "--rounds", "1",
-                          "--steps", "1", "--batch", "2"],
+                          "--steps", "1", "--batch", "2", "--warmup", "1", "--width", "64"],
                          capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rows = res["variants"]
-    assert len(rows) == 4 and res["cpu"]["model"]
+    assert len(rows) == 4 and res["cpu"]["model"] and (res["width"], res["warmup"]) == (64, 1)
     losses = [r["loss_after"] for r in rows.values()]
-    # same weights, same batch, same number of steps: the variants differ only in rounding, never in what they learn
+    # same weights, same batch, one update and one timed step each: the variants differ only in rounding, never in
+    # what they learn
     assert max(losses) - min(losses) < 0.05 * max(losses), losses
     assert all(r["step_ms_median"] > 0 for r in rows.values())
 
 
 def test_biart_sizes_bench_covers_the_smoke_model_and_reports_consistent_rates():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_biart_sizes.py"), "--rounds", "1",
-                          "--steps", "1"], capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
+                          "--steps", "1", "--warmup", "0"], capture_output=True, text=True, timeout=HANG_GUARD_S, check=True, cwd=REPO_ROOT)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     cfg = load_profile("smoke")
-    assert res["codes"] == cfg.augvae.codebook_size and res["cpu"]["model"]
+    assert res["codes"] == cfg.augvae.codebook_size and res["cpu"]["model"] and res["warmup"] == 0
     rows = {(r["batch"], r["n_layer"], r["n_embd"]): r for r in res["variants"]}
     # the benchmark must time the configuration the smoke profile ships, beside the wider peers it was chosen over
     assert (cfg.biart_train.batch_size, cfg.biart.n_layer, cfg.biart.n_embd) in rows

@@ -55,3 +55,15 @@ def test_the_panel_count_is_checked(cfg):
     assert_figure_shows(path, panels=1)
     with pytest.raises(AssertionError, match="1 panels, expected 2"):
         assert_figure_shows(path, panels=2)
+
+
+def test_colour_counts_are_those_of_a_row_unique():
+    from tests._figures import colour_counts
+
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 4, (5000, 3), dtype=np.uint8) * np.array([85, 1, 64], dtype=np.uint8)  # 64 colours
+    rows, row_counts = np.unique(px, axis=0, return_counts=True)
+    packed, counts = colour_counts(px)
+    assert len(packed) == len(rows) == 64
+    assert packed.tolist() == [int(r) << 16 | int(g) << 8 | int(b) for r, g, b in rows]
+    assert counts.tolist() == row_counts.tolist()

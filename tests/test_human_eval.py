@@ -200,7 +200,8 @@ def test_caption_score_and_the_simulated_choice():
     assert set(lapses) == set(H.CHOICES)
 
 
-def test_simulated_raters_end_to_end(tmp_path, synth_cfg):
+def test_simulated_raters_end_to_end(tmp_path, synth_dataset):
+    synth_cfg = synth_dataset
     from lverse_core import data
 
     recs = data.caption_records(synth_cfg, "test")

@@ -62,7 +62,7 @@ def test_spice_absent_is_none_with_a_reason(scores, tmp_path, monkeypatch_module
     from lverse_core.config import load_profile
 
     assert scores["SPICE"] is None and scores["SPICE_reason"].startswith("not computed:")
-    cfg = load_profile("ci", assets={"corenlp_dir": str(tmp_path)})
+    cfg = load_profile("ci", assets={"corenlp_dir": str(tmp_path)}, **{"eval.meteor": False})
     path, reason = M.spice_status(cfg)
     assert path is None and "not computed" in reason and "stanford-corenlp-3.6.0.jar" in reason
     # With (broken) jars present the SPICE run is attempted and fails softly: the other metrics survive.
@@ -107,7 +107,8 @@ def test_bad_result_files_name_the_file(tmp_path, content, match):
     assert "bad.json" in str(e.value)
 
 
-def test_caption_accuracy_and_baselines(synth_cfg):
+def test_caption_accuracy_and_baselines(synth_dataset):
+    synth_cfg = synth_dataset
     from lverse_core import data
 
     recs = data.caption_records(synth_cfg, "test")
@@ -135,11 +136,18 @@ def test_several_sets_score_as_if_alone(scores):
 
 # -- the nlg-eval pipeline ----------------------------------------------------------------------------------------
 
+def _no_meteor():
+    """The ci profile without METEOR: its Java process adds seconds to a test about the other metrics."""
+    from lverse_core.config import load_profile
+
+    return load_profile("ci", **{"eval.meteor": False})
+
+
 def test_nlg_eval_scores_raw_text_where_coco_caption_tokenizes(monkeypatch_module):
     preds = {1: "a red circle", 2: "a blue square"}
     refs = {1: ["a red circle.", "a red disc."], 2: ["a blue square.", "a blue box."]}
-    coco = M.score_captions(preds, refs, tool="coco-caption")
-    nlg = M.score_captions(preds, refs, tool="nlg-eval", n_refs=2)
+    coco = M.score_captions(preds, refs, _no_meteor(), tool="coco-caption")
+    nlg = M.score_captions(preds, refs, _no_meteor(), tool="nlg-eval", n_refs=2)
     # PTB tokenization drops the full stops, so the predictions match a reference word for word; nlg-eval only
     # strips white space, so "circle." is another word than "circle"
     assert coco["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
@@ -151,8 +159,8 @@ def test_nlg_eval_scores_raw_text_where_coco_caption_tokenizes(monkeypatch_modul
 def test_nlg_eval_uses_the_same_number_of_references_for_every_image(monkeypatch_module):
     preds = {1: "a red circle.", 2: "a blue square."}
     refs = {1: ["a big red circle.", "a red disc.", "a red circle."], 2: ["a small blue square.", "a blue box.", "x"]}
-    first_two = M.score_captions(preds, refs, tool="nlg-eval", n_refs=2)
-    all_three = M.score_captions(preds, refs, tool="nlg-eval", n_refs=3)
+    first_two = M.score_captions(preds, refs, _no_meteor(), tool="nlg-eval", n_refs=2)
+    all_three = M.score_captions(preds, refs, _no_meteor(), tool="nlg-eval", n_refs=3)
     assert first_two["BLEU-4"] < all_three["BLEU-4"]  # image 1's exact reference is its third
     gts, res = M.nlg_eval_inputs({"ours": {1: "  a b. \n", 2: "c"}}, {1: [" r1 ", "r2", "r3"], 2: ["s1", "s2"]}, 2)
     assert gts == {1: ["r1", "r2"], 2: ["s1", "s2"]} and res[("ours", 1)] == ["a b."]
