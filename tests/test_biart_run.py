@@ -20,10 +20,19 @@ def _table(img_ref, img_gen, txt_ref, txt_gen):
 def test_conditioning_gap_reads_the_numbers():
     g = conditioning_gap(_table(3.0, 2.0, 1.5, 0.5))
     assert g["image"]["gap_nats"] == pytest.approx(1.0) and g["text"]["gap_fraction"] == pytest.approx(2 / 3)
-    assert "2.000 nats/token given the caption" in g["sentence"] and "the condition is used" in g["sentence"]
+    assert (g["image"]["verdict"], g["text"]["verdict"]) == ("used", "used")
+    for number in ("2.000", "3.000", "+1.000", "0.500", "1.500"):  # the sentence carries the numbers it reads
+        assert number in g["sentence"], number
     flat = conditioning_gap(_table(3.370, 3.401, 1.0, 0.99))
-    assert flat["image"]["gap_nats"] < 0 and "image tokens" in flat["sentence"]
-    assert "does not help" in flat["sentence"] and "barely helps" in flat["sentence"]
+    assert flat["image"]["gap_nats"] < 0 and (flat["image"]["verdict"], flat["text"]["verdict"]) == ("none", "barely")
+    assert "-0.031" in flat["sentence"] and "+0.010" in flat["sentence"]
+
+
+def test_gap_verdict_thresholds():
+    from lverse_core.pipeline.biart_run import gap_verdict
+
+    assert gap_verdict(0.51, 10.0) == "used" and gap_verdict(0.5, 10.0) == "barely"
+    assert gap_verdict(1e-9, 10.0) == "barely" and gap_verdict(0.0, 10.0) == "none" and gap_verdict(-1, 10) == "none"
 
 
 def _tiny_model_and_pairs():
@@ -112,11 +121,16 @@ def test_layout_table_marks_segments_positions_and_loss_targets():
 
 
 def test_reranking_sentence_says_when_the_reranker_kept_a_wrong_one():
-    from lverse_core.pipeline.biart_run import reranking_sentence
+    from lverse_core.pipeline.biart_run import reranking_outcome, reranking_sentence
 
-    text = reranking_sentence([1.0, 3.0, 2.0], [True, False, False])
-    assert "the highest, candidate 1, was kept" in text and "1 of 3 candidates are right (naming every object)" in text
-    assert "the kept one is not (the reranker preferred a wrong one here)" in text
+    assert reranking_outcome([1.0, 3.0, 2.0], [True, False, False]) == {
+        "kept": 1, "low": 1.0, "high": 3.0, "n": 3, "n_right": 1, "kept_right": False}
+    assert reranking_outcome([1.0, 3.0, 2.0], [False, True, False])["kept_right"] is True
+    assert reranking_outcome([1.0, 3.0], None) == {"kept": 1, "low": 1.0, "high": 3.0, "n": 2}
+    wrong = reranking_sentence([1.0, 3.0, 2.0], [True, False, False])
+    right = reranking_sentence([1.0, 3.0, 2.0], [False, True, False])
+    assert "1.0 to 3.0" in wrong and "candidate 1" in wrong and "1 of 3" in wrong
+    assert wrong != right and len(wrong) > len(right)  # only a wrong pick gets the extra clause
     assert reranking_sentence([1.0, 3.0], None).endswith("was kept.")
 
 
@@ -155,7 +169,9 @@ def test_gap_by_region_averages_captions_then_cells():
     assert r["object"]["ci95"][0] > 0.9 and abs(r["background"]["mean"]) < 0.01
     assert r["object"]["n_images"] == n_img and r["object_cell_share"] == pytest.approx(0.25)
     assert r["per_image_total"]["mean"] == pytest.approx(float(gaps.sum(1).mean()), rel=1e-5)
-    assert "25% of cells" in r["sentence"]
+    o, b = r["object"], r["background"]
+    assert f"{o['mean']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]" in r["sentence"] and "25%" in r["sentence"]
+    assert f"{b['mean']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]" in r["sentence"]
     from lverse_core.evaluation.statistics import t_interval
 
     per_image_obj = (gaps[0::2, 0] + gaps[1::2, 0]).double() / 2
@@ -165,7 +181,8 @@ def test_gap_by_region_averages_captions_then_cells():
     with pytest.raises(ValueError, match="one gap row per"):
         gap_by_region(gaps[:5], owner, n_img)
     whole = gap_by_region(gaps, owner, n_img + 1)  # an image without captions is left out; no cells: no regions
-    assert whole["all"]["n_images"] == n_img and "object" not in whole and "nats per image" in whole["sentence"]
+    assert whole["all"]["n_images"] == n_img and "object" not in whole
+    assert f"{whole['per_image_total']['mean']:.1f}" in whole["sentence"] and "[" not in whole["sentence"]
 
 
 def test_heldout_pass_gives_the_table_and_the_gaps_from_one_forward_per_direction_and_batch(monkeypatch):

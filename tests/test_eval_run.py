@@ -140,13 +140,14 @@ def test_fid_ceiling_reading_separates_biart_error_from_the_decoder():
 
     fine = fid_ceiling_reading({"FID-0": 10.0, "FID-8": 4.0}, {"FID-0": 5.0, "FID-8": 3.0})
     assert [r["excess over the ceiling"] for r in fine["rows"]] == [5.0, 1.0]
-    assert "fine detail" in fine["sentence"] and "10 -> 4 (-60%)" in fine["sentence"]
+    assert fine["where"] == "fine" and "10 -> 4 (-60%)" in fine["sentence"] and "5 -> 1 (-80%)" in fine["sentence"]
     coarse = fid_ceiling_reading({"FID-0": 10.0, "FID-8": 8.0}, {"FID-0": 5.0, "FID-8": 3.0})
-    assert "coarse content" in coarse["sentence"]  # both curves fall, yet the excess stays
+    assert coarse["where"] == "coarse"  # both curves fall, yet the excess stays
     none = fid_ceiling_reading({"FID-0": -1e-12}, {"FID-0": 0.0})
-    assert "none measurable" in none["sentence"] and none["rows"][0]["generated"] == 0.0
+    assert none["where"] == "none" and none["rows"][0]["generated"] == 0.0
     tiny = fid_ceiling_reading({"FID-0": 7.35, "FID-8": 0.563}, {"FID-0": 7.34, "FID-8": 0.565})
-    assert "none measurable" in tiny["sentence"]  # both curves fall alike: nothing is BiART's
+    assert tiny["where"] == "none"  # both curves fall alike: nothing is BiART's
+    assert len({fine["sentence"], coarse["sentence"], tiny["sentence"]}) == 3
 
 
 def test_the_shared_image_grid_draws_every_image_under_its_column_header():

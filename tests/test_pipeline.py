@@ -102,12 +102,13 @@ def test_table2_outputs(ci_run):
 
 def test_table3_outputs(ci_run):
     from lverse_core.config import load_profile
+    from lverse_core.evaluation.fid import fid_label
     from lverse_core.evaluation.verdicts import FLOOR, GENERATED, JUDGE_CEILING
 
     root, _ = ci_run
     t3 = json.loads((root / "results" / "table3.json").read_text())
     assert set(t3["fid"]) == {f"FID-{k:g}" for k in load_profile("ci").eval.blur_radii}
-    assert all(v >= -1e-6 for v in t3["fid"].values()) and "not Inception" in t3["fid_feature_space"]
+    assert all(v >= -1e-6 for v in t3["fid"].values()) and t3["fid_feature_space"] == fid_label(load_profile("ci"))
     assert set(t3["judge"]) == {GENERATED, JUDGE_CEILING, FLOOR,
                                 "AugVAE-SL reconstructions of the real images (decoder ceiling)"}
     assert all(0 <= j["judged_correct"] <= 1 and j["n_images"] == t3["n_prompts"] for j in t3["judge"].values())
@@ -170,7 +171,12 @@ def test_look_inside_cells_ran_and_wrote_their_figures_and_tables(ci_run):
     assert "trained as [REF]" in page and "candidates scored" in page
     gap = json.loads((root / "results" / "02_biart.json").read_text())["conditioning_gap"]
     assert {"all", "per_image_total", "object", "background"} <= set(gap["by_region"])
-    assert "cells that an object touches" in gap["sentence"]
+    region = gap["by_region"]
+    assert {gap["image"]["verdict"], gap["text"]["verdict"]} <= {"used", "barely", "none"}
+    for part in ("object", "background"):  # the sentence reads each region's mean and interval
+        m, (lo, hi) = region[part]["mean"], region[part]["ci95"]
+        assert f"{m:.3f} [{lo:.3f}, {hi:.3f}]" in gap["sentence"], part
+    assert f"{100 * region['object_cell_share']:.0f}%" in gap["sentence"]
 
 
 def test_pages_have_no_progress_bars_and_no_local_paths(ci_run, ci_pipeline):

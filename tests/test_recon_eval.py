@@ -35,9 +35,12 @@ def test_code_usage_counts_and_perplexity():
 def test_claim_verdict_reports_each_way():
     good = {"psnr_db": 25.0, "ssim": 0.8, "fid": 10.0}
     bad = {"psnr_db": 20.0, "ssim": 0.6, "fid": 30.0}
-    assert "supports the claim" in recon_eval.claim_verdict(good, bad)
-    assert "contradicts the claim" in recon_eval.claim_verdict(bad, good)
-    assert "mixed" in recon_eval.claim_verdict({**good, "fid": 40.0}, bad)
+    assert recon_eval.claim_outcome(good, bad) == "supports" and recon_eval.claim_outcome(bad, good) == "contradicts"
+    assert recon_eval.claim_outcome({**good, "fid": 40.0}, bad) == "mixed"
+    assert recon_eval.claim_outcome({"psnr_db": 25.0, "ssim": 0.8}, bad) == "supports"  # FID only where both have it
+    text = recon_eval.claim_verdict(good, bad)
+    assert recon_eval.CLAIM_OUTCOMES["supports"] in text
+    assert all(n in text for n in ("25.00", "20.00", "+5.00", "0.800", "0.600", "10.00", "30.00"))
 
 
 def test_table1_keeps_paper_rows_apart_from_ours(tmp_path):

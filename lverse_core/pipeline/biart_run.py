@@ -111,17 +111,25 @@ def plot_loss_curves(df: pd.DataFrame):
     return fig
 
 
+GAP_VERDICTS = {"used": "the condition is used", "barely": "the condition barely helps",
+                "none": "the condition does not help"}
+
+
+def gap_verdict(gap_nats: float, ref_nll: float) -> str:
+    """``used`` (the condition lowers the NLL by more than 5% of the [REF] NLL), ``barely`` (by less) or ``none``."""
+    return "used" if gap_nats > 0.05 * ref_nll else "barely" if gap_nats > 0 else "none"
+
+
 def conditioning_gap(nll: pd.DataFrame) -> dict:
-    """``likelihood.conditioning_gap`` of ``heldout_nll``'s table, and a sentence built from its numbers (no claim
-    typed in advance): for each modality, whether the condition is used (a gap above 5% of the [REF] NLL), barely
-    helps or does not help."""
+    """``likelihood.conditioning_gap`` of ``heldout_nll``'s table with each modality's ``verdict``
+    (``gap_verdict``), and a sentence built from those numbers (no claim typed in advance)."""
     out = likelihood.conditioning_gap(nll)
     parts = []
     for modality in ("image", "text"):
         ref, gen, gap = out[modality]["ref_nll"], out[modality]["gen_nll"], out[modality]["gap_nats"]
         given = "the caption" if modality == "image" else "the image"
-        verdict = ("the condition is used" if gap > 0.05 * ref else
-                   "the condition barely helps" if gap > 0 else "the condition does not help")
+        out[modality]["verdict"] = gap_verdict(gap, ref)
+        verdict = GAP_VERDICTS[out[modality]["verdict"]]
         parts.append(f"{modality} tokens: {gen:.3f} nats/token given {given} ([GEN]) vs {ref:.3f} with nothing before "
                      f"them ([REF]), {gap:+.3f} nats ({100 * gap / ref:+.1f}%): {verdict}")
     out["sentence"] = "; ".join(parts) + "."
@@ -295,18 +303,25 @@ def i2t_candidates(cfg: Config, model, tokenizer, codes: torch.Tensor, image_id:
     return df
 
 
-def reranking_sentence(scores: Sequence[float], correct: Sequence[bool] | None = None,
-                       criterion: str = "naming every object") -> str:
-    """What reranking did for one prompt: the spread of the scores, and (if known, ``correct`` by ``criterion``)
-    whether it kept a right candidate."""
+def reranking_outcome(scores: Sequence[float], correct: Sequence[bool] | None = None) -> dict:
+    """What reranking did for one prompt: {"kept": the highest-scoring candidate, "low", "high": the scores' range,
+    "n": candidates, and where ``correct`` is known "n_right" and "kept_right"}."""
     scores = list(map(float, scores))
     best = max(range(len(scores)), key=scores.__getitem__)
-    text = (f"{len(scores)} candidates scored {min(scores):.1f} to {max(scores):.1f}; the highest, candidate {best}, "
-            f"was kept")
+    out = {"kept": best, "low": min(scores), "high": max(scores), "n": len(scores)}
     if correct is not None:
-        n_ok = sum(bool(c) for c in correct)
-        text += (f". {n_ok} of {len(scores)} candidates are right ({criterion}); the kept one is "
-                 f"{'right' if correct[best] else 'not'}")
-        if n_ok and not correct[best]:
+        out.update(n_right=sum(bool(c) for c in correct), kept_right=bool(correct[best]))
+    return out
+
+
+def reranking_sentence(scores: Sequence[float], correct: Sequence[bool] | None = None,
+                       criterion: str = "naming every object") -> str:
+    """``reranking_outcome`` in words (``correct`` judged by ``criterion``)."""
+    o = reranking_outcome(scores, correct)
+    text = f"{o['n']} candidates scored {o['low']:.1f} to {o['high']:.1f}; the highest, candidate {o['kept']}, was kept"
+    if correct is not None:
+        text += (f". {o['n_right']} of {o['n']} candidates are right ({criterion}); the kept one is "
+                 f"{'right' if o['kept_right'] else 'not'}")
+        if o["n_right"] and not o["kept_right"]:
             text += " (the reranker preferred a wrong one here)"
     return text + "."

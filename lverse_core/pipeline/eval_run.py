@@ -184,13 +184,19 @@ def grid_rows(real: torch.Tensor, generated: torch.Tensor) -> list[torch.Tensor]
 
 
 
+EXCESS_WHERE = {"none": "none measurable: the generated images are as close to the real ones as the reconstructions",
+                "fine": "mostly fine detail: blur removes most of it",
+                "coarse": "coarse content (layout, colours, shapes): it survives the blur"}
+
+
 def fid_ceiling_reading(generated: Mapping[str, float], reconstructed: Mapping[str, float]) -> dict[str, Any]:
     """FID-k of generated images against FID-k of the AugVAE-SL reconstructions (the decoder's ceiling), per blur k.
 
     A falling FID-k curve alone does not show that BiART drew the layout right: blur also shrinks the decoder's own
     error, so the reconstructions' curve falls too. The excess over the ceiling (generated - reconstructed) is the
     part BiART adds; if it stays as blur grows, BiART's error is in coarse content (layout, colours), if it shrinks,
-    in fine detail; an excess under 5% of the unblurred FID counts as none. Returns the rows and a sentence.
+    in fine detail; an excess under 5% of the unblurred FID counts as none. Returns the rows, "where" (``none``,
+    ``fine`` or ``coarse``, as above; absent without a common radius) and a sentence.
     """
     ks = [k for k in generated if k in reconstructed]
     if not ks:
@@ -204,10 +210,9 @@ def fid_ceiling_reading(generated: Mapping[str, float], reconstructed: Mapping[s
 
     e0, e1 = first["excess over the ceiling"], last["excess over the ceiling"]
     negligible = e0 <= 0.05 * max(first["generated"], 1e-12)  # within 5% of the FID itself: no excess to place
-    where = ("none measurable: the generated images are as close to the real ones as the reconstructions"
-             if negligible else "mostly fine detail: blur removes most of it" if e1 < 0.5 * e0 else
-             "coarse content (layout, colours, shapes): it survives the blur")
+    where = "none" if negligible else "fine" if e1 < 0.5 * e0 else "coarse"
     sentence = (f"From {first['blur']} to {last['blur']}: generated {change(first['generated'], last['generated'])}, "
                 f"reconstructions {change(first['reconstructed (ceiling)'], last['reconstructed (ceiling)'])}; "
-                f"BiART's excess over the decoder's ceiling {change(e0, e1)}, so the error BiART adds is {where}.")
-    return {"rows": rows, "sentence": sentence}
+                f"BiART's excess over the decoder's ceiling {change(e0, e1)}, so the error BiART adds is "
+                f"{EXCESS_WHERE[where]}.")
+    return {"rows": rows, "where": where, "sentence": sentence}

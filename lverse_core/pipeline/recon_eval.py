@@ -168,21 +168,28 @@ def ood_figure(names: list[str], images: torch.Tensor, recon: torch.Tensor):
     return fig
 
 
+CLAIM_OUTCOMES = {"supports": "supports the claim: AugVAE-SL beats the plain VQ-VAE on every metric",
+                  "contradicts": "contradicts the claim: the plain VQ-VAE beats AugVAE-SL on every metric",
+                  "mixed": "is mixed: neither model wins on every metric"}
+
+
+def claim_outcome(augmented: dict[str, Any], plain: dict[str, Any]) -> str:
+    """``supports`` if AugVAE-SL beats the plain VQ-VAE on PSNR, SSIM and (where both have it) FID, ``contradicts``
+    if it loses on all of them, else ``mixed``; from two ``evaluate_reconstruction`` results."""
+    better = [augmented["psnr_db"] > plain["psnr_db"], augmented["ssim"] > plain["ssim"]]
+    if "fid" in augmented and "fid" in plain:
+        better.append(augmented["fid"] < plain["fid"])
+    return "supports" if all(better) else "contradicts" if not any(better) else "mixed"
+
+
 def claim_verdict(augmented: dict[str, Any], plain: dict[str, Any]) -> str:
-    """One plain sentence on the paper's central claim from two ``evaluate_reconstruction`` results."""
+    """One plain sentence on the paper's central claim: ``claim_outcome`` and the numbers behind it."""
     d_psnr = augmented["psnr_db"] - plain["psnr_db"]
     parts = [f"PSNR {augmented['psnr_db']:.2f} vs {plain['psnr_db']:.2f} dB ({d_psnr:+.2f})",
              f"SSIM {augmented['ssim']:.3f} vs {plain['ssim']:.3f}"]
-    better = [d_psnr > 0, augmented["ssim"] > plain["ssim"]]
     if "fid" in augmented and "fid" in plain:
         parts.append(f"FID {augmented['fid']:.2f} vs {plain['fid']:.2f} (lower is better)")
-        better.append(augmented["fid"] < plain["fid"])
-    if all(better):
-        outcome = "supports the claim: AugVAE-SL beats the plain VQ-VAE on every metric"
-    elif not any(better):
-        outcome = "contradicts the claim: the plain VQ-VAE beats AugVAE-SL on every metric"
-    else:
-        outcome = "is mixed: neither model wins on every metric"
+    outcome = CLAIM_OUTCOMES[claim_outcome(augmented, plain)]
     return f"On this run the comparison {outcome}. AugVAE-SL vs plain VQ-VAE: " + "; ".join(parts) + "."
 
 
