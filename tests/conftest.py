@@ -2,7 +2,10 @@
 a tiny judge is trained once per test run on stand-in scenes (tests/synthetic_scenes.py)."""
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
 
 import synthetic_scenes as syn  # noqa: E402
+from _limits import HANG_GUARD_S  # noqa: E402
 
-from lverse_core.config import load_profile  # noqa: E402
+from lverse_core.config import REPO_ROOT, load_profile  # noqa: E402
 
 
 OFFLINE_SITE = Path(__file__).resolve().parent / "offline_site"
@@ -76,26 +80,63 @@ def trained_judge(synth_cfg, synth_data):
     return judge, path, losses
 
 
+class _CiRun:
+    """The ci pipeline's run: the real CLI (``python -m lverse_core run --profile ci``) in a child process, started
+    as soon as collection shows that a test reads it, so that it runs beside the tests that do not (they run first:
+    ``pytest_collection_finish``). It runs at the lowest priority and on one thread, so it takes only the CPU time
+    the other tests leave idle (they keep a second core busy only part of the time) and never stalls their
+    two-thread steps; a tie for the cores made both several times slower."""
+    proc: subprocess.Popen | None = None
+    work: Path | None = None
+
+
+def _start_ci_run(config) -> None:
+    if _CiRun.proc is not None:
+        return
+    work = config._tmp_path_factory.mktemp("ci_pipeline")  # what the tmp_path_factory fixture returns
+    # the kernels run offline: the pipeline must need no network (tests/test_offline.py)
+    # at the lowest priority, the kernels' scheduling groups too (tests/offline_site/sitecustomize.py)
+    env = offline_env({**os.environ, "LVERSE_WORKDIR": str(work), "OMP_NUM_THREADS": "1",
+                       "LVERSE_TEST_BACKGROUND": "1"})
+    with open(work / "run.log", "wb") as log:
+        _CiRun.proc = subprocess.Popen([sys.executable, "-m", "lverse_core", "run", "--profile", "ci"], env=env,
+                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+    _CiRun.work = work
+
+
+def _stop_ci_run() -> None:
+    """End the run if the session ends before it does: SIGTERM first, so that papermill shuts its kernel down
+    (a kernel also ends by itself when its parent is gone), then its whole process group."""
+    proc = _CiRun.proc
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
-def ci_pipeline(tmp_path_factory):
+def ci_pipeline(request):
     """The whole pipeline on the ci profile, run once by the real runner (papermill) into a tmp workdir, with the
     network blocked in the notebook kernels (``offline_env``).
 
-    Returns (workdir, run record). Tests that check a notebook's outputs read them from here instead of running
-    the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
+    Returns (workdir, the run's manifest.json). Tests that check a notebook's outputs read them from here instead of
+    running the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
     """
-    from lverse_core.pipeline import execute
-
-    work = tmp_path_factory.mktemp("ci_pipeline")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LVERSE_WORKDIR", str(work))
-    for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
-        mp.setenv(key, value)  # the kernels run offline: the pipeline must need no network (tests/test_offline.py)
+    _start_ci_run(request.config)  # already running unless the session was started without collecting its readers
     try:
-        record = execute.run("ci", log=print)
-    finally:
-        mp.undo()
-    return work, record
+        rc = _CiRun.proc.wait(timeout=HANG_GUARD_S)
+    except subprocess.TimeoutExpired:
+        _stop_ci_run()
+        rc = "killed after the hang guard"
+    log = _CiRun.work / "run.log"
+    if rc != 0:
+        pytest.fail(f"python -m lverse_core run --profile ci ended with {rc}; the end of its log ({log}):\n"
+                    f"{log.read_text(errors='replace')[-4000:]}", pytrace=False)
+    manifest = json.loads((_CiRun.work / "reports" / "ci" / "manifest.json").read_text())
+    return _CiRun.work, manifest
 
 
 @pytest.fixture
@@ -129,6 +170,10 @@ def test_kind(item) -> str:
 test_kind.__test__ = False  # a helper, not a test
 
 
+def reads_ci_run(item) -> bool:
+    return bool(NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         kind = test_kind(item)
@@ -136,3 +181,17 @@ def pytest_collection_modifyitems(config, items):
             if other != kind and item.get_closest_marker(other) is not None:
                 raise pytest.UsageError(f"{item.nodeid} is marked {other!r} but is of kind {kind!r}")
         item.add_marker(getattr(pytest.mark, kind))
+
+
+def pytest_collection_finish(session):
+    """Of the tests selected (after -m and -k), those that read the ci pipeline's run go last, and the run starts
+    now, beside the others."""
+    items = session.items
+    readers = [item for item in items if reads_ci_run(item)]
+    items[:] = [item for item in items if not reads_ci_run(item)] + readers
+    if readers and not session.config.option.collectonly:
+        _start_ci_run(session.config)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_ci_run()

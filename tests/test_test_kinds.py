@@ -53,3 +53,24 @@ def test_a_test_marked_with_a_kind_it_is_not_is_refused():
                            get_closest_marker=lambda name: marks.get(name), add_marker=lambda m: None)
     with pytest.raises(pytest.UsageError, match="marked 'notebooks' but is of kind 'unit'"):
         pytest_collection_modifyitems(None, [item])
+
+
+def test_the_readers_of_the_ci_run_go_last_and_a_collection_alone_starts_nothing(monkeypatch):
+    import conftest
+
+    started = []
+    monkeypatch.setattr(conftest, "_start_ci_run", started.append)
+
+    def item(name, fixtures):
+        return SimpleNamespace(nodeid=f"tests/test_x.py::{name}", fixturenames=fixtures, path=Path("tests/test_x.py"),
+                               get_closest_marker=lambda kind: None, add_marker=lambda mark: None)
+
+    items = [item("a", []), item("b", ["ci_outputs"]), item("c", []), item("d", ["ci_run"])]
+    collect_only = SimpleNamespace(option=SimpleNamespace(collectonly=True))
+    conftest.pytest_collection_finish(SimpleNamespace(items=items, config=collect_only))
+    assert [i.nodeid[-1] for i in items] == ["a", "c", "b", "d"] and started == []
+    run = SimpleNamespace(option=SimpleNamespace(collectonly=False))
+    conftest.pytest_collection_finish(SimpleNamespace(items=items, config=run))
+    assert started == [run]  # the run starts once its readers are known, before the first test
+    conftest.pytest_collection_finish(SimpleNamespace(items=[item("e", [])], config=run))
+    assert started == [run]  # no reader selected (make test KIND=unit): no run

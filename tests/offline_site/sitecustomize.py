@@ -33,3 +33,18 @@ if os.environ.get("LVERSE_BLOCK_NETWORK") == "1":
         return _connect_ex(self, address)
 
     socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
+if os.environ.get("LVERSE_TEST_BACKGROUND") == "1":
+    # The test suite's background run of the ci pipeline (tests/conftest.py, _CiRun): the lowest priority, so it
+    # only takes CPU time the tests leave idle. Linux schedules each session (each notebook kernel starts its own)
+    # as one group whose weight nice alone does not lower: a session leader lowers its group's too.
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError:
+        pass
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write("19")
+        except OSError:
+            pass
