@@ -94,7 +94,7 @@ class _Tok:
 
 
 def test_layout_table_marks_segments_positions_and_loss_targets():
-    from lverse_core.pipeline.biart_run import condense, layout_sentence, layout_table
+    from lverse_core.pipeline.biart_run import condense, layout_counts, layout_sentence, layout_table
 
     args = BiARTArgs(n_layer=1, n_head=2, n_embd=16, text_len=6, image_tokens=4, text_vocab=20, image_vocab=8,
                      pad_id=0, dropout=0.0)
@@ -114,7 +114,11 @@ def test_layout_table_marks_segments_positions_and_loss_targets():
     assert i2t["token"][0] == "[SOI]" and i2t["token"][5] == "[SOC]"
     assert (i2t["trained to predict it"][1:5] == "yes, [REF] NLL").all()
     assert (i2t["trained to predict it"][6:10] == "yes, [GEN] NLL").all()
-    assert "4 tokens are trained as [REF] and 4 as [GEN]; 2 [PAD]" in layout_sentence(t2i, T2I)
+    counts = layout_counts(t2i)
+    assert {k: counts[k] for k in ("tokens", "ref", "gen", "pad")} == {"tokens": len(t2i), "ref": 4, "gen": 4, "pad": 2}
+    assert counts["first"] == t2i.loc[1, "kind"]  # the part after [SOT]/[SOI] is the condition
+    text = layout_sentence(t2i, T2I)
+    assert all(f" {n} " in text for n in (counts["tokens"], counts["ref"], counts["gen"], counts["pad"]))
     short = condense(i2t, head=1, tail=1)
     assert len(short) < len(i2t) and short["token"].str.contains("more").any()
     assert short["token"].iloc[0] == "[SOI]" and short["token"].iloc[-1] == "'<pad>'"

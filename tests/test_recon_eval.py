@@ -85,8 +85,13 @@ def test_ml_to_sl_diff_names_dropped_added_kept_and_what_fine_tuning_moved():
     assert change["decoders.0"] == pytest.approx(0.5, rel=1e-4)
     assert (change.drop("decoders.0").dropna() == 0).all()
     assert d.loc["connectors.0", "SL weights"] == sum(p.numel() for p in sl.connectors[0].parameters())
+    summary = recon_eval.surgery_summary(d.reset_index())
+    assert summary["added"][0] == 2 and summary["dropped"][0] == 2 * (n - 2)
+    assert summary["added"][1] == sum(p.numel() for p in sl.connectors.parameters())
+    assert summary["most"][0] == "decoders.0" and summary["most"][1] == pytest.approx(0.5, rel=1e-4)
+    assert summary["least"][1] == 0
     text = recon_eval.surgery_sentence(d.reset_index())
-    assert "2 added" in text and f"{2 * (n - 2)} modules dropped" in text and "most in decoders.0 (50%)" in text
+    assert f"{summary['added'][1]:,}" in text and f"{summary['dropped'][1]:,}" in text and "(50%)" in text
 
 
 def test_code_maps_figure_colours_a_code_the_same_everywhere():

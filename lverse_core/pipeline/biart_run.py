@@ -221,13 +221,21 @@ def condense(table: pd.DataFrame, head: int = 2, tail: int = 1) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def layout_sentence(table: pd.DataFrame, direction: str) -> str:
+def layout_counts(table: pd.DataFrame) -> dict:
+    """``layout_table``'s counts: {"tokens", "ref": trained as [REF], "gen": trained as [GEN], "pad": [PAD] positions
+    left out of the loss, "first": the kind of the part that comes first (the condition)}."""
     trained = table["trained to predict it"].str.startswith("yes")
     by = table[trained].groupby("segment").size().to_dict()
-    pads = int(table["trained to predict it"].str.contains("PAD").sum())
-    first = table.loc[table.kind != "start", "kind"].iloc[0]
-    return (f"{direction}: {len(table)} tokens; the {first} comes first as [REF]. {by.get('[REF]', 0)} tokens are "
-            f"trained as [REF] and {by.get('[GEN]', 0)} as [GEN]; {pads} [PAD] positions are not trained. Position "
+    return {"tokens": len(table), "ref": int(by.get("[REF]", 0)), "gen": int(by.get("[GEN]", 0)),
+            "pad": int(table["trained to predict it"].str.contains("PAD").sum()),
+            "first": table.loc[table.kind != "start", "kind"].iloc[0]}
+
+
+def layout_sentence(table: pd.DataFrame, direction: str) -> str:
+    """``layout_counts`` in words."""
+    c = layout_counts(table)
+    return (f"{direction}: {c['tokens']} tokens; the {c['first']} comes first as [REF]. {c['ref']} tokens are "
+            f"trained as [REF] and {c['gen']} as [GEN]; {c['pad']} [PAD] positions are not trained. Position "
             f"ids restart at 0 for the second part, so only the segment embedding and the start token tell the model "
             f"which part it is in.")
 

@@ -286,22 +286,31 @@ def ml_to_sl_diff(ml, sl) -> pd.DataFrame:
         lambda m: (order.get(m.split(".")[0], 9), m))).reset_index(drop=True)
 
 
-def surgery_sentence(diff: pd.DataFrame) -> str:
-    count = {s: (int((diff.status == s).sum()),
-                 int(diff.loc[diff.status == s, "SL weights" if s == "added" else "ML weights"].sum()))
-             for s in ("dropped", "added", "kept")}
+def surgery_summary(diff: pd.DataFrame) -> dict:
+    """``ml_to_sl_diff``'s table in numbers: {"dropped" | "added" | "kept": (modules, weights)} and, where a kept
+    module has a relative change, "most" and "least": (module, relative change in SL fine-tuning)."""
+    out: dict[str, Any] = {
+        s: (int((diff.status == s).sum()), int(diff.loc[diff.status == s, "SL weights" if s == "added" else
+                                                        "ML weights"].sum()))
+        for s in ("dropped", "added", "kept")}
     kept = diff[diff.status == "kept"].dropna(subset=["relative change in SL fine-tuning"])
     moved = kept.sort_values("relative change in SL fine-tuning", ascending=False)
-    most = moved.iloc[0] if len(moved) else None
-    least = moved.iloc[-1] if len(moved) else None
-    parts = [f"{count['dropped'][0]} modules dropped ({count['dropped'][1]:,} weights: the deeper levels' encoders "
+    if len(moved):
+        for name, row in (("most", moved.iloc[0]), ("least", moved.iloc[-1])):
+            out[name] = (row["module"], float(row["relative change in SL fine-tuning"]))
+    return out
+
+
+def surgery_sentence(diff: pd.DataFrame) -> str:
+    """``surgery_summary`` in words."""
+    c = surgery_summary(diff)
+    parts = [f"{c['dropped'][0]} modules dropped ({c['dropped'][1]:,} weights: the deeper levels' encoders "
              f"and decoders)",
-             f"{count['added'][0]} added ({count['added'][1]:,} weights: the 1x1 connectors that replace the "
+             f"{c['added'][0]} added ({c['added'][1]:,} weights: the 1x1 connectors that replace the "
              f"concatenations)",
-             f"{count['kept'][0]} kept ({count['kept'][1]:,} weights copied from ML)"]
+             f"{c['kept'][0]} kept ({c['kept'][1]:,} weights copied from ML)"]
     text = "The surgery: " + "; ".join(parts) + "."
-    if most is not None:
-        text += (f" Fine-tuning moved the kept weights most in {most['module']} "
-                 f"({most['relative change in SL fine-tuning']:.0%}) and least in {least['module']} "
-                 f"({least['relative change in SL fine-tuning']:.0%}).")
+    if "most" in c:
+        text += (f" Fine-tuning moved the kept weights most in {c['most'][0]} ({c['most'][1]:.0%}) and least in "
+                 f"{c['least'][0]} ({c['least'][1]:.0%}).")
     return text
