@@ -61,7 +61,8 @@ def main() -> dict:
         for _ in range(a.warmup):
             step(r)
     interleave(runs, step, a.rounds, a.steps)
-    out = {"cpu": cpu_info(), "precision": precision, "rounds": a.rounds, "steps_per_round": a.steps, "warmup": a.warmup, "codes": a.codes, "variants": []}
+    out = {"cpu": cpu_info(), "precision": precision, "rounds": a.rounds, "steps_per_round": a.steps,
+           "warmup": a.warmup, "codes": a.codes, "variants": []}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}, {precision}")
     print(f"{'batch':>5} {'layers x width':>14} {'params':>8} {'ms/step [range]':>20} {'sequences/s':>12}")
     for (batch, layers, width, heads), r in runs.items():

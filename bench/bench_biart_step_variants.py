@@ -105,7 +105,8 @@ def main() -> dict:
     finally:
         B._causal_attention, B.MLP.forward = orig_attn, orig_mlp
     base = statistics.median(runs[next(iter(VARIANTS))]["times"])
-    out = {"cpu": cpu_info(), "batch": a.batch, "width": a.width, "warmup": a.warmup, "rounds": a.rounds, "steps_per_round": a.steps, "variants": {}}
+    out = {"cpu": cpu_info(), "batch": a.batch, "width": a.width, "warmup": a.warmup, "rounds": a.rounds,
+           "steps_per_round": a.steps, "variants": {}}
     print(f"{out['cpu']['model']}, {out['cpu']['torch_threads']} threads, flags {out['cpu']['isa_flags']}")
     for name, r in runs.items():
         med = statistics.median(r["times"])
