@@ -38,6 +38,8 @@ def main() -> dict:
                     help="image codebook size (the image head's width; default: the smoke profile's)")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     a = ap.parse_args()
+    if a.warmup < 0:
+        ap.error(f"--warmup must be >= 0, got {a.warmup}")
     precision = resolve_precision(a.precision, "cpu")
     torch.manual_seed(0)
     runs = {}

@@ -64,6 +64,9 @@ def main() -> dict:
     ap.add_argument("--width", type=int, default=256, help="BiART's width (the measured step: 256, the smoke "
                     "width when the variants were chosen); a narrower one only checks that the bench runs")
     a = ap.parse_args()
+    if a.warmup < 0 or a.width < 4 or a.width % 4:
+        ap.error(f"--warmup must be >= 0 (got {a.warmup}) and --width a positive multiple of the 4 heads "
+                 f"(got {a.width})")
     args = BiARTArgs(n_layer=4, n_head=4, n_embd=a.width, text_len=24, image_tokens=64, text_vocab=120,
                      image_vocab=512, pad_id=0, dropout=0.0)
     g = torch.Generator().manual_seed(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,21 +99,21 @@ def _start_ci_run(config) -> None:
                        "LVERSE_TEST_BACKGROUND": "1"})
     with open(work / "run.log", "wb") as log:
         _CiRun.proc = subprocess.Popen([sys.executable, "-m", "lverse_core", "run", "--profile", "ci"], env=env,
-                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+                                       cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                       process_group=0)  # its own group: a Ctrl-C reaches the tests, which end it
     _CiRun.work = work
 
 
 def _stop_ci_run() -> None:
-    """End the run if the session ends before it does: SIGTERM first, so that papermill shuts its kernel down
-    (a kernel also ends by itself when its parent is gone), then its whole process group."""
+    """End the run if the test run ends before it does: its kernels' process groups, then the runner (as the
+    runner's own deadline ends a run, ``processes.kill_descendants``)."""
+    from lverse_core.pipeline.processes import kill_descendants
+
     proc = _CiRun.proc
     if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_descendants(proc.pid)
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +124,7 @@ def ci_pipeline(request):
     Returns (workdir, the run's manifest.json). Tests that check a notebook's outputs read them from here instead of
     running the notebooks again; use ``ci_outputs`` to resolve the ci profile's paths inside this workdir.
     """
-    _start_ci_run(request.config)  # already running unless the session was started without collecting its readers
+    _start_ci_run(request.config)  # already running, unless collection did not see this fixture's readers
     try:
         rc = _CiRun.proc.wait(timeout=HANG_GUARD_S)
     except subprocess.TimeoutExpired:

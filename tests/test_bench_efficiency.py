@@ -68,3 +68,11 @@ def test_clip_train_bench_times_every_variant_on_the_ci_data(tmp_path):
         "kept uint8 copies, AdamW fused (train_clip_reranker)"]
     assert result["draws_per_image"] == 2 * 16 / 16 and result["peak_rss_mib"] > 0
     assert all(v["total_s"] > 0 and len(v["step_ms_range"]) == 2 for v in result["variants"])
+
+
+def test_the_biart_benches_refuse_a_negative_warmup_and_a_width_the_heads_do_not_divide():
+    for script, args, words in (("bench_biart_step_variants.py", ["--width", "30"], "--width a positive multiple"),
+                                ("bench_biart_sizes.py", ["--warmup", "-1"], "--warmup must be >= 0")):
+        out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], capture_output=True,
+                             text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
+        assert out.returncode == 2 and words in out.stderr, (script, out.stderr[-500:])

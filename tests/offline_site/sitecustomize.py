@@ -36,8 +36,8 @@ if os.environ.get("LVERSE_BLOCK_NETWORK") == "1":
 
 if os.environ.get("LVERSE_TEST_BACKGROUND") == "1":
     # The test suite's background run of the ci pipeline (tests/conftest.py, _CiRun): the lowest priority, so it
-    # only takes CPU time the tests leave idle. Linux schedules each session (each notebook kernel starts its own)
-    # as one group whose weight nice alone does not lower: a session leader lowers its group's too.
+    # only takes CPU time the tests leave idle. Linux's autogroup scheduling gives each notebook kernel (Jupyter starts
+    # it with setsid) a group whose weight nice alone does not lower: a kernel that leads its group lowers it too.
     try:
         os.nice(19 - os.nice(0))
     except OSError:
