@@ -1,7 +1,7 @@
 """What every artefact was made from, and the one decision whether it may be reused.
 
-Every artefact a run writes (tokenizer, AugVAE checkpoints, code files, BiART, the CLIP reranker, the judge) gets a
-record beside it, ``<file>.made-from.json``, written atomically after the file itself::
+Every artefact a run writes (decoded images, tokenizer, AugVAE checkpoints, code files, BiART, the CLIP reranker, the
+judge) gets a record beside it, ``<file>.made-from.json``, written atomically after the file itself::
 
     {"format": "lverse-made-from", "version": 1, "artefact": "AugVAE-SL checkpoint", "made_by": "training",
      "config": {"seed": 0, "augvae_train.sl_steps": 8, "augvae_train.precision": "fp32", ...},
@@ -54,6 +54,7 @@ SHAPED_BY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "augvae-sl": (_AUGVAE, ("augvae_train.ml_steps", "augvae_train.baseline_steps", "augvae_train.edge_in_ml")),
     "vqvae-baseline": (_AUGVAE, ("augvae_train.ml_steps", "augvae_train.sl_steps", "augvae_train.edge_in_ml")),
     "codes": (_IMAGES, ()),
+    "decoded": (_IMAGES, ()),
     "biart": (("seed", "data.image_size", "augvae.codebook_size", "biart", "biart_train"), ()),
     "clip-reranker": (("seed", *_IMAGES, "clip"), ()),
     "judge": (("seed", "data.image_size", "eval.judge_*"), ()),
@@ -62,8 +63,9 @@ SHAPED_BY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # which key holds a precision to record resolved (``auto`` -> what this machine computes in)
 _PRECISION_KEYS = ("augvae_train.precision", "biart_train.precision")
 # the notebook that (re)makes each kind of artefact: what a refusal tells the user to re-run
-NOTEBOOK = {"data set": "00_data_prep", "tokenizer": "02_train_biart", "augvae-ml": "01_train_augvae",
-            "augvae-sl": "01_train_augvae", "vqvae-baseline": "03_table1_reconstruction", "codes": "01_train_augvae",
+NOTEBOOK = {"data set": "00_data_prep", "decoded": "00_data_prep", "tokenizer": "02_train_biart",
+            "augvae-ml": "01_train_augvae", "augvae-sl": "01_train_augvae", "vqvae-baseline": "03_table1_reconstruction",
+            "codes": "01_train_augvae",
             "biart": "02_train_biart", "clip-reranker": "02_train_biart", "judge": "03_table1_reconstruction",
             "captions": "04_table2_image_to_text"}
 

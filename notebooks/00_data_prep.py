@@ -95,6 +95,17 @@ print(f"ready in {info['ensure_s']:.1f} s (generation took {info.get('generation
       f"ran); {info['bytes_on_disk'] / 2**20:.1f} MiB on disk under {info['root']}")
 
 # %% [markdown]
+# Where the images fit in memory (`augvae_train.decode: once`, the embedded set), each split is decoded here once into
+# `runs/<profile>/decoded/`: AugVAE's training, pre-tokenization, the CLIP reranker and the attribute judge read these
+# pixels in the later notebooks instead of decoding every PNG again in each of them.
+
+# %%
+from lverse_core.data.decoded_store import write_store
+if not write_store(cfg):
+    print(f"no decoded store (augvae_train.decode = {cfg.augvae_train.decode}, data source {cfg.data.source}): "
+          "each stage decodes its images")
+
+# %% [markdown]
 # The text tokenizer: CLIP's BPE, compact over the training captions when `biart.compact_vocab` is on. Built here
 # once and saved to `runs/<profile>/tokenizer.json`, which the later notebooks read.
 

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lverse_core.config import REPO_ROOT, load_profile
 from lverse_core.hardware import resolve_precision
 from ._limits import HANG_GUARD_S
@@ -76,3 +78,24 @@ def test_the_biart_benches_refuse_a_negative_warmup_and_a_width_the_heads_do_not
         out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args], capture_output=True,
                              text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
         assert out.returncode == 2 and words in out.stderr, (script, out.stderr[-500:])
+
+
+def test_decoded_store_bench_times_every_stage_both_ways_on_the_ci_data():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_decoded_store.py"), "--profile", "ci",
+                          "--repeats", "1"], capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    cfg = load_profile("ci")
+    stages = result["stages"]
+    assert list(stages) == ["AugVAE training split (01)", "pre-tokenization, train (01)", "pre-tokenization, val (01)",
+                            "pre-tokenization, test (01)", "CLIP reranker's images (02)", "judge, train (03)",
+                            "judge, test (03)"]
+    # every stage read its whole split (the bench checks that both ways give the same pixels)
+    assert stages["pre-tokenization, val (01)"]["images"] == cfg.data.n_val
+    assert stages["judge, test (03)"]["images"] == cfg.data.n_test
+    assert stages["CLIP reranker's images (02)"]["images"] == stages["judge, train (03)"]["images"]
+    assert result["write_s"] > 0 and result["store_mib"] > 0 and result["peak_rss_mib"] > 0
+    assert result["run_decode_s"] == pytest.approx(sum(s["decode_s"] for s in stages.values()))
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_decoded_store.py"), "--repeats", "0"],
+                         capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and "--repeats must be at least 1" in bad.stderr

@@ -24,6 +24,7 @@ def tiny(**over):
 
 
 def artefacts(cfg):
+    from lverse_core.data.decoded_store import store_path
     from lverse_core.data.tokenizer import tokenizer_path
     from lverse_core.evaluation.judge import judge_path
     from lverse_core.sampling.clip_reranker import reranker_path
@@ -34,11 +35,13 @@ def artefacts(cfg):
            "AugVAE-ML": checkpoint_path(cfg, "ml"), "AugVAE-SL": checkpoint_path(cfg, "sl"),
            "BiART": cfg.runs_root / "biart.pt", "CLIP reranker": reranker_path(cfg), "judge": judge_path(cfg)}
     out.update({f"codes {s}": codes_dir(cfg) / f"{s}_codes.npy" for s in ("train", "val", "test")})
+    out.update({f"decoded images {s}": store_path(cfg, s) for s in ("train", "val", "test")})
     return out
 
 
 def run_stages(cfg):
     """Notebooks 00-03's stages, in their order: each reuses what is current and rebuilds the rest."""
+    from lverse_core.data.decoded_store import write_store
     from lverse_core.data.shapes_dataset import ensure_dataset
     from lverse_core.data.tokenizer import ensure_tokenizer
     from lverse_core.evaluation.judge import ensure_judge
@@ -48,6 +51,7 @@ def run_stages(cfg):
     from lverse_core.training.pretokenize import pretokenize
 
     ensure_dataset(cfg)
+    write_store(cfg)
     train_augvae(cfg, "ml", progress=False)
     train_augvae(cfg, "sl", progress=False)
     pretokenize(cfg, device="cpu")

@@ -260,8 +260,9 @@ class AugVAETrainConfig:
                                   help="batches of encoder vectors the k-means of unquantized_steps reads")
     decode: str = setting("per_step", choices=("per_step", "once"), help=(
         "once: decode the training split to one uint8 tensor and crop batches on the device (lverse_core/data/"
-        "decoded.py; for data sets that fit in memory); per_step: decode each image when a batch needs it "
-        "(ImageNet)"))
+        "decoded.py; for data sets that fit in memory; on the embedded set notebook 00 decodes every split once "
+        "for the run's later stages, lverse_core/data/decoded_store.py); per_step: decode each image when a batch "
+        "needs it (ImageNet)"))
     channels_last: str = setting("auto", choices=("auto", "true", "false"), toggle=True, help=(
         "NHWC convolutions: auto = on, except bf16 on a CPU (NCHW measured faster there; "
         "lverse_core/hardware.py); true | false pin it"))

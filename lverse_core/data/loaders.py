@@ -340,6 +340,8 @@ class CaptionImageDataset(Dataset):
         self.records = records if records is not None else caption_records(cfg, split, validate=validate)
         size = cfg.data.image_size
         self.transform = transform or (train_transform(size) if train else eval_transform(size))
+        # the split's pixels as every whole-split reader decodes them (what the run's decoded store holds)
+        self.eval_pixels = transform is None and not train
         self.dropped = _Dropped(f"CaptionImageDataset({split})")
 
     def __len__(self) -> int:

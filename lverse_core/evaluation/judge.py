@@ -284,11 +284,17 @@ def judge_accuracy(judge: JudgeNet, images: torch.Tensor, objects: Sequence[Sequ
 
 
 def load_split(cfg: Config, split: str) -> tuple[torch.Tensor, list[list[dict]], list[str]]:
-    """All images of a split as uint8 (N, 3, S, S), their ground-truth objects and first captions."""
+    """All images of a split as uint8 (N, 3, S, S), their ground-truth objects and first captions; the images come
+    from the run's decoded store where notebook 00 wrote it (``lverse_core.data.decoded_store``)."""
     from lverse_core import data
+    from lverse_core.data.decoded_store import decoded_split
 
     ds = data.CaptionImageDataset(cfg, split, train=False)
     attrs = data.load_attributes(cfg)
+    ids = [int(r["image_id"]) for r in ds.records]
+    store = decoded_split(cfg, split)
+    if store is not None and store.has(ids):
+        return store.rows(ids), [attrs[i] for i in ids], [r["captions"][0] for r in ds.records]
     images, objects, captions = [], [], []
     for i in range(len(ds)):
         item = ds[i]

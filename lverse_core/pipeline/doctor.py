@@ -5,9 +5,9 @@ Checks, each printed as ``[ok]`` or ``[problem]`` with the fix:
   is not, before it starts);
 - Java, which METEOR (pycocoevalcap) runs a jar with;
 - the real assets the profile needs (``assets.*`` / their environment variables) exist and are readable;
-- every artefact of the run (data set, tokenizer, checkpoints, code files, reranker, judge): ok, missing, stale (what
-  changed: settings old -> new, or which input) or unknown (no record of what it was made from), by the one
-  provenance decision the trainers and readers take (lverse_core/provenance.py);
+- every artefact of the run (data set, decoded images, tokenizer, checkpoints, code files, reranker, judge): ok,
+  missing, stale (what changed: settings old -> new, or which input) or unknown (no record of what it was made
+  from), by the one provenance decision the trainers and readers take (lverse_core/provenance.py);
 - free disk under the work directory against a rough need per profile;
 - the CPU class and the precision the run will use (lverse_core/hardware.py), a pinned bf16 on a CPU that only
   emulates it being a problem; the memory the profile needs against what the machine has;
@@ -148,6 +148,12 @@ def artefact_decisions(cfg: Config) -> list[tuple[str, object]]:
     items: list[tuple[str, Callable[[], object]]] = []
     if data_source(cfg).embedded:
         items.append(("data set", lambda: _dataset_decision(cfg)))
+    from lverse_core.data import decoded_store
+
+    if decoded_store.enabled(cfg):
+        for split in decoded_store.SPLITS:
+            items.append((f"decoded images {split}", lambda sp=split: provenance.decide(
+                decoded_store.store_path(cfg, sp), decoded_store.made_from(cfg, sp))))
     items.append(("tokenizer", lambda: provenance.decide(tokenizer_path(cfg), tokenizer_made_from(cfg))))
     variants = [("ml", "AugVAE-ML"), ("sl", "AugVAE-SL")] + ([("baseline", "VQ-VAE control")]
                                                              if control_enabled(cfg) else [])

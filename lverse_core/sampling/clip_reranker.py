@@ -117,12 +117,13 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.1, betas=(0.9, 0.98), **fused_if_supported())
     sampler = StepSampler(len(dataset), min(c.batch_size, len(dataset)), cfg.seed)
     pick = torch.Generator().manual_seed(cfg.seed)
-    kept = KeptImages(dataset)
+    from lverse_core.data.decoded_store import decoded_split
+
+    kept = KeptImages(dataset, decoded_split(cfg, "train") if getattr(dataset, "eval_pixels", False) else None)
 
     def step_fn(step: int) -> dict:
-        items = [kept[i] for i in sampler.indices(step)]
-        images = torch.stack([im for im, _ in items]).to(device, non_blocking=True)
-        texts = [caps[int(torch.randint(len(caps), (1,), generator=pick))] for _, caps in items]
+        images, captions = kept.batch(sampler.indices(step), device)
+        texts = [caps[int(torch.randint(len(caps), (1,), generator=pick))] for caps in captions]
         lr = c.lr * min(1.0, (step + 1) / max(1, c.train_steps // 10))
         for group in opt.param_groups:  # short linear warmup: contrastive training of a fresh ViT is fragile
             group["lr"] = lr
@@ -155,18 +156,54 @@ def train_clip_reranker(cfg: Config, dataset, path: str | Path | None = None) ->
 class KeptImages:
     """``dataset`` items {"image", "captions"} read once each and kept as uint8 (exact for images read from 8-bit
     files through the deterministic eval transform; 3 x S x S bytes per distinct image read, 98 MB for the 8,000
-    smoke images). ``kept[i]`` -> (image (3, S, S) in [-1, 1], captions)."""
+    smoke images). ``kept[i]`` -> (image (3, S, S) in [-1, 1], captions).
 
-    def __init__(self, dataset):
+    With ``store`` (the run's decoded split, ``lverse_core.data.decoded_store``) holding every record of ``dataset``
+    (a ``CaptionImageDataset``), nothing is decoded: the images are the store's, in the dataset's order, and on a
+    CUDA device they are copied there once when they take under a quarter of its free memory, so a batch is one
+    index on the device."""
+
+    def __init__(self, dataset, store=None):
         self.dataset = dataset
         self.kept: dict[int, tuple[torch.Tensor, list[str]]] = {}
+        self.stored: torch.Tensor | None = None  # (N, 3, S, S) uint8 from the store, by dataset index
+        self._on_device: dict[str, torch.Tensor] = {}
+        records = getattr(dataset, "records", None)
+        if store is not None and records is not None:
+            ids = [int(r["image_id"]) for r in records]
+            if store.has(ids):
+                self.stored = store.rows(ids)
+                self.captions = [list(r["captions"]) for r in records]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
+        if self.stored is not None:
+            return signed_from_uint8(self.stored[i]), self.captions[i]
         if i not in self.kept:
             it = self.dataset[i]
             self.kept[i] = (uint8_from_signed(it["image"]), list(it["captions"]))
         image, captions = self.kept[i]
         return signed_from_uint8(image), captions
+
+    def batch(self, indices: Sequence[int], device: torch.device | str) -> tuple[torch.Tensor, list[list[str]]]:
+        """Images ``indices`` as (B, 3, S, S) float in [-1, 1] on ``device``, and their captions."""
+        indices = list(indices)
+        if self.stored is None:
+            items = [self[i] for i in indices]
+            return torch.stack([im for im, _ in items]).to(device, non_blocking=True), [c for _, c in items]
+        source = self._source(torch.device(device))
+        idx = torch.as_tensor(indices, dtype=torch.long).to(source.device, non_blocking=True)
+        images = signed_from_uint8(source[idx]).to(device, non_blocking=True)
+        return images, [self.captions[i] for i in indices]
+
+    def _source(self, device: torch.device) -> torch.Tensor:
+        if device.type != "cuda":
+            return self.stored
+        key = str(device)
+        if key not in self._on_device:
+            free, _ = torch.cuda.mem_get_info(device)
+            fits = self.stored.numel() < free // 4
+            self._on_device[key] = self.stored.to(device) if fits else self.stored.pin_memory()
+        return self._on_device[key]
 
 
 def fused_if_supported() -> dict:

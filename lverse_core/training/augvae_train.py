@@ -168,13 +168,32 @@ def training_images(cfg: Config):
                          default=str)
         if key not in _DECODED:
             _DECODED.clear()  # one split in memory at a time
-            images = DecodedImages.from_dataset(data.image_dataset(cfg, "train", train=False), train=True,
-                                                num_workers=cfg.data.num_workers).images
+            folder = data.image_dataset(cfg, "train", train=False)
+            images = _stored(cfg, folder)
+            if images is None:
+                images = DecodedImages.from_dataset(folder, train=True, num_workers=cfg.data.num_workers).images
             if torch.device(cfg.resolved_device()).type == "cuda" and torch.cuda.is_available():
                 images = images.pin_memory()
             _DECODED[key] = images
         return DecodedImages(_DECODED[key], train=True)
     return data.image_dataset(cfg, "train", train=True)
+
+
+def _stored(cfg: Config, folder) -> torch.Tensor | None:
+    """The ImageFolder split's images in its order from the run's decoded store (notebook 00,
+    ``lverse_core.data.decoded_store``: the embedded set's file names are its image ids), or None to decode."""
+    from lverse_core.data.decoded_store import decoded_split, enabled, forget
+
+    if not enabled(cfg):
+        return None
+    store = decoded_split(cfg, "train")
+    ids = [int(Path(path).stem) for path, _ in folder.samples]
+    if store is None or not store.has(ids):
+        return None
+    images = store.rows(ids)
+    if images is not store.images:
+        forget()  # the copy in the folder's order is what training keeps
+    return images
 
 
 # dead: codes below the restart threshold before the step's restarts; restarted: codes restarted in the step (means

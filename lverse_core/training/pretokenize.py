@@ -144,8 +144,9 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     """Encode all images of ``split``; resumable; returns the codes path. See the module docstring.
 
     ``records`` (default ``data.caption_records(cfg, split)``) and ``load_image(record) -> (3, S, S)`` tensor
-    (default: the kit's image loader, ``data.load_image``, then ``data.eval_transform``: the same decoding of
-    16-bit, float and transparent images that AugVAE trained on) can be given for tests.
+    (default: the run's decoded store, ``lverse_core.data.decoded_store``, where notebook 00 wrote it; else the
+    kit's image loader, ``data.load_image``, then ``data.eval_transform``: the same decoding of 16-bit, float and
+    transparent images that AugVAE trained on) can be given for tests.
     An image the loader rejects (``BadInputError``) follows ``data.bad_input``: ``error`` stops with the file
     named; ``skip`` leaves it out of the code file (its id is listed under ``skipped_ids`` in the index).
     ``stop_after_batches`` stops early without finishing (tests use it to simulate a kill).
@@ -153,17 +154,28 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     from lverse_core.data.loaders import BadInputError, eval_transform
     from lverse_core.data.loaders import load_image as load_rgb
 
+    num_workers = cfg.data.num_workers
     if records is None:
         from lverse_core.data.loaders import caption_records
 
         records = caption_records(cfg, split)
-    if load_image is None:
-        tf = eval_transform(cfg.data.image_size)
-
-        def load_image(rec):
-            return tf(load_rgb(rec["path"], cfg.data.min_image_side))  # a file or a tar-shard member
-
     ids = [int(r["image_id"]) for r in records]
+    if load_image is None:
+        from lverse_core.data.decoded_store import decoded_split
+        from lverse_core.data.pixels import signed_from_uint8
+
+        store = decoded_split(cfg, split)
+        if store is not None and store.has(ids):  # decoded once by notebook 00: the same pixels, nothing to decode
+            num_workers = 0
+
+            def load_image(rec):
+                return signed_from_uint8(store.image(rec["image_id"]))
+        else:
+            tf = eval_transform(cfg.data.image_size)
+
+            def load_image(rec):
+                return tf(load_rgb(rec["path"], cfg.data.min_image_side))  # a file or a tar-shard member
+
     n, g, K = len(ids), cfg.image_grid, model.quantizer.codebook_size
     if K > 65536:
         raise ValueError(f"codebook of {K} codes does not fit uint16 code files")
@@ -188,7 +200,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     else:
         arr = np.load(p["partial"], mmap_mode="r+")
     batches = 0
-    for start, loaded in _decoded_batches(records, load_image, done, batch_size, cfg.data.num_workers):
+    for start, loaded in _decoded_batches(records, load_image, done, batch_size, num_workers):
         recs = records[start: start + batch_size]
         rows, images = [], []
         for k, (image, error) in enumerate(loaded):
