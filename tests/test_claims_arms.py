@@ -84,7 +84,8 @@ def test_claim_1a_compares_the_sl_tokenizers_and_no_row_compares_code_sharing():
     assert all(r[2][0] in arms and r[3][0] in arms for r in ce.CLAIM_ROWS)
     assert {ce.claim_number(r[0]) for r in ce.CLAIM_ROWS} == set(ce.CLAIMS)
     six = [r for r in ce.CLAIM_ROWS if ce.claim_number(r[0]) == 6]
-    assert [r[2][1] for r in six] == ["kid_fall_generated"]
+    assert [(r[2], r[3]) for r in six] == [(("bidirectional", "kid_fall_generated"),
+                                            ("bidirectional", "kid_fall_ceiling"))]
     three = [r for r in ce.CLAIM_ROWS if ce.claim_number(r[0]) == 3]
     assert {r[2][1] for r in three} >= {"nll_i2t", "nll_t2i"}
 
@@ -150,6 +151,37 @@ def test_kid_and_its_relative_fall_never_raise_on_a_nonpositive_value():
         assert math.isnan(value) and why
     with pytest.raises(ValueError, match="at least 2"):
         cm.kid(a[:1], b)
+
+
+def _blurred(generated, reconstructions):
+    return {**{f"kid_generated_blur{r:g}": v for r, v in generated.items()},
+            **{f"kid_reconstructions_blur{r:g}": v for r, v in reconstructions.items()}}
+
+
+def test_claim_6s_falls_are_defined_when_the_reconstructions_kid_is_at_zero():
+    # the reconstructions cannot be told from the real images (KID at or below zero at every radius), as measured
+    # on every seed at 100 embedded images: their fall relative to themselves is undefined, on the generated
+    # images' scale it is a number
+    m = _blurred({0: 0.004, 2: 0.002, 8: 0.0005}, {0: -0.001, 2: -0.0009, 8: -0.0008})
+    out = cm.blur_falls(m)
+    assert out == {"kid_fall_generated": pytest.approx(0.875), "kid_fall_ceiling": pytest.approx(-0.05)}
+    assert math.isnan(cm.relative_fall({0.0: -0.001, 8.0: -0.0008})[0])  # the earlier control: undefined
+    # generated images that cannot be told from the real ones either: no fall to measure, said for both
+    out = cm.blur_falls(_blurred({0: -0.0001, 8: 0.0}, {0: 0.0, 8: 0.0}))
+    assert math.isnan(out["kid_fall_generated"]) and math.isnan(out["kid_fall_ceiling"])
+    assert "not positive" in out["kid_fall_ceiling_why"]
+    assert cm.blur_falls(_blurred({0: 0.1}, {0: 0.1})) == {} and cm.blur_falls({}) == {}  # one radius: no fall
+
+
+def test_measures_saved_before_the_ceiling_fall_get_it_from_their_kids():
+    from lverse_core.evaluation.scorecard import with_derived
+
+    old = {**_blurred({0: 0.004, 8: 0.001}, {0: -0.002, 8: -0.001}), "kid_fall_generated": 0.75,
+           "kid_fall_reconstructions": math.nan}
+    got = with_derived({0: {"bidirectional": old}})[0]["bidirectional"]
+    assert got["kid_fall_ceiling"] == pytest.approx(-0.25) and got["kid_fall_generated"] == 0.75
+    new = dict(old, kid_fall_ceiling=0.1)
+    assert with_derived({0: {"bidirectional": new}})[0]["bidirectional"]["kid_fall_ceiling"] == 0.1  # kept
 
 
 # -- reuse ----------------------------------------------------------------------------------------------------------

@@ -163,8 +163,7 @@ ROWS = [
      "higher"),
     ("5 reranking", "images judged right", ("bidirectional", "images_right"), ("bidirectional", "images_right_single"),
      "higher"),
-    ("6 blur", "relative KID fall", ("bidirectional", "kid_fall_generated"),
-     ("bidirectional", "kid_fall_reconstructions"), "higher"),
+    ("6 blur", "KID fall", ("bidirectional", "kid_fall_generated"), ("bidirectional", "kid_fall_ceiling"), "higher"),
 ]
 
 
@@ -190,7 +189,7 @@ def _hand_made(seeds=3, items=40):
         _items(arms["bidirectional"], "images_right", right)
         _items(arms["bidirectional"], "images_right_single", right)
         arms["bidirectional"].update({"bleu4_truncated": 10.0 + s, "bleu4_untruncated": 9.0 + s,
-                                      "kid_fall_generated": 0.5 + 0.1 * s, "kid_fall_reconstructions": 0.4})
+                                      "kid_fall_generated": 0.5 + 0.1 * s, "kid_fall_ceiling": 0.4})
         measures[s] = arms
     measures[1]["bidirectional"].update({"bleu4_truncated": math.nan, "bleu4_truncated_why": "no caption decoded"})
     return measures
@@ -231,7 +230,7 @@ def test_the_scorecard_decides_each_primary_and_labels_every_other_row_secondary
                                                                                                            abs=0.01)
     bleu = _row(card, "4", "bidirectional: bleu4_untruncated")
     assert bleu["verdict"] == f"{NOT_MEASURED}: bidirectional: bleu4_truncated is nan on seed 1 (no caption decoded)"
-    kid = _row(card, "6", "bidirectional: kid_fall_reconstructions")
+    kid = _row(card, "6", "bidirectional: kid_fall_ceiling")
     assert kid["items"] == 0 and kid["verdict"] in (SUPPORTED, INCONCLUSIVE) and kid["high"] > kid["low"]
     # a secondary row: no margin, the profile's level, never "no difference"
     captions = _row(card, "2", "no_segment: captions_right")
@@ -309,7 +308,7 @@ def test_broken_values_make_their_row_not_measured_not_an_exception():
     card = _card(measures)
     assert _row(card, "1", "sl_per_level: psnr_db")["verdict"] == (
         f"{NOT_MEASURED}: sl: psnr_db_items is empty or holds a non-finite value")
-    assert _row(card, "6", "bidirectional: kid_fall_reconstructions")["verdict"].startswith(
+    assert _row(card, "6", "bidirectional: kid_fall_ceiling")["verdict"].startswith(
         f"{NOT_MEASURED}: bidirectional: kid_fall_generated is not a number on seed 2")
     assert _row(card, "3", "one_direction: nll_both")["verdict"] == "supported"
 

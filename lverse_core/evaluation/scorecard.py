@@ -82,12 +82,18 @@ def _sum(arm_a: Mapping[str, Any], key_a: str, arm_b: Mapping[str, Any], key_b: 
 
 
 def with_derived(measures: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[int, dict[str, dict[str, Any]]]:
-    """A copy of ``measures`` with ``nll_both`` on every arm that has both directions' NLL, and the
-    ``ONE_DIRECTION`` arm where both one-direction models have their own direction's."""
+    """A copy of ``measures`` with ``nll_both`` on every arm that has both directions' NLL, claim 6's falls
+    (``claims_measures.blur_falls``) on every arm that has the blurred KIDs but not the falls (measures saved
+    before ``kid_fall_ceiling`` existed), and the ``ONE_DIRECTION`` arm where both one-direction models have their
+    own direction's."""
+    from lverse_core.evaluation.claims_measures import blur_falls
+
     out = copy.deepcopy({s: {a: dict(m) for a, m in by_arm.items()} for s, by_arm in measures.items()})
     for by_arm in out.values():
         for m in by_arm.values():
             m.update(_sum(m, "nll_i2t", m, "nll_t2i") or {})
+            if "kid_fall_ceiling" not in m:
+                m.update({k: v for k, v in blur_falls(m).items() if k.startswith("kid_fall_ceiling")})
         if "i2t_only" in by_arm and "t2i_only" in by_arm:
             one = _sum(by_arm["i2t_only"], "nll_i2t", by_arm["t2i_only"], "nll_t2i")
             if one is not None:
