@@ -187,8 +187,11 @@ def _stored(cfg: Config, folder) -> torch.Tensor | None:
     if not enabled(cfg):
         return None
     store = decoded_split(cfg, "train")
-    ids = [int(Path(path).stem) for path, _ in folder.samples]
-    if store is None or not store.has(ids):
+    samples = getattr(folder, "samples", None)  # an ImageFolder's (path, class) list
+    if store is None or samples is None:
+        return None
+    ids = [int(Path(path).stem) for path, _ in samples]
+    if not store.has(ids):
         return None
     images = store.rows(ids)
     if images is not store.images:
