@@ -161,3 +161,25 @@ def test_the_reranker_batches_from_the_store(stored, monkeypatch):
     assert torch.equal(kept[17][0], ref_images[2])
     train_view = data.CaptionImageDataset(cfg, "train", train=True)  # random crops: not the store's pixels
     assert not train_view.eval_pixels and data.CaptionImageDataset(cfg, "train").eval_pixels
+
+
+def test_the_reranker_keeps_the_stored_images_on_its_device(stored, monkeypatch):
+    from lverse_core.sampling.clip_reranker import KeptImages
+
+    cfg, _, _ = stored
+    ds = data.CaptionImageDataset(cfg, "train", train=False)
+    kept = KeptImages(ds, decoded_split(cfg, "train"))
+    moved = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if self is kept.stored:
+            moved.append(args)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    for _ in range(3):  # the meta device stands in for a GPU
+        images, captions = kept.batch([3, 1], "meta")
+        assert images.device.type == "meta" and images.shape == (2, 3, cfg.data.image_size, cfg.data.image_size)
+        assert images.dtype == torch.float32 and len(captions) == 2
+    assert len(moved) == 1  # the whole split copied to the device once, then indexed there

@@ -160,8 +160,8 @@ class KeptImages:
 
     With ``store`` (the run's decoded split, ``lverse_core.data.decoded_store``) holding every record of ``dataset``
     (a ``CaptionImageDataset``), nothing is decoded: the images are the store's, in the dataset's order, and on a
-    CUDA device they are copied there once when they take under a quarter of its free memory, so a batch is one
-    index on the device."""
+    device they are copied there once (on CUDA when they take under a quarter of its free memory), so a batch is
+    one index on the device."""
 
     def __init__(self, dataset, store=None):
         self.dataset = dataset
@@ -191,18 +191,23 @@ class KeptImages:
             items = [self[i] for i in indices]
             return torch.stack([im for im, _ in items]).to(device, non_blocking=True), [c for _, c in items]
         source = self._source(torch.device(device))
-        idx = torch.as_tensor(indices, dtype=torch.long).to(source.device, non_blocking=True)
-        images = signed_from_uint8(source[idx]).to(device, non_blocking=True)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if source.device.type == "cuda":
+            idx = idx.pin_memory()  # a copy from pageable memory would wait for the device's queue
+        images = signed_from_uint8(source[idx.to(source.device, non_blocking=True)]).to(device, non_blocking=True)
         return images, [self.captions[i] for i in indices]
 
     def _source(self, device: torch.device) -> torch.Tensor:
-        if device.type != "cuda":
+        """The stored images on ``device`` (copied there once) where they fit, else on the CPU."""
+        if device.type == "cpu":
             return self.stored
         key = str(device)
         if key not in self._on_device:
-            free, _ = torch.cuda.mem_get_info(device)
-            fits = self.stored.numel() < free // 4
-            self._on_device[key] = self.stored.to(device) if fits else self.stored.pin_memory()
+            fits = True
+            if device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(device)
+                fits = self.stored.numel() < free // 4
+            self._on_device[key] = self.stored.to(device) if fits else self.stored
         return self._on_device[key]
 
 
