@@ -217,3 +217,18 @@ def test_a_declared_headline_renders_as_declared_and_a_bad_one_is_refused():
                 {"label": "x", "value": 1.0, "interval": [1]}, {"label": "x", "value": 1.0, "digits": "2"}, [1]):
         with pytest.raises(TypeError):
             headlines.format_headline(bad)
+
+
+def test_readme_block_names_the_commit_and_time_of_each_notebooks_own_run(reports):
+    from lverse_core.pipeline.results_page import readme_block
+
+    head = readme_block(reports).splitlines()[0]
+    assert "commit abc1234" in head and "notebooks 189 s" in head  # 125.25 + 60 + 3.5, not the 812 s recorded
+    path = reports.reports_root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["total_seconds"] = 0.0  # a later run of one notebook that reused the rest
+    manifest["notebooks"][0]["commit"] = "old0001"
+    manifest["notebooks"][1]["commit"] = "old0001"
+    path.write_text(json.dumps(manifest))
+    head = readme_block(reports).splitlines()[0]
+    assert "notebooks 03, 05 at commit old0001; 04 at commit abc1234" in head and "notebooks 189 s" in head
