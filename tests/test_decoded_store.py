@@ -17,7 +17,7 @@ from lverse_core.data.pixels import uint8_from_signed
 
 
 def _cfg(synth_dataset, tmp_path, **overrides):
-    """The ci profile on the session's embedded data set, with its own runs folder."""
+    """The ci profile on the test run's embedded data set (``synth_dataset``), with its own runs folder."""
     return load_profile("ci", runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
                         data={"root": str(synth_dataset.data.root)}, **overrides)
 
