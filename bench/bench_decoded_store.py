@@ -39,7 +39,7 @@ def stages(cfg, bare):
     from lverse_core.training.augvae_train import _stored
 
     def fresh(split):  # what a new kernel does: load the store from disk
-        decoded_store._LOADED.clear()
+        decoded_store.forget()
         return decoded_store.decoded_split(cfg, split)
 
     def augvae_after():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -83,27 +84,12 @@ class DecodedSplit:
         return self.images[torch.as_tensor([self._row[int(i)] for i in image_ids], dtype=torch.long)]
 
 
-class _Records(torch.utils.data.Dataset):
-    """Records decoded as the stages decode them: ``(uint8 (3, S, S) array, "")``, or ``(None, message)`` for an
-    image the loader refuses (a worker process reports it instead of dying)."""
+def _eval_uint8(transform, min_side: int, record) -> np.ndarray:
+    """A record's image as every whole-split stage decodes it: the kit's loader, the eval transform, uint8."""
+    from lverse_core.data import loaders
+    from lverse_core.data.pixels import uint8_from_signed
 
-    def __init__(self, records, size: int, min_side: int):
-        from lverse_core.data.loaders import eval_transform
-
-        self.records, self.min_side, self.transform = records, min_side, eval_transform(size)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        from lverse_core.data import loaders
-        from lverse_core.data.pixels import uint8_from_signed
-
-        try:
-            return uint8_from_signed(self.transform(loaders.load_image(self.records[i]["path"], self.min_side))
-                                     ).numpy(), ""
-        except loaders.BadInputError as e:
-            return None, str(e)
+    return uint8_from_signed(transform(loaders.load_image(record["path"], min_side))).numpy()
 
 
 def write_split(cfg: Config, split: str, log: Callable[[str], None] = print) -> Path | None:
@@ -111,7 +97,7 @@ def write_split(cfg: Config, split: str, log: Callable[[str], None] = print) -> 
     workers; None, with one line saying why, when an image is refused by the loader (the stages then decode,
     applying ``data.bad_input`` themselves)."""
     from lverse_core import provenance
-    from lverse_core.data.loaders import caption_records
+    from lverse_core.data.loaders import caption_records, decoded_batches, eval_transform
     from lverse_core.report import atomic_write
 
     path, made = store_path(cfg, split), made_from(cfg, split)
@@ -120,17 +106,14 @@ def write_split(cfg: Config, split: str, log: Callable[[str], None] = print) -> 
     records = caption_records(cfg, split)
     S = cfg.data.image_size
     images = np.empty((len(records), 3, S, S), np.uint8)
-    loader = torch.utils.data.DataLoader(_Records(records, S, cfg.data.min_image_side), batch_size=256,
-                                         num_workers=cfg.data.num_workers, collate_fn=list)
-    n = 0
-    for batch in loader:
-        for image, error in batch:
-            if error:
+    load = partial(_eval_uint8, eval_transform(S), cfg.data.min_image_side)  # a partial: workers pickle it
+    for start, batch in decoded_batches(records, load, 0, 256, cfg.data.num_workers):
+        for k, (image, error) in enumerate(batch):
+            if error is not None:
                 log(f"decoded store of split {split!r} not written: {error}; the notebooks decode this split "
                     f"themselves")
                 return None
-            images[n] = image
-            n += 1
+            images[start + k] = image
     ids = np.asarray([int(r["image_id"]) for r in records], np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez(f, images=images, ids=ids), binary=True)

@@ -362,6 +362,34 @@ class CaptionImageDataset(Dataset):
         raise BadInputError(f"every image of this split is bad (first: {self.dropped.items[:1]})")
 
 
+class RecordImages(Dataset):
+    """Records ``offset``.. decoded by ``load_image(record)``; a bad image comes back as its message, not an
+    exception, so a worker process reports it (with the file named) instead of killing the loader."""
+
+    def __init__(self, records, load_image, offset: int = 0):
+        self.records, self.load_image, self.offset = records, load_image, offset
+
+    def __len__(self) -> int:
+        return len(self.records) - self.offset
+
+    def __getitem__(self, i: int):
+        try:
+            return self.load_image(self.records[self.offset + i]), None
+        except BadInputError as e:
+            return None, str(e)
+
+
+def decoded_batches(records, load_image, done: int, batch_size: int, num_workers: int):
+    """Yield ``(start row, [(image or None, error or None), ...])`` for rows ``done``.. in order, ``batch_size`` at a
+    time, decoded by ``num_workers`` DataLoader workers (0: in this process); pre-tokenization and the run's
+    decoded store (``data.decoded_store``) read whole splits through it."""
+    loader = torch.utils.data.DataLoader(RecordImages(records, load_image, done), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers, collate_fn=list,
+                                         prefetch_factor=4 if num_workers else None)
+    for b, batch in enumerate(loader):
+        yield done + b * batch_size, batch
+
+
 def collate_captions(batch: list[dict]) -> dict:
     """DataLoader collate for CaptionImageDataset: stacked images, lists of captions, ids as a LongTensor."""
     return {"image": torch.stack([b["image"] for b in batch]), "captions": [b["captions"] for b in batch],

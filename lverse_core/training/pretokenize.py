@@ -151,7 +151,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     named; ``skip`` leaves it out of the code file (its id is listed under ``skipped_ids`` in the index).
     ``stop_after_batches`` stops early without finishing (tests use it to simulate a kill).
     """
-    from lverse_core.data.loaders import BadInputError, eval_transform
+    from lverse_core.data.loaders import BadInputError, decoded_batches, eval_transform
     from lverse_core.data.loaders import load_image as load_rgb
 
     num_workers = cfg.data.num_workers
@@ -200,7 +200,7 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
     else:
         arr = np.load(p["partial"], mmap_mode="r+")
     batches = 0
-    for start, loaded in _decoded_batches(records, load_image, done, batch_size, num_workers):
+    for start, loaded in decoded_batches(records, load_image, done, batch_size, num_workers):
         recs = records[start: start + batch_size]
         rows, images = [], []
         for k, (image, error) in enumerate(loaded):
@@ -248,35 +248,6 @@ def pretokenize_split(cfg: Config, split: str, model, checkpoint_id: str = "", b
 def _digest(meta: dict) -> str:
     """SHA-256 of ``meta`` (image ids, grid, codebook size, checkpoint id): what a partial run must match to resume."""
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-
-class _RecordImages(torch.utils.data.Dataset):
-    """Records ``offset``.. decoded by ``load_image``; a bad image comes back as its message, not an exception, so a
-    worker process reports it (with the file named) instead of killing the loader."""
-
-    def __init__(self, records, load_image, offset: int):
-        self.records, self.load_image, self.offset = records, load_image, offset
-
-    def __len__(self) -> int:
-        return len(self.records) - self.offset
-
-    def __getitem__(self, i: int):
-        from lverse_core.data.loaders import BadInputError
-
-        try:
-            return self.load_image(self.records[self.offset + i]), None
-        except BadInputError as e:
-            return None, str(e)
-
-
-def _decoded_batches(records, load_image, done: int, batch_size: int, num_workers: int):
-    """Yield ``(start row, [(image or None, error or None), ...])`` for rows ``done``.. in order, ``batch_size`` at a
-    time, decoded by ``num_workers`` DataLoader workers (0: in this process)."""
-    loader = torch.utils.data.DataLoader(_RecordImages(records, load_image, done), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers, collate_fn=list,
-                                         prefetch_factor=4 if num_workers else None)
-    for b, batch in enumerate(loader):
-        yield done + b * batch_size, batch
 
 
 def pretokenize(cfg: Config, splits=SPLITS, device: str | None = None, batch_size: int = 64) -> dict[str, Path]:
