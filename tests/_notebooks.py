@@ -15,6 +15,14 @@ def make_notebook(path: Path, body: list[str], params: str = 'PROFILE = "ci"  # 
     return path
 
 
+def printed(notebook: dict, stream: str = "stdout") -> list[str]:
+    """What each code cell of an executed notebook printed on ``stream``, one string per cell. The kernel sends
+    what a cell prints in chunks cut by time, not by line, so one ``print`` can arrive as several outputs."""
+    return ["".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
+                    for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == stream)
+            for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
 def executed_notebook(path: Path, finished: bool = True, **metadata) -> Path:
     """What papermill leaves as an executed copy: two code cells with papermill's per-cell status; ``finished``
     False leaves the second one pending and never executed (a kernel or runner stopped in the first)."""

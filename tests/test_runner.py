@@ -10,7 +10,7 @@ from lverse_core.pipeline import cli, execute, index_page, notebook_html
 from lverse_core.pipeline.manifest import NotebookResult, RunRecord, write_manifest
 from lverse_core.config import REPO_ROOT
 
-from ._notebooks import executed_notebook, make_notebook
+from ._notebooks import executed_notebook, make_notebook, printed
 
 WRITE_RESULT = """
 from lverse_core.config import load_profile
@@ -526,3 +526,14 @@ def test_notebook_04_without_java_is_refused_with_the_doctors_fix(workdir, monke
                                               r"doctor.*leave 04 out of --only"):
         execute.run("ci", only="04")
     assert not (workdir / "reports").exists()
+
+
+def test_printed_joins_a_print_the_kernel_sent_in_chunks():
+    nb = {"cells": [{"cell_type": "markdown", "source": "x"},
+                    {"cell_type": "code", "outputs": [
+                        {"output_type": "stream", "name": "stdout", "text": "saved to"},
+                        {"output_type": "stream", "name": "stderr", "text": "a warning\n"},
+                        {"output_type": "stream", "name": "stdout", "text": [" runs/ci/", "tokenizer.json\n"]}]},
+                    {"cell_type": "code", "outputs": []}]}
+    assert printed(nb) == ["saved to runs/ci/tokenizer.json\n", ""]
+    assert printed(nb, "stderr") == ["a warning\n", ""]
