@@ -105,6 +105,20 @@ print(f"profile {cfg.profile}: claims {', '.join(map(str, claims_selected(cfg)))
       f"{b['eval_images']} test images and prompts, {b['n_candidates']} image candidates")
 
 # %% [markdown]
+# ## What this run will train, and for how long
+#
+# Before anything trains: every training the selected claims need, seed by seed, and which are reused (the main
+# run's models for its seed, arms finished or measured by an earlier claims run, decided by the same provenance
+# records as during the run), with the time of the rest from a few steps of each kind timed on this machine. The
+# same lines go to the command line.
+
+# %%
+from lverse_core.evaluation.claims_measures import progress
+from lverse_core.pipeline.estimate import claims_estimate
+for line in claims_estimate(cfg).lines():
+    progress(line)
+
+# %% [markdown]
 # ## The switches
 #
 # Each control is one configuration key away from the method (unit tests check that each really changes the model):

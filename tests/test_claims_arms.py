@@ -414,3 +414,76 @@ def test_a_primaries_only_scorecard_says_which_secondary_rows_were_not_measured(
     primary = card[card["role"] == PRIMARY]
     assert len(primary) == 1 and primary["verdict"].iloc[0].startswith("supported")
     assert card[card["method arm"].str.startswith("shared_positions")]["verdict"].str.startswith("not measured").all()
+
+
+# -- the plan printed before a run -----------------------------------------------------------------------------------
+
+def _plan(cfg):
+    return [(p.seed, p.name, p.steps, p.state) for p in ce.training_plan(cfg)]
+
+
+def test_the_plan_lists_every_training_of_the_selected_claims_and_what_is_reused(tmp_path):
+    from lverse_core.config import derive as _derive
+    from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path
+
+    same = {"claims.ml_steps": 0, "claims.sl_steps": 0, "claims.biart_steps": 0, "claims.only": [1, 2],
+            "claims.primaries_only": True}
+    cfg = _ci(tmp_path, **same)
+    ml, sl, bi = cfg.augvae_train.ml_steps, cfg.augvae_train.sl_steps, cfg.biart_train.steps
+    later = [(1, "AugVAE-ML", ml, ce.TO_TRAIN), (1, "AugVAE-SL", sl, ce.TO_TRAIN),
+             (1, "AugVAE-ML per level", ml, ce.TO_TRAIN), (1, "AugVAE-SL per level", sl, ce.TO_TRAIN),
+             (1, "BiART bidirectional", bi, ce.TO_TRAIN), (1, "BiART no_segment", bi, ce.TO_TRAIN)]
+    first = [(0, *row[1:]) for row in later]
+    instruments = [(0, "CLIP reranker", cfg.clip.train_steps, ce.TO_TRAIN),
+                   (0, "judge", cfg.eval.judge_steps, ce.TO_TRAIN)]
+    assert _plan(cfg) == first[:4] + instruments + first[4:] + later  # nothing made yet; instruments once
+
+    # the main run's models made from these settings are the main seed's (what adopt_main_run copies)
+    _main_files(_derive(ce.seed_config(cfg, cfg.seed), runs_dir=cfg.runs_dir, reports_dir=cfg.reports_dir))
+    main = {"AugVAE-ML", "AugVAE-SL", "BiART bidirectional", "CLIP reranker", "judge"}
+    assert [r[3] for r in _plan(cfg) if r[0] == 0] == [ce.MAIN_RUN if r[1] in main else ce.TO_TRAIN
+                                                       for r in first[:4] + instruments + first[4:]]
+    # a finished per-level ML is finished; an SL made from an ML still to train is to train, whatever its record
+    s1 = ce.seed_config(cfg, 1)
+    per = ce.per_level_config(s1)
+    for c, v in ((per, "ml"), (s1, "sl")):
+        checkpoint_path(c, v).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_path(c, v).write_bytes(b"weights")
+        provenance.record(checkpoint_path(c, v), augvae_made_from(c, v))
+    got = {r[1]: r[3] for r in _plan(cfg) if r[0] == 1}
+    assert got["AugVAE-ML per level"] == ce.FINISHED and got["AugVAE-SL per level"] == ce.TO_TRAIN
+    assert got["AugVAE-ML"] == got["AugVAE-SL"] == ce.TO_TRAIN
+    # claims.only and primaries_only choose the arms: claim 3 alone trains the one-direction pair, no per-level ML
+    three = {r[1] for r in _plan(_ci(tmp_path / "3", **{**same, "claims.only": [3]}))}
+    assert {"BiART t2i_only", "BiART i2t_only"} <= three and not any("per level" in n for n in three)
+
+
+def test_an_arm_with_current_measures_is_planned_as_measured(tmp_path):
+    cfg = _ci(tmp_path, **{"claims.seeds": [0], "claims.only": [2], "claims.primaries_only": True})
+    cfg_s = ce.seed_config(cfg, 0)
+    _inputs_of(cfg_s)
+    (cfg_s.runs_root / "biart_no_segment.pt").write_bytes(b"weights")
+    assert dict((r[1], r[3]) for r in _plan(cfg))["BiART no_segment"] == ce.TO_TRAIN
+    assert cm.measure_once(cfg_s, "no_segment", lambda: {"nll_i2t": 1.0}, print)[1] is True
+    from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path
+    for v in ("ml", "sl"):  # the SL it was measured with is current: the measures stand
+        provenance.record(checkpoint_path(cfg_s, v), augvae_made_from(cfg_s, v))
+    assert dict((r[1], r[3]) for r in _plan(cfg))["BiART no_segment"] == ce.MEASURED
+
+
+def test_the_claims_estimate_times_what_is_to_train(tmp_path, monkeypatch):
+    from lverse_core.pipeline import estimate
+
+    cfg = _ci(tmp_path, **{"claims.seeds": [0, 1], "claims.only": [2], "claims.primaries_only": True})
+    est = estimate.claims_estimate(cfg)
+    assert est.step_s == {}  # ci: too few steps to time
+    lines = est.lines()
+    assert lines[0].startswith(f"claims plan: {len(est.to_train)} trainings to run") and len(est.to_train) == 10
+    assert lines[1].startswith("  seed 0 (steps): AugVAE-ML ") and lines[2].startswith("  seed 1 (steps): ")
+    monkeypatch.setattr(estimate, "MIN_STEPS", 1)
+    monkeypatch.setattr(estimate, "_timed", lambda step, steps, device="cpu": 0.25)
+    est = estimate.claims_estimate(cfg)
+    assert est.step_s == {"AugVAE-ML": 0.25, "AugVAE-SL": 0.25, "BiART": 0.25}
+    timed = [p for p in est.to_train if p.stage in est.step_s]
+    assert est.training_s == pytest.approx(0.25 * sum(p.steps for p in timed)) and len(timed) == 8
+    assert "CLIP reranker, judge not timed" in est.lines()[-1]

@@ -28,6 +28,7 @@ some claims only.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from lverse_core.config import Config, derive
@@ -95,17 +96,15 @@ _MADE_FROM_MAIN = {"AugVAE-SL": ("AugVAE-ML",), "codes (train)": ("AugVAE-SL",),
                    "BiART": ("AugVAE-SL", "codes (train)", "tokenizer")}
 
 
-def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = print, instruments: bool = True
-                   ) -> list[str]:
-    """Copy into the claims folder of the main run's seed every model of the main run (``runs/<profile>/``) that
-    was made from exactly this seed's settings and inputs (``lverse_core.provenance``: the resolved configuration,
+def adoptable(cfg: Config, cfg_s: Config, instruments: bool = True, log: Callable[[str], None] | None = None
+              ) -> list[tuple[str, Any, Any, list[Any], list[Any]]]:
+    """The models of the main run (``runs/<profile>/``) that the claims of the main run's seed reuse: every one
+    made from exactly this seed's settings and inputs (``lverse_core.provenance``: the resolved configuration,
     precision included, and the content ids of the data set, codes and upstream checkpoints; not the kit's code
-    version). The main run's BiART becomes the ``bidirectional`` arm. The main run's files are only read; what is
-    absent or stale there is trained by the claims in their own folder. ``instruments``: the judge and the reranker
-    too (only for the first seed: every seed is scored by the first seed's, ``share_instruments``). Returns the
-    names copied."""
-    import shutil
-
+    version), and none made from a model the claims train anew. (name, main-run file, its companions, the claims
+    copy, its companions) in the order they are made; the main run's BiART is the ``bidirectional`` arm.
+    ``instruments``: the judge and the reranker too. ``log`` gets one line per model that is not reused and why.
+    Reads only."""
     from lverse_core import provenance
 
     if cfg_s.seed != cfg.seed:
@@ -113,21 +112,37 @@ def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = prin
     main_view = derive(cfg_s, runs_dir=cfg.runs_dir, reports_dir=cfg.reports_dir)  # this seed's settings, main files
     if main_view.runs_root == cfg_s.runs_root:
         return []
-    adopted: list[str] = []
+    out: list[tuple[str, Any, Any, list[Any], list[Any]]] = []
     for (name, src, made, extra), (_, dst, _, extra_dst) in zip(_main_artefacts(main_view), _main_artefacts(cfg_s)):
         if name in ("judge", "CLIP reranker") and not instruments:
             continue
-        if any(up not in adopted for up in _MADE_FROM_MAIN.get(name, ())):
+        if any(up not in {o[0] for o in out} for up in _MADE_FROM_MAIN.get(name, ())):
             continue  # made from a main-run model the claims train anew: theirs is made from their own
         if name == "BiART":
             dst, extra_dst = cfg_s.runs_root / "biart_bidirectional.pt", [cfg_s.runs_root / "logs" /
                                                                         "biart_bidirectional.csv"]
         d = provenance.decide(src, made)
         if not d.ok:
-            if d.state != "missing":
+            if d.state != "missing" and log is not None:
                 log(f"seed {cfg_s.seed}: the main run's {name} is not reused ({d.summary()}); the claims train "
                     f"their own")
             continue
+        out.append((name, src, extra, dst, extra_dst))
+    return out
+
+
+def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = print, instruments: bool = True
+                   ) -> list[str]:
+    """Copy into the claims folder of the main run's seed every model of the main run that it may reuse
+    (``adoptable``). The main run's files are only read; what is absent or stale there is trained by the claims in
+    their own folder. ``instruments``: the judge and the reranker too (only for the first seed: every seed is
+    scored by the first seed's, ``share_instruments``). Returns the names copied."""
+    import shutil
+
+    from lverse_core import provenance
+
+    adopted: list[str] = []
+    for name, src, extra, dst, extra_dst in adoptable(cfg, cfg_s, instruments, log):
         if not (dst.exists() and provenance.input_id(dst) == provenance.file_id(src)):
             for a, b in ((src, dst), (provenance.sidecar(src), provenance.sidecar(dst)), *zip(extra, extra_dst)):
                 if a.exists():
@@ -139,6 +154,84 @@ def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = prin
     if adopted:
         log(f"seed {cfg_s.seed}: reusing the main run's {', '.join(adopted)} ({cfg.runs_root})")
     return adopted
+
+
+# -- what a run will train --------------------------------------------------------------------------------------------
+
+TO_TRAIN, FINISHED, MAIN_RUN, MEASURED = "to train", "finished", "the main run's", "measured"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One training the selected claims need for one seed. ``stage`` is the kind of step it takes, as timed by
+    ``lverse_core.pipeline.estimate`` ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control" for the SL from scratch,
+    "BiART"; "CLIP reranker" and "judge", trained for the first seed, are not timed there); ``state`` is ``TO_TRAIN``, ``FINISHED`` (its checkpoint is made from these settings and inputs),
+    ``MAIN_RUN`` (the main run's model, copied by ``adopt_main_run``) or ``MEASURED`` (a BiART arm whose measures
+    are saved and current: nothing of it runs again)."""
+    seed: int
+    name: str
+    stage: str
+    steps: int
+    state: str
+
+
+def training_plan(cfg: Config) -> list[Planned]:
+    """Every training ``run_claims`` would start for the selected claims (``claims.only``, ``claims.primaries_only``)
+    and the state each is in now, decided by the same provenance records that decide reuse during the run: a model
+    made from one that is still to train is to train too. Reads only (the claims' data sets of later seeds need not
+    exist yet)."""
+    from lverse_core import provenance
+    from lverse_core.evaluation.judge import judge_made_from, judge_path
+    from lverse_core.sampling.clip_reranker import reranker_made_from, reranker_path
+    from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path
+    from lverse_core.training.biart_train import biart_made_from
+
+    arms = arms_selected(cfg)
+    plan: list[Planned] = []
+    for seed in cfg.claims.seeds:
+        cfg_s = seed_config(cfg, seed)
+        main = {name for name, *_ in adoptable(cfg, cfg_s)}
+        todo: set[str] = set()
+
+        def add(name: str, stage: str, steps: int, key: str, made: Callable[[], Any], path: Any,
+                upstream: Sequence[str] = ()) -> None:
+            if key in main:
+                state = MAIN_RUN
+            elif any(u in todo for u in upstream) or not provenance.decide(path, made()).ok:
+                state = TO_TRAIN
+                todo.add(key)
+            else:
+                state = FINISHED
+            plan.append(Planned(seed, name, stage, steps, state))
+
+        b = cfg_s.augvae_train
+        add("AugVAE-ML", "AugVAE-ML", b.ml_steps, "AugVAE-ML", lambda: augvae_made_from(cfg_s, "ml"),
+            checkpoint_path(cfg_s, "ml"))
+        add("AugVAE-SL", "AugVAE-SL", b.sl_steps, "AugVAE-SL", lambda: augvae_made_from(cfg_s, "sl"),
+            checkpoint_path(cfg_s, "sl"), ("AugVAE-ML",))
+        if "baseline" in arms:
+            add("AugVAE-SL from scratch", "VQ-VAE control", b.baseline_steps, "baseline",
+                lambda: augvae_made_from(cfg_s, "baseline"), checkpoint_path(cfg_s, "baseline"))
+        if "ml_per_level" in arms or "sl_per_level" in arms:
+            per = per_level_config(cfg_s)
+            add("AugVAE-ML per level", "AugVAE-ML", b.ml_steps, "per-level ML", lambda: augvae_made_from(per, "ml"),
+                checkpoint_path(per, "ml"))
+            add("AugVAE-SL per level", "AugVAE-SL", b.sl_steps, "per-level SL", lambda: augvae_made_from(per, "sl"),
+                checkpoint_path(per, "sl"), ("per-level ML",))
+        if seed == cfg.claims.seeds[0] and cfg_s.clip.train_steps:  # the instruments every seed shares
+            add("CLIP reranker", "CLIP reranker", cfg_s.clip.train_steps, "CLIP reranker",
+                lambda: reranker_made_from(cfg_s), reranker_path(cfg_s))
+            add("judge", "judge", cfg_s.eval.judge_steps, "judge", lambda: judge_made_from(cfg_s), judge_path(cfg_s))
+        for arm in (a for a in BIART_ARMS if a in arms):
+            cfg_a = biart_arm_config(cfg_s, arm)
+            if "AugVAE-SL" not in todo and provenance.decide(cfg_s.runs_root / f"measures_{arm}.json",
+                                                             measure._measures_made_from(cfg_s, arm)).ok:
+                plan.append(Planned(seed, f"BiART {arm}", "BiART", cfg_a.biart_train.steps, MEASURED))
+                continue
+            key = "BiART" if arm == "bidirectional" else f"BiART {arm}"
+            add(f"BiART {arm}", "BiART", cfg_a.biart_train.steps, key, lambda: biart_made_from(cfg_a),
+                cfg_s.runs_root / f"biart_{arm}.pt", ("AugVAE-SL",))
+    return plan
 
 
 # -- the claims -------------------------------------------------------------------------------------------------------

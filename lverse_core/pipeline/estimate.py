@@ -12,6 +12,8 @@ also covers the CLIP reranker and the judge:
 
     python -m lverse_core.pipeline.estimate --profile gpu --logs runs/gpu+TAG/logs
 
+``claims_estimate`` does the same for the trainings a claims run (notebook 07) still has to do.
+
 ``dry_run_overrides`` gives the OVERRIDES of a short run of a profile's shapes (2-5 steps per stage) that
 catches config and shape errors, and measures step times, before any long run.
 """
@@ -150,6 +152,72 @@ def estimate_run(cfg: Config, steps: int = 3) -> Estimate | None:
     return Estimate(stages, REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE), plan)
 
 
+CLAIMS_TIMED = ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control", "BiART")  # the claims' stages timed here
+
+
+@dataclass
+class ClaimsEstimate:
+    """What ``make claims`` will train (``claims_experiment.training_plan``) and, timed here, how long."""
+    plan: list
+    step_s: dict[str, float]  # seconds per step of each stage to train that could be timed here
+
+    @property
+    def to_train(self) -> list:
+        from lverse_core.evaluation.claims_experiment import TO_TRAIN
+
+        return [p for p in self.plan if p.state == TO_TRAIN]
+
+    @property
+    def training_s(self) -> float:
+        return sum(p.steps * self.step_s[p.stage] for p in self.to_train if p.stage in self.step_s)
+
+    def lines(self) -> list[str]:
+        """One line for the plan, one per seed with trainings, one for the time."""
+        todo = self.to_train
+        reused: dict[str, int] = {}
+        for p in self.plan:
+            if p not in todo:
+                reused[p.state] = reused.get(p.state, 0) + 1
+        out = [f"claims plan: {len(todo)} training{'s' if len(todo) != 1 else ''} to run"
+               + (f"; reused: {', '.join(f'{n} {state}' for state, n in reused.items())}" if reused else "")]
+        for seed in dict.fromkeys(p.seed for p in todo):
+            out.append(f"  seed {seed} (steps): " + ", ".join(f"{p.name} {p.steps:,}" for p in todo if p.seed == seed))
+        if todo:
+            timed = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in self.step_s.items())
+            untimed = sorted({p.stage for p in todo if p.stage not in self.step_s})
+            out.append(f"  about {self.training_s / 60:.0f} min of training on this machine"
+                       + (f" (a step: {timed}, timed here)" if timed else "")
+                       + (f", and {', '.join(untimed)} not timed" if untimed else "")
+                       + "; each arm's sampling and measures, and each later seed's data set, come on top")
+        return out
+
+
+def claims_estimate(cfg: Config, steps: int = 3) -> ClaimsEstimate:
+    """The claims run's plan, with the stages it still has to train timed here for ``steps`` steps each at the
+    first seed's settings (a per-level codebook or an ablated BiART takes the same step as the paper's model).
+    Nothing is timed where the run's device or precision cannot run here, or when fewer than ``MIN_STEPS`` steps
+    of these stages are to train in all (ci)."""
+    from lverse_core.evaluation.claims_experiment import seed_config, training_plan
+
+    est = ClaimsEstimate(training_plan(cfg), {})
+    todo = [p for p in est.to_train if p.stage in CLAIMS_TIMED]
+    plan = precision_plan(cfg)
+    if sum(p.steps for p in todo) < MIN_STEPS or "GPU" in plan["augvae"] + plan["biart"] or (
+            plan["device"] == "cuda" and not torch.cuda.is_available()):
+        return est
+    cfg_s = seed_config(cfg, cfg.claims.seeds[0])
+    builders = {"AugVAE-ML": lambda: augvae_step(cfg_s, "ml", plan), "AugVAE-SL": lambda: augvae_step(cfg_s, "sl", plan),
+                "VQ-VAE control": lambda: augvae_step(cfg_s, "baseline", plan),
+                "BiART": lambda: biart_step(cfg_s, plan)}
+    torch_state = torch.get_rng_state()
+    try:
+        for stage in dict.fromkeys(p.stage for p in todo):
+            est.step_s[stage] = _timed(builders[stage](), steps, plan["device"])
+    finally:
+        torch.set_rng_state(torch_state)  # timing must not move the run's random numbers
+    return est
+
+
 # stage -> its training log in runs/<profile>/logs/
 STAGE_LOGS = {"AugVAE-ML": "augvae_ml.csv", "AugVAE-SL": "augvae_sl.csv", "VQ-VAE control": "augvae_baseline.csv",
               "BiART": "biart.csv", "CLIP reranker": "clip_reranker.csv", "judge": "judge.csv"}
@@ -271,5 +339,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["Estimate", "MIN_STEPS", "REST_SHARE", "STAGE_LOGS", "Stage", "dry_run_overrides", "estimate_run",
+__all__ = ["ClaimsEstimate", "claims_estimate", "Estimate", "MIN_STEPS", "REST_SHARE", "STAGE_LOGS", "Stage", "dry_run_overrides", "estimate_run",
            "measured_step_times", "planned_steps", "planned_training_steps", "project", "step_seconds"]
