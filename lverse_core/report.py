@@ -88,16 +88,36 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[IO], None], *, binary: bool = False, prefix: str | None = None) -> Path:
     """Write ``path`` through ``write(file)``: into a unique temp file in the same folder (``prefix`` + random +
     ``.tmp``; default prefix ``<name>.<pid>.``), flushed and fsynced, then renamed into place. A reader sees the old
-    file or the whole new one, never half of it; a failed write removes its temp file and leaves ``path`` as it was."""
+    file or the whole new one, never half of it; a failed write removes its temp file and leaves ``path`` as it was.
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask: 0644 under the usual 022), or
+    an existing file's own; the temp file is private (mkstemp's 0600) until then."""
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=prefix or f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -108,17 +128,13 @@ def atomic_write(path: Path, write: Callable[[IO], None], *, binary: bool = Fals
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:
-    """Strict JSON (NaN -> null) written through ``atomic_write``: never half a file, and two writers never share a
-    temp file. The file is readable by everyone (mode 644), as a results file served with the report should be."""
+    """Strict JSON (NaN -> null) written through ``atomic_write``: never half a file, two writers never share a
+    temp file, and the file is readable as any file the user makes (0644 under the usual umask), as a results file
+    served with the report should be."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
-
-    def write(f: IO) -> None:
-        os.fchmod(f.fileno(), 0o644)  # mkstemp's files are owner-only
-        f.write(data)
-
-    return atomic_write(path, write, binary=True)
+    return atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def pid_alive(pid: int) -> bool:

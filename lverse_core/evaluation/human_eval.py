@@ -31,15 +31,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from lverse_core.config import Config
+from lverse_core.report import atomic_write
 from lverse_core.report import write_json_atomic as _write_json
 from lverse_core.evaluation.statistics import percentile_interval
 from lverse_core.evaluation.human_eval_form import FORMAT_VERSION, image_data_uri, render_form  # noqa: F401  (part of this API)
@@ -239,16 +238,7 @@ def read_store(cfg: Config, root: Path | None = None) -> list[dict]:
 
 def _replace_store(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(content), binary=True, prefix=path.name + ".")
 
 
 def ingest_answers(cfg: Config, files: Sequence[str | Path], root: Path | None = None) -> dict[str, list[str]]:

@@ -12,7 +12,6 @@ A results file or table that cannot be read is marked unreadable in its own sect
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -221,14 +220,9 @@ def _read_readme(readme: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    """``text`` into ``path`` atomically, keeping the file's permissions (0644 for a new file)."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-
-    def write(f) -> None:
-        os.fchmod(f.fileno(), mode)  # the temp file is private (0600) until it takes the old file's place
-        f.write(text.encode("utf-8", errors="replace"))  # a lone surrogate from a hand-edited JSON string
-
-    return atomic_write(path, write, binary=True)
+    """``text`` into ``path`` atomically, keeping the file's permissions (a new file's: 0666 less the umask)."""
+    data = text.encode("utf-8", errors="replace")  # a lone surrogate from a hand-edited JSON string
+    return atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def refresh_readme(cfg, readme: Path = README) -> Path:
