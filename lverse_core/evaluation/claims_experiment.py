@@ -165,9 +165,10 @@ TO_TRAIN, FINISHED, MAIN_RUN, MEASURED = "to train", "finished", "the main run's
 class Planned:
     """One training the selected claims need for one seed. ``stage`` is the kind of step it takes, as timed by
     ``lverse_core.pipeline.estimate`` ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control" for the SL from scratch,
-    "BiART"; "CLIP reranker" and "judge", trained for the first seed, are not timed there); ``state`` is ``TO_TRAIN``, ``FINISHED`` (its checkpoint is made from these settings and inputs),
-    ``MAIN_RUN`` (the main run's model, copied by ``adopt_main_run``) or ``MEASURED`` (a BiART arm whose measures
-    are saved and current: nothing of it runs again)."""
+    "BiART"; "CLIP reranker" and "judge", trained for the first seed, are not timed there); ``state`` is
+    ``TO_TRAIN``, ``FINISHED`` (its checkpoint is made from these settings and inputs), ``MAIN_RUN`` (the main run's
+    model, copied by ``adopt_main_run``) or ``MEASURED`` (a BiART arm whose measures are saved and current: nothing
+    of it runs again)."""
     seed: int
     name: str
     stage: str
