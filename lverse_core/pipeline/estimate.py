@@ -139,17 +139,26 @@ def estimate_run(cfg: Config, steps: int = 3) -> Estimate | None:
     if sum(planned.values()) < MIN_STEPS:
         return None
     plan = precision_plan(cfg)
+    step_s = _time_stages(cfg, [name for name, n in planned.items() if n > 0], steps, plan)
+    if step_s is None:
+        return None
+    stages = [Stage(name, n, step_s[name]) for name, n in planned.items() if n > 0]
+    return Estimate(stages, REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE), plan)
+
+
+def _time_stages(cfg: Config, names, steps: int, plan: dict) -> dict[str, float] | None:
+    """Seconds per step of each training stage in ``names`` ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control",
+    "BiART") at ``cfg``'s sizes, timed here for ``steps`` steps in the run's precision and memory format; None
+    where the run's device or precision cannot run here."""
     if "GPU" in plan["augvae"] + plan["biart"] or (plan["device"] == "cuda" and not torch.cuda.is_available()):
         return None
     builders = {"AugVAE-ML": lambda: augvae_step(cfg, "ml", plan), "AugVAE-SL": lambda: augvae_step(cfg, "sl", plan),
                 "VQ-VAE control": lambda: augvae_step(cfg, "baseline", plan), "BiART": lambda: biart_step(cfg, plan)}
     torch_state = torch.get_rng_state()
     try:
-        stages = [Stage(name, n, _timed(builders[name](), steps, plan["device"])) for name, n in planned.items()
-                  if n > 0]
+        return {name: _timed(builders[name](), steps, plan["device"]) for name in dict.fromkeys(names)}
     finally:
         torch.set_rng_state(torch_state)  # timing must not move the run's random numbers
-    return Estimate(stages, REST_SHARE.get(cfg.profile, DEFAULT_REST_SHARE), plan)
 
 
 CLAIMS_TIMED = ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control", "BiART")  # the claims' stages timed here
@@ -202,21 +211,10 @@ def claims_estimate(cfg: Config, steps: int = 3) -> ClaimsEstimate:
 
     est = ClaimsEstimate(training_plan(cfg), {})
     todo = [p for p in est.to_train if p.stage in CLAIMS_TIMED]
-    plan = precision_plan(cfg)
-    if sum(p.steps for p in todo) < MIN_STEPS or "GPU" in plan["augvae"] + plan["biart"] or (
-            plan["device"] == "cuda" and not torch.cuda.is_available()):
-        return est
-    cfg_s = seed_config(cfg, cfg.claims.seeds[0])
-    builders = {"AugVAE-ML": lambda: augvae_step(cfg_s, "ml", plan),
-                "AugVAE-SL": lambda: augvae_step(cfg_s, "sl", plan),
-                "VQ-VAE control": lambda: augvae_step(cfg_s, "baseline", plan),
-                "BiART": lambda: biart_step(cfg_s, plan)}
-    torch_state = torch.get_rng_state()
-    try:
-        for stage in dict.fromkeys(p.stage for p in todo):
-            est.step_s[stage] = _timed(builders[stage](), steps, plan["device"])
-    finally:
-        torch.set_rng_state(torch_state)  # timing must not move the run's random numbers
+    if sum(p.steps for p in todo) >= MIN_STEPS:
+        timed = _time_stages(seed_config(cfg, cfg.claims.seeds[0]), [p.stage for p in todo], steps,
+                             precision_plan(cfg))
+        est.step_s.update(timed or {})
     return est
 
 
