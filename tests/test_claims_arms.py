@@ -3,6 +3,7 @@ provenance, claim 1 on the SL tokenizer, claim 3's warm-up, per-item measures an
 subset of claims, progress lines and resuming arm by arm."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -335,6 +336,11 @@ def test_a_stopped_run_resumes_with_the_next_arm_and_prints_one_line_per_arm(tmp
     assert len(arm_lines) == 2 * n_arms and arm_lines[0].startswith("seed 0 · AugVAE ml · reused")
     assert any(ln.startswith("seed 1 · BiART t2i_only · measured: 2 steps") and "images 0.25" in ln
                for ln in arm_lines)
+    # a fresh line says what its time covers: an AugVAE arm was trained before its line (prepare_seed), a BiART
+    # arm's line follows its training and measures
+    fresh = {ln.split(" · ")[1].split()[0]: ln for ln in arm_lines if "· measured:" in ln}
+    assert re.search(r"\(its measures \d+ s\)", fresh["AugVAE"]), fresh["AugVAE"]
+    assert re.search(r"\(training and measures this run \d+ s\)", fresh["BiART"]), fresh["BiART"]
     saved = json.loads((ce.seed_config(cfg, 0).runs_root / "measures_ml.json").read_text())["measures"]
     assert saved["parameters"] == 6 and saved["judged_right_items"] == [1.0, 0.0]
 

@@ -198,16 +198,18 @@ def augvae_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log
         return out
 
     out, fresh = measure_once(cfg_s, arm, compute, log)
-    progress(f"seed {cfg_s.seed} · AugVAE {arm} · {_trained(out, fresh, started)} · PSNR {out['psnr_db']:.2f} dB · "
-             f"judged right {out['judged_right']:.2f}", log)
+    progress(f"seed {cfg_s.seed} · AugVAE {arm} · {_trained(out, fresh, started, 'its measures')} · "
+             f"PSNR {out['psnr_db']:.2f} dB · judged right {out['judged_right']:.2f}", log)
     return out
 
 
-def _trained(out: Mapping[str, Any], fresh: bool, started: float) -> str:
+def _trained(out: Mapping[str, Any], fresh: bool, started: float, here: str) -> str:
+    """``measured: <steps> steps in <training time>`` or ``reused: ...``; a fresh measure adds the time this run
+    spent on the arm since ``started``, named by ``here`` (what that time covers)."""
     secs = out.get("train_seconds", math.nan)
     took = "" if secs is None or math.isnan(secs) else f" in {secs:,.0f} s"
     how = "measured" if fresh else "reused"
-    return f"{how}: {out.get('steps', 0):,} steps{took}" + (f" (this run {time.monotonic() - started:,.0f} s)"
+    return f"{how}: {out.get('steps', 0):,} steps{took}" + (f" ({here} {time.monotonic() - started:,.0f} s)"
                                                              if fresh else "")
 
 
@@ -265,7 +267,8 @@ def biart_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log:
     out, fresh = measure_once(cfg_s, arm, compute, log)
     shown = [f"{name} {out[key]:.2f}" for name, key in (("captions", "captions_right"), ("images", "images_right"))
              if key in out]
-    progress(" · ".join([f"seed {cfg_s.seed} · BiART {arm} · {_trained(out, fresh, started)}", *shown]), log)
+    trained = _trained(out, fresh, started, "training and measures this run")
+    progress(" · ".join([f"seed {cfg_s.seed} · BiART {arm} · {trained}", *shown]), log)
     return out
 
 
