@@ -129,7 +129,6 @@ def test_heldout_nll_per_pair_averages_to_the_heldout_table():
 
 def test_per_item_text_measures_follow_the_test_items_order():
     test = {"ids": [7, 3, 5], "objects": [[], [], []]}
-    from lverse_core.data.shapes import caption_correct  # noqa: F401  (the judge of a caption)
     refs = {7: ["a red circle"], 3: ["a blue square"], 5: ["a green circle"]}
     preds = {3: "a blue square", 5: "something else entirely", 7: "a red circle"}
     ordered = {i: preds[i] for i in test["ids"]}
