@@ -204,7 +204,8 @@ class ClaimsEstimate:
 def claims_estimate(cfg: Config, steps: int = 3) -> ClaimsEstimate:
     """The claims run's plan, with the stages it still has to train timed here for ``steps`` steps each at the
     first seed's settings: the per-level AugVAEs and the ablated BiARTs are timed as the paper's models (on smoke
-    the per-level SL's steps took about 15% longer than the shared one's).
+    the per-level SL's steps took between 8% less and 15% more time than the shared one's, within the spread of
+    step times between runs).
     Nothing is timed where the run's device or precision cannot run here, or when fewer than ``MIN_STEPS`` steps
     of these stages are to train in all (ci)."""
     from lverse_core.evaluation.claims_experiment import seed_config, training_plan
