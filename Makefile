@@ -25,14 +25,15 @@ reproduce: setup
 	$(PY) -m lverse_core run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
 
 # reports/$(PROFILE)/RESULTS.md from the latest run (a run writes it too); README=1 also refreshes README.md's block
-# between <!-- results:$(PROFILE) begin --> and <!-- results:$(PROFILE) end -->
+# between <!-- results:$(PROFILE) begin --> and <!-- results:$(PROFILE) end -->, CLAIMS_DOC=1 docs/claims.md's
+# between <!-- claims:$(PROFILE) begin --> and <!-- claims:$(PROFILE) end --> from the latest `make claims`
 results: setup
-	$(PY) -m lverse_core results --profile $(PROFILE) $(if $(README),--readme,)
+	$(PY) -m lverse_core results --profile $(PROFILE) $(if $(README),--readme,) $(if $(CLAIMS_DOC),--claims-doc,)
 
 # the claims scorecard (notebook 07); CLAIMS="1 3" runs the arms of those claims only, PRIMARIES_ONLY=1 only the arms
-# their primary measures compare
+# their primary measures compare, SEEDS="0 1 2 3 4" these seeds instead of the profile's claims.seeds
 claims: setup
-	$(PY) -m lverse_core run --profile $(PROFILE) --only 07 $(if $(CLAIMS),-p CLAIMS "$(CLAIMS)",) $(if $(PRIMARIES_ONLY),-p PRIMARIES_ONLY true,)
+	$(PY) -m lverse_core run --profile $(PROFILE) --only 07 $(if $(CLAIMS),-p CLAIMS "$(CLAIMS)",) $(if $(PRIMARIES_ONLY),-p PRIMARIES_ONLY true,) $(if $(SEEDS),-p SEEDS "$(SEEDS)",)
 
 # The paper path end to end on the CPU (configs/paper-dry.yaml: the paper's sizes, stand-in assets, 1-2 steps per
 # stage); the notebook parameters keep its figures to a few samples, since every paper-size image is 1024 tokens

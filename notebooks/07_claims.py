@@ -82,6 +82,7 @@ PROFILE = "smoke"  # ci|smoke|gpu|paper
 OVERRIDES = {}  # config overrides, dotted keys, e.g. {"augvae_train.sl_steps": 2600}: run in runs/ and reports/<profile>+<tag>/
 CLAIMS = ""  # claim numbers to run, space-separated, e.g. 1 3 (the make variable CLAIMS); empty: all six
 PRIMARIES_ONLY = False  # True: train only the arms the primary measures compare (the make variable PRIMARIES_ONLY)
+SEEDS = ""  # seeds to run, space-separated, e.g. 0 1 2 3 4 (the make variable SEEDS); empty: the profile's claims.seeds
 
 # %%
 import time
@@ -91,13 +92,8 @@ from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 cfg = load_run_config(PROFILE, OVERRIDES)
-from lverse_core.config import derive
-from lverse_core.evaluation.claims_experiment import budgets, claims_selected, parse_claims
-if CLAIMS not in ("", None):  # the same run folders: a subset of the claims reuses and adds to the full run's arms
-    cfg = derive(cfg, **{"claims.only": parse_claims(CLAIMS)})
-assert isinstance(PRIMARIES_ONLY, bool), f"PRIMARIES_ONLY must be True or False, got {PRIMARIES_ONLY!r}"
-if PRIMARIES_ONLY:  # the same run folders too: the arms it trains are those of the full run
-    cfg = derive(cfg, **{"claims.primaries_only": True})
+from lverse_core.evaluation.claims_experiment import budgets, claims_selected, with_parameters
+cfg = with_parameters(cfg, CLAIMS, PRIMARIES_ONLY, SEEDS)  # the same run folders: arms of earlier runs are reused
 b = budgets(cfg)
 print(f"profile {cfg.profile}: claims {', '.join(map(str, claims_selected(cfg)))}; seeds {cfg.claims.seeds}; "
       f"AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps (SL from scratch {b['ml_steps'] + b['sl_steps']}), "
@@ -200,10 +196,12 @@ if fig is not None:
 # the row's level and 80% power, in the measure's units.
 
 # %%
+import torch
 from lverse_core.evaluation.claims import NOT_MEASURED, VERDICTS
 from lverse_core.evaluation.claims_experiment import claim_rows
 from lverse_core.evaluation.scorecard import PRIMARY, scorecard, shortfall
-from lverse_core.report import headline_number, provenance, save_table, write_results
+from lverse_core.hardware import precision_plan
+from lverse_core.report import cpu_info, git_commit, headline_number, machine, provenance, save_table, write_results
 card = scorecard(measures, cfg.claims, claim_rows(cfg))  # the rows of the claims this run measured
 primary = card[card["role"] == PRIMARY]
 decided = primary["verdict"].str.split(":").str[0]
@@ -218,7 +216,9 @@ save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cf
 write_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
                                "measures": {str(s): m for s, m in measures.items()},
                                "primaries": {k: vars(v) for k, v in vars(cfg.claims.primaries).items()},
-                               "scorecard": card.to_dict(orient="records"), "shortfall": gaps},
+                               "scorecard": card.to_dict(orient="records"), "shortfall": gaps,
+                               "run": {"commit": git_commit(), "machine": machine(), "cpu": cpu_info(),
+                                       "precision": precision_plan(cfg), "torch": torch.__version__}},
               headline=[headline_number(f"primary measures {verdict} (of {len(primary)}, {len(measures)} seeds)", n,
                                         digits=0) for verdict, n in counts.items()])
 print(sentence)

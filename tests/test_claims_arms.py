@@ -380,7 +380,7 @@ def test_notebook_07_declares_the_claims_parameter():
     from lverse_core.pipeline.execute import NOTEBOOK_DIR
 
     params = papermill.inspect_notebook(str(NOTEBOOK_DIR / "07_claims.ipynb"))
-    assert "CLAIMS" in params and "PRIMARIES_ONLY" in params
+    assert "CLAIMS" in params and "PRIMARIES_ONLY" in params and "SEEDS" in params
 
 
 @pytest.mark.parametrize("claims, full, primaries", [

@@ -24,15 +24,16 @@ def claims_selected(cfg: Config) -> tuple[int, ...]:
     return tuple(sorted(set(cfg.claims.only))) if cfg.claims.only else CLAIMS
 
 
-def parse_claims(value: Any) -> list[int]:
-    """The notebook parameter ``CLAIMS`` as a list of claim numbers: ``""`` / None (all), an int, a string such as
-    ``"1 3"`` or ``"1,3"``, or a list; a ConfigError names what could not be read."""
+def _parse_numbers(name: str, value: Any, noun: str, what: str, example: str) -> list[int]:
+    """A notebook parameter of whole numbers (``CLAIMS``, ``SEEDS``): ``""`` / None (none), an int, a string such as
+    ``"1 3"`` or ``"1,3"``, or a list; a ConfigError names what could not be read. Their range is the config's to
+    check (``derive`` validates them)."""
     from lverse_core.config import ConfigError
 
     if value is None or value == "":
         return []
     if isinstance(value, bool):
-        raise ConfigError(f"CLAIMS={value!r}: give claim numbers 1-6, e.g. \"1 3\"")
+        raise ConfigError(f"{name}={value!r}: give {what}, e.g. {example}")
     if isinstance(value, int):
         return [value]
     if isinstance(value, str):
@@ -40,15 +41,45 @@ def parse_claims(value: Any) -> list[int]:
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
-        raise ConfigError(f"CLAIMS={value!r}: give claim numbers 1-6, e.g. \"1 3\" (got a {type(value).__name__})")
+        raise ConfigError(f"{name}={value!r}: give {what}, e.g. {example} (got a {type(value).__name__})")
     out = []
     for p in parts:
         try:
+            if isinstance(p, bool) or not isinstance(p, (int, str)):
+                raise ValueError
             out.append(int(p))
-        except (TypeError, ValueError):
-            raise ConfigError(f"CLAIMS={value!r}: {p!r} is not a claim number; give numbers 1-6, e.g. \"1 3\"") \
-                from None
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: {p!r} is not {noun}; give {what}, e.g. {example}") from None
     return out
+
+
+def parse_claims(value: Any) -> list[int]:
+    """The notebook parameter ``CLAIMS`` (make claims CLAIMS="1 3") as a list of claim numbers; [] means all six."""
+    return _parse_numbers("CLAIMS", value, "a claim number", "claim numbers 1-6", '"1 3"')
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """The notebook parameter ``SEEDS`` (make claims SEEDS="0 1 2 3 4") as a list of seeds; [] means the profile's
+    ``claims.seeds``."""
+    return _parse_numbers("SEEDS", value, "a seed", "seeds (whole numbers from 0)", '"0 1 2 3 4"')
+
+
+def with_parameters(cfg: Config, claims: Any = "", primaries_only: Any = False, seeds: Any = "") -> Config:
+    """``cfg`` with notebook 07's parameters applied (``CLAIMS``, ``PRIMARIES_ONLY``, ``SEEDS``; the make variables
+    of the same names), each validated by the config. The run folders stay the same: each seed's arms live in
+    ``claims/s<seed>/``, so a subset of the claims or other seeds reuse and add to what earlier runs trained."""
+    from lverse_core.config import ConfigError
+
+    if not isinstance(primaries_only, bool):
+        raise ConfigError(f"PRIMARIES_ONLY={primaries_only!r}: give True or False (make claims PRIMARIES_ONLY=1)")
+    changes: dict[str, Any] = {}
+    if claims not in ("", None):
+        changes["claims.only"] = parse_claims(claims)
+    if primaries_only:
+        changes["claims.primaries_only"] = True
+    if seeds not in ("", None):
+        changes["claims.seeds"] = parse_seeds(seeds)
+    return derive(cfg, **changes) if changes else cfg
 
 
 # arms named by a primary measure (``claims.primaries``) that stand for several trained arms: the one-direction

@@ -1,8 +1,9 @@
 """Run the kit's notebooks in order with papermill and assemble ``reports/<profile>/``.
 
     python -m lverse_core run --profile smoke [--only 00,01] [-p NAME VALUE ...]   (lverse_core.pipeline.execute)
-    python -m lverse_core results --profile smoke [--readme]
-                                 (reports/<profile>/RESULTS.md from the run: lverse_core.pipeline.results_page)
+    python -m lverse_core results --profile smoke [--readme] [--claims-doc [PATH]]
+                                 (reports/<profile>/RESULTS.md from the run: lverse_core.pipeline.results_page;
+                                  the claims scorecard's block in docs/claims.md: lverse_core.pipeline.claims_page)
     python -m lverse_core doctor --profile smoke      (is this machine ready? see lverse_core.pipeline.doctor)
     python -m lverse_core convert-official CKPT --variant ml|sl --profile paper [--out PATH]
                                                       (official AugVAE weights: lverse_core.training.official_augvae)
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
     res.add_argument("--readme", action="store_true", help="also refresh README.md's block between "
                      "<!-- results:PROFILE begin --> and <!-- results:PROFILE end -->")
+    res.add_argument("--claims-doc", nargs="?", const=str(REPO_ROOT / "docs" / "claims.md"), default=None, metavar="PATH",
+                     help="also refresh the claims scorecard's block of PATH (default docs/claims.md) between "
+                          "<!-- claims:PROFILE begin --> and <!-- claims:PROFILE end --> from the latest claims run")
     sub.add_parser("list", help="list the notebooks and their parameters")
     n = sub.add_parser("notebooks", help="rewrite notebooks/*.ipynb from their sources notebooks/*.py")
     n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
@@ -86,8 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         if args.command == "results":
+            from pathlib import Path
+
+            from lverse_core.pipeline.claims_page import check_claims_doc, refresh_claims_doc
+            doc = None if args.claims_doc is None else Path(args.claims_doc)
             try:
-                print(write_results_page(load_profile(args.profile), README if args.readme else None))
+                cfg = load_profile(args.profile)
+                if doc is not None:  # a bad block or no claims run is refused before anything is written
+                    check_claims_doc(cfg, doc)
+                print(write_results_page(cfg, README if args.readme else None))
+                if doc is not None:
+                    print(refresh_claims_doc(cfg, doc))
             except ResultsError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

@@ -191,19 +191,20 @@ def readme_block(cfg) -> str:
                                         + _headline_lines(root, manifest)))
 
 
-def markers(profile: str) -> tuple[str, str]:
-    return f"<!-- results:{profile} begin -->", f"<!-- results:{profile} end -->"
+def markers(profile: str, kind: str = "results") -> tuple[str, str]:
+    """The comments around a generated block: ``<!-- <kind>:<profile> begin -->`` and ``... end -->``."""
+    return f"<!-- {kind}:{profile} begin -->", f"<!-- {kind}:{profile} end -->"
 
 
-def replace_block(text: str, profile: str, block: str, where: str = "README.md") -> str:
+def replace_block(text: str, profile: str, block: str, where: str = "README.md", kind: str = "results") -> str:
     """``text`` with what lies between the profile's markers replaced by ``block`` (the markers and everything
     outside them kept byte for byte); ResultsError when a marker is missing, doubled or out of order."""
-    begin, end = markers(profile)
+    begin, end = markers(profile, kind)
     counts = {m: text.count(m) for m in (begin, end)}
     if counts[begin] != 1 or counts[end] != 1:
         wrong = "; ".join(f"{m} appears {n} times" for m, n in counts.items() if n != 1)
         raise ResultsError(f"{where}: {wrong}; it needs each marker exactly once, e.g.\n{begin}\n{end}\n"
-                           f"where the results of profile {profile} go (nothing was changed)")
+                           f"where the {kind} of profile {profile} go (nothing was changed)")
     start, stop = text.index(begin) + len(begin), text.index(end)
     if stop < start:
         raise ResultsError(f"{where}: {end} comes before {begin}; put the begin marker first (nothing was changed)")
