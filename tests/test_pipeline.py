@@ -207,11 +207,12 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
     monkeypatch.setenv("LVERSE_WORKDIR", str(work))
     for key, value in offline_env({"PYTHONPATH": os.environ.get("PYTHONPATH", "")}).items():
         monkeypatch.setenv(key, value)
-    record = execute.run("ci", only="07", log=print)
+    seeds = load_profile("ci").claims.seeds
+    # SEEDS as make claims passes it (a string); the profile's own seeds, so the run costs no more
+    record = execute.run("ci", only="07", params={"SEEDS": " ".join(map(str, seeds))}, log=print)
     assert [n.name for n in record.notebooks] == ["07_claims"]
     root = work / "reports" / "ci"
     res = json.loads((root / "results" / "07_claims.json").read_text())
-    seeds = load_profile("ci").claims.seeds
     assert res["seeds"] == seeds and set(res["measures"]) == {str(s) for s in seeds}
     card = res["scorecard"]
     pairs = [f"{m[0]}: {m[1]} | {c[0]}: {c[1]}" for _, _, m, c, _ in CLAIM_ROWS]
@@ -238,6 +239,16 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
             assert m["parameters"] > 0 and m["steps"] > 0
     manifest = json.loads((root / "manifest.json").read_text())
     assert {n["name"] for n in manifest["notebooks"]} >= {"00_data_prep", "06_human_eval", "07_claims"}
+    # the run's own record of where it ran, and the docs' block written from this run
+    from lverse_core.hardware import cpu_class, precision_plan
+    from lverse_core.pipeline.claims_page import claims_markdown
+    assert res["run"]["cpu"]["class"] == cpu_class() and res["run"]["precision"] == precision_plan(load_profile("ci"))
+    block = claims_markdown(load_profile("ci"))
+    assert block.startswith(f"Profile `ci`, seeds {', '.join(map(str, seeds))} (commit {res['run']['commit']}; ")
+    for r in card:
+        if r["role"] == "primary" and not r["verdict"].startswith(NOT_MEASURED):
+            assert f"| {r['claim']} | {r['measure']} | primary |" in block or f"| {r['claim'].split()[0]} | " \
+                f"{r['measure']} | primary |" in block
 
 
 def test_rerank_analysis_judges_every_candidate_of_a_finished_run(ci_pipeline, tmp_path):
