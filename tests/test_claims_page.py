@@ -102,7 +102,7 @@ def test_the_block_gives_the_runs_machine_each_arm_and_every_measured_row(claims
                                                          "2.0 points", "28.1", "0.012", "—", "supported"]
     assert card[("5", "captions right")][5] == "+12.3 points [-0.7, 25.3]"  # the claim named once, then its number
     assert "not measured" not in "".join("".join(r) for r in rows)  # a row not measured is listed, not tabulated
-    assert "Rows not measured in this run: no arm shared_positions on seed 3 (1 rows: 2 captions right)" in text
+    assert "Rows not measured in this run: no arm shared_positions on seed 3 (1 row: 2 captions right)" in text
     assert "Of the 2 primary measures (one per claim, Holm-corrected over these) over 3 seeds: 1 inconclusive, " \
            "1 supported." in text
     assert "- claim 2 (held-out NLL): inconclusive over 3 seeds; about 12 seeds would bring it to the margin" in text
@@ -202,3 +202,19 @@ def test_notebook_07s_parameters_change_the_config_they_name_and_nothing_else():
         ce.with_parameters(cfg, claims="7")
     with pytest.raises(ConfigError, match="claims.seeds"):
         ce.with_parameters(cfg, seeds="1 1")
+
+
+def test_a_hand_edited_results_file_is_shown_as_it_can_be(claims_run):
+    path = claims_run.reports_root / "results" / "07_claims.json"
+    data = json.loads(path.read_text())
+    data.update(seeds="three", budgets={"ml_steps": "300", "sl_steps": 2800, "biart_steps": 3200.0},
+                measures={"3": {"bidirectional": "broken", "sl": {"psnr_db": "28"}}},
+                scorecard=[*SCORECARD, "not a row", {"claim": "9 odd", "difference": "x"}], shortfall=[1, "kept"])
+    data["run"]["cpu"] = "no mapping"
+    path.write_text(json.dumps(data))
+    text = claims_markdown(claims_run)
+    assert text.startswith("Profile `ci`, seeds ? (commit def5678; Claims CPU, 2 cores; CPU model ?; CPU class ?; ")
+    assert "Budgets: BiART 3,200 steps per arm" in text and "AugVAE" not in text.split("\n\n")[1]
+    assert "| 3 | bidirectional |" in text and "| 3 | sl |" in text  # their values blank, the rows kept
+    assert "- kept" in text and "- 1" not in text
+    assert "no value (1 row: 9 ?)" in text  # listed among the rows not measured, not tabulated
