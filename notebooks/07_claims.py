@@ -72,7 +72,8 @@
 # **Budgets.** Every arm is trained with the profile's own recipe and steps (`claims.*` can set shared budgets; the
 # ci profile uses tiny ones) and sampled with its candidates and reranking rule. The main run's seed reuses the main
 # run's models where they were made from the same settings and inputs; `CLAIMS` (or `claims.only`) runs some
-# claims' arms only, `PRIMARIES_ONLY` (or `claims.primaries_only`) only the arms their primary measures compare.
+# claims' arms only, `PRIMARIES_ONLY` (or `claims.primaries_only`) only the arms their primary measures compare,
+# `SEEDS` (or `claims.seeds`) other seeds: each seed's arms are kept, so a later run with more seeds adds to them.
 # **What to look for**: each arm's own quality first (an arm that cannot caption or draw tests
 # nothing), then which claims hold, which are inconclusive (an interval across zero and past the margin says
 # "not resolved by these runs", not "false"), and whether any is contradicted.

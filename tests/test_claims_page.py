@@ -97,7 +97,7 @@ def test_the_block_gives_the_runs_machine_each_arm_and_every_measured_row(claims
     card = {(r[0], r[1]): r for r in rows if r[2:3] in (["primary"], ["secondary"])}
     assert card[(CLAIM_2, NLL)][3:] == ["3.829", "3.826", "+0.00335 [-0.0524, 0.0591]", "0.95", "0.02", "0.0695",
                                         "0.82", "12", "inconclusive"]
-    # a share: means in %, the difference, its interval, margin and MDE in points; p below 0.1 keeps two significant digits
+    # a share: means in %, the difference, its interval, margin and MDE in points; p below 0.1: two significant digits
     assert card[(CLAIM_5, "images judged right")][3:] == ["28.3%", "3.7%", "+24.7 points [0.7, 48.6]", "0.975",
                                                          "2.0 points", "28.1", "0.012", "—", "supported"]
     assert card[("5", "captions right")][5] == "+12.3 points [-0.7, 25.3]"  # the claim named once, then its number
@@ -195,7 +195,8 @@ def test_notebook_07s_parameters_change_the_config_they_name_and_nothing_else():
     got = ce.with_parameters(cfg, "6 4", True, "3 4 5")
     assert got.claims.seeds == [3, 4, 5] and got.claims.only == [6, 4] and got.claims.primaries_only is True
     assert got.to_dict()["biart_train"] == cfg.to_dict()["biart_train"] and got.runs_root == cfg.runs_root
-    assert ce.with_parameters(cfg, seeds="2").claims.seeds == [2] and ce.with_parameters(cfg, seeds="2").claims.only == []
+    two = ce.with_parameters(cfg, seeds="2")
+    assert two.claims.seeds == [2] and two.claims.only == []
     with pytest.raises(ConfigError, match="PRIMARIES_ONLY='yes'"):
         ce.with_parameters(cfg, primaries_only="yes")
     with pytest.raises(ConfigError, match="claims.only"):

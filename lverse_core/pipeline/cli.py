@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())} (default smoke)")
     res.add_argument("--readme", action="store_true", help="also refresh README.md's block between "
                      "<!-- results:PROFILE begin --> and <!-- results:PROFILE end -->")
-    res.add_argument("--claims-doc", nargs="?", const=str(REPO_ROOT / "docs" / "claims.md"), default=None, metavar="PATH",
-                     help="also refresh the claims scorecard's block of PATH (default docs/claims.md) between "
-                          "<!-- claims:PROFILE begin --> and <!-- claims:PROFILE end --> from the latest claims run")
+    res.add_argument("--claims-doc", nargs="?", const=str(REPO_ROOT / "docs" / "claims.md"), default=None,
+                     metavar="PATH", help="also refresh the claims scorecard's block of PATH (default "
+                     "docs/claims.md) between <!-- claims:PROFILE begin --> and <!-- claims:PROFILE end --> from the "
+                     "latest claims run")
     sub.add_parser("list", help="list the notebooks and their parameters")
     n = sub.add_parser("notebooks", help="rewrite notebooks/*.ipynb from their sources notebooks/*.py")
     n.add_argument("--check", action="store_true", help="only say which .ipynb differ from their .py (exit 1 if any)")
