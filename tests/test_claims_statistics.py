@@ -322,3 +322,27 @@ def test_a_measure_that_is_not_its_items_mean_is_compared_on_the_items_and_says_
     row = _row(_card(measures), "4", "bidirectional: bleu4_untruncated")
     assert row["items"] == 9 and row["method"] == pytest.approx(14.0) and row["difference"] == pytest.approx(3.0)
     assert "bleu4_truncated is not the mean of its items on seed 0" in row["note"]
+
+
+def test_a_nan_read_back_from_a_seeds_saved_measures_keeps_its_why():
+    """Measures read from a results file (``results/07_claims.json`` is strict JSON, where NaN is null) score as the
+    run's own did: an undefined measure is not measured, with the reason it was saved with."""
+    import json
+
+    from lverse_core.evaluation.claims import NOT_MEASURED
+
+    why = "KID at radius 0 is -0.000823 (not positive: the sets cannot be told apart at this sample size)"
+    measures = _hand_made()
+    measures[2]["bidirectional"].update({"kid_fall_generated": math.nan, "kid_fall_generated_why": why})
+    fresh = _row(_card(measures), "6", "bidirectional: kid_fall_ceiling")["verdict"]
+    measures[2]["bidirectional"] = json.loads(json.dumps(report_clean(measures[2]["bidirectional"])))
+    assert measures[2]["bidirectional"]["kid_fall_generated"] is None  # as the results file gives it
+    cached = _row(_card(measures), "6", "bidirectional: kid_fall_ceiling")["verdict"]
+    assert cached == fresh == f"{NOT_MEASURED}: bidirectional: kid_fall_generated is nan on seed 2 ({why})"
+
+
+def report_clean(obj):
+    """What the kit writes to a results or measures file for ``obj`` (NaN and infinities as null)."""
+    from lverse_core.report import _clean
+
+    return _clean(obj)

@@ -132,8 +132,8 @@ def _values(measures: Mapping[int, Any], seeds: Sequence[int], arm: str, key: st
         if key not in m:
             extra = " (made from nll_i2t and nll_t2i)" if key == "nll_both" else ""
             return None, f"no {arm}: {key}{extra} on seed {s}"
-        try:
-            v = float(m[key])
+        try:  # a NaN read from a results file (strict JSON) is null: the same NaN, with its why
+            v = math.nan if m[key] is None else float(m[key])
         except (TypeError, ValueError):
             return None, f"{arm}: {key} is not a number on seed {s} ({str(m[key])[:40]!r})"
         if not math.isfinite(v):
