@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lverse_core.config import Config, derive
+from lverse_core.config import Config, ConfigError, derive
 from lverse_core.config.sources import data_source
 
 AUGVAE_ARMS = ("ml", "ml_per_level", "sl", "sl_per_level", "baseline")
@@ -28,8 +28,6 @@ def _parse_numbers(name: str, value: Any, noun: str, what: str, example: str) ->
     """A notebook parameter of whole numbers (``CLAIMS``, ``SEEDS``): ``""`` / None (none), an int, a string such as
     ``"1 3"`` or ``"1,3"``, or a list; a ConfigError names what could not be read. Their range is the config's to
     check (``derive`` validates them)."""
-    from lverse_core.config import ConfigError
-
     if value is None or value == "":
         return []
     if isinstance(value, bool):
@@ -68,8 +66,6 @@ def with_parameters(cfg: Config, claims: Any = "", primaries_only: Any = False, 
     """``cfg`` with notebook 07's parameters applied (``CLAIMS``, ``PRIMARIES_ONLY``, ``SEEDS``; the make variables
     of the same names), each validated by the config. The run folders stay the same: each seed's arms live in
     ``claims/s<seed>/``, so a subset of the claims or other seeds reuse and add to what earlier runs trained."""
-    from lverse_core.config import ConfigError
-
     if not isinstance(primaries_only, bool):
         raise ConfigError(f"PRIMARIES_ONLY={primaries_only!r}: give True or False (make claims PRIMARIES_ONLY=1)")
     changes: dict[str, Any] = {}

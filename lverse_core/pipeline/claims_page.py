@@ -233,16 +233,14 @@ def claims_markdown(cfg) -> str:
     return scrub_local_paths("\n".join(out))
 
 
-def check_claims_doc(cfg, doc: Path = CLAIMS_DOC) -> str:
+def claims_doc_text(cfg, doc: Path = CLAIMS_DOC) -> str:
     """The refreshed text of ``doc``, or ResultsError (nothing written) when its markers for ``cfg.profile`` are
     missing, doubled or out of order, or there is no claims run to describe."""
     text = _read_readme(doc)
-    replace_block(text, cfg.profile, "", str(doc), kind=KIND)
+    replace_block(text, cfg.profile, "", str(doc), kind=KIND)  # the markers first: their error is the cheaper one
     return replace_block(text, cfg.profile, claims_markdown(cfg), str(doc), kind=KIND)
 
 
-def refresh_claims_doc(cfg, doc: Path = CLAIMS_DOC) -> Path:
-    """Rewrite ``doc``'s block for ``cfg.profile`` from the latest claims run (atomically, keeping its
-    permissions; refused as ``check_claims_doc`` says, with nothing written)."""
-    return _write_text(doc, check_claims_doc(cfg, doc))
-
+def write_claims_doc(doc: Path, text: str) -> Path:
+    """``claims_doc_text``'s result into ``doc`` (atomically, keeping its permissions)."""
+    return _write_text(doc, text)

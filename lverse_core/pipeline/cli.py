@@ -93,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "results":
             from pathlib import Path
 
-            from lverse_core.pipeline.claims_page import check_claims_doc, refresh_claims_doc
+            from lverse_core.pipeline.claims_page import claims_doc_text, write_claims_doc
             doc = None if args.claims_doc is None else Path(args.claims_doc)
             try:
                 cfg = load_profile(args.profile)
-                if doc is not None:  # a bad block or no claims run is refused before anything is written
-                    check_claims_doc(cfg, doc)
+                # a bad block or no claims run is refused before anything is written
+                doc_text = None if doc is None else claims_doc_text(cfg, doc)
                 print(write_results_page(cfg, README if args.readme else None))
                 if doc is not None:
-                    print(refresh_claims_doc(cfg, doc))
+                    print(write_claims_doc(doc, doc_text))
             except ResultsError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
