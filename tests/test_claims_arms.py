@@ -463,6 +463,35 @@ def test_the_plan_lists_every_training_of_the_selected_claims_and_what_is_reused
     assert {"BiART t2i_only", "BiART i2t_only"} <= three and not any("per level" in n for n in three)
 
 
+def test_a_training_stopped_before_its_last_step_is_planned_to_resume_with_its_remaining_steps(tmp_path):
+    from lverse_core.pipeline.estimate import ClaimsEstimate
+    from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path
+
+    cfg = _ci(tmp_path, **{"claims.ml_steps": 0, "claims.sl_steps": 0, "claims.biart_steps": 0,
+                           "claims.seeds": [1], "claims.only": [6]})
+    s1 = ce.seed_config(cfg, 1)
+    ml, sl = s1.augvae_train.ml_steps, s1.augvae_train.sl_steps
+    for variant, step in (("ml", ml), ("sl", 4)):  # a finished ML; an SL saved at step 4 (a checkpoint on the way)
+        path = checkpoint_path(s1, variant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"kind": f"augvae-{variant}", "model": {}, "step": step, "finished": step >= 10}, path)
+        provenance.record(path, augvae_made_from(s1, variant))
+    plan = ce.training_plan(cfg)
+    got = {p.name: (p.steps, p.state, p.done) for p in plan}
+    assert got["AugVAE-ML"] == (ml, ce.FINISHED, 0)
+    assert got["AugVAE-SL"] == (sl - 4, ce.TO_TRAIN, 4)  # the steps still to run, not reused as finished
+    assert got["BiART bidirectional"][1] == ce.TO_TRAIN  # made from an SL still to train
+    lines = ClaimsEstimate(plan, {"AugVAE-SL": 0.5, "BiART": 0.25}).lines()
+    # the SL, the BiART made from it, and the first seed's reranker and judge
+    assert lines[0] == "claims plan: 4 trainings to run; reused: 1 finished"
+    assert f"AugVAE-SL {sl - 4:,} (resumes at step 4)" in lines[1]
+    assert ClaimsEstimate(plan, {"AugVAE-SL": 0.5}).training_s == (sl - 4) * 0.5
+    # a file that cannot be read as a checkpoint: left to the training, which says what is wrong with it
+    checkpoint_path(s1, "sl").write_bytes(b"not a checkpoint")
+    provenance.record(checkpoint_path(s1, "sl"), augvae_made_from(s1, "sl"))
+    assert {p.name: p.state for p in ce.training_plan(cfg)}["AugVAE-SL"] == ce.FINISHED
+
+
 def test_an_arm_with_current_measures_is_planned_as_measured(tmp_path):
     cfg = _ci(tmp_path, **{"claims.seeds": [0], "claims.only": [2], "claims.primaries_only": True})
     cfg_s = ce.seed_config(cfg, 0)

@@ -159,6 +159,8 @@ def adopt_main_run(cfg: Config, cfg_s: Config, log: Callable[[str], None] = prin
 # -- what a run will train --------------------------------------------------------------------------------------------
 
 TO_TRAIN, FINISHED, MAIN_RUN, MEASURED = "to train", "finished", "the main run's", "measured"
+# the stages whose checkpoints hold the step they were saved at (a stopped one resumes there)
+STEPPED = ("AugVAE-ML", "AugVAE-SL", "VQ-VAE control", "BiART")
 
 
 @dataclass(frozen=True)
@@ -168,12 +170,14 @@ class Planned:
     "BiART"; "CLIP reranker" and "judge", trained for the first seed, are not timed there); ``state`` is
     ``TO_TRAIN``, ``FINISHED`` (its checkpoint is made from these settings and inputs), ``MAIN_RUN`` (the main run's
     model, copied by ``adopt_main_run``) or ``MEASURED`` (a BiART arm whose measures are saved and current: nothing
-    of it runs again)."""
+    of it runs again). A training stopped before its last step and made from these settings and inputs is
+    ``TO_TRAIN`` with ``done`` steps behind it and ``steps`` still to run: it resumes from its checkpoint."""
     seed: int
     name: str
     stage: str
     steps: int
     state: str
+    done: int = 0
 
 
 def training_plan(cfg: Config) -> list[Planned]:
@@ -186,6 +190,7 @@ def training_plan(cfg: Config) -> list[Planned]:
     from lverse_core.sampling.clip_reranker import reranker_made_from, reranker_path
     from lverse_core.training.augvae_train import augvae_made_from, checkpoint_path
     from lverse_core.training.biart_train import biart_made_from
+    from lverse_core.training.loop import checkpoint_step
 
     arms = arms_selected(cfg)
     plan: list[Planned] = []
@@ -196,14 +201,17 @@ def training_plan(cfg: Config) -> list[Planned]:
 
         def add(name: str, stage: str, steps: int, key: str, made: Callable[[], Any], path: Any,
                 upstream: Sequence[str] = ()) -> None:
+            done = 0
             if key in main:
                 state = MAIN_RUN
             elif any(u in todo for u in upstream) or not provenance.decide(path, made()).ok:
                 state = TO_TRAIN
-                todo.add(key)
             else:
-                state = FINISHED
-            plan.append(Planned(seed, name, stage, steps, state))
+                saved = checkpoint_step(path) if stage in STEPPED else None
+                state, done = (TO_TRAIN, saved) if saved is not None and saved < steps else (FINISHED, 0)
+            if state == TO_TRAIN:
+                todo.add(key)
+            plan.append(Planned(seed, name, stage, steps - done, state, done))
 
         b = cfg_s.augvae_train
         add("AugVAE-ML", "AugVAE-ML", b.ml_steps, "AugVAE-ML", lambda: augvae_made_from(cfg_s, "ml"),

@@ -190,7 +190,9 @@ class ClaimsEstimate:
         out = [f"claims plan: {len(todo)} training{'s' if len(todo) != 1 else ''} to run"
                + (f"; reused: {', '.join(f'{n} {state}' for state, n in reused.items())}" if reused else "")]
         for seed in dict.fromkeys(p.seed for p in todo):
-            out.append(f"  seed {seed} (steps): " + ", ".join(f"{p.name} {p.steps:,}" for p in todo if p.seed == seed))
+            out.append(f"  seed {seed} (steps): " + ", ".join(
+                f"{p.name} {p.steps:,}" + (f" (resumes at step {p.done:,})" if p.done else "")
+                for p in todo if p.seed == seed))
         if todo:
             timed = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in self.step_s.items())
             untimed = sorted({p.stage for p in todo if p.stage not in self.step_s})

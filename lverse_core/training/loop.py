@@ -285,6 +285,17 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     return state
 
 
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step a kit checkpoint was saved at (the training resumes there), read without loading its tensors
+    (memory-mapped); None when there is no such file or it cannot be read as one. Never raises."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def load_model_state(path: str | os.PathLike, model: torch.nn.Module, tensors: dict[str, Any]) -> None:
     """``model.load_state_dict(tensors)``, or a CheckpointError naming the file and every tensor that is missing,
     extra, not a tensor or of another shape (torch's own error says none of it about the file)."""
