@@ -93,13 +93,14 @@ from lverse_core.config import available_profiles, load_run_config
 
 assert PROFILE in available_profiles(), f"PROFILE={PROFILE!r}; valid: {available_profiles()}"
 cfg = load_run_config(PROFILE, OVERRIDES)
-from lverse_core.evaluation.claims_experiment import budgets, claims_selected, with_parameters
+from lverse_core.evaluation.claims_experiment import blur_images, budgets, claims_selected, with_parameters
 cfg = with_parameters(cfg, CLAIMS, PRIMARIES_ONLY, SEEDS)  # the same run folders: arms of earlier runs are reused
-b = budgets(cfg)
+b = {**budgets(cfg), "blur_images": blur_images(cfg)}
 print(f"profile {cfg.profile}: claims {', '.join(map(str, claims_selected(cfg)))}; seeds {cfg.claims.seeds}; "
       f"AugVAE-ML {b['ml_steps']} + SL {b['sl_steps']} steps (SL from scratch {b['ml_steps'] + b['sl_steps']}), "
       f"BiART {b['biart_steps']} steps per arm (one-direction controls {b['biart_steps'] // 2}); "
-      f"{b['eval_images']} test images and prompts, {b['n_candidates']} image candidates")
+      f"{b['eval_images']} test images and prompts (claim 6's KIDs: {b['blur_images']}), "
+      f"{b['n_candidates']} image candidates")
 
 # %% [markdown]
 # ## What this run will train, and for how long
@@ -214,7 +215,7 @@ save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cf
            f"Claims scorecard: method vs control over seeds {cfg.claims.seeds}, the paired difference (seeds, then "
            f"test items) with its interval (primaries at their Holm level), p, minimum detectable effect, verdict",
            verdict=sentence)
-write_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": budgets(cfg), "seconds": run_seconds,
+write_results(cfg, "07_claims", {"seeds": list(cfg.claims.seeds), "budgets": b, "seconds": run_seconds,
                                "measures": {str(s): m for s, m in measures.items()},
                                "primaries": {k: vars(v) for k, v in vars(cfg.claims.primaries).items()},
                                "scorecard": card.to_dict(orient="records"), "shortfall": gaps,

@@ -239,6 +239,54 @@ def test_an_arm_is_reused_for_the_same_settings_and_inputs_and_remade_when_one_c
     assert any("BiART no_segment" in ln for ln in lines)
 
 
+def test_claim_6s_image_count_remeasures_only_the_arm_whose_kids_it_shapes(tmp_path):
+    cfg_s = ce.seed_config(_ci(tmp_path), 0)
+    _inputs_of(cfg_s)
+    for arm in ("bidirectional", "no_segment"):
+        (cfg_s.runs_root / f"biart_{arm}.pt").write_bytes(arm.encode())
+        assert cm.measure_once(cfg_s, arm, lambda: {"nll_i2t": 1.0}, print)[1] is True
+    more = ce.seed_config(_ci(tmp_path, **{"claims.blur_images": cfg_s.claims.blur_images + 8}), 0)
+    lines = []
+    assert cm.measure_once(more, "no_segment", lambda: {"nll_i2t": 2.0}, lines.append) == ({"nll_i2t": 1.0}, False)
+    assert cm.measure_once(more, "bidirectional", lambda: {"nll_i2t": 2.0}, lines.append) == ({"nll_i2t": 2.0}, True)
+    assert any("claims budget.blur_images 12 -> 20" in ln for ln in lines), lines
+    with pytest.raises(ConfigError, match="blur_images: 1; KID compares at least 2"):
+        _ci(tmp_path, **{"claims.blur_images": 1})
+
+
+def test_claim_6s_sets_are_the_first_blur_images_items_and_only_the_further_ones_are_drawn(tmp_path, monkeypatch):
+    split = {"images": torch.arange(10, 16, dtype=torch.uint8).view(6, 1, 1, 1), "ids": list(range(10, 16)),
+             "objects": [["circle"]] * 6, "captions": [f"caption {i}" for i in range(10, 16)]}
+
+    def test_set(c, n=None):
+        return {k: v[:c.claims.eval_images if n is None else n] for k, v in split.items()}
+
+    drawn = []
+
+    def draw(cfg_r, model, parts, scorer, test):  # a stand-in image per item: its id
+        drawn.append((list(test["ids"]), list(test["captions"]), scorer))
+        return torch.tensor(test["ids"], dtype=torch.uint8).view(-1, 1, 1, 1)
+
+    monkeypatch.setattr(cm, "test_set", test_set)
+    monkeypatch.setattr(cm, "_drawn_images", draw)
+
+    def sets(**over):
+        cfg_s = ce.seed_config(_ci(tmp_path, **{"claims.eval_images": 3, **over}), 0)
+        test = test_set(cfg_s)
+        generated = torch.tensor([10, 11, 12], dtype=torch.uint8).view(3, 1, 1, 1)  # the other measures' images
+        drawn.clear()
+        wide, images = cm._blur_sets(cfg_s, None, {}, "the reranker", test, generated)
+        assert torch.equal(wide["images"], images)  # item i's image next to the real image i
+        return wide["ids"], drawn[:]
+
+    assert sets(**{"claims.blur_images": 5}) == (
+        [10, 11, 12, 13, 14], [([13, 14], ["caption 13", "caption 14"], "the reranker")])
+    assert sets(**{"claims.blur_images": 2}) == ([10, 11], [])  # fewer: the first of those already drawn
+    assert sets(**{"claims.blur_images": 0}) == ([10, 11, 12], [])  # 0 = eval_images
+    ids, more = sets(**{"claims.blur_images": 50})  # more than the split holds: all of it
+    assert ids == list(range(10, 16)) and more[0][0] == [13, 14, 15]
+
+
 def _main_files(cfg):
     """Stand-ins for the main run's models, each with a record made from ``cfg``'s settings and inputs."""
     view = ce._main_artefacts(cfg)

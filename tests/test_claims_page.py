@@ -68,7 +68,7 @@ def claims_run(workdir):
     (root / "manifest.json").write_text(json.dumps(manifest))
     report.write_results(cfg, "07_claims", {
         "seeds": [3, 4], "budgets": {"ml_steps": 300, "sl_steps": 2800, "biart_steps": 3200, "eval_images": 100,
-                                     "n_candidates": 32},
+                                     "n_candidates": 32, "blur_images": 300},
         "seconds": 6667.0, "measures": MEASURES, "scorecard": SCORECARD,
         "shortfall": ["claim 2 (held-out NLL): inconclusive over 3 seeds; about 12 seeds would bring it to the margin"],
         "run": {**RUN, "precision": precision_plan(cfg)}}, headline=[])
@@ -89,6 +89,7 @@ def test_the_block_gives_the_runs_machine_each_arm_and_every_measured_row(claims
     assert describe_plan(precision_plan(claims_run)) in first and "torch 8.8.8" in first
     assert "notebook 07 6,667 s" in first and "peak memory 2,044 MiB" in first and "Main CPU" not in first
     assert "BiART 3,200 steps per arm (one-direction controls 1,600)" in text
+    assert "100 test images and prompts per seed, claim 6's KIDs on 300 test images and as many generated" in text
     rows = md_rows(text)
     arms = {(r[0], r[1]): r for r in rows if r[0] in ("3", "4")}
     assert arms[("3", "bidirectional")] == ["3", "bidirectional", "3,200", "885,248", "1,109", "", "", "", "72.0%",

@@ -214,6 +214,7 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
     root = work / "reports" / "ci"
     res = json.loads((root / "results" / "07_claims.json").read_text())
     assert res["seeds"] == seeds and set(res["measures"]) == {str(s) for s in seeds}
+    assert res["budgets"]["blur_images"] == load_profile("ci").claims.blur_images
     card = res["scorecard"]
     pairs = [f"{m[0]}: {m[1]} | {c[0]}: {c[1]}" for _, _, m, c, _ in CLAIM_ROWS]
     assert [r["measure"] for r in card if f"{r['method arm']} | {r['control arm']}" in pairs] == [
@@ -235,6 +236,8 @@ def test_claims_notebook_scores_every_claim_over_seeds(ci_pipeline, monkeypatch)
             lists = [m[f"{key}_items"] for m in by_arm.values() if isinstance(m.get(f"{key}_items"), list)]
             assert lists and {len(v) for v in lists} == {n_items}, key
         assert by_arm["t2i_only"].get("nll_i2t_why") and "nll_i2t_items" not in by_arm["t2i_only"]
+        # claim 6's KIDs on more items than the other measures: the further prompts were drawn too
+        assert by_arm["bidirectional"]["kid_images"] == load_profile("ci").claims.blur_images > n_items
         for m in by_arm.values():
             assert m["parameters"] > 0 and m["steps"] > 0
     manifest = json.loads((root / "manifest.json").read_text())

@@ -134,6 +134,12 @@ def _distinct_seeds(v: list[int]) -> str | None:
     return f"{v}; give distinct seeds (at least 3 for an interval that can decide a claim)"
 
 
+def _blur_count(v: int) -> str | None:
+    if v != 1:
+        return None
+    return "1; KID compares at least 2 images per set: give 0 (= eval_images) or 2 or more"
+
+
 def _distinct_claims(v: list[int]) -> str | None:
     if len(v) == len(set(v)):
         return None
@@ -528,6 +534,9 @@ class ClaimsConfig:
     biart_steps: int = setting(0, range=AT_LEAST_0, help=(
         "BiART steps per arm; 0 = biart_train.steps (one-direction controls get half)"))
     eval_images: int = setting(100, range=Range(2), help="test images captioned, and test prompts drawn, per arm")
+    blur_images: int = setting(0, range=AT_LEAST_0, check=_blur_count, help=(
+        "test images claim 6's KIDs compare under blur, with as many drawn from their first captions (the first N "
+        "of the test split; the first eval_images are the images the other measures judge); 0 = eval_images"))
     n_candidates: int = setting(0, range=AT_LEAST_0,
                                 help="candidates CLIP reranks per prompt; 0 = sampling.n_candidates")
     primaries: ClaimPrimaries = section(ClaimPrimaries, help="the measure that decides each claim, its margin")

@@ -114,6 +114,12 @@ def budgets(cfg: Config) -> dict[str, int]:
             "n_candidates": c.n_candidates or cfg.sampling.n_candidates}
 
 
+def blur_images(cfg: Config) -> int:
+    """How many test images, and images drawn from their first captions, claim 6's KIDs compare:
+    ``claims.blur_images``, 0 = ``claims.eval_images`` (at most the test split's size)."""
+    return cfg.claims.blur_images or cfg.claims.eval_images
+
+
 def seed_config(cfg: Config, seed: int) -> Config:
     """The configuration of one seed's runs: its own data draw (the main run's seed: the main run's data set) and
     run folder, the claims' budgets, and otherwise the profile's recipe as it is (tokenizer recipe, candidates and

@@ -35,7 +35,7 @@ from lverse_core.config import Config, derive
 from lverse_core.config.sources import data_source
 from lverse_core.evaluation import claims_measures as measure
 from lverse_core.evaluation.claims_arms import (  # noqa: F401  (the arms' names, read from here by their callers)
-    ARMS_OF_CLAIM, AUGVAE_ARMS, BIART_ARMS, CLAIMS, _augvae_arm, arms_selected, biart_arm_config, budgets,
+    ARMS_OF_CLAIM, AUGVAE_ARMS, BIART_ARMS, CLAIMS, _augvae_arm, arms_selected, biart_arm_config, blur_images, budgets,
     claim_number, claims_selected, parse_claims, parse_seeds, per_level_config, seed_config, with_parameters)
 # the measures' names, read from here by earlier callers
 from lverse_core.evaluation.claims_measures import _cached, _measures_made_from, test_set  # noqa: F401

@@ -4,7 +4,8 @@ A measure that averages over the test items (the first ``claims.eval_images`` te
 ``test_set``) also keeps its per-item values under ``<key>_items``, in the same item order in every arm of a seed, so
 that a comparison can pair them; a measure that cannot be computed is NaN with ``<key>_why``, never an exception
 that loses the other arms. Every arm also reports its parameters, steps and training seconds. Claim 6 uses KID
-(torch-fidelity's subset estimator), usable at a hundred images where FID's covariances are rank-deficient.
+(torch-fidelity's subset estimator), defined at a hundred images where FID's covariances are rank-deficient, on the
+first ``claims.blur_images`` test items (``kid_images``: how many it compared).
 """
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ import torch
 
 from lverse_core.config import Config, derive
 from lverse_core.data.pixels import signed_from_uint8, uint8_from_signed
-from lverse_core.evaluation.claims_arms import AUGVAE_ARMS, _augvae_arm, biart_arm_config, budgets
+from lverse_core.evaluation.claims_arms import AUGVAE_ARMS, _augvae_arm, biart_arm_config, blur_images, budgets
 from lverse_core.report import write_json_atomic
+
+
+# the arm whose generated images claim 6 follows under blur
+BLUR_ARM = "bidirectional"
 
 
 def _measures_made_from(cfg_s: Config, arm: str):
@@ -53,6 +58,8 @@ def _measures_made_from(cfg_s: Config, arm: str):
                       "CLIP reranker": reranker_path(cfg_s)})
         config.update(provenance.config_values(biart_arm_config(cfg_s, arm), "biart"))
         config.update({f"sampling.{k}": v for k, v in tree["sampling"].items()})
+        if arm == BLUR_ARM:  # claim 6's image count shapes this arm's measures only
+            config["claims budget.blur_images"] = blur_images(cfg_s)
     return provenance.MadeFrom("claims-measures", provenance.plain(config),
                                {k: provenance.input_id(p) for k, p in files.items()}, f"claims measures ({arm})")
 
@@ -103,14 +110,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def test_set(cfg_s: Config) -> dict[str, Any]:
-    """The first ``claims.eval_images`` test images (uint8), their ids, ground-truth objects and first captions:
-    the items every per-item measure of the seed follows, in this order."""
+def test_set(cfg_s: Config, n: int | None = None) -> dict[str, Any]:
+    """The first ``n`` (default ``claims.eval_images``; at most the split's size) test images (uint8), their ids,
+    ground-truth objects and first captions: the items every per-item measure of the seed follows, in this order."""
     from lverse_core import data
 
     ds = data.CaptionImageDataset(cfg_s, "test", train=False)
     attrs = data.load_attributes(cfg_s)
-    items = [ds[i] for i in range(min(cfg_s.claims.eval_images, len(ds)))]
+    items = [ds[i] for i in range(min(cfg_s.claims.eval_images if n is None else n, len(ds)))]
     ids = [int(it["image_id"]) for it in items]
     return {"images": torch.stack([uint8_from_signed(it["image"]) for it in items]), "ids": ids,
             "objects": [attrs[i] for i in ids], "captions": [it["captions"][0] for it in items]}
@@ -261,7 +268,7 @@ def biart_measures(cfg_s: Config, arm: str, test: Mapping[str, Any], judge, log:
         if arm != "t2i_only":
             out.update(_caption_measures(cfg_s, model, parts, test))
         if arm != "i2t_only":
-            out.update(_image_measures(cfg_s, model, parts, test, judge, blur=arm == "bidirectional"))
+            out.update(_image_measures(cfg_s, model, parts, test, judge, blur=arm == BLUR_ARM))
         return out
 
     out, fresh = measure_once(cfg_s, arm, compute, log)
@@ -351,21 +358,46 @@ def _single_sample(cfg_s: Config) -> Config:
 def _image_measures(cfg_s, model, parts, test, judge, blur: bool) -> dict[str, Any]:
     from lverse_core.evaluation.fid import compute_fid
     from lverse_core.evaluation.verdicts import judged_correct
-    from lverse_core.sampling.generate import generate_images
 
-    prompts, pids = test["captions"], [i * 100 for i in test["ids"]]
     out: dict[str, Any] = {}
     runs = {"": (cfg_s, parts["scorer"]), "_single": (_single_sample(cfg_s), None)}
     for suffix, (cfg_r, scorer) in runs.items():
-        codes, _ = generate_images(cfg_r, model, parts["tokenizer"], prompts, pids, scorer, parts["decode"])
-        with torch.no_grad():
-            images = uint8_from_signed(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu()
-                                                  for i in range(0, len(codes), 64)]))
-        _items(out, f"images_right{suffix}", judged_correct(judge, images, prompts)["per_image"])
+        images = _drawn_images(cfg_r, model, parts, scorer, test)
+        _items(out, f"images_right{suffix}", judged_correct(judge, images, test["captions"])["per_image"])
         out[f"image_fid{suffix}"] = compute_fid(test["images"], images, cfg_s)
         if suffix == "" and blur:
-            out.update(_blur_measures(cfg_s, test, images))
+            wide, generated = _blur_sets(cfg_s, model, parts, scorer, test, images)
+            out["kid_images"] = len(generated)
+            out.update(_blur_measures(cfg_s, wide, generated))
     return out
+
+
+def _drawn_images(cfg_r: Config, model, parts, scorer, test: Mapping[str, Any]) -> torch.Tensor:
+    """One image (uint8) per test item, drawn from its first caption under ``cfg_r``'s sampling (top-1 of its
+    candidates by ``scorer``). Each prompt's random draws are seeded by its own id (``row_sampler``), whichever
+    other items are drawn with it."""
+    from lverse_core.sampling.generate import generate_images
+
+    pids = [i * 100 for i in test["ids"]]
+    codes, _ = generate_images(cfg_r, model, parts["tokenizer"], test["captions"], pids, scorer, parts["decode"])
+    with torch.no_grad():
+        return uint8_from_signed(torch.cat([parts["decode"](codes[i: i + 64, 0]).cpu()
+                                            for i in range(0, len(codes), 64)]))
+
+
+def _blur_sets(cfg_s: Config, model, parts, scorer, test: Mapping[str, Any], generated: torch.Tensor
+               ) -> tuple[dict[str, Any], torch.Tensor]:
+    """Claim 6's sets: the first ``blur_images`` test items and one generated image per item. The images already
+    drawn for the first ``eval_images`` items are those; only the items after them are drawn here, the same way."""
+    n = blur_images(cfg_s)
+    have = len(test["ids"])
+    if n <= have:
+        return {"images": test["images"][:n], "ids": test["ids"][:n]}, generated[:n]
+    wide = test_set(cfg_s, n)
+    more = {k: v[have:] for k, v in wide.items()}
+    if not more["ids"]:  # the split holds no more items than the other measures use
+        return wide, generated
+    return wide, torch.cat([generated, _drawn_images(cfg_s, model, parts, scorer, more)])
 
 
 def kid(real_features: torch.Tensor, fake_features: torch.Tensor, subsets: int = 100, seed: int = 0) -> float:

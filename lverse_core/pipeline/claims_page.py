@@ -130,6 +130,8 @@ def _budget_line(b: Any) -> str:
         parts.append(f"BiART {n['biart_steps']:,} steps per arm (one-direction controls {n['biart_steps'] // 2:,})")
     if "eval_images" in n:
         parts.append(f"{n['eval_images']} test images and prompts per seed")
+    if "blur_images" in n:
+        parts.append(f"claim 6's KIDs on {n['blur_images']} test images and as many generated")
     if "n_candidates" in n:
         parts.append(f"{n['n_candidates']} image candidates")
     return ("Budgets: " + ", ".join(parts) + ".") if parts else ""
