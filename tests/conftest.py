@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ class _CiRun:
     two-thread steps; a tie for the cores made both several times slower."""
     proc: subprocess.Popen | None = None
     work: Path | None = None
+    sigterm: object = None  # the SIGTERM handler before ``end_ci_run_on_sigterm``'s
 
 
 def _start_ci_run(config) -> None:
@@ -102,6 +104,22 @@ def _start_ci_run(config) -> None:
                                        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                        process_group=0)  # its own group: a Ctrl-C reaches the tests, which end it
     _CiRun.work = work
+    end_ci_run_on_sigterm()
+
+
+def end_ci_run_on_sigterm() -> None:
+    """A test run ended by SIGTERM (``timeout``, a CI job cancelled) runs no teardown, and the ci run, in its own
+    process group, would live on with its kernels: end it first, then terminate as the signal's handler before this
+    one would have."""
+    if _CiRun.sigterm is not None:
+        return
+
+    def on_sigterm(signum, frame):
+        _stop_ci_run()
+        signal.signal(signum, _CiRun.sigterm)
+        os.kill(os.getpid(), signum)
+
+    _CiRun.sigterm = signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _stop_ci_run() -> None:

@@ -74,3 +74,29 @@ def test_the_readers_of_the_ci_run_go_last_and_a_collection_alone_starts_nothing
     assert started == [run]  # the run starts once its readers are known, before the first test
     conftest.pytest_collection_finish(SimpleNamespace(items=[item("e", [])], config=run))
     assert started == [run]  # no reader selected (make test KIND=unit): no run
+
+
+TERMINATED = """
+import subprocess, sys, time
+sys.path.insert(0, "tests")
+import conftest
+conftest._CiRun.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], process_group=0)
+conftest.end_ci_run_on_sigterm()
+print(conftest._CiRun.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_test_run_ended_by_sigterm_ends_the_ci_run_it_started():
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", TERMINATED], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        proc.terminate()
+        assert proc.wait(timeout=HANG_GUARD_S) == -signal.SIGTERM  # terminated as by the default handler
+    finally:
+        proc.kill()
+    with pytest.raises(ProcessLookupError):  # the ci run (here a stand-in in its own group) is gone, and reaped
+        os.kill(child, 0)
