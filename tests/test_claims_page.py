@@ -38,7 +38,7 @@ SCORECARD = [
         "shared_positions: captions_right", None, None, None, None, None,
         "not measured: no arm shared_positions on seed 3"),
     row(CLAIM_5, "images judged right", "primary", "bidirectional: images_right", 0.2833, 0.0367, 0.2467, 0.0067,
-        0.4862, "supported", level=0.975, margin=0.02, mde=0.281, p=0.0123),
+        0.4862, "supported", level=0.975, margin=0.02, mde=0.281, p=0.0123, needed=98.0),
     row(CLAIM_5, "captions right", "secondary", "bidirectional: captions_right", 0.7433, 0.62, 0.1233, -0.007,
         0.2533, "inconclusive", mde=0.162, p=0.055),
 ]
@@ -98,7 +98,8 @@ def test_the_block_gives_the_runs_machine_each_arm_and_every_measured_row(claims
     card = {(r[0], r[1]): r for r in rows if r[2:3] in (["primary"], ["secondary"])}
     assert card[(CLAIM_2, NLL)][3:] == ["3.829", "3.826", "+0.00335 [-0.0524, 0.0591]", "0.95", "0.02", "0.0695",
                                         "0.82", "12", "inconclusive"]
-    # a share: means in %, the difference, its interval, margin and MDE in points; p below 0.1: two significant digits
+    # a share: means in %, the difference, its interval, margin and MDE in points; p below 0.1: two significant digits;
+    # no seeds needed beside a decided verdict (the results file has a number there)
     assert card[(CLAIM_5, "images judged right")][3:] == ["28.3%", "3.7%", "+24.7 points [0.7, 48.6]", "0.975",
                                                          "2.0 points", "28.1", "0.012", "—", "supported"]
     assert card[("5", "captions right")][5] == "+12.3 points [-0.7, 25.3]"  # the claim named once, then its number

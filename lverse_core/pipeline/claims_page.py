@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lverse_core.config import REPO_ROOT
+from lverse_core.evaluation.claims import CONTRADICTED, NO_DIFFERENCE, SUPPORTED
 from lverse_core.hardware import describe_plan
 from lverse_core.pipeline.headlines import UnreadableResult, read_result
 from lverse_core.pipeline.notebook_html import scrub_local_paths
@@ -83,9 +84,14 @@ def _p(v: Any) -> str:
     return "—" if x is None else (f"{x:.2f}" if x >= 0.1 else f"{x:.2g}")  # 0.50, 0.069, 0.0023
 
 
-def _seeds_needed(v: Any) -> str:
+DECIDED = (SUPPORTED, CONTRADICTED, NO_DIFFERENCE)
+
+
+def _seeds_needed(v: Any, verdict: str) -> str:
+    """About how many seeds would bring an undecided primary's MDE to its margin; "—" for a decided row (the
+    number would answer a question the run has settled)."""
     x = _num(v)
-    return "—" if x is None else f"{int(x):,}"
+    return "—" if x is None or verdict.split(":")[0] in DECIDED else f"{int(x):,}"
 
 
 def run_line(data: Mapping[str, Any], manifest: Mapping[str, Any], profile: str) -> str:
@@ -178,7 +184,7 @@ def scorecard_table(card: Any) -> tuple[str, list[str]]:
         rows.append([_claim_id(r) if claim in shown else claim, r.get("measure"), r.get("role"),
                      _value(r.get("method"), share), _value(r.get("control"), share), _interval(r, share),
                      _scaled(r.get("level"), False), _margin(r, share), _scaled(r.get("MDE"), share, 3),
-                     _p(r.get("p")), _seeds_needed(r.get("seeds needed")), verdict])
+                     _p(r.get("p")), _seeds_needed(r.get("seeds needed"), verdict), verdict])
         shown.add(claim)
     table = _markdown_table(["claim", "measure", "role", "method", "control", "difference [interval]", "level",
                              "margin", "MDE", "p", "seeds needed", "verdict"], rows) if rows else "no row was measured"
@@ -226,7 +232,8 @@ def claims_markdown(cfg) -> str:
     out += ["Each arm's own quality, size and cost, seed by seed:", "", arms_table(data.get("measures")), "",
             "The scorecard (difference = method − control, the mean over seeds; a primary's interval at its Holm "
             "step's level and its Holm-adjusted p; MDE: the smallest true difference the design detects at that "
-            "level with 80% power; shares in %, their differences in points). " + _sentence(card), "", table, ""]
+            "level with 80% power; seeds needed: for a primary not decided, about how many seeds would bring its "
+            "MDE to its margin; shares in %, their differences in points). " + _sentence(card), "", table, ""]
     if notes:
         out += ["Rows not measured in this run: " + "; ".join(notes) + ".", ""]
     gaps = [g for g in data.get("shortfall") or [] if isinstance(g, str)]
