@@ -36,8 +36,10 @@
 # 5. **CLIP reranking** (§3.6): top-1 of N candidates (the profile's reranking rule) vs a single sample.
 # 6. **Blur** (§4.3, Table 3): does the distance of generated images to real ones fall with the blur radius faster
 #    than that of AugVAE-SL reconstructions (the decoder's ceiling)? Measured with KID (torch-fidelity's subset
-#    estimator, usable at a hundred images, where FID's covariances are rank-deficient); both falls are shares of
-#    the generated images' KID at the smallest radius, since the reconstructions' own KID can be zero.
+#    estimator, defined at a hundred images, where FID's covariances are rank-deficient) on `claims.blur_images` test
+#    images and as many generated (smoke: all 300; at 100 a good model's images could not always be told from the
+#    real ones); both falls are shares of the generated images' KID at the smallest radius, since the
+#    reconstructions' own KID can be zero.
 #
 # It runs on the embedded profiles (ci, smoke, gpu): the judged measures need the data set's ground truth. Each seed
 # redraws the embedded data set, the initialisation and the batch order; the two instruments, the attribute judge and
