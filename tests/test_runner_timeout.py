@@ -55,6 +55,35 @@ def test_kill_descendants_ends_a_child_session_and_its_group():
             child.wait()
 
 
+EARLIER_RUN = ("import subprocess, sys, time; time.sleep(1); "
+               "p = subprocess.Popen([sys.executable, '-c', 'b = bytearray(300 * 2**20); b[::4096] = bytes(len(b[::4096])); "
+               "import time; time.sleep(600)']); print(p.pid, flush=True); time.sleep(600)")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the kernels through /proc (Linux)")
+def test_a_deadline_and_the_memory_reading_leave_a_run_started_earlier_alone():
+    # another run this process started before (as the test session starts the ci pipeline's run): a child in its
+    # own session, whose own 300 MiB child starts only after the block has begun
+    earlier = subprocess.Popen([sys.executable, "-c", EARLIER_RUN], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    try:
+        with processes.Deadline(1.5) as deadline, processes.DescendantPeakRSS(every=0.1) as memory:
+            later = int(earlier.stdout.readline())  # the earlier run's child, started inside the block
+            time.sleep(0.5)  # the earlier run's child touches its 300 MiB
+            mine = subprocess.Popen(sleeper, start_new_session=True)  # what the block itself starts
+            assert mine.wait(timeout=HANG_GUARD_S) == -9  # killed by the deadline
+        assert deadline.fired and memory.peak_mib < 150, memory.peak_mib
+        assert _running(earlier.pid) and _running(later)  # the earlier run and what it started since
+        before = processes.children_now()
+        mine = subprocess.Popen(sleeper, start_new_session=True)
+        processes.kill_descendants(exclude=before)
+        assert mine.wait(timeout=HANG_GUARD_S) == -9 and _running(earlier.pid) and _running(later)
+    finally:
+        os.killpg(earlier.pid, 9)
+        earlier.wait()
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the kernels through /proc (Linux)")
 def test_run_timeout_kills_the_kernel_and_records_the_notebook_as_failed(tmp_path, workdir):
     books = tmp_path / "nbs"
