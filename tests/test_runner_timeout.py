@@ -62,7 +62,7 @@ EARLIER_RUN = ("import subprocess, sys, time; time.sleep(1); "
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the kernels through /proc (Linux)")
 def test_a_deadline_and_the_memory_reading_leave_a_run_started_earlier_alone():
-    # another run this process started before (as the test session starts the ci pipeline's run): a child in its
+    # another run this process started before (as `make test` starts the ci pipeline's run): a child in its
     # own session, whose own 300 MiB child starts only after the block has begun
     earlier = subprocess.Popen([sys.executable, "-c", EARLIER_RUN], stdout=subprocess.PIPE, text=True,
                                start_new_session=True)
