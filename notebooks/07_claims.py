@@ -64,8 +64,9 @@
 # interval lies on the side the paper predicts, *contradicted* when it lies on the other side, *no difference within
 # the margin* when it lies inside $[-\text{margin}, \text{margin}]$ (primaries only), and *inconclusive* otherwise
 # (`lverse_core/evaluation/claims.py`). The six primaries are corrected for multiplicity with Holm's step-down: the
-# $j$-th smallest of $m$ p-values is tested at $\alpha/(m-j+1)$, its interval is shown at that level, and $p$ is
-# Holm's adjusted value (`lverse_core/evaluation/scorecard.py`). Every row states its **minimum detectable effect**,
+# $j$-th smallest of the $m = 6$ p-values is tested at $\alpha/(m-j+1)$, its interval is shown at that level, and $p$
+# is Holm's adjusted value (`lverse_core/evaluation/scorecard.py`). A run of some claims (`CLAIMS`) counts each
+# claim it did not run as a p of 1, so its verdicts are ones that Holm over all six would also give. Every row states its **minimum detectable effect**,
 # $(t_{1-\alpha/2,\,n-1} + t_{0.8,\,n-1})\,\mathrm{se}$, the smallest true difference its design finds 4 times in
 # 5; an inconclusive primary also the number of seeds that would bring it to its margin. A row whose measure is
 # missing or NaN on a seed says *not measured* and why; the other rows still decide. One run never decides: a
@@ -210,7 +211,8 @@ card = scorecard(measures, cfg.claims, claim_rows(cfg))  # the rows of the claim
 primary = card[card["role"] == PRIMARY]
 decided = primary["verdict"].str.split(":").str[0]
 counts = {v: int((decided == v).sum()) for v in (*VERDICTS, NOT_MEASURED)}
-sentence = (f"Of the {len(primary)} primary measures (one per claim, Holm-corrected) over {len(measures)} seeds: " +
+sentence = (f"Of the {len(primary)} primary measures of this run (one per claim; Holm over the six declared) over "
+            f"{len(measures)} seeds: " +
             ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f"; {len(card) - len(primary)} secondary rows.")
 gaps = shortfall(card)
 save_table(cfg, "07_claims_scorecard", card.round(4).assign(source=provenance(cfg)),

@@ -105,8 +105,9 @@ def test_the_block_gives_the_runs_machine_each_arm_and_every_measured_row(claims
     assert card[("5", "captions right")][5] == "+12.3 points [-0.7, 25.3]"  # the claim named once, then its number
     assert "not measured" not in "".join("".join(r) for r in rows)  # a row not measured is listed, not tabulated
     assert "Rows not measured in this run: no arm shared_positions on seed 3 (1 row: 2 captions right)" in text
-    assert "Of the 2 primary measures (one per claim, Holm-corrected over these) over 3 seeds: 1 inconclusive, " \
-           "1 supported." in text
+    # levels 0.975 and 0.95: a results file whose Holm counted the two measured primaries (as the kit once did)
+    assert "Of the 2 primary measures of this run (one per claim; Holm over the 2 measured) over 3 seeds: 1 " \
+           "inconclusive, 1 supported." in text
     assert "- claim 2 (held-out NLL): inconclusive over 3 seeds; about 12 seeds would bring it to the margin" in text
 
 
@@ -221,3 +222,12 @@ def test_a_hand_edited_results_file_is_shown_as_it_can_be(claims_run):
     assert "| 3 | bidirectional |" in text and "| 3 | sl |" in text  # their values blank, the rows kept
     assert "- kept" in text and "- 1" not in text
     assert "no value (1 row: 9 ?)" in text  # listed among the rows not measured, not tabulated
+
+
+def test_the_sentence_names_the_holm_family_the_run_used():
+    from lverse_core.pipeline.claims_page import _sentence
+
+    six = [dict(r, level=level) for r, level in zip(SCORECARD, (1 - 0.05 / 5, 0.95, 1 - 0.05 / 6, 0.95))]
+    assert "(one per claim; Holm over the six declared, a claim not run counting as not rejected)" in _sentence(six)
+    assert "(one per claim; Holm over the 2 measured)" in _sentence(SCORECARD)
+    assert "Holm-corrected" in _sentence([dict(r, level="?") for r in SCORECARD])  # a hand-edited file

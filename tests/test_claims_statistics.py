@@ -254,11 +254,47 @@ def test_primary_p_values_are_holm_adjusted_and_agree_with_the_verdicts():
     assert card.equals(plain)
     prim = card[(card["role"] == PRIMARY) & ~card["verdict"].str.startswith(NOT_MEASURED)]
     m = len(prim)
-    # Holm's step levels, one per measured primary, 1 - alpha / m for the smallest p up to 1 - alpha for the largest
-    assert sorted(prim["level"]) == pytest.approx(sorted(1 - 0.05 / k for k in range(1, m + 1)))
+    # Holm's step levels over the six declared primaries, 1 - alpha / 6 for the smallest p; claim 4's primary is not
+    # measured (NaN on seed 1) and counts as a p of 1, the largest, so the measured ones take the first m steps
+    assert m == 5 and sorted(prim["level"]) == pytest.approx(sorted(1 - 0.05 / k for k in range(6 - m + 1, 7)))
     for _, r in prim.iterrows():
         decided = r["verdict"] in ("supported", "contradicted")
         assert decided == (r["p"] <= 0.05 and not r["low"] <= 0 <= r["high"])
+
+
+def test_a_run_of_some_claims_is_corrected_over_all_six_primaries():
+    from lverse_core.evaluation.claims import INCONCLUSIVE, SUPPORTED
+    from lverse_core.evaluation.scorecard import PRIMARY
+
+    def primary(card, claim):
+        hit = card[(card["role"] == PRIMARY) & (card["claim"].str[0] == claim)]
+        return hit.iloc[0]
+
+    # claims 5 and 6 alone (claims.only): Holm's first two steps of six, as if the four claims not run had p = 1
+    alone = _card(rows=[r for r in ROWS if r[0][0] in "56"])
+    assert sorted(primary(alone, c)["level"] for c in "56") == pytest.approx([1 - 0.05 / 5, 1 - 0.05 / 6])
+    one = primary(_card(rows=[r for r in ROWS if r[0][0] == "6"]), "6")  # one claim alone: tested at alpha / 6
+    assert one["level"] == pytest.approx(1 - 0.05 / 6)
+
+    # a primary that Holm over the three measured would reject but Holm over six does not (raw p 0.012: 3 x 0.012
+    # <= 0.05 < 6 x 0.012): inconclusive, and its interval is at 1 - alpha / 6
+    from lverse_core.evaluation import scorecard as sc
+
+    class D:  # a paired difference stand-in: fixed p, an interval that clears zero at any level
+        p, se, df, seeds, estimate = 0.012, 0.1, 2, 3, 1.0
+
+        def at_level(self, level):
+            return type("W", (), {"low": 0.5, "high": 1.5, "level": level})()
+
+    out = [{"margin": 0.05, "note": ""} for _ in range(3)]
+    sc._holm(out, {0: (D(), 0.0, "higher"), 1: (D(), 0.0, "higher"), 2: (D(), 0.0, "higher")}, {0: 4, 1: 5, 2: 6},
+             0.05, family=3)
+    assert {r["verdict"] for r in out} == {SUPPORTED}  # the old family: the three measured
+    out = [{"margin": 0.05, "note": ""} for _ in range(3)]
+    sc._holm(out, {0: (D(), 0.0, "higher"), 1: (D(), 0.0, "higher"), 2: (D(), 0.0, "higher")}, {0: 4, 1: 5, 2: 6},
+             0.05, family=6)
+    assert [r["p"] for r in out] == pytest.approx([0.072] * 3)
+    assert {r["verdict"] for r in out} == {INCONCLUSIVE} and max(r["level"] for r in out) == pytest.approx(1 - 0.05 / 6)
 
 
 def test_a_missing_arm_or_measure_leaves_one_row_not_measured():

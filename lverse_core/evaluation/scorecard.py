@@ -10,11 +10,12 @@ per-item values (paired across the arms of a seed), and ``key + "_why"`` why a N
 
 Each row: ``statistics.paired_difference`` (seeds, then items within each seed) and ``claims.verdict``.
 
-- **Primary** rows (one per claim, ``claims.primaries``): the p-values of the measured primaries are Holm-adjusted
-  (``statistics.holm``); the j-th smallest of m is shown with its interval at Holm's step level
-  ``1 - alpha / (m - j + 1)``, and is supported or contradicted only if its adjusted p <= alpha and that interval
-  clears zero on the side it names (the two agree except past the first step Holm does not reject, where the row
-  is inconclusive and says so). Equivalence (*no difference within the margin*) uses the same widened interval.
+- **Primary** rows (one per claim, ``claims.primaries``): the p-values of the primaries are Holm-adjusted over all
+  m = 6 declared (``statistics.holm``), one this run did not measure counting as p = 1; the j-th smallest is shown
+  with its interval at Holm's step level ``1 - alpha / (m - j + 1)``, and is supported or contradicted only if its
+  adjusted p <= alpha and that interval clears zero on the side it names (the two agree except past the first step
+  Holm does not reject, where the row is inconclusive and says so). Equivalence (*no difference within the
+  margin*) uses the same widened interval.
 - **Secondary** rows: the interval at ``claims.level``, no correction, no margin (supported, contradicted or
   inconclusive only): they describe, the primaries decide.
 - Every row gets its minimum detectable effect at its interval's level and 80% power
@@ -209,22 +210,27 @@ def scorecard(measures: Mapping[int, Mapping[str, Mapping[str, Any]]], claims: A
                     "note": "; ".join(x for x in (note, d.note) if x),
                     "verdict": verdict(d.low, d.high, better, diffs[i][1])})
         out.append(row)
-    _holm(out, diffs, primary, alpha)
+    _holm(out, diffs, primary, alpha, len(dataclasses.fields(claims.primaries)))
     return pd.DataFrame(out)
 
 
-def _holm(out: list[dict[str, Any]], diffs: Mapping[int, Any], primary: Mapping[int, int], alpha: float) -> None:
-    """The measured primaries: Holm-adjusted p, the interval at Holm's step level, the verdict (module docstring)."""
+def _holm(out: list[dict[str, Any]], diffs: Mapping[int, Any], primary: Mapping[int, int], alpha: float,
+          family: int) -> None:
+    """The measured primaries: Holm-adjusted p over the ``family`` declared primaries (one per claim, six), the
+    interval at Holm's step level, the verdict (module docstring). A declared primary this run did not measure (a
+    claim not run, a measure undefined) counts as a p of 1, never rejected: a verdict of a run of some claims is
+    one that Holm over all six would also give, whatever the others' p turn out to be."""
     measured = [i for i in primary if i in diffs]
     if not measured:
         return
-    adjusted = holm([diffs[i][0].p for i in measured])
-    order = sorted(range(len(measured)), key=lambda k: diffs[measured[k]][0].p)
     m = len(measured)
+    family = max(family, m)
+    adjusted = holm([diffs[i][0].p for i in measured] + [1.0] * (family - m))[:m]
+    order = sorted(range(m), key=lambda k: diffs[measured[k]][0].p)
     for step, k in enumerate(order):
         i, p_adj = measured[k], adjusted[k]
         d, tol, better = diffs[i]
-        wide = d.at_level(1 - alpha / (m - step))
+        wide = d.at_level(1 - alpha / (family - step))
         margin = out[i]["margin"]
         v = verdict(wide.low, wide.high, better, tol, margin)
         note = out[i]["note"]

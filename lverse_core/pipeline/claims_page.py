@@ -207,8 +207,23 @@ def _sentence(card: Any) -> str:
     seeds = next((r.get("seeds") for r in primaries if r.get("seeds")), "?")
     if not primaries:
         return "No primary measure in this run."
-    return (f"Of the {len(primaries)} primary measures (one per claim, Holm-corrected over these) over {seeds} "
-            f"seeds: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    family = _holm_family(card)
+    how = ("Holm over the six declared, a claim not run counting as not rejected" if family == 6 else
+           f"Holm over the {family} measured" if family else "Holm-corrected")
+    return (f"Of the {len(primaries)} primary measures of this run (one per claim; {how}) over {seeds} seeds: "
+            + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+
+
+def _holm_family(card: list) -> int | None:
+    """How many primaries the run's Holm correction counted, read back from the levels: the smallest p's interval
+    is at ``1 - alpha / m``, alpha from a secondary row's level (the profile's). Six since the correction counts
+    every declared primary; results files written before counted only the measured ones. None if unknown."""
+    rows = [r for r in card if isinstance(r, dict)]
+    levels = [_num(r.get("level")) for r in rows if r.get("role") == "primary" and _num(r.get("difference")) is not None]
+    secondary = [_num(r.get("level")) for r in rows if r.get("role") == "secondary"]
+    base = next((x for x in secondary if x is not None and 0 < x < 1), 0.95)
+    top = max((x for x in levels if x is not None and 0 < x < 1), default=None)
+    return round((1 - base) / (1 - top)) if top is not None else None
 
 
 def claims_markdown(cfg) -> str:
