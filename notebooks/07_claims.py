@@ -66,7 +66,8 @@
 # (`lverse_core/evaluation/claims.py`). The six primaries are corrected for multiplicity with Holm's step-down: the
 # $j$-th smallest of the $m = 6$ p-values is tested at $\alpha/(m-j+1)$, its interval is shown at that level, and $p$
 # is Holm's adjusted value (`lverse_core/evaluation/scorecard.py`). A run of some claims (`CLAIMS`) counts each
-# claim it did not run as a p of 1, so its verdicts are ones that Holm over all six would also give. Every row states its **minimum detectable effect**,
+# claim it did not run as a p of 1, so its verdicts are ones that Holm over all six would also give. Every row
+# states its **minimum detectable effect**,
 # $(t_{1-\alpha/2,\,n-1} + t_{0.8,\,n-1})\,\mathrm{se}$, the smallest true difference its design finds 4 times in
 # 5; an inconclusive primary also the number of seeds that would bring it to its margin. A row whose measure is
 # missing or NaN on a seed says *not measured* and why; the other rows still decide. One run never decides: a

@@ -56,8 +56,9 @@ def test_kill_descendants_ends_a_child_session_and_its_group():
 
 
 EARLIER_RUN = ("import subprocess, sys, time; time.sleep(1); "
-               "p = subprocess.Popen([sys.executable, '-c', 'b = bytearray(300 * 2**20); b[::4096] = bytes(len(b[::4096])); "
-               "import time; time.sleep(600)']); print(p.pid, flush=True); time.sleep(600)")
+               "p = subprocess.Popen([sys.executable, '-c', 'b = bytearray(300 * 2**20); "
+               "b[::4096] = bytes(len(b[::4096])); import time; time.sleep(600)']); "
+               "print(p.pid, flush=True); time.sleep(600)")
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the kernels through /proc (Linux)")

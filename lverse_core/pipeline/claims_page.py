@@ -219,7 +219,8 @@ def _holm_family(card: list) -> int | None:
     is at ``1 - alpha / m``, alpha from a secondary row's level (the profile's). Six since the correction counts
     every declared primary; results files written before counted only the measured ones. None if unknown."""
     rows = [r for r in card if isinstance(r, dict)]
-    levels = [_num(r.get("level")) for r in rows if r.get("role") == "primary" and _num(r.get("difference")) is not None]
+    levels = [_num(r.get("level")) for r in rows
+              if r.get("role") == "primary" and _num(r.get("difference")) is not None]
     secondary = [_num(r.get("level")) for r in rows if r.get("role") == "secondary"]
     base = next((x for x in secondary if x is not None and 0 < x < 1), 0.95)
     top = max((x for x in levels if x is not None and 0 < x < 1), default=None)
