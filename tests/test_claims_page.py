@@ -208,6 +208,27 @@ def test_notebook_07s_parameters_change_the_config_they_name_and_nothing_else():
         ce.with_parameters(cfg, seeds="1 1")
 
 
+@pytest.mark.parametrize("used, shown", [
+    ((300, 300), "claim 6's KIDs on 300 test images and as many generated,"),
+    ((250, 250), "claim 6's KIDs on 250 test images and as many generated (`claims.blur_images` 300: the test split "
+                 "has fewer),"),
+    ((250, None), "claim 6's KIDs on 250 test images and as many generated (`claims.blur_images` 300: the test "
+                  "split has fewer),"),
+])
+def test_the_budget_line_gives_the_image_count_claim_6_used(claims_run, used, shown):
+    """The configured count is what the KIDs compared unless the test split was smaller; then the count used is
+    shown, with the setting beside it. A seed without the record (an older measures file) is left out."""
+    path = claims_run.reports_root / "results" / "07_claims.json"
+    data = json.loads(path.read_text())
+    for seed, n in zip(("3", "4"), used):
+        if n is not None:
+            data["measures"][seed]["bidirectional"]["kid_images"] = n
+    path.write_text(json.dumps(data))
+    text = claims_markdown(claims_run)
+    assert shown in text
+    assert text.count("claim 6's KIDs") == 1
+
+
 def test_a_hand_edited_results_file_is_shown_as_it_can_be(claims_run):
     path = claims_run.reports_root / "results" / "07_claims.json"
     data = json.loads(path.read_text())

@@ -123,8 +123,23 @@ def run_line(data: Mapping[str, Any], manifest: Mapping[str, Any], profile: str)
             f"--profile {profile} --claims-doc`.")
 
 
-def _budget_line(b: Any) -> str:
-    """The budgets every arm shared; a value that is not a whole number (a hand-edited file) is left out."""
+def _kid_images_used(measures: Any) -> list[int]:
+    """How many images claim 6's KIDs compared on each seed that measured them (``kid_images``), in seed order."""
+    if not isinstance(measures, dict):
+        return []
+    used = []
+    for seed in sorted(measures, key=str):
+        arms = measures[seed]
+        record = arms.get("bidirectional") if isinstance(arms, dict) else None
+        value = record.get("kid_images") if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _num(value) is not None:
+            used.append(int(value))
+    return used
+
+
+def _budget_line(b: Any, measures: Any = None) -> str:
+    """The budgets every arm shared; a value that is not a whole number (a hand-edited file) is left out. Claim 6's
+    image count is the one its KIDs used where that differs from the setting (the test split is smaller)."""
     if not isinstance(b, dict):
         return ""
     n = {k: int(v) for k, v in b.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -137,7 +152,11 @@ def _budget_line(b: Any) -> str:
     if "eval_images" in n:
         parts.append(f"{n['eval_images']} test images and prompts per seed")
     if "blur_images" in n:
-        parts.append(f"claim 6's KIDs on {n['blur_images']} test images and as many generated")
+        used = sorted(set(_kid_images_used(measures)))
+        shown = ", ".join(str(u) for u in used) if used and used != [n["blur_images"]] else str(n["blur_images"])
+        parts.append(f"claim 6's KIDs on {shown} test images and as many generated"
+                     + (f" (`claims.blur_images` {n['blur_images']}: the test split has fewer)"
+                        if shown != str(n["blur_images"]) else ""))
     if "n_candidates" in n:
         parts.append(f"{n['n_candidates']} image candidates")
     return ("Budgets: " + ", ".join(parts) + ".") if parts else ""
@@ -242,7 +261,7 @@ def claims_markdown(cfg) -> str:
     card = data.get("scorecard")
     table, notes = scorecard_table(card)
     out = [run_line(data, manifest, cfg.profile), ""]
-    budget = _budget_line(data.get("budgets"))
+    budget = _budget_line(data.get("budgets"), data.get("measures"))
     if budget:
         out += [budget, ""]
     out += ["Each arm's own quality, size and cost, seed by seed:", "", arms_table(data.get("measures")), "",
