@@ -124,7 +124,7 @@ def run_line(data: Mapping[str, Any], manifest: Mapping[str, Any], profile: str)
 
 
 def _kid_images_used(measures: Any) -> list[int]:
-    """How many images claim 6's KIDs compared on each seed that measured them (``kid_images``), in seed order."""
+    """How many images claim 6's KIDs compared on each seed that measured them (``kid_images``)."""
     if not isinstance(measures, dict):
         return []
     used = []
