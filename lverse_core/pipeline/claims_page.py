@@ -131,8 +131,8 @@ def _kid_images_used(measures: Any) -> list[int]:
     for seed in sorted(measures, key=str):
         arms = measures[seed]
         record = arms.get("bidirectional") if isinstance(arms, dict) else None
-        value = record.get("kid_images") if isinstance(record, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and _num(value) is not None:
+        value = _num(record.get("kid_images")) if isinstance(record, dict) else None
+        if value is not None:
             used.append(int(value))
     return used
 
@@ -153,10 +153,11 @@ def _budget_line(b: Any, measures: Any = None) -> str:
         parts.append(f"{n['eval_images']} test images and prompts per seed")
     if "blur_images" in n:
         used = sorted(set(_kid_images_used(measures)))
-        shown = ", ".join(str(u) for u in used) if used and used != [n["blur_images"]] else str(n["blur_images"])
-        parts.append(f"claim 6's KIDs on {shown} test images and as many generated"
-                     + (f" (`claims.blur_images` {n['blur_images']}: the test split has fewer)"
-                        if shown != str(n["blur_images"]) else ""))
+        if used and used != [n["blur_images"]]:
+            parts.append(f"claim 6's KIDs on {', '.join(map(str, used))} test images and as many generated "
+                         f"(`claims.blur_images` {n['blur_images']}: the test split has fewer)")
+        else:
+            parts.append(f"claim 6's KIDs on {n['blur_images']} test images and as many generated")
     if "n_candidates" in n:
         parts.append(f"{n['n_candidates']} image candidates")
     return ("Budgets: " + ", ".join(parts) + ".") if parts else ""
